@@ -1,0 +1,154 @@
+//! `weir runs`, `weir state`, `weir dlq`: reading (and for state, editing) the embedded store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use weir_spec::TypedValue;
+
+use crate::Global;
+use crate::load::load;
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Show one run's steps.
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the state values (stored, or the declared default).
+    Get {
+        pipeline: PathBuf,
+        /// One value only.
+        name: Option<String>,
+    },
+    /// Set a value by hand, e.g. to re-read from an earlier point: `weir state set p.yaml last_sync 2024-01-01T00:00:00Z`.
+    Set { pipeline: PathBuf, name: String, value: String },
+    /// Forget stored values so the declared defaults apply again (a full re-sync).
+    Reset {
+        pipeline: PathBuf,
+        /// One value only; all when absent.
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: id, step, reason, origin.
+    List {
+        pipeline: PathBuf,
+        /// Only those of one run.
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter whole, with its original record.
+    Show { pipeline: PathBuf, id: i64 },
+}
+
+pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(&args.pipeline)?;
+    let store = loaded.store(global)?;
+    if let Some(run) = &args.run {
+        let steps = store.step_metrics(run)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&steps)?);
+        } else {
+            println!("{:<20} {:<14} {:>12} {:>12} {:>9} {:>10}", "STEP", "KIND", "ROWS IN", "ROWS OUT", "INVALID", "MS");
+            for s in steps {
+                println!(
+                    "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10}",
+                    s.step, s.kind, s.rows_in, s.rows_out, s.rows_invalid, s.duration_ms
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs = store.runs(Some(loaded.pipeline.name()), args.limit)?;
+    if args.json {
+        let metrics = store.pipeline_metrics(loaded.pipeline.name())?;
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "metrics": metrics }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<38} {:<8} {:<25} {:<10} {}", "RUN", "STATUS", "STARTED", "STAGE", "ERROR");
+    for r in runs {
+        let error = r.error.unwrap_or_default();
+        let error = error.lines().next().unwrap_or_default();
+        println!("{:<38} {:<8} {:<25} {:<10} {}", r.run_id, r.status, r.started_at, r.stage.unwrap_or_default(), error);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn state(global: &Global, cmd: StateCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        StateCommand::Get { pipeline, name } => {
+            let loaded = load(&pipeline)?;
+            let stored = loaded.store(global)?.state(loaded.pipeline.name())?;
+            for (key, decl) in &loaded.pipeline.state {
+                if name.as_ref().is_some_and(|n| n != key) {
+                    continue;
+                }
+                match stored.get(key) {
+                    Some(v) => println!("{key} = {v}"),
+                    None => println!("{key} = {} (default)", decl.value.default.value),
+                }
+            }
+        }
+        StateCommand::Set { pipeline, name, value } => {
+            let loaded = load(&pipeline)?;
+            let decl = loaded.pipeline.state.get(&name).with_context(|| {
+                format!("`{name}` is not a state value of this pipeline; declared: {:?}", loaded.pipeline.state.keys().collect::<Vec<_>>())
+            })?;
+            let value = TypedValue::parse(decl.value.ty, &value).map_err(anyhow::Error::msg)?;
+            loaded.store(global)?.set_state(loaded.pipeline.name(), &name, &value)?;
+            println!("{name} = {value}");
+        }
+        StateCommand::Reset { pipeline, name } => {
+            let loaded = load(&pipeline)?;
+            if let Some(n) = &name
+                && !loaded.pipeline.state.contains_key(n)
+            {
+                bail!("`{n}` is not a state value of this pipeline");
+            }
+            let removed = loaded.store(global)?.reset_state(loaded.pipeline.name(), name.as_deref())?;
+            println!("reset {removed} value(s); defaults apply on the next run");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DlqCommand::List { pipeline, run, limit, json } => {
+            let loaded = load(&pipeline)?;
+            let letters = loaded.store(global)?.dead_letters(loaded.pipeline.name(), run.as_deref(), limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                println!("{:<6} {:<16} {:<30} {}", "ID", "STEP", "ORIGIN", "ERROR");
+                for l in letters {
+                    println!("{:<6} {:<16} {:<30} {}", l.id, l.step, l.origin.unwrap_or_default(), l.error);
+                }
+            }
+        }
+        DlqCommand::Show { pipeline, id } => {
+            let loaded = load(&pipeline)?;
+            let letter = loaded.store(global)?.dead_letter(id)?.with_context(|| format!("no dead letter {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&letter)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

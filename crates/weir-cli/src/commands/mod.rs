@@ -1,0 +1,4 @@
+pub mod init;
+pub mod inspect;
+pub mod run;
+pub mod validate;

@@ -1,0 +1,62 @@
+//! Reading a pipeline file and opening its state store, shared by every command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use weir_engine::StateStore;
+use weir_spec::{Diagnostic, Environment, Pipeline};
+
+use crate::Global;
+
+/// A pipeline file, parsed.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub pipeline: Pipeline,
+}
+
+impl Loaded {
+    pub fn dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into())
+    }
+
+    pub fn state_dir(&self, global: &Global) -> PathBuf {
+        global.state_dir.clone().unwrap_or_else(|| self.dir().join(".weir"))
+    }
+
+    pub fn store(&self, global: &Global) -> anyhow::Result<Arc<StateStore>> {
+        let path = self.state_dir(global).join("state.db");
+        Ok(Arc::new(StateStore::open(&path)?))
+    }
+}
+
+/// Parses a pipeline file; `Err` carries every diagnostic rendered as `file:line:col: message`.
+pub fn parse(path: &Path) -> Result<Loaded, Vec<String>> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
+    let pipeline = Pipeline::from_yaml_str(&text).map_err(|d| vec![d.display_in(&shown).to_string()])?;
+    let diagnostics: Vec<Diagnostic> = weir_spec::check(&pipeline, &Environment::from_process());
+    if !diagnostics.is_empty() {
+        return Err(diagnostics.iter().map(|d| d.display_in(&shown).to_string()).collect());
+    }
+    Ok(Loaded { path: path.to_path_buf(), pipeline })
+}
+
+/// Like [`parse`], for commands that cannot go on with a broken file.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    match parse(path) {
+        Ok(loaded) => Ok(loaded),
+        Err(messages) => {
+            for m in &messages {
+                eprintln!("{m}");
+            }
+            bail!("{} has {} mistake(s); fix them and run again", path.display(), messages.len())
+        }
+    }
+}
+
+/// Splits `name=value`.
+pub fn parse_var(text: &str) -> anyhow::Result<(String, String)> {
+    let (name, value) = text.split_once('=').with_context(|| format!("`{text}`: write --var name=value"))?;
+    Ok((name.trim().to_string(), value.to_string()))
+}

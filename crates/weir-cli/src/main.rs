@@ -1,0 +1,157 @@
+//! `weir`: run, check and inspect data pipelines.
+//!
+//! Exit codes: 0 success, 1 the pipeline has mistakes (`validate`), 2 any other error.
+
+mod commands;
+mod load;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  weir init my-project                     scaffold a working example project
+  weir validate pipeline.yaml              check a pipeline; mistakes point at line:column
+  weir run pipeline.yaml --var day=2024-01-15
+  weir runs pipeline.yaml                  history with per-step row counts
+  weir dlq list pipeline.yaml              records that were set aside, with reasons
+
+Exit codes: 0 ok, 1 the pipeline has mistakes, 2 error.";
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "Data pipelines on Arrow and DataFusion: extract, transform, load.", after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    /// `human` on a terminal, `json` (one object per line) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "WEIR_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+    /// Where runs, state and dead letters are kept [default: `.weir/` beside the pipeline file].
+    #[arg(long, env = "WEIR_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline once.
+    #[command(after_help = "Example:\n  weir run examples/mapping/pipeline.yaml --var min_amount=10 --memory-limit 512MB")]
+    Run(commands::run::RunArgs),
+    /// Check pipelines without running them: YAML, step references, cycles, env vars, SQL and columns.
+    #[command(after_help = "Example:\n  weir validate pipelines/*.yaml\n\nPrints `file:line:col: message` per mistake; exits 1 if any.")]
+    Validate(commands::validate::ValidateArgs),
+    /// Show the DAG and the physical plan of every load.
+    #[command(after_help = "Example:\n  weir explain examples/fan_out_fan_in/pipeline.yaml")]
+    Explain(commands::validate::ExplainArgs),
+    /// Print the JSON Schema of pipeline files (for editors: `# yaml-language-server: $schema=...`).
+    Schema,
+    /// List the step kinds this build knows.
+    List,
+    /// Scaffold a project with a working pipeline and sample data.
+    #[command(after_help = "Example:\n  weir init demo && weir run demo/pipeline.yaml")]
+    Init(commands::init::InitArgs),
+    /// Run history of a pipeline, with per-step metrics.
+    #[command(after_help = "Examples:\n  weir runs pipeline.yaml\n  weir runs pipeline.yaml --run 0192...  (one run's steps)\n  weir runs pipeline.yaml --json")]
+    Runs(commands::inspect::RunsArgs),
+    /// Read or change the state values a pipeline keeps between runs.
+    #[command(subcommand)]
+    State(commands::inspect::StateCommand),
+    /// Browse the dead-letter store: records set aside with their reasons.
+    #[command(subcommand)]
+    Dlq(commands::inspect::DlqCommand),
+}
+
+impl Global {
+    fn log_level(&self) -> tracing::Level {
+        match i16::from(self.verbose) - i16::from(self.quiet) {
+            i16::MIN..=-2 => tracing::Level::ERROR,
+            -1 => tracing::Level::WARN,
+            0 => tracing::Level::INFO,
+            1 => tracing::Level::DEBUG,
+            _ => tracing::Level::TRACE,
+        }
+    }
+}
+
+fn init_logging(global: &Global) {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(global.log_level().into())
+        .with_env_var("WEIR_LOG")
+        .from_env_lossy()
+        .add_directive("datafusion=warn".parse().expect("static directive"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match global.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.with_target(false).compact().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Run(args) => commands::run::run(g, args).await,
+        Command::Validate(args) => commands::validate::validate(g, args).await,
+        Command::Explain(args) => commands::validate::explain(g, args).await,
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&weir_spec::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List => {
+            for (name, category, description) in weir_spec::STEP_KINDS {
+                println!("{:<10} {name:<14} {description}", format!("{category:?}").to_lowercase());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init(args) => commands::init::init(args),
+        Command::Runs(args) => commands::inspect::runs(g, args),
+        Command::State(cmd) => commands::inspect::state(g, cmd),
+        Command::Dlq(cmd) => commands::inspect::dlq(g, cmd),
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -1,0 +1,143 @@
+//! `write_csv`, `write_json`, `write_parquet`: DataFusion's streaming writers into a hidden temporary path beside
+//! the destination, made visible by rename only when the whole run commits. A failed run leaves no partial file,
+//! and readers never see a half-written one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::config::{CsvOptions, JsonOptions, TableParquetOptions};
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::error::{DataFusionError, Result};
+use tracing::info;
+use weir_engine::{PendingLoad, StepContext};
+use weir_spec::{Step, StepKind, WriteMode};
+
+/// Writes a load step's input to its temporary location.
+pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
+    let sink = step.kind.file_sink().expect("only file sinks reach here");
+    let dest = PathBuf::from(cx.path(sink.path)?);
+    let parent = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| DataFusionError::Execution(format!("cannot create {}: {e}", parent.display())))?;
+    let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let directory = sink.is_directory();
+    // Hidden (leading dot) so that readers of the destination directory skip it.
+    let temp = parent.join(format!(".{file_name}.weir-{}.tmp", cx.run_id));
+    let schema: SchemaRef = Arc::clone(input.schema().inner());
+
+    let options = DataFrameWriteOptions::new()
+        .with_single_file_output(!directory)
+        .with_partition_by(sink.partition_by.to_vec());
+    let target = if directory { format!("{}/", temp.display()) } else { temp.display().to_string() };
+    let result = match &step.kind {
+        StepKind::WriteCsv(spec) => {
+            let csv = CsvOptions::default().with_has_header(spec.header).with_delimiter(spec.delimiter as u8);
+            input.write_csv(&target, options, Some(csv)).await
+        }
+        StepKind::WriteJson(_) => input.write_json(&target, options, Some(JsonOptions::default())).await,
+        StepKind::WriteParquet(spec) => {
+            let mut parquet = TableParquetOptions::default();
+            parquet.global.compression = Some(spec.compression.clone());
+            parquet.global.max_row_group_size = spec.row_group_size;
+            input.write_parquet(&target, options, Some(parquet)).await
+        }
+        other => unreachable!("{} is not a file sink", other.name()),
+    };
+    let batches = match result {
+        Ok(b) => b,
+        Err(e) => {
+            remove(&temp);
+            return Err(e);
+        }
+    };
+    let rows = batches
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
+        .sum();
+    if !directory && !temp.exists() {
+        write_empty(&step.kind, &temp, &schema)?;
+    }
+    info!(step = %cx.step, rows, "Wrote {rows} rows to a temporary file beside {}", dest.display());
+    Ok(Box::new(PendingFiles { temp, dest, rows, mode: sink.mode, directory }))
+}
+
+/// DataFusion writes nothing for an empty input; a load of zero rows still leaves a readable file (header or schema).
+fn write_empty(kind: &StepKind, path: &Path, schema: &SchemaRef) -> Result<()> {
+    let file = std::fs::File::create(path)?;
+    match kind {
+        StepKind::WriteParquet(_) => {
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)?.close()?;
+        }
+        StepKind::WriteCsv(spec) if spec.header => {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .with_delimiter(spec.delimiter as u8)
+                .build(file);
+            w.write(&datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone()))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) {
+    let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+}
+
+struct PendingFiles {
+    temp: PathBuf,
+    dest: PathBuf,
+    rows: u64,
+    mode: WriteMode,
+    directory: bool,
+}
+
+#[async_trait]
+impl PendingLoad for PendingFiles {
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let io = |what: &str, e: std::io::Error| DataFusionError::Execution(format!("{what} {}: {e}", self.dest.display()));
+        match (self.directory, self.mode) {
+            (false, _) => std::fs::rename(&self.temp, &self.dest).map_err(|e| io("cannot replace", e))?,
+            (true, WriteMode::Overwrite) => {
+                let old = self.temp.with_extension("old");
+                if self.dest.exists() {
+                    std::fs::rename(&self.dest, &old).map_err(|e| io("cannot move aside", e))?;
+                }
+                std::fs::rename(&self.temp, &self.dest).map_err(|e| io("cannot replace", e))?;
+                remove(&old);
+            }
+            (true, WriteMode::Append) => {
+                move_files(&self.temp, &self.dest).map_err(|e| io("cannot add files to", e))?;
+                remove(&self.temp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        remove(&self.temp);
+    }
+}
+
+/// Moves every file under `from` to the same relative place under `to`; each file appears whole (rename).
+fn move_files(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            move_files(&entry.path(), &target)?;
+        } else {
+            std::fs::rename(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+

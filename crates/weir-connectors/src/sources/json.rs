@@ -1,0 +1,77 @@
+//! `read_json`: NDJSON or a JSON array of objects, detected from the first byte of the first file.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::{SessionContext, ident};
+use tracing::info;
+use weir_engine::StepContext;
+use weir_spec::{Compression, ReadJson};
+
+use super::listing::listing_table;
+use crate::common::files;
+use crate::common::types::parse_sql_type;
+
+pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+    let path = cx.path(&spec.path)?;
+    let inputs = files::list(&path, spec.hive_partitioning)?;
+    info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
+    let first = &inputs[0].path;
+    let compression = files::compression_of(first, spec.compression);
+    let mut head = [0u8; 512];
+    let n = files::open(first, compression)?.read(&mut head)?;
+    let is_array = head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let format = JsonFormat::default()
+        .with_newline_delimited(!is_array)
+        .with_schema_infer_max_rec(spec.infer_rows)
+        .with_file_compression_type(match compression {
+            Compression::Gzip => FileCompressionType::GZIP,
+            Compression::Zstd => FileCompressionType::ZSTD,
+            _ => FileCompressionType::UNCOMPRESSED,
+        });
+    let schema = match &spec.schema {
+        Some(columns) => Some(Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(name, ty)| {
+                    parse_sql_type(ty)
+                        .map(|t| Field::new(name, t, true))
+                        .map_err(|e| DataFusionError::Plan(format!("schema of column `{name}`: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ))),
+        None => None,
+    };
+    let table = listing_table(session, &path, spec.hive_partitioning, Arc::new(format), schema).await?;
+    if !spec.flatten {
+        return Ok(table);
+    }
+    let df = session.read_table(table)?;
+    let mut columns = Vec::new();
+    for field in df.schema().fields() {
+        flatten_into(ident(field.name()), field.name(), field.data_type(), &mut columns);
+    }
+    Ok(df.select(columns)?.into_view())
+}
+
+/// `a: {b: {c}}` becomes the column `a.b.c`.
+fn flatten_into(expr: Expr, name: &str, ty: &DataType, out: &mut Vec<Expr>) {
+    match ty {
+        DataType::Struct(fields) => flatten_fields(expr, name, fields, out),
+        _ => out.push(expr.alias(name)),
+    }
+}
+
+fn flatten_fields(expr: Expr, name: &str, fields: &Fields, out: &mut Vec<Expr>) {
+    for f in fields {
+        let child = get_field(expr.clone(), f.name().as_str());
+        flatten_into(child, &format!("{name}.{}", f.name()), f.data_type(), out);
+    }
+}

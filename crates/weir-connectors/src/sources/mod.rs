@@ -1,0 +1,4 @@
+pub mod csv;
+pub mod json;
+pub mod parquet;
+pub mod listing;

@@ -1,0 +1,91 @@
+use datafusion::error::DataFusionError;
+
+/// Everything that can stop a run, split by who must act: the pipeline's author (`Spec`, `Plan`), the data or an
+/// external system (`Step`), or Weir's own storage (`State`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The pipeline file has mistakes; every one is listed.
+    #[error("pipeline `{pipeline}` is invalid:\n{}", render(.diagnostics))]
+    Spec { pipeline: String, diagnostics: Vec<weir_spec::Diagnostic> },
+    /// A step cannot be planned: SQL that does not parse, an unknown column, a bad option.
+    #[error("pipeline `{pipeline}`, step `{step}`: {message}")]
+    Plan { pipeline: String, step: String, message: String, pos: weir_spec::Pos },
+    /// A step failed while data flowed.
+    #[error("pipeline `{pipeline}`, step `{step}`: {source}")]
+    Step {
+        pipeline: String,
+        step: String,
+        #[source]
+        source: DataFusionError,
+    },
+    /// A variable given on the command line does not fit its declaration.
+    #[error("pipeline `{pipeline}`: {message}")]
+    Input { pipeline: String, message: String },
+    #[error("state store: {0}")]
+    State(#[from] crate::state_store::StateError),
+}
+
+fn render(diagnostics: &[weir_spec::Diagnostic]) -> String {
+    diagnostics.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+}
+
+impl EngineError {
+    /// The step a failure is attributed to, for the run record's `stage`.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Self::Plan { step, .. } | Self::Step { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+}
+
+/// Marks an error with the step it happened in; the innermost mark wins, because the step where data first
+/// failed is the one to look at, not the load that was pulling on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct InStep {
+    pub step: String,
+    pub source: DataFusionError,
+}
+
+/// Wraps `err` as happening in `step`, unless an inner step already claimed it.
+pub fn in_step(step: &str, err: DataFusionError) -> DataFusionError {
+    if failing_step(&err).is_some() {
+        return err;
+    }
+    DataFusionError::External(Box::new(InStep { step: step.to_string(), source: err }))
+}
+
+/// The step an error was marked with by [`in_step`], searching through DataFusion's wrappers.
+pub fn failing_step(err: &DataFusionError) -> Option<&InStep> {
+    let mut current: &(dyn std::error::Error + 'static) = err;
+    loop {
+        if let Some(mark) = current.downcast_ref::<InStep>() {
+            return Some(mark);
+        }
+        if let Some(DataFusionError::Shared(inner)) = current.downcast_ref::<DataFusionError>() {
+            current = inner.as_ref();
+            continue;
+        }
+        current = current.source()?;
+    }
+}
+
+/// Splits a DataFusion error into the step it belongs to and the error itself, unwrapping the mark.
+pub fn attribute(pipeline: &str, fallback_step: &str, err: DataFusionError) -> EngineError {
+    let step = failing_step(&err).map_or_else(|| fallback_step.to_string(), |m| m.step.clone());
+    let source = strip_mark(err);
+    EngineError::Step { pipeline: pipeline.to_string(), step, source }
+}
+
+fn strip_mark(err: DataFusionError) -> DataFusionError {
+    match err {
+        DataFusionError::External(e) => match e.downcast::<InStep>() {
+            Ok(mark) => strip_mark(mark.source),
+            Err(e) => DataFusionError::External(e),
+        },
+        DataFusionError::Context(ctx, inner) => DataFusionError::Context(ctx, Box::new(strip_mark(*inner))),
+        other => other,
+    }
+}

@@ -1,0 +1,409 @@
+//! The embedded store: runs, per-step metrics, state values and dead letters in one SQLite file
+//! (`.weir/state.db` beside the pipeline by default). No server is needed; WAL mode lets `weir runs` read while a
+//! run writes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use weir_spec::TypedValue;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("cannot open state store {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("cannot create directory for state store {path}: {source}")]
+    Directory { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored state `{name}` is unreadable: {message}")]
+    Corrupt { name: String, message: String },
+}
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    trigger     TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('running', 'success', 'failed')),
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    error       TEXT,
+    stage       TEXT,
+    variables   TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started_at);
+CREATE TABLE IF NOT EXISTS step_metrics (
+    run_id       TEXT NOT NULL REFERENCES runs (run_id),
+    step         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    category     TEXT NOT NULL,
+    rows_in      INTEGER NOT NULL,
+    rows_out     INTEGER NOT NULL,
+    rows_invalid INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS state_values (
+    pipeline    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    run_id      TEXT,
+    PRIMARY KEY (pipeline, name)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline     TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    step         TEXT NOT NULL,
+    record       TEXT NOT NULL,
+    error        TEXT NOT NULL,
+    origin       TEXT,
+    created_at   TEXT NOT NULL,
+    retry_count  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_pipeline ON dead_letters (pipeline, id);
+CREATE VIEW IF NOT EXISTS pipeline_metrics AS
+SELECT
+    r.pipeline AS pipeline_id,
+    r.run_id,
+    r.started_at AS start_time,
+    r.ended_at AS end_time,
+    COALESCE(SUM(CASE WHEN m.category = 'extract' THEN m.rows_out END), 0) AS records_extracted,
+    COALESCE(SUM(CASE WHEN m.category = 'load' THEN m.rows_in END), 0) AS records_transformed,
+    COALESCE(SUM(CASE WHEN m.category = 'load' THEN m.rows_out END), 0) AS records_loaded,
+    COALESCE(SUM(m.rows_invalid), 0) + (CASE WHEN r.status = 'failed' THEN 1 ELSE 0 END) AS errors_count,
+    r.status
+FROM runs r LEFT JOIN step_metrics m ON m.run_id = r.run_id
+GROUP BY r.run_id;
+"#;
+
+/// A run as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub trigger: String,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub error: Option<String>,
+    pub stage: Option<String>,
+}
+
+/// One step's figures for one run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepMetricsRow {
+    pub step: String,
+    pub kind: String,
+    pub category: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_invalid: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// A record that could not be processed, kept with why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub pipeline: String,
+    pub run_id: String,
+    pub step: String,
+    /// The original record as a JSON object (or the raw line when it could not be decoded).
+    pub record: serde_json::Value,
+    pub error: String,
+    /// Where the record came from, e.g. `data/orders.csv:17`.
+    pub origin: Option<String>,
+    pub created_at: String,
+    pub retry_count: i64,
+}
+
+/// A dead letter before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub step: String,
+    pub record: serde_json::Value,
+    pub error: String,
+    pub origin: Option<String>,
+}
+
+pub struct StateStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateStore")
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl StateStore {
+    /// Opens (creating when missing) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StateError::Directory { path: dir.display().to_string(), source })?;
+        }
+        let conn =
+            Connection::open(path).map_err(|source| StateError::Open { path: path.display().to_string(), source })?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements are atomic), so poison is ignorable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn start_run(&self, run_id: &str, pipeline: &str, trigger: &str, variables: &serde_json::Value) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO runs (run_id, pipeline, trigger, status, started_at, variables) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+            params![run_id, pipeline, trigger, now(), variables.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a run: its metrics, its status and, only on success, the new state values, in one transaction so a
+    /// crash can never leave state advanced for a run that is not marked successful.
+    pub fn finish_run(
+        &self,
+        run_id: &str,
+        pipeline: &str,
+        outcome: Result<&BTreeMap<String, TypedValue>, (&str, Option<&str>)>,
+        metrics: &[StepMetricsRow],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for m in metrics {
+            tx.execute(
+                "INSERT OR REPLACE INTO step_metrics VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run_id,
+                    m.step,
+                    m.kind,
+                    m.category,
+                    m.rows_in as i64,
+                    m.rows_out as i64,
+                    m.rows_invalid as i64,
+                    m.bytes as i64,
+                    m.duration_ms as i64
+                ],
+            )?;
+        }
+        let ended = now();
+        match outcome {
+            Ok(state) => {
+                for (name, value) in state {
+                    tx.execute(
+                        "INSERT INTO state_values (pipeline, name, value, updated_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (pipeline, name) DO UPDATE SET value = excluded.value,
+                             updated_at = excluded.updated_at, run_id = excluded.run_id",
+                        params![pipeline, name, serde_json::to_string(value).expect("typed values serialize"), ended, run_id],
+                    )?;
+                }
+                tx.execute("UPDATE runs SET status = 'success', ended_at = ?2 WHERE run_id = ?1", params![run_id, ended])?;
+            }
+            Err((error, stage)) => {
+                tx.execute(
+                    "UPDATE runs SET status = 'failed', ended_at = ?2, error = ?3, stage = ?4 WHERE run_id = ?1",
+                    params![run_id, ended, error, stage],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored state values of a pipeline.
+    pub fn state(&self, pipeline: &str) -> Result<BTreeMap<String, TypedValue>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, value FROM state_values WHERE pipeline = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([pipeline], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (name, json) = row?;
+            let value = serde_json::from_str(&json)
+                .map_err(|e| StateError::Corrupt { name: name.clone(), message: e.to_string() })?;
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+
+    /// Sets one state value by hand (`weir state set`).
+    pub fn set_state(&self, pipeline: &str, name: &str, value: &TypedValue) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO state_values (pipeline, name, value, updated_at, run_id) VALUES (?1, ?2, ?3, ?4, NULL)
+             ON CONFLICT (pipeline, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, run_id = NULL",
+            params![pipeline, name, serde_json::to_string(value).expect("typed values serialize"), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets one state value, or all of a pipeline's, so the declared defaults apply again.
+    pub fn reset_state(&self, pipeline: &str, name: Option<&str>) -> Result<usize> {
+        let conn = self.conn();
+        Ok(match name {
+            Some(n) => conn.execute("DELETE FROM state_values WHERE pipeline = ?1 AND name = ?2", params![pipeline, n])?,
+            None => conn.execute("DELETE FROM state_values WHERE pipeline = ?1", params![pipeline])?,
+        })
+    }
+
+    pub fn add_dead_letters(&self, pipeline: &str, run_id: &str, letters: &[NewDeadLetter]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO dead_letters (pipeline, run_id, step, record, error, origin, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let created = now();
+            for l in letters {
+                stmt.execute(params![pipeline, run_id, l.step, l.record.to_string(), l.error, l.origin, created])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn dead_letters(&self, pipeline: &str, run_id: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, pipeline, run_id, step, record, error, origin, created_at, retry_count FROM dead_letters
+             WHERE pipeline = ?1 AND (?2 IS NULL OR run_id = ?2) ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![pipeline, run_id, limit as i64], dead_letter_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT id, pipeline, run_id, step, record, error, origin, created_at, retry_count FROM dead_letters WHERE id = ?1",
+                [id],
+                dead_letter_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT run_id, pipeline, trigger, status, started_at, ended_at, error, stage FROM runs
+             WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY started_at DESC, run_id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
+            Ok(RunRecord {
+                run_id: r.get(0)?,
+                pipeline: r.get(1)?,
+                trigger: r.get(2)?,
+                status: r.get(3)?,
+                started_at: r.get(4)?,
+                ended_at: r.get(5)?,
+                error: r.get(6)?,
+                stage: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn step_metrics(&self, run_id: &str) -> Result<Vec<StepMetricsRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms FROM step_metrics
+             WHERE run_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(StepMetricsRow {
+                step: r.get(0)?,
+                kind: r.get(1)?,
+                category: r.get(2)?,
+                rows_in: r.get::<_, i64>(3)? as u64,
+                rows_out: r.get::<_, i64>(4)? as u64,
+                rows_invalid: r.get::<_, i64>(5)? as u64,
+                bytes: r.get::<_, i64>(6)? as u64,
+                duration_ms: r.get::<_, i64>(7)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rows of the `pipeline_metrics` view (the seed's metric columns), newest first.
+    pub fn pipeline_metrics(&self, pipeline: &str) -> Result<Vec<serde_json::Value>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT pipeline_id, run_id, start_time, end_time, records_extracted, records_transformed, records_loaded,
+                    errors_count, status FROM pipeline_metrics WHERE pipeline_id = ?1 ORDER BY start_time DESC",
+        )?;
+        let rows = stmt.query_map([pipeline], |r| {
+            Ok(serde_json::json!({
+                "pipeline_id": r.get::<_, String>(0)?,
+                "run_id": r.get::<_, String>(1)?,
+                "start_time": r.get::<_, String>(2)?,
+                "end_time": r.get::<_, Option<String>>(3)?,
+                "records_extracted": r.get::<_, i64>(4)?,
+                "records_transformed": r.get::<_, i64>(5)?,
+                "records_loaded": r.get::<_, i64>(6)?,
+                "errors_count": r.get::<_, i64>(7)?,
+                "status": r.get::<_, String>(8)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn dead_letter_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    let record: String = r.get(4)?;
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        run_id: r.get(2)?,
+        step: r.get(3)?,
+        record: serde_json::from_str(&record).unwrap_or(serde_json::Value::String(record)),
+        error: r.get(5)?,
+        origin: r.get(6)?,
+        created_at: r.get(7)?,
+        retry_count: r.get(8)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_advances_only_with_a_successful_run() {
+        let store = StateStore::in_memory().unwrap();
+        let new_state = BTreeMap::from([("last_sync".to_string(), TypedValue::Integer(7))]);
+        store.start_run("r1", "p", "manual", &serde_json::json!({})).unwrap();
+        store.finish_run("r1", "p", Err(("boom", Some("load"))), &[]).unwrap();
+        assert!(store.state("p").unwrap().is_empty());
+        store.start_run("r2", "p", "manual", &serde_json::json!({})).unwrap();
+        store.finish_run("r2", "p", Ok(&new_state), &[]).unwrap();
+        assert_eq!(store.state("p").unwrap(), new_state);
+        let runs = store.runs(Some("p"), 10).unwrap();
+        assert_eq!(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["success", "failed"]);
+        assert_eq!(runs[1].stage.as_deref(), Some("load"));
+    }
+}

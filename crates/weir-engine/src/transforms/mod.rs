@@ -1,0 +1,11 @@
+//! Transform steps, each compiled to DataFusion plans rather than row loops.
+
+mod dedup;
+mod map;
+mod sql;
+mod validate;
+
+pub use dedup::dedup;
+pub use map::{filter, map};
+pub use sql::{plan_sql, sql_inputs};
+pub use validate::ValidateTable;

@@ -1,0 +1,32 @@
+//! Weir pipeline files ("boards"): the types, the YAML parser that keeps line and column of every value, the checks
+//! that need no engine, and the JSON Schema generated from the types.
+//!
+//! ```
+//! let board = weir_spec::Pipeline::from_yaml_str(
+//!     "name: demo\nsteps:\n  orders:\n    read_csv: { path: orders.csv }\n  out:\n    write_parquet: { input: orders, path: out.parquet }\n",
+//! ).unwrap();
+//! assert_eq!(board.steps.len(), 2);
+//! assert!(weir_spec::check(&board, &weir_spec::Environment::empty()).is_empty());
+//! ```
+
+mod check;
+mod dag;
+mod diagnostic;
+mod model;
+mod step;
+mod template;
+mod value;
+
+pub use check::{Environment, check};
+pub use dag::Dag;
+pub use diagnostic::{Diagnostic, Pos};
+pub use model::{Connection, Pipeline, StateDecl, StateUpdate, Variable};
+pub use serde_saphyr::Spanned;
+pub use step::*;
+pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
+pub use value::{TypedValue, ValueType};
+
+/// The JSON Schema of a pipeline file, generated from the Rust types so it can never drift from the parser.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Pipeline)).expect("a JSON Schema always serializes")
+}

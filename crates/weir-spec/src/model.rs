@@ -1,0 +1,146 @@
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::diagnostic::Diagnostic;
+use crate::step::{Step, Steps};
+use crate::value::ValueType;
+
+/// A pipeline file ("board"): who owns it, what it takes, what it remembers between runs, and its steps.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Unique name of the pipeline; names runs, state and dead letters.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// What the pipeline does and why (source, schedule, business logic).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Team or person accountable for the pipeline.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Who to tell when it breaks (emails, Slack handles).
+    #[serde(default)]
+    pub contacts: Vec<String>,
+    /// Link to further documentation.
+    #[serde(default)]
+    pub docs: Option<String>,
+    /// Typed inputs with defaults; override with `weir run --var name=value`. SQL sees them as `$name`, paths and
+    /// messages as `{{ var.name }}`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Variable>")]
+    pub variables: BTreeMap<String, Spanned<Variable>>,
+    /// Values remembered between runs (e.g. `last_sync`), committed only when a run succeeds. SQL sees them as
+    /// `$name`, paths and messages as `{{ state.name }}`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, StateDecl>")]
+    pub state: BTreeMap<String, Spanned<StateDecl>>,
+    /// Named connections to external systems; `${ENV_VAR}` in any value is read from the environment and never printed.
+    #[serde(default)]
+    pub connections: BTreeMap<String, Connection>,
+    /// The steps, keyed by id. Each step's output is a table named by its id that later steps read.
+    pub steps: Steps,
+    /// Engine settings for this pipeline.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// A typed variable.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variable {
+    #[serde(rename = "type", default)]
+    pub ty: ValueType,
+    /// Value used when `--var` does not give one. A variable without a default must be given.
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub default: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A value persisted between runs.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateDecl {
+    #[serde(rename = "type", default)]
+    pub ty: ValueType,
+    /// Value before the first successful run.
+    #[schemars(with = "serde_json::Value")]
+    pub default: Spanned<serde_json::Value>,
+    /// How a successful run sets the new value.
+    #[serde(default)]
+    pub update: Option<StateUpdate>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// How a successful run computes the next value of a state entry.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StateUpdate {
+    /// The time the run started (the seed's "Update last_sync to now()"), so rows changed during the run are
+    /// picked up next time.
+    RunStartedAt,
+    /// The largest value of `step.column` that flowed through the run (an incremental cursor). Unchanged when no
+    /// rows flowed.
+    Max(#[schemars(with = "String")] Spanned<String>),
+}
+
+/// A connection to an external system.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// Which system: postgres, mysql, sqlite, s3, ...
+    #[schemars(with = "String")]
+    pub kind: Spanned<String>,
+    /// Connection URL; may hold `${SECRET}` references.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// Further options for the connector; values may hold `${SECRET}` references.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub options: BTreeMap<String, Spanned<String>>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Rows per Arrow batch flowing between steps.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Cap on the memory of joins, sorts and aggregates (e.g. `512MB`); above it they spill to disk. `--memory-limit`
+    /// overrides it.
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+}
+
+fn default_batch_size() -> usize {
+    8192
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { batch_size: default_batch_size(), memory_limit: None }
+    }
+}
+
+impl Pipeline {
+    /// Parses a pipeline from YAML text. The error points at the line and column of the first mistake the YAML
+    /// decoder met; [`crate::check`] then finds every other mistake.
+    pub fn from_yaml_str(text: &str) -> Result<Self, Diagnostic> {
+        serde_saphyr::from_str(text).map_err(Diagnostic::from)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name.value
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.get(id)
+    }
+}

@@ -1,0 +1,709 @@
+//! Steps: one YAML key per step id, whose value names the step kind as its single key:
+//!
+//! ```yaml
+//! steps:
+//!   orders:                    # the step id, and the name of its output table
+//!     read_csv: { path: data/orders.csv }
+//!   big_orders:
+//!     on_error: dead_letter    # keys shared by every kind sit beside the kind
+//!     filter: { input: orders, where: "amount > 100" }
+//! ```
+//!
+//! Steps are parsed by hand rather than with `#[serde(tag = ...)]`/`flatten`, because those buffer values and lose
+//! the line and column that `weir validate` reports.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::diagnostic::Pos;
+
+/// Whether a kind reads, transforms or writes data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Extract,
+    Transform,
+    Load,
+}
+
+/// Every step kind compiled in, in the order `weir list` shows them.
+pub const STEP_KINDS: &[(&str, Category, &str)] = &[
+    ("read_csv", Category::Extract, "CSV files: local path, glob or Hive-partitioned directory; gzip/zstd"),
+    ("read_json", Category::Extract, "JSON array or NDJSON files; nested objects as structs, optional flatten"),
+    ("read_parquet", Category::Extract, "Parquet files: local path, glob or Hive-partitioned directory"),
+    ("sql", Category::Transform, "DataFusion SQL over any earlier step by its id"),
+    ("map", Category::Transform, "new columns from SQL expressions: trim, lower, parse dates, code labels"),
+    ("filter", Category::Transform, "keep rows where a SQL condition holds"),
+    ("validate", Category::Transform, "named rules; failing rows go to the dead-letter store with every reason"),
+    ("dedup", Category::Transform, "one row per key, first or last by an ordering"),
+    ("write_csv", Category::Load, "CSV file or directory, atomic, optionally partitioned"),
+    ("write_json", Category::Load, "NDJSON file or directory, atomic, optionally partitioned"),
+    ("write_parquet", Category::Load, "Parquet file or directory, atomic, compression and row-group size"),
+];
+
+/// A map that keeps the file's order and the position of each key.
+#[derive(Debug, Clone)]
+pub struct OrderedMap<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<V> OrderedMap<V> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.0.iter().map(|(k, v)| (k.value.as_str(), v))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k.value == key).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OrderedVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(OrderedVisitor(PhantomData))
+    }
+}
+
+impl<V: JsonSchema> JsonSchema for OrderedMap<V> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "object", "additionalProperties": generator.subschema_for::<V>() })
+    }
+}
+
+/// What to do with a record that cannot be processed (decoded, validated, written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop the run with an error naming the record.
+    #[default]
+    Fail,
+    /// Drop the record, counting it.
+    Skip,
+    /// Keep the record in the dead-letter store with the reason, and go on.
+    DeadLetter,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The step id: its key in `steps`, and the name of its output table.
+    pub id: Spanned<String>,
+    /// Where the kind key stands.
+    pub kind_pos: Pos,
+    pub description: Option<String>,
+    /// `None` means "the kind's default" (see [`StepKind::default_on_error`]).
+    pub on_error: Option<OnError>,
+    pub kind: StepKind,
+}
+
+impl Step {
+    pub fn id(&self) -> &str {
+        &self.id.value
+    }
+
+    pub fn on_error(&self) -> OnError {
+        self.on_error.unwrap_or(self.kind.default_on_error())
+    }
+}
+
+/// The kind of a step and its settings.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    ReadCsv(ReadCsv),
+    ReadJson(ReadJson),
+    ReadParquet(ReadParquet),
+    Sql(Sql),
+    Map(Map),
+    Filter(Filter),
+    Validate(Validate),
+    Dedup(Dedup),
+    WriteCsv(WriteCsv),
+    WriteJson(WriteJson),
+    WriteParquet(WriteParquet),
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ReadCsv(_) => "read_csv",
+            Self::ReadJson(_) => "read_json",
+            Self::ReadParquet(_) => "read_parquet",
+            Self::Sql(_) => "sql",
+            Self::Map(_) => "map",
+            Self::Filter(_) => "filter",
+            Self::Validate(_) => "validate",
+            Self::Dedup(_) => "dedup",
+            Self::WriteCsv(_) => "write_csv",
+            Self::WriteJson(_) => "write_json",
+            Self::WriteParquet(_) => "write_parquet",
+        }
+    }
+
+    pub fn category(&self) -> Category {
+        let name = self.name();
+        STEP_KINDS.iter().find(|(n, ..)| *n == name).map(|(_, c, _)| *c).expect("every kind is registered")
+    }
+
+    /// Validation exists to route bad rows aside; everything else stops on the first bad record unless told.
+    pub fn default_on_error(&self) -> OnError {
+        match self {
+            Self::Validate(_) => OnError::DeadLetter,
+            _ => OnError::Fail,
+        }
+    }
+
+    /// The single input of a transform or load; `None` for sources and SQL (whose inputs are its table names).
+    pub fn input(&self) -> Option<&Spanned<String>> {
+        match self {
+            Self::ReadCsv(_) | Self::ReadJson(_) | Self::ReadParquet(_) | Self::Sql(_) => None,
+            Self::Map(s) => Some(&s.input),
+            Self::Filter(s) => Some(&s.input),
+            Self::Validate(s) => Some(&s.input),
+            Self::Dedup(s) => Some(&s.input),
+            Self::WriteCsv(s) => Some(&s.input),
+            Self::WriteJson(s) => Some(&s.input),
+            Self::WriteParquet(s) => Some(&s.input),
+        }
+    }
+
+    pub fn file_sink(&self) -> Option<FileSink<'_>> {
+        match self {
+            Self::WriteCsv(s) => Some(s.sink()),
+            Self::WriteJson(s) => Some(s.sink()),
+            Self::WriteParquet(s) => Some(s.sink()),
+            _ => None,
+        }
+    }
+
+    pub fn file_source(&self) -> Option<FileSource<'_>> {
+        match self {
+            Self::ReadCsv(s) => Some(s.source()),
+            Self::ReadJson(s) => Some(s.source()),
+            Self::ReadParquet(s) => Some(s.source()),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! step_kinds {
+    ($($name:literal => $variant:ident($ty:ty)),* $(,)?) => {
+        fn deserialize_kind<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Option<StepKind>, A::Error> {
+            Ok(Some(match name {
+                $($name => StepKind::$variant(map.next_value::<$ty>()?),)*
+                _ => return Ok(None),
+            }))
+        }
+
+        fn kind_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+            vec![$(($name, generator.subschema_for::<$ty>())),*]
+        }
+    };
+}
+
+step_kinds! {
+    "read_csv" => ReadCsv(ReadCsv),
+    "read_json" => ReadJson(ReadJson),
+    "read_parquet" => ReadParquet(ReadParquet),
+    "sql" => Sql(Sql),
+    "map" => Map(Map),
+    "filter" => Filter(Filter),
+    "validate" => Validate(Validate),
+    "dedup" => Dedup(Dedup),
+    "write_csv" => WriteCsv(WriteCsv),
+    "write_json" => WriteJson(WriteJson),
+    "write_parquet" => WriteParquet(WriteParquet),
+}
+
+/// A step before its id (the map key) is known.
+#[derive(Debug, Clone)]
+pub struct StepBody {
+    kind_pos: Pos,
+    description: Option<String>,
+    on_error: Option<OnError>,
+    kind: StepKind,
+}
+
+impl<'de> Deserialize<'de> for StepBody {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StepVisitor;
+        impl<'de> Visitor<'de> for StepVisitor {
+            type Value = StepBody;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a step: a mapping with one step kind (e.g. `read_csv:`) and optional `description`, `on_error`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepBody, A::Error> {
+                let (mut description, mut on_error, mut kind) = (None, None, None);
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    match key.value.as_str() {
+                        "description" => description = Some(map.next_value()?),
+                        "on_error" => on_error = Some(map.next_value()?),
+                        name => {
+                            if let Some((_, previous)) = &kind {
+                                return Err(de::Error::custom(format!(
+                                    "a step has exactly one kind, but this one has `{}` and `{name}`",
+                                    StepKind::name(previous)
+                                )));
+                            }
+                            match deserialize_kind(name, &mut map)? {
+                                Some(k) => kind = Some((Pos::of(&key), k)),
+                                None => {
+                                    let known: Vec<&str> = STEP_KINDS.iter().map(|(n, ..)| *n).collect();
+                                    return Err(de::Error::custom(format!(
+                                        "unknown step kind `{name}`; expected one of {}, or `description`, `on_error`",
+                                        known.join(", ")
+                                    )));
+                                }
+                            }
+                        }
+                    }
+                }
+                let Some((kind_pos, kind)) = kind else {
+                    return Err(de::Error::custom("this step names no kind (e.g. `read_csv:`, `sql:`, `write_parquet:`)"));
+                };
+                Ok(StepBody { kind_pos, description, on_error, kind })
+            }
+        }
+        deserializer.deserialize_map(StepVisitor)
+    }
+}
+
+/// The steps of a pipeline in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Steps(pub Vec<Step>);
+
+impl Steps {
+    pub fn iter(&self) -> std::slice::Iter<'_, Step> {
+        self.0.iter()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Step> {
+        self.0.iter().find(|s| s.id() == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Steps {
+    type Item = &'a Step;
+    type IntoIter = std::slice::Iter<'a, Step>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'de> Deserialize<'de> for Steps {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bodies = OrderedMap::<StepBody>::deserialize(deserializer)?;
+        Ok(Steps(
+            bodies
+                .0
+                .into_iter()
+                .map(|(id, b)| Step { id, kind_pos: b.kind_pos, description: b.description, on_error: b.on_error, kind: b.kind })
+                .collect(),
+        ))
+    }
+}
+
+impl JsonSchema for Steps {
+    fn schema_name() -> Cow<'static, str> {
+        "Steps".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let on_error = generator.subschema_for::<OnError>();
+        let variants: Vec<serde_json::Value> = kind_schemas(generator)
+            .into_iter()
+            .map(|(name, schema)| {
+                let description = STEP_KINDS.iter().find(|(n, ..)| *n == name).map(|(.., d)| *d).unwrap_or_default();
+                serde_json::json!({
+                    "type": "object",
+                    "description": description,
+                    "properties": {
+                        "description": { "type": "string", "description": "What this step does and why." },
+                        "on_error": on_error,
+                        name: schema,
+                    },
+                    "required": [name],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        json_schema!({
+            "type": "object",
+            "description": "Steps keyed by id; each output is a table named by the id.",
+            "additionalProperties": { "oneOf": variants },
+        })
+    }
+}
+
+/// Declares a file-reading step: `path` and `hive_partitioning` first, then the format's own fields. Fields are
+/// spelled out rather than `#[serde(flatten)]`ed so that every value keeps its line and column.
+macro_rules! file_source {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// A file, a glob (`data/*.csv`, `logs/**/*.json.gz`) or a directory (read recursively). Relative to the
+            /// pipeline file; `{{ var.x }}` templating.
+            #[schemars(with = "String")]
+            pub path: Spanned<String>,
+            /// Turn `key=value` directories into string columns named `key`.
+            #[serde(default)]
+            pub hive_partitioning: bool,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            pub fn source(&self) -> FileSource<'_> {
+                FileSource { path: &self.path, hive_partitioning: self.hive_partitioning }
+            }
+        }
+    };
+}
+
+/// Declares a file-writing step: `input`, `path`, `mode`, `partition_by`, then the format's own fields.
+macro_rules! file_sink {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[schemars(with = "String")]
+            pub input: Spanned<String>,
+            /// A file (`out/orders.parquet`) or, ending in `/` or with `partition_by` or `mode: append`, a
+            /// directory. Relative to the pipeline file; `{{ var.x }}` templating.
+            #[schemars(with = "String")]
+            pub path: Spanned<String>,
+            #[serde(default)]
+            pub mode: WriteMode,
+            /// Columns whose values name `column=value` subdirectories.
+            #[serde(default)]
+            pub partition_by: Vec<String>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            pub fn sink(&self) -> FileSink<'_> {
+                FileSink { input: &self.input, path: &self.path, mode: self.mode, partition_by: &self.partition_by }
+            }
+        }
+    };
+}
+
+/// The location part of any file-reading step.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSource<'a> {
+    pub path: &'a Spanned<String>,
+    pub hive_partitioning: bool,
+}
+
+/// The location part of any file-writing step.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSink<'a> {
+    pub input: &'a Spanned<String>,
+    pub path: &'a Spanned<String>,
+    pub mode: WriteMode,
+    pub partition_by: &'a [String],
+}
+
+impl FileSink<'_> {
+    /// A sink writes a directory of files when appending, partitioning, or when the path says so.
+    pub fn is_directory(&self) -> bool {
+        self.mode == WriteMode::Append || !self.partition_by.is_empty() || self.path.value.ends_with('/')
+    }
+}
+
+/// Compression of input files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// By file extension: `.gz` is gzip, `.zst` is zstd, anything else is plain.
+    #[default]
+    Auto,
+    None,
+    Gzip,
+    Zstd,
+}
+
+file_source! {
+    /// Read CSV files.
+    pub struct ReadCsv {
+        /// Whether the first line holds column names.
+        #[serde(default = "yes")]
+        pub header: bool,
+        #[serde(default = "comma")]
+        pub delimiter: char,
+        #[serde(default = "double_quote")]
+        pub quote: char,
+        /// Field values read as NULL.
+        #[serde(default = "default_null_values")]
+        pub null_values: Vec<String>,
+        #[serde(default)]
+        pub compression: Compression,
+        /// Column name to SQL type (`bigint`, `double`, `text`, `date`, `timestamp`, `boolean`, `decimal(12,2)`), in file
+        /// order. Without it the types are inferred from the first `infer_rows` rows.
+        #[serde(default)]
+        pub schema: Option<OrderedMap<String>>,
+        #[serde(default = "default_infer_rows")]
+        pub infer_rows: usize,
+    }
+}
+
+file_source! {
+    /// Read JSON (one array of objects) or NDJSON (one object per line) files.
+    pub struct ReadJson {
+        /// Turn nested objects into `parent.child` columns instead of structs.
+        #[serde(default)]
+        pub flatten: bool,
+        #[serde(default)]
+        pub compression: Compression,
+        /// Column name to SQL type; without it the types are inferred from the first `infer_rows` records.
+        #[serde(default)]
+        pub schema: Option<OrderedMap<String>>,
+        #[serde(default = "default_infer_rows")]
+        pub infer_rows: usize,
+    }
+}
+
+file_source! {
+    /// Read Parquet files.
+    pub struct ReadParquet {}
+}
+
+/// A DataFusion SQL query over earlier steps, by id. Variables and state are bound parameters: `$last_sync`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sql {
+    #[schemars(with = "String")]
+    pub query: Spanned<String>,
+}
+
+/// Compute columns with SQL expressions.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Map {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    /// Output column to expression, e.g. `email: lower(trim(email))`, in output order.
+    pub columns: OrderedMap<MapColumn>,
+    /// Keep the input's other columns after the mapped ones (a mapped name replaces the input column).
+    #[serde(default)]
+    pub keep_others: bool,
+}
+
+/// An output column of a `map` step: an expression, or a lookup of codes to labels.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MapColumn {
+    /// A SQL expression over the input's columns.
+    Expr(String),
+    /// `{ lookup: status, values: { A: active, I: inactive }, default: unknown }`
+    Lookup(Lookup),
+}
+
+/// Map the values of a column to labels.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// The input column (or expression) to look up.
+    pub lookup: String,
+    pub values: OrderedMap<String>,
+    /// Label for values not listed; NULL when absent.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// Keep rows where a SQL condition holds.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    #[serde(rename = "where")]
+    #[schemars(with = "String")]
+    pub condition: Spanned<String>,
+}
+
+/// Check rows against named rules. A rule fails only when it is false; NULL passes (as in a SQL CHECK), so use
+/// `required` for presence.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Validate {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    pub rules: OrderedMap<Rule>,
+    /// Fail the run when more rows than this are invalid: a count (`100`) or a share of the rows (`"5%"`).
+    #[serde(default)]
+    pub max_invalid: Option<MaxInvalid>,
+}
+
+/// A validation rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rule {
+    /// The column's text matches a regular expression.
+    Regex { column: String, pattern: String },
+    /// The column is a number greater than zero.
+    Positive(String),
+    /// Each column is present: not NULL, and for text not blank.
+    Required(Vec<String>),
+    /// A SQL boolean expression.
+    Expr(String),
+}
+
+/// An invalid-row budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxInvalid {
+    Count(u64),
+    /// A fraction in 0..=1.
+    Ratio(f64),
+}
+
+impl<'de> Deserialize<'de> for MaxInvalid {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MaxVisitor;
+        impl Visitor<'_> for MaxVisitor {
+            type Value = MaxInvalid;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a row count such as 100, or a percentage such as \"5%\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaxInvalid, E> {
+                Ok(MaxInvalid::Count(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaxInvalid, E> {
+                u64::try_from(v).map(MaxInvalid::Count).map_err(|_| E::custom("max_invalid cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxInvalid, E> {
+                let pct = v.trim().strip_suffix('%').ok_or_else(|| E::custom(format!("`{v}`: write a percentage as \"5%\"")))?;
+                let pct: f64 = pct.trim().parse().map_err(|_| E::custom(format!("`{v}` is not a percentage")))?;
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(E::custom(format!("`{v}` is outside 0%..100%")));
+                }
+                Ok(MaxInvalid::Ratio(pct / 100.0))
+            }
+        }
+        deserializer.deserialize_any(MaxVisitor)
+    }
+}
+
+impl JsonSchema for MaxInvalid {
+    fn schema_name() -> Cow<'static, str> {
+        "MaxInvalid".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9.]+%$" } ] })
+    }
+}
+
+/// Keep one row per key.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dedup {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    /// Columns that identify a record.
+    pub keys: Vec<String>,
+    /// SQL ordering within a key, e.g. `created_at DESC`; the first row in this order is kept (the seed's "most
+    /// recent per email" is `order_by: created_at DESC`).
+    #[serde(default)]
+    pub order_by: Option<String>,
+}
+
+/// How a load treats what is already at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Replace the file or directory as a whole, atomically.
+    #[default]
+    Overwrite,
+    /// Add new files to a directory; existing files stay.
+    Append,
+}
+
+file_sink! {
+    /// Write CSV.
+    pub struct WriteCsv {
+        #[serde(default = "yes")]
+        pub header: bool,
+        #[serde(default = "comma")]
+        pub delimiter: char,
+    }
+}
+
+file_sink! {
+    /// Write newline-delimited JSON.
+    pub struct WriteJson {}
+}
+
+file_sink! {
+    /// Write Parquet.
+    pub struct WriteParquet {
+        /// `zstd(3)`, `snappy`, `gzip(6)`, `lz4`, `uncompressed`.
+        #[serde(default = "default_parquet_compression")]
+        pub compression: String,
+        /// Rows per row group.
+        #[serde(default = "default_row_group_size")]
+        pub row_group_size: usize,
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn comma() -> char {
+    ','
+}
+fn double_quote() -> char {
+    '"'
+}
+fn default_null_values() -> Vec<String> {
+    vec![String::new()]
+}
+fn default_infer_rows() -> usize {
+    1000
+}
+fn default_parquet_compression() -> String {
+    "zstd(3)".to_string()
+}
+fn default_row_group_size() -> usize {
+    1_000_000
+}

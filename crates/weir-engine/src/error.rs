@@ -12,18 +12,24 @@ pub enum EngineError {
     #[error("pipeline `{pipeline}`, step `{step}`: {message}")]
     Plan { pipeline: String, step: String, message: String, pos: weir_spec::Pos },
     /// A step failed while data flowed.
-    #[error("pipeline `{pipeline}`, step `{step}`: {source}")]
-    Step {
-        pipeline: String,
-        step: String,
-        #[source]
-        source: DataFusionError,
-    },
+    #[error("pipeline `{pipeline}`, step `{step}`: {}", user_message(.error))]
+    Step { pipeline: String, step: String, error: DataFusionError },
     /// A variable given on the command line does not fit its declaration.
     #[error("pipeline `{pipeline}`: {message}")]
     Input { pipeline: String, message: String },
     #[error("state store: {0}")]
     State(#[from] crate::state_store::StateError),
+}
+
+/// DataFusion's message without its category prefix ("Execution error: "), which says nothing to a pipeline author.
+pub fn user_message(err: &DataFusionError) -> String {
+    match err {
+        DataFusionError::Execution(m) | DataFusionError::Plan(m) => m.clone(),
+        DataFusionError::External(e) => e.to_string(),
+        DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", user_message(inner)),
+        DataFusionError::Shared(inner) => user_message(inner),
+        other => other.to_string(),
+    }
 }
 
 fn render(diagnostics: &[weir_spec::Diagnostic]) -> String {
@@ -75,8 +81,7 @@ pub fn failing_step(err: &DataFusionError) -> Option<&InStep> {
 /// Splits a DataFusion error into the step it belongs to and the error itself, unwrapping the mark.
 pub fn attribute(pipeline: &str, fallback_step: &str, err: DataFusionError) -> EngineError {
     let step = failing_step(&err).map_or_else(|| fallback_step.to_string(), |m| m.step.clone());
-    let source = strip_mark(err);
-    EngineError::Step { pipeline: pipeline.to_string(), step, source }
+    EngineError::Step { pipeline: pipeline.to_string(), step, error: strip_mark(err) }
 }
 
 fn strip_mark(err: DataFusionError) -> DataFusionError {

@@ -86,6 +86,10 @@ pub fn sql_params(variables: &BTreeMap<String, TypedValue>, state: &BTreeMap<Str
 
 /// The text a state value becomes after `update: max`, from whatever scalar type the column had.
 pub fn typed_from_scalar(ty: weir_spec::ValueType, scalar: &ScalarValue) -> Result<TypedValue, String> {
-    let text = scalar.to_string();
+    // Arrow's cast renders timestamps and dates as ISO-8601, unlike `Display` of some timestamp units.
+    let text = match scalar.cast_to(&datafusion::arrow::datatypes::DataType::Utf8) {
+        Ok(ScalarValue::Utf8(Some(t))) => t,
+        _ => scalar.to_string(),
+    };
     TypedValue::parse(ty, &text).map_err(|e| format!("cannot store max value as {ty:?}: {e}"))
 }

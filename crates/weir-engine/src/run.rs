@@ -157,10 +157,10 @@ impl Engine {
             info!(pipeline = name, step = step.id(), "Starting load");
             let pending = self.connectors.sink(step, cx, df).await.map_err(|e| attribute(name, step.id(), e))?;
             cx.counters.set_rows(pending.rows());
-            Ok::<_, EngineError>(pending)
+            Ok::<_, EngineError>((step.id(), pending))
         });
         let results = futures::future::join_all(loads).await;
-        let (mut ready, mut failure): (Vec<Box<dyn PendingLoad>>, Option<EngineError>) = (Vec::new(), None);
+        let (mut ready, mut failure): (Vec<(&str, Box<dyn PendingLoad>)>, Option<EngineError>) = (Vec::new(), None);
         for result in results {
             match result {
                 Ok(p) => ready.push(p),
@@ -171,13 +171,13 @@ impl Engine {
             failure = check_invalid_budgets(pipeline, &planned.metrics).err();
         }
         if let Some(err) = failure {
-            for pending in ready {
+            for (_, pending) in ready {
                 pending.abort().await;
             }
             return Err(err);
         }
-        for pending in ready {
-            pending.commit().await.map_err(|e| attribute(name, "commit", e))?;
+        for (step, pending) in ready {
+            pending.commit().await.map_err(|e| attribute(name, step, e))?;
         }
         next_state(pipeline, inputs, &planned.metrics)
     }
@@ -226,7 +226,7 @@ impl Engine {
             let plan_err = |e: DataFusionError| EngineError::Plan {
                 pipeline: name.clone(),
                 step: id.clone(),
-                message: e.to_string(),
+                message: crate::error::user_message(&e),
                 pos: step.kind_pos,
             };
             let provider = match step.kind.category() {
@@ -382,7 +382,7 @@ fn check_invalid_budgets(pipeline: &Pipeline, metrics: &RunMetrics) -> Result<()
             return Err(EngineError::Step {
                 pipeline: pipeline.name().to_string(),
                 step: step.id().to_string(),
-                source: DataFusionError::Execution(format!(
+                error: DataFusionError::Execution(format!(
                     "{} of {total} rows invalid ({:.1}%), above max_invalid {:.1}%; nothing was loaded. See `weir dlq list`",
                     c.invalid(),
                     100.0 * c.invalid() as f64 / total as f64,

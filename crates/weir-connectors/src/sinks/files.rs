@@ -105,6 +105,8 @@ impl PendingLoad for PendingFiles {
         let io = |what: &str, e: std::io::Error| DataFusionError::Execution(format!("{what} {}: {e}", self.dest.display()));
         match (self.directory, self.mode) {
             (false, _) => std::fs::rename(&self.temp, &self.dest).map_err(|e| io("cannot replace", e))?,
+            // An empty input writes no file into a directory.
+            (true, _) if !self.temp.exists() => std::fs::create_dir_all(&self.dest).map_err(|e| io("cannot create", e))?,
             (true, WriteMode::Overwrite) => {
                 let old = self.temp.with_extension("old");
                 if self.dest.exists() {

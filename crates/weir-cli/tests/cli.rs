@@ -1,0 +1,421 @@
+//! End-to-end tests of the `weir` binary: every example runs with asserted output, and every kind of bad input
+//! gives a clear error that names the pipeline, step and file/line, losing nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+/// A scratch project: a temp dir with a pipeline and data, and the `weir` command pointed at it.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A copy of `examples/<name>` so runs never write into the repository.
+    fn example(name: &str) -> Self {
+        let p = Self::new();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+        copy_dir(&src, p.path());
+        p
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, rel: &str, text: &str) -> &Self {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    fn weir(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("WEIR_STATE_DIR")
+            .env("WEIR_LOG_FORMAT", "human")
+            .output()
+            .expect("weir runs")
+    }
+
+    /// Runs and requires success, returning stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.weir(args);
+        assert!(out.status.success(), "weir {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and requires failure with `code`, returning stdout and stderr together.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.weir(args);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "weir {args:?} should exit {code}:\n{text}");
+        text
+    }
+
+    fn dlq(&self, pipeline: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["dlq", "list", pipeline, "--json"])).unwrap()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == ".weir" || name == "out" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn parquet_rows(path: PathBuf) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let df = ctx.read_parquet(path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let batches = df.collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        text.lines().map(str::to_string).collect()
+    })
+}
+
+#[test]
+fn example_mapping_cleaning() {
+    let p = Project::example("mapping_cleaning");
+    p.ok(&["run", "pipeline.yaml"]);
+    assert_eq!(
+        p.read("out/customers.csv"),
+        "id,name,email,created_at,status\n\
+         1,Ada Lovelace,ada@example.com,2024-01-15,active\n\
+         2,Grace Hopper,grace@navy.mil,2024-02-01,inactive\n\
+         3,Émile Zola,emile@example.fr,2023-12-31,unknown\n"
+    );
+}
+
+#[test]
+fn example_validation_routes_invalid_rows_with_every_reason() {
+    let p = Project::example("validation");
+    p.ok(&["run", "pipeline.yaml"]);
+    let valid: Vec<serde_json::Value> =
+        p.read("out/valid_payments.ndjson").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(valid.iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 5]);
+    let dlq = p.dlq("pipeline.yaml");
+    let reasons: Vec<(i64, &str)> =
+        dlq.iter().map(|d| (d["record"]["id"].as_i64().unwrap(), d["error"].as_str().unwrap())).collect();
+    assert_eq!(
+        reasons,
+        [
+            (2, "failed rules: email_format"),
+            (3, "failed rules: phone_format, amount_positive"),
+            (4, "failed rules: required_fields"),
+        ]
+    );
+    assert!(dlq.iter().all(|d| d["step"] == "checked" && d["retry_count"] == 0 && d["run_id"].is_string()));
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--json"])).unwrap();
+    let m = &runs["metrics"][0];
+    assert_eq!((m["records_extracted"].as_i64(), m["records_loaded"].as_i64()), (Some(5), Some(2)));
+    assert_eq!((m["errors_count"].as_i64(), m["status"].as_str()), (Some(3), Some("success")));
+}
+
+#[test]
+fn validation_over_budget_fails_and_loads_nothing() {
+    let p = Project::example("validation");
+    let yaml = p.read("pipeline.yaml").replace("max_invalid: \"75%\"", "max_invalid: 2");
+    p.file("pipeline.yaml", &yaml);
+    let err = p.fails(&["run", "pipeline.yaml"], 2);
+    assert!(err.contains("pipeline `validation`, step `checked`: more than 2 invalid rows"), "{err}");
+    assert!(!p.path().join("out/valid_payments.ndjson").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(p.path().join("out")).map(|d| d.count()).into_iter().collect();
+    assert!(leftovers.iter().all(|n| *n == 0), "temporary files left behind");
+}
+
+#[test]
+fn example_deduplication_keeps_most_recent_per_email() {
+    let p = Project::example("deduplication");
+    p.ok(&["run", "pipeline.yaml"]);
+    let out = p.read("out/users.csv");
+    let mut lines: Vec<&str> = out.lines().skip(1).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "2024-01-02T09:00:00,bob@example.com,2,free",
+            "2024-02-10T12:30:00,cy@example.com,5,free",
+            "2024-03-01T09:00:00,ada@example.com,3,pro",
+        ]
+    );
+}
+
+#[test]
+fn example_sql_monthly_spend_binds_variables() {
+    let p = Project::example("sql_monthly_spend");
+    p.ok(&["run", "pipeline.yaml"]);
+    let rows = parquet_rows(p.path().join("out/monthly_spend.parquet"));
+    let body: Vec<&str> = rows.iter().map(String::as_str).filter(|l| l.starts_with("| 1")).collect();
+    assert_eq!(
+        body,
+        [
+            "| 10          | 2024-01-01T00:00:00 | 50.0        | 2           | 25.0            |",
+            "| 10          | 2024-02-01T00:00:00 | 100.0       | 1           | 100.0           |",
+            "| 11          | 2024-01-01T00:00:00 | 12.5        | 1           | 12.5            |",
+            "| 11          | 2024-02-01T00:00:00 | 10.0        | 2           | 5.0             |",
+        ]
+    );
+    p.ok(&["run", "pipeline.yaml", "--var", "since=2024-02-01"]);
+    let rows = parquet_rows(p.path().join("out/monthly_spend.parquet"));
+    assert_eq!(rows.iter().filter(|l| l.starts_with("| 1")).count(), 2);
+    let bad = p.fails(&["run", "pipeline.yaml", "--var", "since=last week"], 2);
+    assert!(bad.contains("--var since: `last week` is not a date"), "{bad}");
+    let unknown = p.fails(&["run", "pipeline.yaml", "--var", "sinse=2024-01-01"], 2);
+    assert!(unknown.contains("`--var sinse=…` names no variable; declared: since"), "{unknown}");
+}
+
+#[test]
+fn example_fan_out_fan_in_reads_each_source_once() {
+    let p = Project::example("fan_out_fan_in");
+    p.ok(&["run", "pipeline.yaml"]);
+    assert_eq!(p.read("out/finance/orders.csv"), "order_id,customer,amount,source\n100,ada,10.0,web\n101,bob,25.0,web\n102,cy,7.25,web\n103,dee,40.0,store\n");
+    assert_eq!(parquet_rows(p.path().join("out/warehouse/orders.parquet")).len(), 4 + 4);
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--json"])).unwrap();
+    let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--json"])).unwrap();
+    let rows_out = |id: &str| steps.iter().find(|s| s["step"] == id).unwrap()["rows_out"].as_u64().unwrap();
+    // Read by two loads, `merged` ran once: its sources were counted once, not twice.
+    assert_eq!((rows_out("web_orders"), rows_out("store_orders"), rows_out("merged")), (3, 2, 4));
+    assert_eq!((rows_out("warehouse"), rows_out("finance")), (4, 4));
+}
+
+#[test]
+fn fan_out_of_a_validating_step_dead_letters_once() {
+    let p = Project::new();
+    p.file("data/x.csv", "id,amount\n1,5\n2,-1\n3,7\n").file(
+        "p.yaml",
+        "name: once\nsteps:\n  x:\n    read_csv: { path: data/x.csv }\n  ok:\n    validate: { input: x, rules: { pos: { positive: amount } } }\n  a:\n    write_csv: { input: ok, path: out/a.csv }\n  b:\n    write_json: { input: ok, path: out/b.ndjson }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.dlq("p.yaml").len(), 1);
+    assert_eq!(p.read("out/a.csv"), "id,amount\n1,5\n3,7\n");
+}
+
+fn validate_messages(p: &Project, yaml: &str) -> String {
+    p.file("p.yaml", yaml);
+    p.fails(&["validate", "p.yaml"], 1)
+}
+
+#[test]
+fn validate_points_at_line_and_column() {
+    let p = Project::new();
+    p.file("d.csv", "a,b\n1,2\n");
+    let base = "name: v\nsteps:\n  src:\n    read_csv: { path: d.csv }\n";
+
+    let out = validate_messages(&p, &format!("{base}  t:\n    reed_csv: {{ path: d.csv }}\n"));
+    assert!(out.contains("p.yaml:6:5: unknown step kind `reed_csv`"), "{out}");
+
+    let out = validate_messages(&p, &format!("{base}  t:\n    filter: {{ input: src, wher: a > 1 }}\n"));
+    assert!(out.contains("p.yaml:6:") && out.contains("unknown field `wher`"), "{out}");
+
+    let out = validate_messages(&p, &format!("{base}  t:\n    filter: {{ input: scr, where: a > 1 }}\n"));
+    assert!(out.contains("p.yaml:6:22: unknown step `scr`") && out.contains("did you mean `src`?"), "{out}");
+
+    let out = validate_messages(
+        &p,
+        &format!("{base}  a:\n    filter: {{ input: b, where: a > 1 }}\n  b:\n    filter: {{ input: a, where: a > 1 }}\n"),
+    );
+    assert!(out.contains("steps form a cycle: a -> b -> a"), "{out}");
+
+    let out = validate_messages(&p, "name: v\nconnections:\n  db: { kind: postgres, url: 'postgres://u:${WEIR_TEST_UNSET_PW}@h/db' }\nsteps:\n  src:\n    read_csv: { path: d.csv }\n");
+    assert!(out.contains("p.yaml:3:30: connection `db` needs environment variable `WEIR_TEST_UNSET_PW`"), "{out}");
+
+    let out = validate_messages(&p, &format!("variables:\n  n: {{ type: integer, default: ten }}\n{base}"));
+    assert!(out.contains("p.yaml:2:32: default of variable `n`: `ten` is not an integer"), "{out}");
+
+    let out = validate_messages(&p, &format!("{base}  q:\n    sql: {{ query: 'SELEC a FROM src' }}\n"));
+    assert!(out.contains("p.yaml:6:19: step `q`: SQL does not parse"), "{out}");
+
+    let out = validate_messages(&p, &format!("{base}  q:\n    sql: {{ query: 'SELECT nope FROM src' }}\n"));
+    assert!(out.contains("p.yaml:6:5: step `q`:") && out.contains("nope"), "{out}");
+
+    let out = validate_messages(&p, &format!("{base}  q:\n    sql: {{ query: 'SELECT a FROM scr' }}\n"));
+    assert!(out.contains("unknown step `scr`"), "{out}");
+
+    p.file("p.yaml", &format!("{base}  out:\n    write_csv: {{ input: src, path: o.csv }}\n"));
+    assert!(p.ok(&["validate", "p.yaml"]).contains("p.yaml: ok"));
+}
+
+const BAD_ROWS: &str = "id,name,amount\n1,ada,10\n2,bob,20,extra\n3,cy,not-a-number\n4,dee,40\n";
+
+fn bad_rows_pipeline(on_error: &str) -> String {
+    format!(
+        "name: bad_rows\nsteps:\n  src:\n    on_error: {on_error}\n    read_csv:\n      path: data/in.csv\n      schema: {{ id: bigint, name: text, amount: double }}\n  out:\n    write_csv: {{ input: src, path: out/o.csv }}\n"
+    )
+}
+
+#[test]
+fn malformed_csv_row_fails_with_file_and_line() {
+    let p = Project::new();
+    p.file("data/in.csv", BAD_ROWS).file("p.yaml", &bad_rows_pipeline("fail"));
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("pipeline `bad_rows`, step `src`: expected 3 fields, found 4 at "), "{err}");
+    assert!(err.contains("data/in.csv:3"), "{err}");
+    assert!(!p.path().join("out/o.csv").exists(), "a failed run left output");
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--json"])).unwrap();
+    assert_eq!((runs["runs"][0]["status"].as_str(), runs["runs"][0]["stage"].as_str()), (Some("failed"), Some("src")));
+}
+
+#[test]
+fn malformed_csv_rows_go_to_the_dead_letter_store() {
+    let p = Project::new();
+    p.file("data/in.csv", BAD_ROWS).file("p.yaml", &bad_rows_pipeline("dead_letter"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/o.csv"), "id,name,amount\n1,ada,10.0\n4,dee,40.0\n");
+    let dlq = p.dlq("p.yaml");
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq[0]["origin"].as_str().unwrap().ends_with("data/in.csv:3"));
+    assert_eq!(dlq[0]["error"], "expected 3 fields, found 4");
+    assert_eq!(dlq[0]["record"]["fields"], serde_json::json!(["2", "bob", "20", "extra"]));
+    assert!(dlq[1]["origin"].as_str().unwrap().ends_with("data/in.csv:4"));
+    assert_eq!(dlq[1]["error"], "column `amount`: `not-a-number` is not Float64");
+    assert_eq!(dlq[1]["record"]["name"], "cy");
+
+    let show = p.ok(&["dlq", "show", "p.yaml", &dlq[1]["id"].to_string()]);
+    assert!(show.contains("not-a-number"));
+}
+
+#[test]
+fn type_mismatch_names_column_value_and_line() {
+    let p = Project::new();
+    p.file("data/in.csv", "id,amount\n1,5\n2,five\n").file(
+        "p.yaml",
+        "name: types\nsteps:\n  src:\n    read_csv: { path: data/in.csv, schema: { id: bigint, amount: bigint } }\n  out:\n    write_csv: { input: src, path: o.csv }\n",
+    );
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("step `src`: column `amount`: `five` is not Int64 at ") && err.contains("in.csv:3"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let p = Project::new();
+    p.file("p.yaml", "name: missing\nsteps:\n  src:\n    read_csv: { path: data/nope.csv }\n  out:\n    write_csv: { input: src, path: o.csv }\n");
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("pipeline `missing`, step `src`: no such file or directory:") && err.contains("data/nope.csv"), "{err}");
+}
+
+#[test]
+fn empty_input_writes_an_empty_but_readable_output() {
+    let p = Project::new();
+    p.file("data/in.csv", "id,amount\n").file(
+        "p.yaml",
+        "name: empty\nsteps:\n  src:\n    read_csv: { path: data/in.csv, schema: { id: bigint, amount: double } }\n  pq:\n    write_parquet: { input: src, path: out/o.parquet }\n  csv:\n    write_csv: { input: src, path: out/o.csv }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/o.csv"), "id,amount\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (columns, count) = rt.block_on(async {
+        let ctx = SessionContext::new();
+        let path = p.path().join("out/o.parquet");
+        let df = ctx.read_parquet(path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        (columns, df.count().await.unwrap())
+    });
+    assert_eq!((columns, count), (vec!["id".to_string(), "amount".to_string()], 0));
+}
+
+#[test]
+fn unicode_heavy_input_round_trips() {
+    let p = Project::new();
+    let text = "id,name,city\n1,\"Zoë, the 🦀\",Zürich\n2,李小龙,香港\n3,\"Ωμέγα \"\"quoted\"\"\",Αθήνα\n";
+    p.file("data/in.csv", text).file(
+        "p.yaml",
+        "name: unicode\nsteps:\n  src:\n    read_csv: { path: data/in.csv }\n  up:\n    map: { input: src, columns: { id: id, name: upper(name), city: city } }\n  out:\n    write_csv: { input: up, path: out/o.csv }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(
+        p.read("out/o.csv"),
+        "id,name,city\n1,\"ZOË, THE 🦀\",Zürich\n2,李小龙,香港\n3,\"ΩΜΈΓΑ \"\"QUOTED\"\"\",Αθήνα\n"
+    );
+}
+
+#[test]
+fn state_advances_only_when_the_run_succeeds() {
+    let p = Project::new();
+    p.file("data/in.csv", "id,updated_at\n1,2024-01-01T00:00:00\n2,2024-01-05T00:00:00\n").file(
+        "p.yaml",
+        "name: incr\nstate:\n  cursor: { type: timestamp, default: '1970-01-01T00:00:00Z', update: { max: changed.updated_at } }\nsteps:\n  src:\n    read_csv: { path: data/in.csv }\n  changed:\n    filter: { input: src, where: updated_at > $cursor }\n  out:\n    write_csv: { input: changed, path: out/o.csv, mode: append }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.ok(&["state", "get", "p.yaml"]).trim(), "cursor = 2024-01-05T00:00:00");
+    // Nothing new: nothing loaded, cursor unchanged.
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.ok(&["state", "get", "p.yaml"]).trim(), "cursor = 2024-01-05T00:00:00");
+    // A failing run reads new rows but must not move the cursor past them.
+    p.file("data/in.csv", "id,updated_at\n3,2024-02-01T00:00:00\n4,oops\n");
+    p.file("p.yaml", &p.read("p.yaml").replace("read_csv: { path: data/in.csv }", "read_csv: { path: data/in.csv, schema: { id: bigint, updated_at: timestamp } }"));
+    p.fails(&["run", "p.yaml"], 2);
+    assert_eq!(p.ok(&["state", "get", "p.yaml"]).trim(), "cursor = 2024-01-05T00:00:00");
+    let files = std::fs::read_dir(p.path().join("out/o.csv")).unwrap().count();
+    assert_eq!(files, 1, "append wrote one file per successful run with rows");
+    p.ok(&["state", "reset", "p.yaml"]);
+    assert!(p.ok(&["state", "get", "p.yaml"]).contains("(default)"));
+}
+
+#[test]
+fn failed_run_leaves_previous_output_untouched() {
+    let p = Project::new();
+    p.file("data/in.csv", "id\n1\n2\n").file(
+        "p.yaml",
+        "name: atomic\nsteps:\n  src:\n    read_csv: { path: data/in.csv, schema: { id: bigint } }\n  out:\n    write_csv: { input: src, path: out/o.csv }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    p.file("data/in.csv", "id\n3\nbad\n");
+    p.fails(&["run", "p.yaml"], 2);
+    assert_eq!(p.read("out/o.csv"), "id\n1\n2\n");
+    assert_eq!(std::fs::read_dir(p.path().join("out")).unwrap().count(), 1, "no temporary file left");
+}
+
+#[test]
+fn init_scaffolds_a_project_that_runs() {
+    let p = Project::new();
+    p.ok(&["init", "demo"]);
+    p.ok(&["validate", "demo/pipeline.yaml"]);
+    p.ok(&["run", "demo/pipeline.yaml", "--memory-limit", "64MB"]);
+    assert!(p.path().join("demo/out/orders.parquet").exists());
+    assert!(p.ok(&["explain", "demo/pipeline.yaml"]).contains("Load `out` (write_parquet) reads `big_enough`"));
+    let schema: serde_json::Value = serde_json::from_str(&p.ok(&["schema"])).unwrap();
+    assert!(schema["properties"]["steps"].is_object());
+    assert!(p.ok(&["list"]).contains("read_csv"));
+}
+
+#[test]
+fn gzip_csv_glob_and_hive_partitions() {
+    let p = Project::new();
+    for (day, rows) in [("2024-01-01", "id\n1\n2\n"), ("2024-01-02", "id\n3\n")] {
+        let file = format!("data/day={day}/part.csv");
+        p.file(&file, rows);
+        let status = Command::new("gzip").arg(p.path().join(&file)).status().expect("gzip runs");
+        assert!(status.success());
+    }
+    p.file(
+        "p.yaml",
+        "name: hive\nsteps:\n  src:\n    read_csv: { path: 'data/**/*.csv.gz', hive_partitioning: true }\n  agg:\n    sql: { query: 'SELECT day, count(*) AS n FROM src GROUP BY day ORDER BY day' }\n  out:\n    write_csv: { input: agg, path: out/o.csv }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/o.csv"), "day,n\n2024-01-01,2\n2024-01-02,1\n");
+}

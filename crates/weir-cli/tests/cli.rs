@@ -98,6 +98,35 @@ fn parquet_rows(path: PathBuf) -> Vec<String> {
 }
 
 #[test]
+fn example_orders_main_job() {
+    let p = Project::example("orders");
+    p.ok(&["run", "pipeline.yaml"]);
+    let mut rows: Vec<String> =
+        parquet_rows(p.path().join("out/monthly_spend.parquet")).into_iter().filter(|l| l.starts_with("| 1")).collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "| 10          | 2024-01-01T00:00:00 | 55.0        | 2           | 27.5            |",
+            "| 11          | 2024-01-01T00:00:00 | 12.5        | 1           | 12.5            |",
+            "| 11          | 2024-02-01T00:00:00 | 7.5         | 1           | 7.5             |",
+            "| 12          | 2024-02-01T00:00:00 | 40.0        | 1           | 40.0            |",
+        ]
+    );
+    let dlq = p.dlq("pipeline.yaml");
+    let got: Vec<(&str, &str)> = dlq.iter().map(|d| (d["step"].as_str().unwrap(), d["error"].as_str().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            ("raw_orders", "column `amount`: `oops` is not Float64"),
+            ("valid", "failed rules: email_format"),
+            ("valid", "failed rules: amount_positive"),
+        ]
+    );
+    assert!(dlq[0]["origin"].as_str().unwrap().ends_with("data/orders.csv:10"));
+}
+
+#[test]
 fn example_mapping_cleaning() {
     let p = Project::example("mapping_cleaning");
     p.ok(&["run", "pipeline.yaml"]);
@@ -418,4 +447,34 @@ fn gzip_csv_glob_and_hive_partitions() {
     );
     p.ok(&["run", "p.yaml"]);
     assert_eq!(p.read("out/o.csv"), "day,n\n2024-01-01,2\n2024-01-02,1\n");
+}
+
+#[test]
+fn large_csv_files_are_read_in_chunks_without_losing_or_doubling_rows() {
+    let p = Project::new();
+    let mut text = String::from("id,name,amount\n");
+    for i in 1..=2000 {
+        match i {
+            777 => text.push_str("777,\"quoted, comma\",x\n"),
+            1999 => text.push_str("1999,short\n"),
+            _ => text.push_str(&format!("{i},\"name {i}\",{}.5\n", i % 97)),
+        }
+    }
+    p.file("data/in.csv", &text).file(
+        "p.yaml",
+        "name: chunks\nsteps:\n  src:\n    on_error: dead_letter\n    read_csv: { path: data/in.csv, schema: { id: bigint, name: text, amount: double } }\n  agg:\n    sql: { query: 'SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(id) AS s FROM src' }\n  out:\n    write_csv: { input: agg, path: out/o.csv }\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "p.yaml"])
+        .current_dir(p.path())
+        .env("WEIR_CSV_CHUNK_BYTES", "1000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected_sum: i64 = (1..=2000).filter(|i| *i != 777 && *i != 1999).sum();
+    assert_eq!(p.read("out/o.csv"), format!("n,ids,s\n1998,1998,{expected_sum}\n"));
+    let mut origins: Vec<String> = p.dlq("p.yaml").iter().map(|d| d["origin"].as_str().unwrap().to_string()).collect();
+    origins.sort_by_key(|o| o.rsplit(':').next().unwrap().parse::<u64>().unwrap());
+    assert_eq!(origins.len(), 2);
+    assert!(origins[0].ends_with("data/in.csv:778") && origins[1].ends_with("data/in.csv:2000"), "{origins:?}");
 }

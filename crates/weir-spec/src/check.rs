@@ -148,7 +148,10 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                     if let Rule::Regex { pattern, .. } = rule
                         && let Err(e) = Regex::new(pattern)
                     {
-                        out.push(Diagnostic::at(key, format!("rule `{}`: invalid regex: {e}", key.value)));
+                        // The regex crate's message draws a caret diagram over several lines; its last line says why.
+                        let text = e.to_string();
+                        let why = text.lines().last().unwrap_or_default().trim_start_matches("error: ");
+                        out.push(Diagnostic::at(key, format!("rule `{}`: invalid regex: {why}", key.value)));
                     }
                 }
             }

@@ -479,6 +479,10 @@ file_source! {
         pub null_values: Vec<String>,
         #[serde(default)]
         pub compression: Compression,
+        /// Set when quoted values contain line breaks. Large uncompressed files are otherwise split at line breaks
+        /// and read in parallel; with this set, each file is read by one thread from its start.
+        #[serde(default)]
+        pub newlines_in_values: bool,
         /// Column name to SQL type (`bigint`, `double`, `text`, `date`, `timestamp`, `boolean`, `decimal(12,2)`), in file
         /// order. Without it the types are inferred from the first `infer_rows` rows.
         #[serde(default)]

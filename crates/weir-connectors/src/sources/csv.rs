@@ -47,12 +47,13 @@ pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -
     fields.extend(inputs[0].partitions.iter().map(|(k, _)| Field::new(k, DataType::Utf8, true)));
     let schema = Arc::new(Schema::new(fields));
 
-    let groups = session.copied_config().target_partitions().clamp(1, inputs.len());
+    let units = work_units(&inputs, spec)?;
+    let groups = session.copied_config().target_partitions().clamp(1, units.len());
     let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::with_capacity(groups);
     for g in 0..groups {
-        let files: Vec<InputFile> = inputs.iter().skip(g).step_by(groups).cloned().collect();
+        let units: Vec<WorkUnit> = units.iter().skip(g).step_by(groups).cloned().collect();
         partitions.push(Arc::new(CsvPartition {
-            files,
+            units,
             schema: schema.clone(),
             file_schema: file_schema.clone(),
             spec: Arc::new(spec.clone()),
@@ -60,6 +61,41 @@ pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -
         }));
     }
     Ok(Arc::new(StreamingTable::try_new(schema, partitions)?))
+}
+
+/// Large files are split into chunks of this size, read in parallel. `WEIR_CSV_CHUNK_BYTES` overrides it (for
+/// tuning, and for tests that need chunk boundaries in small files).
+fn chunk_bytes() -> u64 {
+    std::env::var("WEIR_CSV_CHUNK_BYTES").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(32 << 20)
+}
+
+/// A file, or the lines that start within a byte range of it.
+#[derive(Debug, Clone)]
+struct WorkUnit {
+    file: InputFile,
+    range: Option<(u64, u64)>,
+}
+
+/// Splits large uncompressed files into chunks whose boundaries are found at read time (a chunk owns the lines that
+/// start inside it), unless quoted values may hold line breaks.
+fn work_units(inputs: &[InputFile], spec: &ReadCsv) -> Result<Vec<WorkUnit>> {
+    let chunk = chunk_bytes();
+    let mut units = Vec::new();
+    for file in inputs {
+        let size = std::fs::metadata(&file.path)?.len();
+        let plain = files::compression_of(&file.path, spec.compression) == weir_spec::Compression::None;
+        if !plain || spec.newlines_in_values || size < 2 * chunk {
+            units.push(WorkUnit { file: file.clone(), range: None });
+            continue;
+        }
+        let mut start = 0;
+        while start < size {
+            let end = (start + chunk).min(size);
+            units.push(WorkUnit { file: file.clone(), range: Some((start, end)) });
+            start = end;
+        }
+    }
+    Ok(units)
 }
 
 fn null_regex(spec: &ReadCsv) -> Result<regex::Regex> {
@@ -80,13 +116,28 @@ fn infer(path: &Path, spec: &ReadCsv) -> Result<SchemaRef> {
     Ok(Arc::new(schema))
 }
 
+/// Line breaks in the first `bytes` of a file.
+fn count_lines(path: &Path, bytes: u64) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut reader = std::fs::File::open(path)?.take(bytes);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+}
+
 fn byte(c: char, what: &str) -> Result<u8> {
     u8::try_from(c).map_err(|_| DataFusionError::Plan(format!("the CSV {what} must be a single-byte character, not `{c}`")))
 }
 
 #[derive(Debug)]
 struct CsvPartition {
-    files: Vec<InputFile>,
+    units: Vec<WorkUnit>,
     schema: SchemaRef,
     file_schema: SchemaRef,
     spec: Arc<ReadCsv>,
@@ -101,11 +152,11 @@ impl PartitionStream for CsvPartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
         let tx = builder.tx();
-        let (files, schema, file_schema, spec, cx) =
-            (self.files.clone(), self.schema.clone(), self.file_schema.clone(), self.spec.clone(), self.cx.clone());
+        let (units, schema, file_schema, spec, cx) =
+            (self.units.clone(), self.schema.clone(), self.file_schema.clone(), self.spec.clone(), self.cx.clone());
         builder.spawn_blocking(move || {
-            for file in &files {
-                let mut reader = FileReader::new(file, &schema, &file_schema, &spec, &cx)?;
+            for unit in &units {
+                let mut reader = FileReader::new(unit, &schema, &file_schema, &spec, &cx)?;
                 if !reader.read(|batch| tx.blocking_send(Ok(batch)).is_ok())? {
                     break;
                 }
@@ -116,9 +167,14 @@ impl PartitionStream for CsvPartition {
     }
 }
 
-/// Reads one file into batches.
+/// Reads one file, or one chunk of it, into batches.
 struct FileReader<'a> {
     file: &'a InputFile,
+    range: Option<(u64, u64)>,
+    /// Where the CSV reader started in the file, and how many lines come before it (counted only when an error
+    /// needs a line number).
+    base: u64,
+    lines_before: std::cell::OnceCell<u64>,
     schema: &'a SchemaRef,
     file_schema: &'a SchemaRef,
     spec: &'a ReadCsv,
@@ -131,14 +187,17 @@ struct FileReader<'a> {
 
 impl<'a> FileReader<'a> {
     fn new(
-        file: &'a InputFile,
+        unit: &'a WorkUnit,
         schema: &'a SchemaRef,
         file_schema: &'a SchemaRef,
         spec: &'a ReadCsv,
         cx: &'a StepContext,
     ) -> Result<Self> {
         Ok(Self {
-            file,
+            file: &unit.file,
+            range: unit.range,
+            base: 0,
+            lines_before: std::cell::OnceCell::new(),
             schema,
             file_schema,
             spec,
@@ -150,13 +209,30 @@ impl<'a> FileReader<'a> {
         })
     }
 
+    /// `file:line` of a line number counted from where this reader started.
     fn origin(&self, line: u64) -> String {
-        format!("{}:{line}", self.file.path.display())
+        let before = *self.lines_before.get_or_init(|| count_lines(&self.file.path, self.base).unwrap_or(0));
+        format!("{}:{}", self.file.path.display(), before + line)
+    }
+
+    /// Opens the input positioned at the first line this reader owns.
+    fn open(&mut self) -> Result<Box<dyn std::io::Read + Send>> {
+        let Some((start, _)) = self.range.filter(|(start, _)| *start > 0) else {
+            return files::open(&self.file.path, self.spec.compression);
+        };
+        use std::io::{BufRead, Seek};
+        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&self.file.path)?);
+        file.seek(std::io::SeekFrom::Start(start - 1))?;
+        let mut partial = Vec::new();
+        let skipped = file.read_until(b'\n', &mut partial)? as u64;
+        self.base = start - 1 + skipped;
+        Ok(Box::new(file))
     }
 
     /// Streams the file to `emit`; returns false when the reader downstream has gone away.
     fn read(&mut self, mut emit: impl FnMut(RecordBatch) -> bool) -> Result<bool> {
-        let input = files::open(&self.file.path, self.spec.compression)?;
+        let input = self.open()?;
+        let end = self.range.map(|(_, end)| end);
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -165,7 +241,7 @@ impl<'a> FileReader<'a> {
             .from_reader(input);
         let mut record = csv::ByteRecord::new();
         let width = self.file_schema.fields().len();
-        let mut header_pending = self.spec.header;
+        let mut header_pending = self.spec.header && self.base == 0;
         loop {
             match csv.read_byte_record(&mut record) {
                 Ok(true) => {}
@@ -175,7 +251,11 @@ impl<'a> FileReader<'a> {
                     return Err(DataFusionError::Execution(format!("{}: {e}", self.origin(line))));
                 }
             }
-            let line = record.position().map_or(0, |p| p.line());
+            let position = record.position().expect("records read from a reader have a position");
+            if end.is_some_and(|end| self.base + position.byte() >= end) {
+                break;
+            }
+            let line = position.line();
             if header_pending {
                 header_pending = false;
                 self.check_header(&record, line)?;

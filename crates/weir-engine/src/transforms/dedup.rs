@@ -1,19 +1,27 @@
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
-use datafusion::logical_expr::SortExpr;
+use datafusion::functions_aggregate::expr_fn::first_value;
+use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::prelude::ident;
 use weir_spec::Dedup;
 
-/// A `dedup` step as `SELECT DISTINCT ON (keys) * ... ORDER BY keys, order_by`: one row per key, the first in the
-/// given order. DataFusion plans it as a grouped aggregate, which spills under memory pressure.
+/// A `dedup` step: one row per key, the first in `order_by`, as
+/// `SELECT key, first_value(c ORDER BY …) AS c, … GROUP BY key` in the input's column order. This is what
+/// `DISTINCT ON` becomes in DataFusion, minus the sort of the whole output by key that `DISTINCT ON ... ORDER BY`
+/// implies and a pipeline step does not need. The grouped aggregate spills under memory pressure.
 pub fn dedup(input: DataFrame, spec: &Dedup) -> Result<DataFrame> {
-    let keys: Vec<_> = spec.keys.iter().map(ident).collect();
-    let select: Vec<_> = input.schema().fields().iter().map(|f| ident(f.name())).collect();
-    let mut sort: Vec<SortExpr> = keys.iter().map(|k| k.clone().sort(true, false)).collect();
-    if let Some(order_by) = &spec.order_by {
-        sort.extend(parse_order_by(&input, order_by)?);
-    }
-    input.distinct_on(keys, select, Some(sort))
+    let order: Vec<SortExpr> = match &spec.order_by {
+        Some(order_by) => parse_order_by(&input, order_by)?,
+        None => Vec::new(),
+    };
+    let fields: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let keys: Vec<Expr> = spec.keys.iter().map(ident).collect();
+    let values: Vec<Expr> = fields
+        .iter()
+        .filter(|f| !spec.keys.contains(f))
+        .map(|f| first_value(ident(f), order.clone()).alias(f))
+        .collect();
+    input.aggregate(keys, values)?.select(fields.iter().map(ident).collect::<Vec<_>>())
 }
 
 /// Parses `a DESC, b` into sort expressions (`ASC`/`DESC`, `NULLS FIRST`/`NULLS LAST`).

@@ -1,0 +1,90 @@
+"""Runs the orders job (examples/orders/pipeline.yaml) in Weir, DuckDB and Polars on the same generated CSV, one
+after the other in one run, checks that all three produce the same totals, and prints wall time, peak memory and
+Weir's ratio to each.
+
+    cargo build --release -p weir-cli
+    python3 bench/compare.py --rows 10000000 --memory-limit 512MB
+
+Wall time and peak RSS come from GNU time (`/usr/bin/time -f '%e %M'`) around each process.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def measure(name, cmd, env=None):
+    timed = ["/usr/bin/time", "-f", "%e %M", *cmd]
+    proc = subprocess.run(timed, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    wall, rss_kb = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(rss_kb) / 1024
+
+
+def totals(path):
+    q = f"SELECT count(*), round(sum(total_spent), 2), sum(order_count) FROM read_parquet('{path}')"
+    return duckdb.sql(q).fetchone()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--memory-limit", default="512MB")
+    ap.add_argument("--weir", default=os.environ.get("WEIR_BIN", "/var/tmp/weir-target/release/weir"))
+    ap.add_argument("--runs", type=int, default=1, help="runs per engine; the best wall time is reported")
+    args = ap.parse_args()
+
+    data = BENCH / "data" / f"orders-{args.rows}.csv"
+    out = BENCH / "out"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    if not data.exists():
+        print(f"generating {args.rows:,} rows -> {data}", flush=True)
+        subprocess.run([sys.executable, str(BENCH / "gen_orders.py"), str(data), str(args.rows)], check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    size_mb = data.stat().st_size / 1e6
+
+    env = dict(os.environ, WEIR_STATE_DIR=str(out / ".weir"))
+    jobs = {
+        "weir": (
+            [args.weir, "-q", "run", str(ROOT / "examples/orders/pipeline.yaml"), "--var", f"input={data}",
+             "--var", f"output={out / 'weir.parquet'}", "--memory-limit", args.memory_limit],
+            env,
+        ),
+        "duckdb": ([sys.executable, str(BENCH / "peers/duckdb_job.py"), str(data), str(out / "duckdb.parquet")], None),
+        "polars": ([sys.executable, str(BENCH / "peers/polars_job.py"), str(data), str(out / "polars.parquet")], None),
+    }
+    results = {}
+    for name, (cmd, job_env) in jobs.items():
+        best = None
+        for _ in range(args.runs):
+            wall, rss = measure(name, cmd, job_env)
+            best = (wall, rss) if best is None or wall < best[0] else best
+        results[name] = best
+        print(f"{name:<7} {best[0]:8.2f} s  {best[1]:8.0f} MiB peak RSS", flush=True)
+
+    sums = {name: totals(out / f"{name}.parquet") for name in jobs}
+    print(f"\ninput: {args.rows:,} rows, {size_mb:,.0f} MB CSV; weir --memory-limit {args.memory_limit}")
+    print("result (groups, sum total_spent, sum order_count):")
+    for name, s in sums.items():
+        print(f"  {name:<7} {s}")
+    agree = len({s for s in sums.values()}) == 1
+    print("results agree" if agree else "RESULTS DIFFER")
+
+    w_wall, w_rss = results["weir"]
+    print(f"\n{'engine':<8}{'wall s':>9}{'rows/s':>14}{'peak MiB':>10}{'weir/peer time':>16}{'weir/peer mem':>15}")
+    for name, (wall, rss) in results.items():
+        print(f"{name:<8}{wall:>9.2f}{args.rows / wall:>14,.0f}{rss:>10.0f}{w_wall / wall:>16.2f}{w_rss / rss:>15.2f}")
+    sys.exit(0 if agree else 1)
+
+
+if __name__ == "__main__":
+    main()

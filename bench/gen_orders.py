@@ -20,7 +20,7 @@ def main(path: str, rows: int) -> None:
             CASE WHEN i % 500 = 3 THEN 'broken-email'
                  ELSE ' User' || (hash(i) % 100000) || '@Example.com ' END AS email,
             CASE WHEN i % 1000 = 5 THEN -1.0 ELSE round((hash(i * 7) % 100000) / 100.0 + 1, 2) END AS amount,
-            ['P', 'P', 'P', 'R', 'C'][(hash(i * 3) % 5) + 1] AS status,
+            ['P', 'P', 'P', 'R', 'C'][CAST(hash(i * 3) % 5 AS BIGINT) + 1] AS status,
             DATE '2023-01-01' + CAST(hash(i * 11) % 730 AS INTEGER) AS order_date,
             TIMESTAMP '2023-01-01 00:00:00' + to_seconds(i) AS updated_at
           FROM range(1, {rows} + 1) t(i)

@@ -74,10 +74,16 @@ enum Command {
     #[command(after_help = "Examples:\n  weir runs pipeline.yaml\n  weir runs pipeline.yaml --run 0192...  (one run's steps)\n  weir runs pipeline.yaml --json")]
     Runs(commands::inspect::RunsArgs),
     /// Read or change the state values a pipeline keeps between runs.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  weir state get pipeline.yaml\n  weir state set pipeline.yaml last_sync 2024-01-01T00:00:00Z   (re-read from an earlier point)\n  weir state reset pipeline.yaml                                (back to the declared defaults: a full re-sync)"
+    )]
     State(commands::inspect::StateCommand),
     /// Browse the dead-letter store: records set aside with their reasons.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  weir dlq list pipeline.yaml              id, step, origin (file:line) and reason\n  weir dlq list pipeline.yaml --run ID --json\n  weir dlq show pipeline.yaml 42           the original record, whole"
+    )]
     Dlq(commands::inspect::DlqCommand),
 }
 

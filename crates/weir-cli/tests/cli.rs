@@ -478,3 +478,69 @@ fn large_csv_files_are_read_in_chunks_without_losing_or_doubling_rows() {
     assert_eq!(origins.len(), 2);
     assert!(origins[0].ends_with("data/in.csv:778") && origins[1].ends_with("data/in.csv:2000"), "{origins:?}");
 }
+
+#[test]
+fn json_arrays_nested_objects_flatten_and_partitioned_parquet_round_trip() {
+    let p = Project::new();
+    p.file(
+        "data/events.json",
+        r#"[
+          {"id": 1, "user": {"name": "ada", "geo": {"country": "UK"}}, "kind": "click"},
+          {"id": 2, "user": {"name": "bob", "geo": {"country": "US"}}, "kind": "view"},
+          {"id": 3, "user": {"name": "cy", "geo": {"country": "UK"}}, "kind": "click"}
+        ]"#,
+    )
+    .file(
+        "p.yaml",
+        r#"name: nested
+steps:
+  events:
+    read_json: { path: data/events.json, flatten: true }
+  out:
+    write_parquet: { input: events, path: lake/events/, partition_by: [kind] }
+  nested:
+    read_json: { path: data/events.json }
+  names:
+    sql: { query: "SELECT id, get_field(\"user\", 'name') AS name FROM nested ORDER BY id" }
+  names_out:
+    write_csv: { input: names, path: out/names.csv }
+"#,
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/names.csv"), "id,name\n1,ada\n2,bob\n3,cy\n");
+    assert!(p.path().join("lake/events/kind=click").is_dir() && p.path().join("lake/events/kind=view").is_dir());
+
+    // Read the partitioned Parquet back with Hive partitions: flattened columns and the partition column survive.
+    p.file(
+        "back.yaml",
+        r#"name: back
+steps:
+  lake:
+    read_parquet: { path: lake/events, hive_partitioning: true }
+  agg:
+    sql: { query: 'SELECT kind, count(*) AS n, min("user.geo.country") AS c FROM lake GROUP BY kind ORDER BY kind' }
+  out:
+    write_csv: { input: agg, path: out/agg.csv }
+"#,
+    );
+    p.ok(&["run", "back.yaml"]);
+    assert_eq!(p.read("out/agg.csv"), "kind,n,c\nclick,2,UK\nview,1,US\n");
+}
+
+#[test]
+fn json_logs_carry_the_seed_monitoring_lines() {
+    let p = Project::example("mapping_cleaning");
+    let out = p.weir(&["--log-format", "json", "run", "pipeline.yaml"]);
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(messages.contains(&"Extracted 3 records"), "{messages:?}");
+    assert!(messages.contains(&"Load complete: 3 inserted"), "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("Pipeline finished in ")), "{messages:?}");
+    let finished = events.iter().find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Pipeline finished"))).unwrap();
+    assert_eq!(finished["pipeline"], "mapping_cleaning");
+}

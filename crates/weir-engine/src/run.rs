@@ -1,7 +1,7 @@
 //! A run: resolve inputs, plan every step into the session in DAG order, stream every load, then commit the loads
 //! and the new state together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,9 +108,14 @@ impl Engine {
         self.store.start_run(&run_id, name, &options.trigger, &vars_json)?;
         info!(pipeline = name, run_id = %run_id, trigger = %options.trigger, "Run started");
 
-        let outcome = self.execute(pipeline, options, &inputs, metrics.clone()).await;
+        let (outcome, steps) = match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics).await {
+            Ok(planned) => {
+                let outcome = self.execute(pipeline, &inputs, &planned).await;
+                (outcome, step_rows(pipeline, &planned))
+            }
+            Err(err) => (Err(err), Vec::new()),
+        };
         let _ = std::fs::remove_dir_all(&inputs.scratch_dir);
-        let steps = step_rows(pipeline, &metrics);
         let duration_ms = clock.elapsed().as_millis() as u64;
         match outcome {
             Ok(state) => {
@@ -142,14 +147,13 @@ impl Engine {
         })
     }
 
+    /// Prepares every load, then commits them all or none; returns the state to record.
     async fn execute(
         &self,
         pipeline: &Pipeline,
-        options: &RunOptions,
         inputs: &RunInputs,
-        metrics: RunMetrics,
+        planned: &Planned,
     ) -> Result<BTreeMap<String, TypedValue>, EngineError> {
-        let planned = self.plan_steps(pipeline, options, inputs, Mode::Run, metrics).await?;
         let name = pipeline.name();
         let loads = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input");
@@ -394,16 +398,16 @@ fn check_invalid_budgets(pipeline: &Pipeline, metrics: &RunMetrics) -> Result<()
     Ok(())
 }
 
-fn step_rows(pipeline: &Pipeline, metrics: &RunMetrics) -> Vec<StepMetricsRow> {
+fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetricsRow> {
+    let metrics = &planned.metrics;
     pipeline
         .steps
         .iter()
         .filter_map(|step| {
             let c = metrics.get(step.id())?;
-            let rows_in = match &step.kind {
-                k if k.category() == Category::Extract => 0,
-                _ => step_inputs(pipeline, step).iter().filter_map(|i| metrics.get(i)).map(|c| c.rows()).sum(),
-            };
+            // A step read twice (a self-join) still takes each input row in once.
+            let inputs: BTreeSet<&String> = planned.dag.inputs.get(step.id()).into_iter().flatten().collect();
+            let rows_in = inputs.iter().filter_map(|i| metrics.get(i)).map(|c| c.rows()).sum();
             Some(StepMetricsRow {
                 step: step.id().to_string(),
                 kind: step.kind.name().to_string(),
@@ -416,24 +420,6 @@ fn step_rows(pipeline: &Pipeline, metrics: &RunMetrics) -> Vec<StepMetricsRow> {
             })
         })
         .collect()
-}
-
-/// Inputs of a step for metrics: the declared input, or for SQL every step whose name the query mentions.
-fn step_inputs(pipeline: &Pipeline, step: &Step) -> Vec<String> {
-    match (&step.kind, step.kind.input()) {
-        (_, Some(i)) => vec![i.value.clone()],
-        (StepKind::Sql(sql), None) => {
-            let ctx = SessionContext::new();
-            transforms::sql_inputs(&ctx, &sql.query.value)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|t| pipeline.step(t).is_some())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect()
-        }
-        _ => Vec::new(),
-    }
 }
 
 fn log_summary(steps: &[StepMetricsRow]) {

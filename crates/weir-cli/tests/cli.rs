@@ -544,3 +544,23 @@ fn json_logs_carry_the_seed_monitoring_lines() {
     let finished = events.iter().find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Pipeline finished"))).unwrap();
     assert_eq!(finished["pipeline"], "mapping_cleaning");
 }
+
+#[test]
+fn invalid_utf8_and_custom_null_markers() {
+    let p = Project::new();
+    let mut bytes = b"id,name\n1,ok\n2,".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    bytes.extend_from_slice(b"\n3,NA\n4,\n");
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/in.csv"), bytes).unwrap();
+    p.file(
+        "p.yaml",
+        "name: utf8\nsteps:\n  src:\n    on_error: dead_letter\n    read_csv: { path: data/in.csv, null_values: ['NA', ''], schema: { id: bigint, name: text } }\n  counted:\n    sql: { query: 'SELECT count(*) AS n, count(name) AS named FROM src' }\n  out:\n    write_csv: { input: counted, path: o.csv }\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("o.csv"), "n,named\n3,1\n");
+    let dlq = p.dlq("p.yaml");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["error"], "the record is not valid UTF-8");
+    assert!(dlq[0]["origin"].as_str().unwrap().ends_with("data/in.csv:3"));
+}

@@ -179,7 +179,6 @@ struct FileReader<'a> {
     file_schema: &'a SchemaRef,
     spec: &'a ReadCsv,
     cx: &'a StepContext,
-    nulls: regex::Regex,
     builders: Vec<StringBuilder>,
     lines: Vec<u64>,
     rejected: Vec<NewDeadLetter>,
@@ -202,7 +201,6 @@ impl<'a> FileReader<'a> {
             file_schema,
             spec,
             cx,
-            nulls: null_regex(spec)?,
             builders: (0..file_schema.fields().len()).map(|_| StringBuilder::new()).collect(),
             lines: Vec::new(),
             rejected: Vec::new(),
@@ -261,23 +259,28 @@ impl<'a> FileReader<'a> {
                 self.check_header(&record, line)?;
                 continue;
             }
-            if std::str::from_utf8(record.as_slice()).is_err() {
-                self.reject_raw(&record, line, "the record is not valid UTF-8".to_string());
-                continue;
-            }
             if record.len() != width {
                 let reason = format!("expected {width} fields, found {}", record.len());
                 self.reject_raw(&record, line, reason);
                 continue;
             }
-            for (i, field) in record.iter().enumerate() {
-                let value = std::str::from_utf8(field).expect("the whole record is UTF-8");
-                if self.nulls.is_match(value) {
+            // Validates the UTF-8 of the whole record once, reusing its buffer.
+            let text = match csv::StringRecord::from_byte_record(std::mem::take(&mut record)) {
+                Ok(text) => text,
+                Err(e) => {
+                    record = e.into_byte_record();
+                    self.reject_raw(&record, line, "the record is not valid UTF-8".to_string());
+                    continue;
+                }
+            };
+            for (i, value) in text.iter().enumerate() {
+                if self.spec.null_values.iter().any(|n| n == value) {
                     self.builders[i].append_null();
                 } else {
                     self.builders[i].append_value(value);
                 }
             }
+            record = text.into_byte_record();
             self.lines.push(line);
             if self.lines.len() >= self.cx.batch_size {
                 let batch = self.flush()?;

@@ -564,3 +564,19 @@ fn invalid_utf8_and_custom_null_markers() {
     assert_eq!(dlq[0]["error"], "the record is not valid UTF-8");
     assert!(dlq[0]["origin"].as_str().unwrap().ends_with("data/in.csv:3"));
 }
+
+#[test]
+fn dedup_keeps_first_or_last_in_order() {
+    let p = Project::new();
+    p.file("data/in.csv", "k,v,t\na,1,3\na,2,1\na,3,2\nb,4,1\n");
+    for (keep, expected) in [("first", "k,v\na,2\nb,4\n"), ("last", "k,v\na,1\nb,4\n")] {
+        p.file(
+            "p.yaml",
+            &format!(
+                "name: keep\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv }}\n  d:\n    dedup: {{ input: src, keys: [k], order_by: t, keep: {keep} }}\n  s:\n    sql: {{ query: 'SELECT k, v FROM d ORDER BY k' }}\n  out:\n    write_csv: {{ input: s, path: o.csv }}\n"
+            ),
+        );
+        p.ok(&["run", "p.yaml"]);
+        assert_eq!(p.read("o.csv"), expected, "keep: {keep}");
+    }
+}

@@ -646,10 +646,23 @@ pub struct Dedup {
     pub input: Spanned<String>,
     /// Columns that identify a record.
     pub keys: Vec<String>,
-    /// SQL ordering within a key, e.g. `created_at DESC`; the first row in this order is kept (the seed's "most
-    /// recent per email" is `order_by: created_at DESC`).
+    /// SQL ordering within a key, e.g. `created_at DESC`; `keep` picks the first or last row in this order (the
+    /// seed's "most recent per email" is `order_by: created_at DESC`, `keep: first`).
     #[serde(default)]
     pub order_by: Option<String>,
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+/// Which row of each key a `dedup` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The first row in `order_by` (in arrival order without one).
+    #[default]
+    First,
+    /// The last row in `order_by` (in arrival order without one).
+    Last,
 }
 
 /// How a load treats what is already at the destination.

@@ -1,11 +1,11 @@
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
-use datafusion::functions_aggregate::expr_fn::first_value;
+use datafusion::functions_aggregate::expr_fn::{first_value, last_value};
 use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::prelude::ident;
-use weir_spec::Dedup;
+use weir_spec::{Dedup, Keep};
 
-/// A `dedup` step: one row per key, the first in `order_by`, as
+/// A `dedup` step: one row per key, the first (or last) in `order_by`, as
 /// `SELECT key, first_value(c ORDER BY …) AS c, … GROUP BY key` in the input's column order. This is what
 /// `DISTINCT ON` becomes in DataFusion, minus the sort of the whole output by key that `DISTINCT ON ... ORDER BY`
 /// implies and a pipeline step does not need. The grouped aggregate spills under memory pressure.
@@ -19,7 +19,10 @@ pub fn dedup(input: DataFrame, spec: &Dedup) -> Result<DataFrame> {
     let values: Vec<Expr> = fields
         .iter()
         .filter(|f| !spec.keys.contains(f))
-        .map(|f| first_value(ident(f), order.clone()).alias(f))
+        .map(|f| match spec.keep {
+            Keep::First => first_value(ident(f), order.clone()).alias(f),
+            Keep::Last => last_value(ident(f), order.clone()).alias(f),
+        })
         .collect();
     input.aggregate(keys, values)?.select(fields.iter().map(ident).collect::<Vec<_>>())
 }

@@ -164,7 +164,8 @@ impl Engine {
             Ok::<_, EngineError>((step.id(), pending))
         });
         let results = futures::future::join_all(loads).await;
-        let (mut ready, mut failure): (Vec<(&str, Box<dyn PendingLoad>)>, Option<EngineError>) = (Vec::new(), None);
+        let mut ready: Vec<(&str, Box<dyn PendingLoad>)> = Vec::new();
+        let mut failure: Option<EngineError> = None;
         for result in results {
             match result {
                 Ok(p) => ready.push(p),

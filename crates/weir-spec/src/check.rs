@@ -134,10 +134,10 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
         for path in paths {
             check_template(pipeline, &path.value, Pos::of(path), out);
         }
-        if let Some(sink) = step.kind.file_sink() {
-            if !seen_sink.insert(sink.path.value.clone()) {
-                out.push(Diagnostic::at(sink.path, format!("two load steps write `{}`", sink.path.value)));
-            }
+        if let Some(sink) = step.kind.file_sink()
+            && !seen_sink.insert(sink.path.value.clone())
+        {
+            out.push(Diagnostic::at(sink.path, format!("two load steps write `{}`", sink.path.value)));
         }
         match &step.kind {
             StepKind::Validate(v) => {

@@ -71,7 +71,7 @@ impl TypedValue {
             }
             (ValueType::Boolean, serde_json::Value::Bool(b)) => Ok(Self::Boolean(*b)),
             (_, serde_json::Value::String(s)) => Self::parse(ty, s),
-            (ty, serde_json::Value::Number(n)) if ty == ValueType::String => Ok(Self::String(n.to_string())),
+            (ValueType::String, serde_json::Value::Number(n)) => Ok(Self::String(n.to_string())),
             (_, other) => Err(format!("`{other}` is not {}", ty.article_name())),
         }
     }

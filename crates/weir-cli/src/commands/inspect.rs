@@ -83,7 +83,7 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "metrics": metrics }))?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<38} {:<8} {:<25} {:<10} {}", "RUN", "STATUS", "STARTED", "STAGE", "ERROR");
+    println!("{:<38} {:<8} {:<25} {:<10} ERROR", "RUN", "STATUS", "STARTED", "STAGE");
     for r in runs {
         let error = r.error.unwrap_or_default();
         let error = error.lines().next().unwrap_or_default();
@@ -138,7 +138,7 @@ pub fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else {
-                println!("{:<6} {:<16} {:<30} {}", "ID", "STEP", "ORIGIN", "ERROR");
+                println!("{:<6} {:<16} {:<30} ERROR", "ID", "STEP", "ORIGIN");
                 for l in letters {
                     println!("{:<6} {:<16} {:<30} {}", l.id, l.step, l.origin.unwrap_or_default(), l.error);
                 }

@@ -332,9 +332,9 @@ impl<'a> FileReader<'a> {
         for (field, column) in self.file_schema.fields().iter().zip(&text) {
             let array = cast_with_options(column, field.data_type(), &options)?;
             if array.null_count() > column.null_count() {
-                for row in 0..rows {
-                    if array.is_null(row) && !column.is_null(row) && bad[row].is_none() {
-                        bad[row] = Some(format!(
+                for (row, reason) in bad.iter_mut().enumerate() {
+                    if array.is_null(row) && !column.is_null(row) && reason.is_none() {
+                        *reason = Some(format!(
                             "column `{}`: `{}` is not {}",
                             field.name(),
                             column.value(row),

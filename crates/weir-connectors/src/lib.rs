@@ -2,6 +2,7 @@
 //! [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod common;
+mod postgres;
 mod sinks;
 mod sources;
 
@@ -13,7 +14,8 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 use weir_engine::{Connectors, PendingLoad, StepContext};
-use weir_spec::{Step, StepKind};
+use datafusion::common::plan_err;
+use weir_spec::{ReadDb, Spanned, Step, StepKind, WriteDb};
 
 pub use common::types::parse_sql_type;
 
@@ -28,11 +30,42 @@ impl Connectors for Builtin {
             StepKind::ReadCsv(spec) => sources::csv::table(session, spec, cx).await,
             StepKind::ReadJson(spec) => sources::json::table(session, spec, cx).await,
             StepKind::ReadParquet(spec) => sources::parquet::table(session, spec, cx).await,
+            StepKind::ReadDb(spec) => database(cx, &spec.connection)?.read(spec, cx).await,
             other => unreachable!("{} is not an extract step", other.name()),
         }
     }
 
     async fn sink(&self, step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
-        sinks::files::write(step, cx, input).await
+        match &step.kind {
+            StepKind::WriteDb(spec) => database(cx, &spec.connection)?.write(spec, cx, input).await,
+            _ => sinks::files::write(step, cx, input).await,
+        }
+    }
+}
+
+/// The database systems `read_db` and `write_db` reach.
+enum Database {
+    Postgres,
+}
+
+fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> {
+    let conn = cx.connection(&connection.value)?;
+    match conn.kind.as_str() {
+        "postgres" => Ok(Database::Postgres),
+        other => plan_err!("connection `{}` is of kind `{other}`, which is not a database", conn.name),
+    }
+}
+
+impl Database {
+    async fn read(&self, spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+        match self {
+            Self::Postgres => postgres::table(spec, cx).await,
+        }
+    }
+
+    async fn write(&self, spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
+        match self {
+            Self::Postgres => postgres::write(spec, cx, input).await,
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! [`Connectors`] implementation (the `weir-connectors` crate) turns extract steps into tables and load steps into
 //! writes that commit only when the whole run succeeds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use weir_spec::{OnError, Spanned, Step, Template};
+use weir_spec::{Connection, OnError, Spanned, Step, Template, TypedValue, interpolate_env};
 
 use crate::metrics::StepCounters;
 use crate::state_store::{NewDeadLetter, StateStore};
@@ -51,6 +51,9 @@ pub struct StepContext {
     pub batch_size: usize,
     pub on_error: OnError,
     pub(crate) templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
+    /// Variables and state by name, for connectors that bind `$name` in their own SQL.
+    pub(crate) values: Arc<BTreeMap<String, TypedValue>>,
+    pub(crate) connections: Arc<BTreeMap<String, Connection>>,
     pub(crate) store: Arc<StateStore>,
     pub(crate) counters: Arc<StepCounters>,
 }
@@ -74,6 +77,36 @@ impl StepContext {
             return Ok(rendered);
         }
         Ok(self.base_dir.join(rendered).to_string_lossy().into_owned())
+    }
+
+    /// A variable or state value, for `$name` in a database's own SQL.
+    pub fn value(&self, name: &str) -> Option<&TypedValue> {
+        self.values.get(name)
+    }
+
+    /// The names [`Self::value`] knows, for error messages.
+    pub fn value_names(&self) -> Vec<&str> {
+        self.values.keys().map(String::as_str).collect()
+    }
+
+    /// A connection with its `${ENV}` references read from the environment.
+    pub fn connection(&self, name: &str) -> Result<ResolvedConnection> {
+        let conn = self
+            .connections
+            .get(name)
+            .ok_or_else(|| DataFusionError::Plan(format!("unknown connection `{name}`")))?;
+        let resolve = |text: &str| {
+            interpolate_env(text, |var| std::env::var(var).ok()).map(Secret).map_err(|var| {
+                DataFusionError::Plan(format!("connection `{name}` needs environment variable `{var}`, which is not set"))
+            })
+        };
+        let url = conn.url.as_ref().ok_or_else(|| DataFusionError::Plan(format!("connection `{name}` has no `url`")))?;
+        Ok(ResolvedConnection {
+            name: name.to_string(),
+            kind: conn.kind.value.clone(),
+            url: resolve(&url.value)?,
+            options: conn.options.iter().map(|(k, v)| Ok((k.clone(), resolve(&v.value)?))).collect::<Result<_>>()?,
+        })
     }
 
     /// Hands over records this step could not process, following its `on_error`: fail on the first, count and drop
@@ -103,6 +136,32 @@ impl StepContext {
                 Ok(())
             }
         }
+    }
+}
+
+/// A connection ready to open. Its values may hold secrets, so they print as `***`.
+#[derive(Debug, Clone)]
+pub struct ResolvedConnection {
+    /// The name under `connections:`, which errors and logs use instead of the URL.
+    pub name: String,
+    pub kind: String,
+    pub url: Secret,
+    pub options: BTreeMap<String, Secret>,
+}
+
+/// A value that must never be printed, logged or stored.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 

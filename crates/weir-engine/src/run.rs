@@ -207,6 +207,9 @@ impl Engine {
         let readers = dag.readers();
         let params = sql_params(&inputs.variables, &inputs.state);
         let templates = Arc::new(template_values(pipeline, inputs));
+        let values: Arc<BTreeMap<String, TypedValue>> =
+            Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect());
+        let connections = Arc::new(pipeline.connections.clone());
         let mut sinks = Vec::new();
 
         for id in &dag.order {
@@ -225,6 +228,8 @@ impl Engine {
                 batch_size: pipeline.settings.batch_size,
                 on_error: step.on_error(),
                 templates: templates.clone(),
+                values: values.clone(),
+                connections: connections.clone(),
                 store: self.store.clone(),
                 counters: counters.clone(),
             };

@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use regex::Regex;
+use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::model::{Pipeline, StateUpdate};
-use crate::step::{Category, Rule, StepKind};
+use crate::step::{Category, DbWriteMode, Rule, StepKind};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
 
@@ -92,8 +93,19 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Connection kinds this build understands, and what they are.
+pub const CONNECTION_KINDS: &[(&str, &str)] = &[("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`")];
+
 fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
     for (name, conn) in &pipeline.connections {
+        if !CONNECTION_KINDS.iter().any(|(k, _)| *k == conn.kind.value) {
+            let known: Vec<&str> = CONNECTION_KINDS.iter().map(|(k, _)| *k).collect();
+            out.push(Diagnostic::at(&conn.kind, format!("connection `{name}`: unknown kind `{}`", conn.kind.value))
+                .with_hint(format!("use one of {}", known.join(", "))));
+        }
+        if conn.url.is_none() {
+            out.push(Diagnostic::at(&conn.kind, format!("connection `{name}` has no `url`")));
+        }
         let values = conn.url.iter().chain(conn.options.values());
         for value in values {
             for var in env_references(&value.value) {
@@ -155,6 +167,28 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                     }
                 }
             }
+            StepKind::ReadDb(r) => {
+                check_connection_ref(pipeline, &r.connection, out);
+                if r.relation().is_none() {
+                    out.push(Diagnostic::new(step.kind_pos, "a read_db step needs exactly one of `table` and `query`"));
+                }
+            }
+            StepKind::WriteDb(w) => {
+                check_connection_ref(pipeline, &w.connection, out);
+                let needs_keys = matches!(w.mode, DbWriteMode::Upsert | DbWriteMode::Delete);
+                if needs_keys && w.keys.is_empty() {
+                    out.push(
+                        Diagnostic::new(step.kind_pos, format!("mode `{:?}` needs `keys`", w.mode).to_lowercase())
+                            .with_hint("e.g. `keys: [id]`: the columns that identify a row"),
+                    );
+                }
+                if w.delete_when.is_some() && w.mode != DbWriteMode::Upsert {
+                    out.push(Diagnostic::new(step.kind_pos, "`delete_when` works with `mode: upsert` only"));
+                }
+                if !seen_sink.insert(format!("{}/{}", w.connection.value, w.table.value)) {
+                    out.push(Diagnostic::at(&w.table, format!("two load steps write table `{}`", w.table.value)));
+                }
+            }
             StepKind::Dedup(d) if d.keys.is_empty() => {
                 out.push(Diagnostic::new(step.kind_pos, "a dedup step needs at least one key column"));
             }
@@ -163,6 +197,17 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
             }
             _ => {}
         }
+    }
+}
+
+fn check_connection_ref(pipeline: &Pipeline, name: &Spanned<String>, out: &mut Vec<Diagnostic>) {
+    if !pipeline.connections.contains_key(&name.value) {
+        let d = Diagnostic::at(name, format!("unknown connection `{}`", name.value));
+        let d = match closest(&name.value, pipeline.connections.keys().map(String::as_str)) {
+            Some(best) => d.with_hint(format!("did you mean `{best}`?")),
+            None => d.with_hint("declare it under `connections:`"),
+        };
+        out.push(d);
     }
 }
 

@@ -17,7 +17,7 @@ mod step;
 mod template;
 mod value;
 
-pub use check::{Environment, check};
+pub use check::{CONNECTION_KINDS, Environment, check};
 pub use dag::Dag;
 pub use diagnostic::{Diagnostic, Pos};
 pub use model::{Connection, Pipeline, StateDecl, StateUpdate, Variable};

@@ -36,6 +36,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("read_csv", Category::Extract, "CSV files: local path, glob or Hive-partitioned directory; gzip/zstd"),
     ("read_json", Category::Extract, "JSON array or NDJSON files; nested objects as structs, optional flatten"),
     ("read_parquet", Category::Extract, "Parquet files: local path, glob or Hive-partitioned directory"),
+    ("read_db", Category::Extract, "a table or query of a database connection, with bound parameters and pushdown"),
     ("sql", Category::Transform, "DataFusion SQL over any earlier step by its id"),
     ("map", Category::Transform, "new columns from SQL expressions: trim, lower, parse dates, code labels"),
     ("filter", Category::Transform, "keep rows where a SQL condition holds"),
@@ -44,6 +45,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("write_csv", Category::Load, "CSV file or directory, atomic, optionally partitioned"),
     ("write_json", Category::Load, "NDJSON file or directory, atomic, optionally partitioned"),
     ("write_parquet", Category::Load, "Parquet file or directory, atomic, compression and row-group size"),
+    ("write_db", Category::Load, "a database table: append, replace, upsert or delete by keys; created and evolved"),
 ];
 
 /// A map that keeps the file's order and the position of each key.
@@ -145,6 +147,7 @@ pub enum StepKind {
     ReadCsv(ReadCsv),
     ReadJson(ReadJson),
     ReadParquet(ReadParquet),
+    ReadDb(ReadDb),
     Sql(Sql),
     Map(Map),
     Filter(Filter),
@@ -153,6 +156,7 @@ pub enum StepKind {
     WriteCsv(WriteCsv),
     WriteJson(WriteJson),
     WriteParquet(WriteParquet),
+    WriteDb(WriteDb),
 }
 
 impl StepKind {
@@ -161,6 +165,7 @@ impl StepKind {
             Self::ReadCsv(_) => "read_csv",
             Self::ReadJson(_) => "read_json",
             Self::ReadParquet(_) => "read_parquet",
+            Self::ReadDb(_) => "read_db",
             Self::Sql(_) => "sql",
             Self::Map(_) => "map",
             Self::Filter(_) => "filter",
@@ -169,6 +174,7 @@ impl StepKind {
             Self::WriteCsv(_) => "write_csv",
             Self::WriteJson(_) => "write_json",
             Self::WriteParquet(_) => "write_parquet",
+            Self::WriteDb(_) => "write_db",
         }
     }
 
@@ -188,7 +194,7 @@ impl StepKind {
     /// The single input of a transform or load; `None` for sources and SQL (whose inputs are its table names).
     pub fn input(&self) -> Option<&Spanned<String>> {
         match self {
-            Self::ReadCsv(_) | Self::ReadJson(_) | Self::ReadParquet(_) | Self::Sql(_) => None,
+            Self::ReadCsv(_) | Self::ReadJson(_) | Self::ReadParquet(_) | Self::ReadDb(_) | Self::Sql(_) => None,
             Self::Map(s) => Some(&s.input),
             Self::Filter(s) => Some(&s.input),
             Self::Validate(s) => Some(&s.input),
@@ -196,6 +202,7 @@ impl StepKind {
             Self::WriteCsv(s) => Some(&s.input),
             Self::WriteJson(s) => Some(&s.input),
             Self::WriteParquet(s) => Some(&s.input),
+            Self::WriteDb(s) => Some(&s.input),
         }
     }
 
@@ -237,6 +244,7 @@ step_kinds! {
     "read_csv" => ReadCsv(ReadCsv),
     "read_json" => ReadJson(ReadJson),
     "read_parquet" => ReadParquet(ReadParquet),
+    "read_db" => ReadDb(ReadDb),
     "sql" => Sql(Sql),
     "map" => Map(Map),
     "filter" => Filter(Filter),
@@ -245,6 +253,7 @@ step_kinds! {
     "write_csv" => WriteCsv(WriteCsv),
     "write_json" => WriteJson(WriteJson),
     "write_parquet" => WriteParquet(WriteParquet),
+    "write_db" => WriteDb(WriteDb),
 }
 
 /// A step before its id (the map key) is known.
@@ -701,6 +710,101 @@ file_sink! {
         #[serde(default = "default_row_group_size")]
         pub row_group_size: usize,
     }
+}
+
+/// Read from a database connection: a whole table, or a query. Either way the result is a table later steps
+/// read by this step's id, and DataFusion pushes projections and filters into the database.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadDb {
+    /// The name of a connection under `connections:`.
+    #[schemars(with = "String")]
+    pub connection: Spanned<String>,
+    /// A table, optionally schema-qualified (`public.customers`). Give this or `query`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub table: Option<Spanned<String>>,
+    /// A query in the database's own SQL. Variables and state are bound parameters, written `$name`
+    /// (`WHERE updated_at > $last_sync`): a value can never change the query's meaning.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub query: Option<Spanned<String>>,
+}
+
+impl ReadDb {
+    /// What to read: exactly one of `table` and `query`, as `weir validate` checks.
+    pub fn relation(&self) -> Option<DbRelation<'_>> {
+        match (&self.table, &self.query) {
+            (Some(table), None) => Some(DbRelation::Table(table)),
+            (None, Some(query)) => Some(DbRelation::Query(query)),
+            _ => None,
+        }
+    }
+}
+
+/// What a `read_db` step reads.
+#[derive(Debug, Clone, Copy)]
+pub enum DbRelation<'a> {
+    Table(&'a Spanned<String>),
+    Query(&'a Spanned<String>),
+}
+
+/// Write to a database table, in one transaction that commits only when the whole run succeeds.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteDb {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    /// The name of a connection under `connections:`.
+    #[schemars(with = "String")]
+    pub connection: Spanned<String>,
+    /// The destination table, optionally schema-qualified. Created from the input's columns when missing.
+    #[schemars(with = "String")]
+    pub table: Spanned<String>,
+    #[serde(default)]
+    pub mode: DbWriteMode,
+    /// Columns that identify a row: the conflict target of `upsert`, the match of `delete`, and the primary key of
+    /// a table Weir creates.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// For `upsert`: a boolean input column; rows where it is true delete their key's row instead (CDC deletes).
+    /// The column itself is not written.
+    #[serde(default)]
+    pub delete_when: Option<String>,
+    /// What to do when the input's columns differ from the table's.
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+    /// Add `_weir_run_id` and `_weir_loaded_at` columns, so every row says which run loaded it and when.
+    #[serde(default)]
+    pub audit_columns: bool,
+}
+
+/// How a `write_db` step treats the rows already in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DbWriteMode {
+    /// Insert every input row.
+    #[default]
+    Append,
+    /// Make the table hold exactly the input, in one transaction: readers see the old rows until the commit.
+    Replace,
+    /// Insert rows with new keys, update rows whose key exists (only the columns that changed).
+    Upsert,
+    /// Delete the rows whose keys appear in the input.
+    Delete,
+}
+
+/// What a `write_db` step does when the input's columns differ from the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaEvolution {
+    /// Add new columns; widen a column when the input needs it (integer to bigint, real to double).
+    #[default]
+    Evolve,
+    /// Fail, naming every difference.
+    Freeze,
+    /// Drop input columns the table does not have.
+    Discard,
 }
 
 fn yes() -> bool {

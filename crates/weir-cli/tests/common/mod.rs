@@ -1,0 +1,116 @@
+//! Helpers shared by the end-to-end tests: a scratch project with the `weir` command pointed at it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub mod postgres;
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+/// A scratch project: a temp dir with a pipeline and data, and the `weir` command pointed at it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() }
+    }
+
+    /// A copy of `examples/<name>` so runs never write into the repository.
+    pub fn example(name: &str) -> Self {
+        let p = Self::new();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+        copy_dir(&src, p.path());
+        p
+    }
+
+    /// Sets an environment variable for every `weir` this project runs.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, rel: &str, text: &str) -> &Self {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    pub fn weir(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("WEIR_STATE_DIR")
+            .env("WEIR_LOG_FORMAT", "human")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("weir runs")
+    }
+
+    /// Runs and requires success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.weir(args);
+        assert!(out.status.success(), "weir {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and requires success, returning the log (stderr).
+    pub fn ok_log(&self, args: &[&str]) -> String {
+        let out = self.weir(args);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "weir {args:?} failed:\n{log}");
+        log
+    }
+
+    /// Runs and requires failure with `code`, returning stdout and stderr together.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.weir(args);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "weir {args:?} should exit {code}:\n{text}");
+        text
+    }
+
+    pub fn dlq(&self, pipeline: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["dlq", "list", pipeline, "--json"])).unwrap()
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == ".weir" || name == "out" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub fn parquet_rows(path: PathBuf) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let df = ctx.read_parquet(path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let batches = df.collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        text.lines().map(str::to_string).collect()
+    })
+}

@@ -1,0 +1,222 @@
+//! `read_db` and `write_db` against the machine's real PostgreSQL, one fresh database per test.
+
+mod common;
+
+use common::Project;
+use common::postgres::TestDb;
+
+/// A copy of `examples/postgres` with both of its connections pointed at `db`, after running its setup script.
+fn postgres_example(db: &TestDb) -> Project {
+    db.exec(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/postgres/setup.sql")).unwrap());
+    Project::example("postgres").env("APP_DB_URL", &db.url()).env("WAREHOUSE_DB_URL", &db.url())
+}
+
+#[test]
+fn example_full_sync_replaces_the_copy() {
+    let db = TestDb::new();
+    let p = postgres_example(&db);
+    p.ok(&["run", "full_sync.yaml"]);
+    db.exec("DELETE FROM orders WHERE customer_id = 11; DELETE FROM customers WHERE id = 11; UPDATE customers SET email = 'ada@new.example' WHERE id = 10");
+    p.ok(&["run", "full_sync.yaml"]);
+    assert_eq!(
+        db.rows("SELECT id, name, email, country, created_at FROM warehouse.customers ORDER BY id"),
+        ["10|Ada Lovelace|ada@new.example|GB|2024-01-02 09:00:00+00", "12|Zoë Müller|zoe@example.de|DE|2024-01-04 11:45:00+00"]
+    );
+    // The table Weir created carries the source's types.
+    assert_eq!(
+        db.rows(
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_schema = 'warehouse' AND table_name = 'customers' ORDER BY ordinal_position"
+        ),
+        ["id|integer", "name|text", "email|text", "country|text", "created_at|timestamp with time zone"]
+    );
+}
+
+#[test]
+fn example_incremental_sync_reads_only_changes_and_upserts() {
+    let db = TestDb::new();
+    let p = postgres_example(&db);
+    let first = p.ok_log(&["run", "incremental_sync.yaml"]);
+    assert!(first.contains("Extracted 4 records"), "{first}");
+    assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = 2024-01-08T11:45:00Z");
+
+    db.exec(
+        "UPDATE orders SET status = 'refunded', updated_at = '2024-01-09 08:00:00+00' WHERE id = 2;
+         INSERT INTO orders VALUES (5, 11, 99.99, 'paid', '2024-01-09 09:00:00+00');",
+    );
+    let second = p.ok_log(&["run", "incremental_sync.yaml"]);
+    assert!(second.contains("Extracted 2 records"), "{second}");
+    assert_eq!(
+        db.rows("SELECT id, customer_id, amount, status, updated_at FROM warehouse.orders ORDER BY id"),
+        [
+            "1|10|25.00|paid|2024-01-05 08:00:00+00",
+            "2|11|12.50|refunded|2024-01-09 08:00:00+00",
+            "3|10|30.00|pending|2024-01-07 10:30:00+00",
+            "4|12|40.00|paid|2024-01-08 11:45:00+00",
+            "5|11|99.99|paid|2024-01-09 09:00:00+00",
+        ]
+    );
+    // Nothing changed: nothing extracted, the cursor stays.
+    let third = p.ok_log(&["run", "incremental_sync.yaml"]);
+    assert!(third.contains("Extracted 0 records"), "{third}");
+    assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = 2024-01-09T09:00:00Z");
+}
+
+#[test]
+fn example_join_across_csv_and_postgres_fetches_only_needed_columns() {
+    let db = TestDb::new();
+    let p = postgres_example(&db);
+    p.ok(&["run", "csv_join.yaml"]);
+    assert_eq!(p.read("out/web_orders_by_country.csv"), "country,orders,revenue\nDE,1,5.0\nGB,2,27.49\nUS,1,42.0\n");
+    let plan = p.ok(&["explain", "csv_join.yaml"]);
+    assert!(plan.contains(r#"PostgresScan: connection=app, sql=SELECT "id", "country" FROM "customers""#), "{plan}");
+}
+
+#[test]
+fn filters_are_pushed_down_and_parameters_stay_data() {
+    let db = TestDb::new();
+    let p = postgres_example(&db);
+    p.file(
+        "filtered.yaml",
+        r#"
+name: filtered
+variables:
+  who: { type: string, default: "nobody" }
+connections:
+  app: { kind: postgres, url: "${APP_DB_URL}" }
+steps:
+  named:
+    read_db: { connection: app, query: "SELECT id, name FROM customers WHERE name = $who OR email = $who" }
+  big:
+    read_db: { connection: app, table: orders }
+  big_paid:
+    sql: { query: "SELECT id FROM big WHERE amount > 20 AND status = 'paid'" }
+  out_named:
+    write_csv: { input: named, path: out/named.csv }
+  out_big:
+    write_csv: { input: big_paid, path: out/big.csv }
+"#,
+    );
+    let plan = p.ok(&["explain", "filtered.yaml"]);
+    assert!(
+        plan.contains(r#"PostgresScan: connection=app, sql=SELECT "id", "amount", "status" FROM "orders" WHERE ("amount" > 20.00) AND ("status" = 'paid')"#),
+        "{plan}"
+    );
+    assert!(plan.contains("params=[$1=$who]"), "{plan}");
+
+    let hostile = "x' OR '1'='1'; DROP TABLE customers; --";
+    p.ok(&["run", "filtered.yaml", "--var", &format!("who={hostile}")]);
+    assert_eq!(p.read("out/named.csv"), "id,name\n");
+    assert_eq!(p.read("out/big.csv"), "id\n1\n4\n");
+    assert_eq!(db.rows("SELECT count(*) FROM customers"), ["3"]);
+
+    p.ok(&["run", "filtered.yaml", "--var", "who=Zoë Müller"]);
+    assert_eq!(p.read("out/named.csv"), "id,name\n12,Zoë Müller\n");
+}
+
+/// A pipeline that loads `data/rows.csv` into `t` with the given `write_db` settings.
+fn load_csv(p: &Project, csv: &str, write: &str) -> String {
+    p.file("data/rows.csv", csv).file(
+        "load.yaml",
+        &format!(
+            "name: load\nconnections:\n  db: {{ kind: postgres, url: \"${{APP_DB_URL}}\" }}\nsteps:\n  rows:\n    read_csv: {{ path: data/rows.csv }}\n  out:\n    write_db: {{ input: rows, connection: db, table: t, {write} }}\n"
+        ),
+    );
+    "load.yaml".to_string()
+}
+
+#[test]
+fn upsert_with_cdc_deletes_applies_the_last_event_per_key() {
+    let db = TestDb::new();
+    let p = Project::new().env("APP_DB_URL", &db.url());
+    let file = load_csv(&p, "id,name,deleted\n1,a,false\n2,b,false\n3,c,false\n", "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
+    p.ok(&["run", &file]);
+    assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|a", "2|b", "3|c"]);
+    // Key 1 updated, key 2 deleted, key 4 inserted then deleted, key 5 deleted then re-inserted.
+    let events = "id,name,deleted\n1,A,false\n2,b,true\n4,d,false\n4,d,true\n5,e,true\n5,E,false\n";
+    let file = load_csv(&p, events, "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
+    p.ok(&["run", &file]);
+    assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|A", "3|c", "5|E"]);
+    // Rows 1 and 5 were written by the second run, row 3 still carries the first.
+    assert_eq!(
+        db.rows("SELECT count(DISTINCT _weir_run_id), bool_and(_weir_loaded_at > now() - interval '1 hour') FROM t"),
+        ["2|t"]
+    );
+    assert_eq!(db.rows("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'deleted'"), ["0"]);
+}
+
+#[test]
+fn append_delete_and_schema_evolution() {
+    let db = TestDb::new();
+    let p = Project::new().env("APP_DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, "id,name\n1,a\n2,b\n", "mode: append")]);
+    // A new column is added; a narrower existing column is widened.
+    db.exec("ALTER TABLE t ALTER COLUMN id TYPE integer");
+    p.ok(&["run", &load_csv(&p, "id,name,score\n3000000000,c,1.5\n", "mode: append")]);
+    assert_eq!(db.rows("SELECT id, name, score FROM t ORDER BY id"), ["1|a|NULL", "2|b|NULL", "3000000000|c|1.5"]);
+    assert_eq!(db.rows("SELECT data_type FROM information_schema.columns WHERE table_name = 't' AND column_name = 'id'"), ["bigint"]);
+
+    let frozen = p.fails(&["run", &load_csv(&p, "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: freeze")], 2);
+    assert!(frozen.contains("step `out`") && frozen.contains("new column `extra` (Utf8)") && frozen.contains("frozen"), "{frozen}");
+    let mismatch = p.fails(&["run", &load_csv(&p, "id,name,score\n4,d,high\n", "mode: append")], 2);
+    assert!(mismatch.contains("column `score`: the input has Utf8, the table has float8"), "{mismatch}");
+    p.ok(&["run", &load_csv(&p, "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: discard")]);
+    assert_eq!(db.rows("SELECT count(*) FROM information_schema.columns WHERE table_name = 't'"), ["3"]);
+
+    p.ok(&["run", &load_csv(&p, "id\n1\n4\n99\n", "mode: delete, keys: [id]")]);
+    assert_eq!(db.rows("SELECT id FROM t ORDER BY id"), ["2", "3000000000"]);
+}
+
+#[test]
+fn a_failed_run_leaves_the_database_untouched() {
+    let db = TestDb::new();
+    let p = Project::new().env("APP_DB_URL", &db.url());
+    p.file("data/rows.csv", "id,amount\n1,10\n2,-5\n3,-7\n").file(
+        "p.yaml",
+        r#"
+name: budget
+connections:
+  db: { kind: postgres, url: "${APP_DB_URL}" }
+steps:
+  rows:
+    read_csv: { path: data/rows.csv }
+  checked:
+    validate: { input: rows, rules: { positive_amount: { positive: amount } }, max_invalid: "10%" }
+  out:
+    write_db: { input: checked, connection: db, table: t, mode: append }
+"#,
+    );
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("above max_invalid"), "{err}");
+    // The table was created inside the load's transaction, so it is gone with it.
+    assert_eq!(db.rows("SELECT to_regclass('t') IS NULL"), ["t"]);
+}
+
+#[test]
+fn validate_checks_connections_and_db_steps() {
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+name: bad_db
+connections:
+  app: { kind: postgress, url: "${NOT_SET_ANYWHERE}" }
+steps:
+  a:
+    read_db: { connection: ap, table: t, query: "SELECT 1" }
+  b:
+    write_db: { input: a, connection: app, table: t, mode: upsert }
+"#,
+    );
+    let out = p.fails(&["validate", "p.yaml"], 1);
+    for expected in [
+        "4:16: connection `app`: unknown kind `postgress`",
+        "needs environment variable `NOT_SET_ANYWHERE`",
+        "unknown connection `ap`",
+        "did you mean `app`?",
+        "needs exactly one of `table` and `query`",
+        "mode `upsert` needs `keys`",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}

@@ -1,0 +1,154 @@
+//! PostgreSQL: `read_db` streams a table or a query with bound parameters and pushed-down projections and
+//! filters; `write_db` loads through binary COPY inside one transaction that commits with the run.
+
+mod copy;
+mod read;
+mod types;
+mod write;
+
+use std::error::Error as StdError;
+
+use bytes::BytesMut;
+use datafusion::error::DataFusionError;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls};
+use tracing::warn;
+use weir_engine::{ResolvedConnection, timestamp_micros};
+use weir_spec::TypedValue;
+
+pub use read::table;
+pub use write::write;
+
+/// Opens a client; the connection's task ends when the client is dropped.
+async fn connect(conn: &ResolvedConnection) -> Result<Client, DataFusionError> {
+    let (client, connection) = tokio_postgres::connect(conn.url.expose(), NoTls)
+        .await
+        .map_err(|e| pg_error(&format!("cannot connect to `{}`", conn.name), &e))?;
+    let name = conn.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(connection = %name, "PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// A PostgreSQL error with the server's message, detail and hint, after what Weir was doing.
+fn pg_error(context: &str, e: &tokio_postgres::Error) -> DataFusionError {
+    let message = match e.as_db_error() {
+        Some(db) => {
+            let mut m = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                m.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                m.push_str(&format!("; hint: {hint}"));
+            }
+            if let Some(w) = db.where_() {
+                m.push_str(&format!("; at {w}"));
+            }
+            m
+        }
+        None => match e.source() {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    };
+    DataFusionError::External(format!("{context}: {message}").into())
+}
+
+/// `schema.table` or `table` as quoted identifiers, exactly as written.
+fn quote_table(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A variable or state value bound as a parameter of whatever type PostgreSQL inferred for its placeholder.
+#[derive(Debug)]
+struct Param<'a> {
+    name: &'a str,
+    value: &'a TypedValue,
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        let mismatch = || -> Box<dyn StdError + Sync + Send> {
+            format!("parameter `${}` ({:?} `{}`) cannot be bound as PostgreSQL `{ty}`", self.name, self.value.value_type(), self.value)
+                .into()
+        };
+        let text = self.value.to_string();
+        match *ty {
+            Type::BOOL => match self.value {
+                TypedValue::Boolean(b) => b.to_sql(ty, out),
+                _ => Err(mismatch()),
+            },
+            Type::INT2 => i16::try_from(integer(self.value).ok_or_else(mismatch)?).map_err(|_| mismatch())?.to_sql(ty, out),
+            Type::INT4 => i32::try_from(integer(self.value).ok_or_else(mismatch)?).map_err(|_| mismatch())?.to_sql(ty, out),
+            Type::INT8 => integer(self.value).ok_or_else(mismatch)?.to_sql(ty, out),
+            Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
+                let x: f64 = match self.value {
+                    TypedValue::Integer(i) => *i as f64,
+                    TypedValue::Float(f) => *f,
+                    TypedValue::String(s) => s.trim().parse().map_err(|_| mismatch())?,
+                    _ => return Err(mismatch()),
+                };
+                match *ty {
+                    Type::FLOAT4 => (x as f32).to_sql(ty, out),
+                    Type::FLOAT8 => x.to_sql(ty, out),
+                    _ => {
+                        let (unscaled, scale) = decimal_from_text(&text).ok_or_else(mismatch)?;
+                        let mut buf = Vec::new();
+                        types::encode_numeric(unscaled, scale, &mut buf);
+                        out.extend_from_slice(&buf);
+                        Ok(IsNull::No)
+                    }
+                }
+            }
+            Type::DATE => {
+                let micros = timestamp_micros(&format!("{}T00:00:00Z", &text[..text.len().min(10)])).ok_or_else(mismatch)?;
+                types::pg_days((micros / 86_400_000_000) as i32).to_sql(&Type::INT4, out)
+            }
+            Type::TIMESTAMP | Type::TIMESTAMPTZ => {
+                let micros = match self.value {
+                    TypedValue::Date(d) => timestamp_micros(&format!("{d}T00:00:00Z")),
+                    _ => timestamp_micros(&text),
+                }
+                .ok_or_else(mismatch)?;
+                types::pg_micros(micros).to_sql(&Type::INT8, out)
+            }
+            Type::UUID => {
+                out.extend_from_slice(&types::parse_uuid(&text).ok_or_else(mismatch)?);
+                Ok(IsNull::No)
+            }
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => text.as_str().to_sql(&Type::TEXT, out),
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn integer(value: &TypedValue) -> Option<i64> {
+    match value {
+        TypedValue::Integer(i) => Some(*i),
+        TypedValue::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `-12.345` as (-12345, 3).
+fn decimal_from_text(text: &str) -> Option<(i128, i8)> {
+    let t = text.trim();
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if frac.len() > 38 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((format!("{int}{frac}").parse().ok()?, frac.len() as i8))
+}

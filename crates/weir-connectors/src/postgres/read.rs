@@ -1,0 +1,124 @@
+//! `read_db` on PostgreSQL: describes the table or query with a prepared statement, then each scan streams its
+//! rows over the binary protocol with the variables bound as parameters.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::plan_err;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
+use futures::TryStreamExt;
+use tokio::sync::mpsc::Sender;
+use tokio_postgres::types::ToSql;
+use weir_engine::{ResolvedConnection, StepContext};
+use weir_spec::{DbRelation, ReadDb, TypedValue};
+
+use super::types::{Decode, RawValue, arrow_type};
+use super::{Param, connect, pg_error, quote_ident, quote_table};
+use crate::common::db_scan::{BatchSender, DbTable, Query};
+use crate::common::sql_params::{Style, bind_named};
+
+/// Describes the step's relation on the server (no rows are read) and returns it as a table.
+pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let (from, names) = match spec.relation() {
+        Some(DbRelation::Table(table)) => (quote_table(&cx.render(table)?), Vec::new()),
+        Some(DbRelation::Query(query)) => {
+            let bound = bind_named(query.value.trim().trim_end_matches(';'), Style::Dollar, &|n| cx.value(n).is_some())
+                .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
+            (format!("({}) AS weir_q", bound.sql), bound.names)
+        }
+        None => return plan_err!("a read_db step needs exactly one of `table` and `query`"),
+    };
+    let params: Vec<(String, TypedValue)> =
+        names.into_iter().map(|n| (n.clone(), cx.value(&n).cloned().expect("bind_named checked the name"))).collect();
+
+    let client = connect(&conn).await?;
+    let statement = client
+        .prepare(&format!("SELECT * FROM {from}"))
+        .await
+        .map_err(|e| pg_error(&format!("PostgreSQL `{}` cannot prepare the step's query", conn.name), &e))?;
+    let mut fields = Vec::new();
+    let mut decoders = Vec::new();
+    for column in statement.columns() {
+        let Some(arrow) = arrow_type(column.type_(), column.type_modifier()) else {
+            return plan_err!(
+                "column `{}` has PostgreSQL type `{}`, which Weir cannot read yet; cast it in a query, e.g. `{}::text`",
+                column.name(),
+                column.type_(),
+                column.name()
+            );
+        };
+        decoders.push(Decode::of(column.type_(), &arrow));
+        fields.push(Field::new(column.name(), arrow, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let query = PgQuery { conn, params, decoders: decoders.into_iter().zip(schema.fields().iter().map(|f| f.name().clone())).collect() };
+    Ok(Arc::new(DbTable { query: Arc::new(query), from, schema, batch_size: cx.batch_size }))
+}
+
+#[derive(Debug)]
+struct PgQuery {
+    conn: ResolvedConnection,
+    params: Vec<(String, TypedValue)>,
+    /// Every column of the relation by name, with its decoder; a scan reads a subset.
+    decoders: Vec<(Decode, String)>,
+}
+
+#[async_trait]
+impl Query for PgQuery {
+    fn system(&self) -> &'static str {
+        "Postgres"
+    }
+
+    fn connection(&self) -> &str {
+        &self.conn.name
+    }
+
+    fn dialect(&self) -> &dyn Dialect {
+        &PostgreSqlDialect {}
+    }
+
+    fn quote_ident(&self, name: &str) -> String {
+        quote_ident(name)
+    }
+
+    fn describe_params(&self) -> String {
+        self.params.iter().enumerate().map(|(i, (n, _))| format!("${}=${n}", i + 1)).collect::<Vec<_>>().join(", ")
+    }
+
+    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+        let client = connect(&self.conn).await?;
+        let params: Vec<Param> = self.params.iter().map(|(name, value)| Param { name, value }).collect();
+        let rows = client
+            .query_raw(sql, params.iter().map(|p| p as &dyn ToSql))
+            .await
+            .map_err(|e| pg_error(&format!("PostgreSQL `{}` rejected the query", self.conn.name), &e))?;
+        futures::pin_mut!(rows);
+        let decoders: Vec<Decode> = schema
+            .fields()
+            .iter()
+            .map(|f| self.decoders.iter().find(|(_, n)| n == f.name()).map(|(d, _)| *d).expect("scans project the relation"))
+            .collect();
+        let mut batches = BatchSender::new(schema, batch_size, tx);
+        let read_error = |e: tokio_postgres::Error| pg_error(&format!("reading from PostgreSQL `{}`", self.conn.name), &e);
+        while let Some(row) = rows.try_next().await.map_err(read_error)? {
+            let more = batches
+                .push(|i, column| match row.try_get::<_, Option<RawValue>>(i).map_err(|e| e.to_string())? {
+                    Some(RawValue(raw)) => decoders[i].append(raw, column),
+                    None => {
+                        column.append_null();
+                        Ok(())
+                    }
+                })
+                .await?;
+            if !more {
+                return Ok(());
+            }
+        }
+        batches.close().await
+    }
+}

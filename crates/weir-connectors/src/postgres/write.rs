@@ -1,0 +1,375 @@
+//! `write_db` on PostgreSQL. Everything happens in one transaction that commits only when the whole run succeeds:
+//! create or evolve the table, then binary COPY straight into it (`append`, `replace`) or into a temporary staging
+//! table that one `INSERT … ON CONFLICT` / `DELETE … USING` applies (`upsert`, `delete`).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::dataframe::DataFrame;
+use datafusion::error::{DataFusionError, Result};
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tracing::info;
+use weir_engine::{PendingLoad, StepContext};
+use weir_spec::{DbWriteMode, WriteDb};
+
+use super::types::{arrow_type, ddl_type};
+use super::{connect, copy, pg_error, quote_ident, quote_table};
+use crate::common::db_load;
+use crate::common::schema_diff::{self, ColumnChange, TableColumn};
+
+/// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
+pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let table = cx.render(&spec.table)?;
+    let input = db_load::with_audit_columns(spec, cx, input)?;
+    let client = connect(&conn).await?;
+    let target = Target { client: &client, name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
+    target.run("BEGIN", "cannot start a transaction on").await?;
+    match load(spec, &target, input).await {
+        Ok(rows) => Ok(Box::new(PgPending { client, rows, table, connection: conn.name })),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// The destination table and the client whose transaction writes it.
+struct Target<'a> {
+    client: &'a Client,
+    name: String,
+    quoted: String,
+    connection: String,
+}
+
+impl Target<'_> {
+    async fn run(&self, sql: &str, doing: &str) -> Result<u64> {
+        self.client.execute(sql, &[]).await.map_err(|e| self.error(doing, &e))
+    }
+
+    fn error(&self, doing: &str, e: &tokio_postgres::Error) -> DataFusionError {
+        pg_error(&format!("{doing} table `{}` on `{}`", self.name, self.connection), e)
+    }
+
+    /// The table's columns, or `None` when it does not exist.
+    async fn columns(&self) -> Result<Option<Vec<(String, Type, i32)>>> {
+        let exists: Option<String> = self
+            .client
+            .query_one("SELECT to_regclass($1)::text", &[&self.quoted])
+            .await
+            .map_err(|e| self.error("cannot look up", &e))?
+            .get(0);
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let statement = self
+            .client
+            .prepare(&format!("SELECT * FROM {} LIMIT 0", self.quoted))
+            .await
+            .map_err(|e| self.error("cannot describe", &e))?;
+        Ok(Some(statement.columns().iter().map(|c| (c.name().to_string(), c.type_().clone(), c.type_modifier())).collect()))
+    }
+}
+
+/// One column as it is loaded: its name, the table's type, and the Arrow type input values are cast to.
+struct LoadColumn {
+    name: String,
+    pg: Type,
+    arrow: DataType,
+}
+
+async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame) -> Result<u64> {
+    let input_schema: SchemaRef = input.schema().inner().clone();
+    let data_fields = db_load::data_fields(spec, &input_schema)?;
+
+    let existing = match target.columns().await? {
+        Some(columns) => columns,
+        None => {
+            create_table(spec, target, &data_fields).await?;
+            target.columns().await?.expect("the table was just created")
+        }
+    };
+    let columns = reconcile(spec, target, &data_fields, &existing).await?;
+
+    let names = |cols: &[&LoadColumn]| cols.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    let all: Vec<&LoadColumn> = columns.iter().collect();
+    let rows = match spec.mode {
+        DbWriteMode::Append => copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?,
+        DbWriteMode::Replace => {
+            target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
+            copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?
+        }
+        DbWriteMode::Upsert => upsert(spec, target, &all, input).await?,
+        DbWriteMode::Delete => {
+            let keys: Vec<&LoadColumn> = columns.iter().filter(|c| spec.keys.contains(&c.name)).collect();
+            stage(target, &keys, false).await?;
+            let rows = copy_in(target, &format!("weir_stage ({})", names(&keys)), &keys, None, input).await?;
+            let deleted = target
+                .run(&format!("DELETE FROM {} AS t USING weir_stage AS s WHERE {}", target.quoted, key_match(&spec.keys)), "cannot delete from")
+                .await?;
+            info!(table = %target.name, staged = rows, deleted, "Deleted {deleted} rows from {}", target.name);
+            rows
+        }
+    };
+    Ok(rows)
+}
+
+async fn create_table(spec: &WriteDb, target: &Target<'_>, fields: &[&Field]) -> Result<()> {
+    let mut defs = Vec::new();
+    for f in fields {
+        let ty = ddl_type(f.data_type()).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "column `{}` is {}, which has no PostgreSQL column type in Weir yet; cast it in a sql step",
+                f.name(),
+                f.data_type()
+            ))
+        })?;
+        let not_null = if spec.keys.contains(f.name()) { " NOT NULL" } else { "" };
+        defs.push(format!("{} {ty}{not_null}", quote_ident(f.name())));
+    }
+    if !spec.keys.is_empty() {
+        defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+    }
+    let ddl = format!("CREATE TABLE {} ({})", target.quoted, defs.join(", "));
+    info!(table = %target.name, "Creating table: {ddl}");
+    target.run(&ddl, "cannot create").await?;
+    Ok(())
+}
+
+/// Matches the input's columns to the table's under the step's schema evolution policy, altering the table where
+/// the policy allows. Returns the columns to load, in input order.
+async fn reconcile(
+    spec: &WriteDb,
+    target: &Target<'_>,
+    fields: &[&Field],
+    existing: &[(String, Type, i32)],
+) -> Result<Vec<LoadColumn>> {
+    let described: Vec<TableColumn> = existing
+        .iter()
+        .map(|(name, pg, modifier)| TableColumn { name: name.clone(), arrow: arrow_type(pg, *modifier), db_type: pg.to_string() })
+        .collect();
+    let can_widen = |column: &TableColumn, input: &DataType| {
+        existing.iter().find(|(n, ..)| *n == column.name).is_some_and(|(_, pg, _)| widened(pg, input).is_some())
+    };
+    let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, &described, &can_widen)?;
+    let mut changes = Vec::new();
+    for (field, change) in &planned {
+        let name = quote_ident(field.name());
+        match change {
+            ColumnChange::Fits => {}
+            ColumnChange::Add => {
+                let ty = ddl_type(field.data_type()).ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "new column `{}` is {}, which has no PostgreSQL type in Weir yet",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })?;
+                changes.push(format!("ADD COLUMN {name} {ty}"));
+            }
+            ColumnChange::Widen => {
+                let (_, pg, _) = existing.iter().find(|(n, ..)| n == field.name()).expect("only existing columns widen");
+                let ty = widened(pg, field.data_type()).expect("plan checked can_widen");
+                changes.push(format!("ALTER COLUMN {name} TYPE {ty}"));
+            }
+        }
+    }
+    let now = if changes.is_empty() {
+        existing.to_vec()
+    } else {
+        let ddl = format!("ALTER TABLE {} {}", target.quoted, changes.join(", "));
+        info!(table = %target.name, "Evolving table: {ddl}");
+        target.run(&ddl, "cannot alter").await?;
+        target.columns().await?.unwrap_or_default()
+    };
+    Ok(planned
+        .iter()
+        .map(|(field, _)| {
+            let (_, pg, modifier) = now.iter().find(|(n, ..)| n == field.name()).expect("every planned column exists now");
+            LoadColumn { name: field.name().clone(), pg: pg.clone(), arrow: arrow_type(pg, *modifier).expect("checked by plan") }
+        })
+        .collect())
+}
+
+/// The wider column type that holds both the table's values and the input's, for `schema_evolution: evolve`.
+fn widened(table: &Type, input: &DataType) -> Option<String> {
+    use DataType::*;
+    Some(match (table, input) {
+        (&Type::INT2, Int32 | UInt16) => "integer".into(),
+        (&Type::INT2 | &Type::INT4, Int64 | UInt32) => "bigint".into(),
+        (&Type::FLOAT4, Float64 | Int32 | Int64) => "double precision".into(),
+        _ => return None,
+    })
+}
+
+/// A temporary table for the rows to apply, dropped at commit.
+async fn stage(target: &Target<'_>, columns: &[&LoadColumn], with_delete_flag: bool) -> Result<()> {
+    let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    target
+        .run(
+            &format!("CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA", target.quoted),
+            "cannot stage rows for",
+        )
+        .await?;
+    if with_delete_flag {
+        target
+            .run(
+                "ALTER TABLE weir_stage ADD COLUMN weir_delete boolean, ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY",
+                "cannot stage rows for",
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn upsert(spec: &WriteDb, target: &Target<'_>, columns: &[&LoadColumn], input: DataFrame) -> Result<u64> {
+    let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    let flag = spec.delete_when.as_deref();
+    stage(target, columns, flag.is_some()).await?;
+    let copy_columns = if flag.is_some() { format!("{names}, weir_delete") } else { names.clone() };
+    let rows = copy_in(target, &format!("weir_stage ({copy_columns})"), columns, flag, input).await?;
+
+    let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+    // With deletes, several events per key are expected (a CDC stream): the last one wins.
+    let source = if flag.is_some() {
+        target
+            .run(
+                &format!(
+                    "CREATE TEMP TABLE weir_latest ON COMMIT DROP AS \
+                     SELECT DISTINCT ON ({keys}) * FROM weir_stage ORDER BY {keys}, weir_seq DESC"
+                ),
+                "cannot stage rows for",
+            )
+            .await?;
+        let deleted = target
+            .run(
+                &format!("DELETE FROM {} AS t USING weir_latest AS s WHERE {} AND s.weir_delete", target.quoted, key_match(&spec.keys)),
+                "cannot delete from",
+            )
+            .await?;
+        info!(table = %target.name, deleted, "Deleted {deleted} rows from {}", target.name);
+        "weir_latest WHERE NOT coalesce(weir_delete, false)"
+    } else {
+        "weir_stage"
+    };
+    let others: Vec<&&LoadColumn> = columns.iter().filter(|c| !spec.keys.contains(&c.name)).collect();
+    let action = if others.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let set = others.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+        let old = others.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+        let new = others.iter().map(|c| format!("EXCLUDED.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+        // Only rows that really change are rewritten: fewer dead tuples, and `updated` counts real changes.
+        format!("DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})")
+    };
+    let sql = format!("INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action}", target.quoted);
+    let changed = target.client.execute(&sql, &[]).await.map_err(|e| {
+        let hint = match e.code() {
+            Some(c) if *c == SqlState::INVALID_COLUMN_REFERENCE => {
+                format!(". Upsert needs a primary key or unique index on ({keys}) of `{}`", target.name)
+            }
+            Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
+                ". The input has several rows with the same key: add a dedup step before this one".to_string()
+            }
+            _ => String::new(),
+        };
+        DataFusionError::External(format!("{}{hint}", target.error("cannot upsert into", &e)).into())
+    })?;
+    info!(table = %target.name, staged = rows, changed, "Upserted {rows} rows into {}: {changed} inserted or changed", target.name);
+    Ok(rows)
+}
+
+fn key_match(keys: &[String]) -> String {
+    keys.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+}
+
+/// Streams the input through binary COPY into `into` (`table (columns)`), casting each column to the table's
+/// type; with `delete_flag`, that input column follows as a boolean.
+async fn copy_in(
+    target: &Target<'_>,
+    into: &str,
+    columns: &[&LoadColumn],
+    delete_flag: Option<&str>,
+    input: DataFrame,
+) -> Result<u64> {
+    let mut pg_types: Vec<Type> = columns.iter().map(|c| c.pg.clone()).collect();
+    let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, c.arrow.clone(), true)).collect();
+    if let Some(flag) = delete_flag {
+        pg_types.push(Type::BOOL);
+        fields.push(Field::new(flag, DataType::Boolean, true));
+    }
+    let schema = std::sync::Arc::new(Schema::new(fields));
+
+    let mut stream = input.execute_stream().await?;
+    let sink = target
+        .client
+        .copy_in(&format!("COPY {into} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(|e| target.error("cannot start COPY into", &e))?;
+    futures::pin_mut!(sink);
+    let mut buf = copy::HEADER.to_vec();
+    let mut rows_before = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = conform(&batch?, &schema)?;
+        copy::encode(&batch, &pg_types, &mut buf).map_err(|e| {
+            DataFusionError::Execution(format!("cannot encode input row {} for `{}`: {e}", rows_before + 1, target.name))
+        })?;
+        rows_before += batch.num_rows() as u64;
+        sink.send(Bytes::from(std::mem::take(&mut buf))).await.map_err(|e| target.error("COPY failed into", &e))?;
+    }
+    buf.extend_from_slice(copy::TRAILER);
+    sink.send(Bytes::from(buf)).await.map_err(|e| target.error("COPY failed into", &e))?;
+    sink.as_mut().finish().await.map_err(|e| target.error("COPY failed into", &e))
+}
+
+/// The batch's columns in `schema`'s order and types.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let options = CastOptions { safe: false, ..Default::default() };
+    let arrays: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = batch.column_by_name(f.name()).expect("columns were matched against the input's schema");
+            cast_with_options(column, f.data_type(), &options).map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "column `{}`: cannot convert {} to the table's {}: {e}",
+                    f.name(),
+                    column.data_type(),
+                    f.data_type()
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+}
+
+/// A load whose transaction is open until the run commits.
+struct PgPending {
+    client: Client,
+    rows: u64,
+    table: String,
+    connection: String,
+}
+
+#[async_trait]
+impl PendingLoad for PgPending {
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_error(&format!("cannot commit the load of `{}` on `{}`", self.table, self.connection), &e))
+    }
+
+    async fn abort(self: Box<Self>) {
+        let _ = self.client.batch_execute("ROLLBACK").await;
+    }
+}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Project;
+use common::{Project, load_csv, over_budget};
 use common::postgres::TestDb;
 
 /// A copy of `examples/postgres` with both of its connections pointed at `db`, after running its setup script.
@@ -115,26 +115,16 @@ steps:
 }
 
 /// A pipeline that loads `data/rows.csv` into `t` with the given `write_db` settings.
-fn load_csv(p: &Project, csv: &str, write: &str) -> String {
-    p.file("data/rows.csv", csv).file(
-        "load.yaml",
-        &format!(
-            "name: load\nconnections:\n  db: {{ kind: postgres, url: \"${{APP_DB_URL}}\" }}\nsteps:\n  rows:\n    read_csv: {{ path: data/rows.csv }}\n  out:\n    write_db: {{ input: rows, connection: db, table: t, {write} }}\n"
-        ),
-    );
-    "load.yaml".to_string()
-}
-
 #[test]
 fn upsert_with_cdc_deletes_applies_the_last_event_per_key() {
     let db = TestDb::new();
-    let p = Project::new().env("APP_DB_URL", &db.url());
-    let file = load_csv(&p, "id,name,deleted\n1,a,false\n2,b,false\n3,c,false\n", "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
+    let p = Project::new().env("DB_URL", &db.url());
+    let file = load_csv(&p, "postgres", "id,name,deleted\n1,a,false\n2,b,false\n3,c,false\n", "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
     p.ok(&["run", &file]);
     assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|a", "2|b", "3|c"]);
     // Key 1 updated, key 2 deleted, key 4 inserted then deleted, key 5 deleted then re-inserted.
     let events = "id,name,deleted\n1,A,false\n2,b,true\n4,d,false\n4,d,true\n5,e,true\n5,E,false\n";
-    let file = load_csv(&p, events, "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
+    let file = load_csv(&p, "postgres", events, "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
     p.ok(&["run", &file]);
     assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|A", "3|c", "5|E"]);
     // Rows 1 and 5 were written by the second run, row 3 still carries the first.
@@ -148,45 +138,30 @@ fn upsert_with_cdc_deletes_applies_the_last_event_per_key() {
 #[test]
 fn append_delete_and_schema_evolution() {
     let db = TestDb::new();
-    let p = Project::new().env("APP_DB_URL", &db.url());
-    p.ok(&["run", &load_csv(&p, "id,name\n1,a\n2,b\n", "mode: append")]);
+    let p = Project::new().env("DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, "postgres", "id,name\n1,a\n2,b\n", "mode: append")]);
     // A new column is added; a narrower existing column is widened.
     db.exec("ALTER TABLE t ALTER COLUMN id TYPE integer");
-    p.ok(&["run", &load_csv(&p, "id,name,score\n3000000000,c,1.5\n", "mode: append")]);
+    p.ok(&["run", &load_csv(&p, "postgres", "id,name,score\n3000000000,c,1.5\n", "mode: append")]);
     assert_eq!(db.rows("SELECT id, name, score FROM t ORDER BY id"), ["1|a|NULL", "2|b|NULL", "3000000000|c|1.5"]);
     assert_eq!(db.rows("SELECT data_type FROM information_schema.columns WHERE table_name = 't' AND column_name = 'id'"), ["bigint"]);
 
-    let frozen = p.fails(&["run", &load_csv(&p, "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: freeze")], 2);
+    let frozen = p.fails(&["run", &load_csv(&p, "postgres", "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: freeze")], 2);
     assert!(frozen.contains("step `out`") && frozen.contains("new column `extra` (Utf8)") && frozen.contains("frozen"), "{frozen}");
-    let mismatch = p.fails(&["run", &load_csv(&p, "id,name,score\n4,d,high\n", "mode: append")], 2);
+    let mismatch = p.fails(&["run", &load_csv(&p, "postgres", "id,name,score\n4,d,high\n", "mode: append")], 2);
     assert!(mismatch.contains("column `score`: the input has Utf8, the table has float8"), "{mismatch}");
-    p.ok(&["run", &load_csv(&p, "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: discard")]);
+    p.ok(&["run", &load_csv(&p, "postgres", "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: discard")]);
     assert_eq!(db.rows("SELECT count(*) FROM information_schema.columns WHERE table_name = 't'"), ["3"]);
 
-    p.ok(&["run", &load_csv(&p, "id\n1\n4\n99\n", "mode: delete, keys: [id]")]);
+    p.ok(&["run", &load_csv(&p, "postgres", "id\n1\n4\n99\n", "mode: delete, keys: [id]")]);
     assert_eq!(db.rows("SELECT id FROM t ORDER BY id"), ["2", "3000000000"]);
 }
 
 #[test]
 fn a_failed_run_leaves_the_database_untouched() {
     let db = TestDb::new();
-    let p = Project::new().env("APP_DB_URL", &db.url());
-    p.file("data/rows.csv", "id,amount\n1,10\n2,-5\n3,-7\n").file(
-        "p.yaml",
-        r#"
-name: budget
-connections:
-  db: { kind: postgres, url: "${APP_DB_URL}" }
-steps:
-  rows:
-    read_csv: { path: data/rows.csv }
-  checked:
-    validate: { input: rows, rules: { positive_amount: { positive: amount } }, max_invalid: "10%" }
-  out:
-    write_db: { input: checked, connection: db, table: t, mode: append }
-"#,
-    );
-    let err = p.fails(&["run", "p.yaml"], 2);
+    let p = Project::new().env("DB_URL", &db.url());
+    let err = p.fails(&["run", &over_budget(&p, "postgres")], 2);
     assert!(err.contains("above max_invalid"), "{err}");
     // The table was created inside the load's transaction, so it is gone with it.
     assert_eq!(db.rows("SELECT to_regclass('t') IS NULL"), ["t"]);

@@ -2,6 +2,7 @@
 //! [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod common;
+mod mysql;
 mod postgres;
 mod sinks;
 mod sources;
@@ -46,12 +47,14 @@ impl Connectors for Builtin {
 /// The database systems `read_db` and `write_db` reach.
 enum Database {
     Postgres,
+    MySql,
 }
 
 fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> {
     let conn = cx.connection(&connection.value)?;
     match conn.kind.as_str() {
         "postgres" => Ok(Database::Postgres),
+        "mysql" => Ok(Database::MySql),
         other => plan_err!("connection `{}` is of kind `{other}`, which is not a database", conn.name),
     }
 }
@@ -60,12 +63,14 @@ impl Database {
     async fn read(&self, spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
         match self {
             Self::Postgres => postgres::table(spec, cx).await,
+            Self::MySql => mysql::table(spec, cx).await,
         }
     }
 
     async fn write(&self, spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
         match self {
             Self::Postgres => postgres::write(spec, cx, input).await,
+            Self::MySql => mysql::write(spec, cx, input).await,
         }
     }
 }

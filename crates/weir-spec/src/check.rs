@@ -94,7 +94,10 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
 }
 
 /// Connection kinds this build understands, and what they are.
-pub const CONNECTION_KINDS: &[(&str, &str)] = &[("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`")];
+pub const CONNECTION_KINDS: &[(&str, &str)] = &[
+    ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
+    ("mysql", "MySQL or MariaDB: `url: mysql://user:${MYSQL_PASSWORD}@host:3306/db`"),
+];
 
 fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
     for (name, conn) in &pipeline.connections {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod mysql;
 pub mod postgres;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -113,4 +114,28 @@ pub fn parquet_rows(path: PathBuf) -> Vec<String> {
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
         text.lines().map(str::to_string).collect()
     })
+}
+
+/// Writes `load.yaml`: `data/rows.csv` (holding `csv`) loaded into table `t` of a `kind` connection at
+/// `$DB_URL`, with the given `write_db` settings (`mode: upsert, keys: [id]`). Returns the file name.
+pub fn load_csv(p: &Project, kind: &str, csv: &str, write: &str) -> String {
+    p.file("data/rows.csv", csv).file(
+        "load.yaml",
+        &format!(
+            "name: load\nconnections:\n  db: {{ kind: {kind}, url: \"${{DB_URL}}\" }}\nsteps:\n  rows:\n    read_csv: {{ path: data/rows.csv }}\n  out:\n    write_db: {{ input: rows, connection: db, table: t, {write} }}\n"
+        ),
+    );
+    "load.yaml".to_string()
+}
+
+/// Writes `budget.yaml`: two of three rows fail validation, above the 10% budget, so the run must load nothing
+/// into table `t` of a `kind` connection at `$DB_URL`. Returns the file name.
+pub fn over_budget(p: &Project, kind: &str) -> String {
+    p.file("data/budget.csv", "id,amount\n1,10\n2,-5\n3,-7\n").file(
+        "budget.yaml",
+        &format!(
+            "name: budget\nconnections:\n  db: {{ kind: {kind}, url: \"${{DB_URL}}\" }}\nsteps:\n  rows:\n    read_csv: {{ path: data/budget.csv }}\n  checked:\n    validate: {{ input: rows, rules: {{ positive_amount: {{ positive: amount }} }}, max_invalid: \"10%\" }}\n  out:\n    write_db: {{ input: checked, connection: db, table: t, mode: append }}\n"
+        ),
+    );
+    "budget.yaml".to_string()
 }

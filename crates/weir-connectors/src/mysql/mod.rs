@@ -1,0 +1,46 @@
+//! MySQL and MariaDB: `read_db` streams a table or a query over the binary protocol with bound parameters and
+//! pushed-down projections and filters; `write_db` loads with batched multi-row statements in one transaction
+//! that commits with the run.
+//!
+//! Weir uses `mysql_async` rather than sqlx here: sqlx keeps a column's decimal scale private, and an exact
+//! `DECIMAL(p,s)` → `Decimal128(p,s)` mapping needs it.
+
+mod read;
+mod types;
+mod write;
+
+use datafusion::error::DataFusionError;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use weir_engine::ResolvedConnection;
+
+pub use read::table;
+pub use write::write;
+
+/// Opens a session in UTC, so TIMESTAMP columns read and write instants unchanged.
+async fn connect(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {
+    // The URL parser's messages never contain the URL, which may hold a password.
+    let opts = Opts::from_url(conn.url.expose())
+        .map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;
+    let mut c = Conn::new(opts).await.map_err(|e| my_error(&format!("cannot connect to `{}`", conn.name), e))?;
+    c.query_drop("SET time_zone = '+00:00'").await.map_err(|e| my_error(&format!("cannot set up `{}`", conn.name), e))?;
+    Ok(c)
+}
+
+/// A MySQL error after what Weir was doing; server errors keep their code (`1146`) and message.
+fn my_error(context: &str, e: mysql_async::Error) -> DataFusionError {
+    let message = match &e {
+        mysql_async::Error::Server(s) => format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state),
+        other => other.to_string(),
+    };
+    DataFusionError::External(format!("{context}: {message}").into())
+}
+
+/// `` `db`.`table` `` or `` `table` `` as written.
+fn quote_table(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}

@@ -1,0 +1,109 @@
+//! `read_db` on MySQL/MariaDB: describes the table or query by preparing it, then each scan streams its rows
+//! over the binary protocol with the variables bound as parameters.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::plan_err;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, Value};
+use tokio::sync::mpsc::Sender;
+use weir_engine::{ResolvedConnection, StepContext};
+use weir_spec::{DbRelation, ReadDb};
+
+use super::types::{append, arrow_type, param};
+use super::{connect, my_error, quote_ident, quote_table};
+use crate::common::db_scan::{BatchSender, DbTable, Query};
+use crate::common::sql_params::{Style, bind_named};
+
+/// Describes the step's relation on the server (no rows are read) and returns it as a table.
+pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let (from, names) = match spec.relation() {
+        Some(DbRelation::Table(table)) => (quote_table(&cx.render(table)?), Vec::new()),
+        Some(DbRelation::Query(query)) => {
+            let bound = bind_named(query.value.trim().trim_end_matches(';'), Style::Question, &|n| cx.value(n).is_some())
+                .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
+            (format!("({}) AS weir_q", bound.sql), bound.names)
+        }
+        None => return plan_err!("a read_db step needs exactly one of `table` and `query`"),
+    };
+    let mut params = Vec::new();
+    for name in names {
+        let value = cx.value(&name).expect("bind_named checked the name");
+        params.push((name.clone(), param(value).map_err(|e| DataFusionError::Plan(format!("`${name}`: {e}")))?));
+    }
+
+    let mut client = connect(&conn).await?;
+    let statement = client
+        .prep(format!("SELECT * FROM {from}"))
+        .await
+        .map_err(|e| my_error(&format!("MySQL `{}` cannot prepare the step's query", conn.name), e))?;
+    let mut fields = Vec::new();
+    for column in statement.columns().iter() {
+        let name = column.name_str();
+        let Some(arrow) = arrow_type(column) else {
+            return plan_err!(
+                "column `{name}` has MySQL type {:?}, which Weir cannot read yet; cast it in a query, e.g. `CAST({name} AS CHAR)`",
+                column.column_type()
+            );
+        };
+        fields.push(Field::new(name, arrow, true));
+    }
+    let _ = client.disconnect().await;
+    let query = MyQuery { conn, params };
+    Ok(Arc::new(DbTable { query: Arc::new(query), from, schema: Arc::new(Schema::new(fields)), batch_size: cx.batch_size }))
+}
+
+#[derive(Debug)]
+struct MyQuery {
+    conn: ResolvedConnection,
+    /// One entry per `?`, in order (a name used twice appears twice).
+    params: Vec<(String, Value)>,
+}
+
+#[async_trait]
+impl Query for MyQuery {
+    fn system(&self) -> &'static str {
+        "MySql"
+    }
+
+    fn connection(&self) -> &str {
+        &self.conn.name
+    }
+
+    fn dialect(&self) -> &dyn Dialect {
+        &MySqlDialect {}
+    }
+
+    fn quote_ident(&self, name: &str) -> String {
+        quote_ident(name)
+    }
+
+    fn describe_params(&self) -> String {
+        self.params.iter().map(|(n, _)| format!("?=${n}")).collect::<Vec<_>>().join(", ")
+    }
+
+    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+        let mut client = connect(&self.conn).await?;
+        let params = if self.params.is_empty() {
+            Params::Empty
+        } else {
+            Params::Positional(self.params.iter().map(|(_, v)| v.clone()).collect())
+        };
+        let read_error = |e| my_error(&format!("reading from MySQL `{}`", self.conn.name), e);
+        let mut result = client.exec_iter(sql, params).await.map_err(read_error)?;
+        let mut batches = BatchSender::new(schema, batch_size, tx);
+        while let Some(row) = result.next().await.map_err(read_error)? {
+            if !batches.push(|i, column| append(row.as_ref(i).unwrap_or(&Value::NULL), column)).await? {
+                return Ok(());
+            }
+        }
+        batches.close().await
+    }
+}

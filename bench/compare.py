@@ -31,7 +31,7 @@ def measure(name, cmd, env=None):
 
 def totals(path):
     q = f"SELECT count(*), round(sum(total_spent), 2), sum(order_count) FROM read_parquet('{path}')"
-    return duckdb.sql(q).fetchone()
+    return duckdb.sql(q).fetchall()[0]
 
 
 def main():

@@ -61,7 +61,9 @@ enum Command {
     #[command(after_help = "Example:\n  weir validate pipelines/*.yaml\n\nPrints `file:line:col: message` per mistake; exits 1 if any.")]
     Validate(commands::validate::ValidateArgs),
     /// Show the DAG and the physical plan of every load.
-    #[command(after_help = "Example:\n  weir explain examples/fan_out_fan_in/pipeline.yaml")]
+    #[command(
+        after_help = "Examples:\n  weir explain examples/fan_out_fan_in/pipeline.yaml\n  weir explain examples/orders/pipeline.yaml --var input=/data/orders-*.csv"
+    )]
     Explain(commands::validate::ExplainArgs),
     /// Print the JSON Schema of pipeline files (for editors: `# yaml-language-server: $schema=...`).
     Schema,

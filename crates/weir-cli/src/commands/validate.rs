@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use clap::Args;
 use weir_engine::{Engine, EngineError, RunOptions, StateStore};
 
 use crate::Global;
-use crate::load::{Loaded, load, parse};
+use crate::load::{Loaded, load, parse, parse_var};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -19,15 +20,18 @@ pub struct ValidateArgs {
 pub struct ExplainArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
+    /// Set a variable, as for `weir run`: `--var name=value` (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
 }
 
 /// Plans a pipeline against a throwaway store, so validating never touches a pipeline's real history.
-async fn plan(loaded: &Loaded) -> Result<weir_engine::Planned, EngineError> {
+async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<weir_engine::Planned, EngineError> {
     let store = Arc::new(StateStore::in_memory()?);
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
     let options = RunOptions {
         trigger: "validate".into(),
-        variables: Default::default(),
+        variables,
         memory_limit: None,
         base_dir: loaded.dir(),
         scratch_root: std::env::temp_dir(),
@@ -41,7 +45,7 @@ pub async fn validate(_global: &Global, args: ValidateArgs) -> anyhow::Result<Ex
         let shown = path.display().to_string();
         let messages = match parse(path) {
             Err(messages) => messages,
-            Ok(loaded) => match plan(&loaded).await {
+            Ok(loaded) => match plan(&loaded, BTreeMap::new()).await {
                 Ok(_) => Vec::new(),
                 Err(EngineError::Spec { diagnostics, .. }) => {
                     diagnostics.iter().map(|d| d.display_in(&shown).to_string()).collect()
@@ -67,7 +71,8 @@ pub async fn validate(_global: &Global, args: ValidateArgs) -> anyhow::Result<Ex
 
 pub async fn explain(_global: &Global, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.pipeline)?;
-    let planned = plan(&loaded).await?;
+    let variables = args.vars.iter().map(|v| parse_var(v)).collect::<anyhow::Result<_>>()?;
+    let planned = plan(&loaded, variables).await?;
     println!("{}", planned.explain().await?);
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ mod mysql;
 mod postgres;
 mod sinks;
 mod sources;
+mod sqlite;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ impl Connectors for Builtin {
 enum Database {
     Postgres,
     MySql,
+    Sqlite,
 }
 
 fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> {
@@ -55,6 +57,7 @@ fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> 
     match conn.kind.as_str() {
         "postgres" => Ok(Database::Postgres),
         "mysql" => Ok(Database::MySql),
+        "sqlite" => Ok(Database::Sqlite),
         other => plan_err!("connection `{}` is of kind `{other}`, which is not a database", conn.name),
     }
 }
@@ -64,6 +67,7 @@ impl Database {
         match self {
             Self::Postgres => postgres::table(spec, cx).await,
             Self::MySql => mysql::table(spec, cx).await,
+            Self::Sqlite => sqlite::table(spec, cx).await,
         }
     }
 
@@ -71,6 +75,7 @@ impl Database {
         match self {
             Self::Postgres => postgres::write(spec, cx, input).await,
             Self::MySql => mysql::write(spec, cx, input).await,
+            Self::Sqlite => sqlite::write(spec, cx, input).await,
         }
     }
 }

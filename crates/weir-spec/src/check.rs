@@ -97,6 +97,7 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
 pub const CONNECTION_KINDS: &[(&str, &str)] = &[
     ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
     ("mysql", "MySQL or MariaDB: `url: mysql://user:${MYSQL_PASSWORD}@host:3306/db`"),
+    ("sqlite", "SQLite: `url: sqlite://data/app.db` (relative to the pipeline file) or `sqlite:///abs/path.db`"),
 ];
 
 fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {

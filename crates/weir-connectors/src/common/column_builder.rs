@@ -10,6 +10,7 @@ use datafusion::arrow::array::{
     UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use weir_engine::timestamp_micros;
 
 pub enum ColumnBuilder {
     Boolean(BooleanBuilder),
@@ -138,6 +139,20 @@ impl ColumnBuilder {
             }
             Self::Float32(_) | Self::Float64(_) => self.append_f64(text.trim().parse().map_err(|_| bad())?),
             _ => self.append_str(text),
+        }
+    }
+
+    /// A date (`2024-01-15`) or timestamp (`2024-01-15 10:00:00`, RFC 3339) sent as text, into a date or
+    /// timestamp column; other columns take the text as it is.
+    pub fn append_temporal_text(&mut self, text: &str) -> Result<(), String> {
+        let bad = |what: &str| format!("`{text}` is not {what}");
+        match self {
+            Self::Date32(_) => {
+                let micros = timestamp_micros(&format!("{}T00:00:00Z", text.get(..10).unwrap_or(text))).ok_or_else(|| bad("a date"))?;
+                self.append_days(micros.div_euclid(86_400_000_000) as i32)
+            }
+            Self::Timestamp(..) => self.append_micros(timestamp_micros(text.trim()).ok_or_else(|| bad("a timestamp"))?),
+            _ => self.append_decimal_text(text),
         }
     }
 

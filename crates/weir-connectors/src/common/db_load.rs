@@ -1,7 +1,9 @@
 //! What every `write_db` does before talking to its database: add the audit columns, and check that the
 //! input has the key and delete-flag columns the step names.
 
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
@@ -34,4 +36,27 @@ pub fn data_fields<'a>(spec: &WriteDb, schema: &'a Schema) -> Result<Vec<&'a Fie
         }
     }
     Ok(fields)
+}
+
+/// The Arrow type a column is cast to before a row-by-row driver sends it: few types, each with one encoding in
+/// every driver.
+pub fn canonical_type(ty: &DataType) -> DataType {
+    match ty {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16
+        | DataType::UInt32 => DataType::Int64,
+        DataType::UInt64 => DataType::UInt64,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
+        DataType::Decimal128(..) | DataType::Boolean | DataType::Date32 => ty.clone(),
+        DataType::Decimal256(p, s) => DataType::Decimal128((*p).min(38), *s),
+        DataType::Date64 => DataType::Date32,
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        _ => DataType::Utf8,
+    }
+}
+
+/// `array` cast to its [`canonical_type`].
+pub fn canonical(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
+    let options = CastOptions { safe: false, ..Default::default() };
+    cast_with_options(array, &canonical_type(array.data_type()), &options).map_err(|e| e.to_string())
 }

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type};
 use mysql_async::Column;
 use mysql_async::Value;
@@ -102,8 +101,8 @@ pub fn append(value: &Value, out: &mut ColumnBuilder) -> Result<(), String> {
     }
 }
 
-/// One column of a batch as values for the binary protocol; `array` already has the canonical type
-/// [`canonical_type`] gives.
+/// One column of a batch as values for the binary protocol; `array` already has its
+/// [`crate::common::db_load::canonical_type`].
 pub fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
     let n = array.len();
     let null = |i: usize| array.is_null(i);
@@ -148,28 +147,6 @@ pub fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
         }
         other => return Err(format!("cannot send Arrow {other} to MySQL")),
     })
-}
-
-/// The Arrow type a column is cast to before [`values`]: few types, each with one protocol encoding.
-pub fn canonical_type(ty: &DataType) -> DataType {
-    match ty {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16
-        | DataType::UInt32 => DataType::Int64,
-        DataType::UInt64 => DataType::UInt64,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
-        DataType::Decimal128(..) | DataType::Boolean | DataType::Date32 => ty.clone(),
-        DataType::Decimal256(p, s) => DataType::Decimal128((*p).min(38), *s),
-        DataType::Date64 => DataType::Date32,
-        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
-        _ => DataType::Utf8,
-    }
-}
-
-/// `array` cast to its [`canonical_type`].
-pub fn canonical(array: &ArrayRef) -> Result<ArrayRef, String> {
-    let options = CastOptions { safe: false, ..Default::default() };
-    cast_with_options(array, &canonical_type(array.data_type()), &options).map_err(|e| e.to_string())
 }
 
 fn datetime(micros: i64) -> Result<Value, String> {

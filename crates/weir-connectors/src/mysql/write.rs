@@ -18,9 +18,9 @@ use tracing::info;
 use weir_engine::{PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
-use super::types::{arrow_type, canonical, ddl_type, values};
+use super::types::{arrow_type, ddl_type, values};
 use super::{connect, my_error, quote_ident, quote_table};
-use crate::common::db_load;
+use crate::common::db_load::{self, canonical};
 use crate::common::schema_diff::{self, ColumnChange, TableColumn};
 
 /// Rows per statement: large enough to amortize round trips, small enough for any `max_allowed_packet`.

@@ -1,0 +1,144 @@
+//! `read_db` and `write_db` on SQLite files: no server, one database file per test project.
+
+mod common;
+
+use common::{Project, load_csv, over_budget};
+use rusqlite::Connection;
+
+/// Every row of `sql` on the project's `db.sqlite`, columns joined by `|`, NULL as `NULL`.
+fn rows(p: &Project, sql: &str) -> Vec<String> {
+    let db = Connection::open(p.path().join("db.sqlite")).unwrap();
+    let mut statement = db.prepare(sql).unwrap();
+    let n = statement.column_count();
+    statement
+        .query_map([], |row| {
+            Ok((0..n)
+                .map(|i| match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn exec(p: &Project, sql: &str) {
+    Connection::open(p.path().join("db.sqlite")).unwrap().execute_batch(sql).unwrap();
+}
+
+/// A project whose `db.sqlite` holds an `orders` table, with `DB_URL` pointing at it (relative to the pipeline).
+fn project() -> Project {
+    let p = Project::new().env("DB_URL", "sqlite://db.sqlite");
+    exec(
+        &p,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount DECIMAL(12,2), paid BOOLEAN,
+                              ordered DATE, updated_at TIMESTAMP);
+         INSERT INTO orders VALUES
+           (1, 'Zoë 🦀', 25.00, 1, '2024-01-05', '2024-01-05 08:00:00.000000'),
+           (2, 'Grace', 12.50, 0, '2024-01-06', '2024-01-06 09:15:00.250000'),
+           (3, 'Ada', 30.10, 1, NULL, '2024-01-07 10:30:00.000000');",
+    );
+    p
+}
+
+#[test]
+fn incremental_upsert_round_trips_types() {
+    let p = project();
+    p.file(
+        "sync.yaml",
+        r#"
+name: sqlite_sync
+state:
+  last_sync: { type: timestamp, default: "1970-01-01T00:00:00Z", update: { max: changed.updated_at } }
+connections:
+  db: { kind: sqlite, url: "${DB_URL}" }
+steps:
+  changed:
+    read_db: { connection: db, query: "SELECT * FROM orders WHERE updated_at > $last_sync" }
+  load:
+    write_db: { input: changed, connection: db, table: orders_copy, mode: upsert, keys: [id] }
+"#,
+    );
+    assert!(p.ok_log(&["run", "sync.yaml"]).contains("Extracted 3 records"));
+    let copy = "SELECT id, customer, amount, paid, ordered, updated_at FROM orders_copy ORDER BY id";
+    assert_eq!(
+        rows(&p, copy),
+        [
+            "1|Zoë 🦀|25|1|2024-01-05|2024-01-05 08:00:00.000000",
+            "2|Grace|12.5|0|2024-01-06|2024-01-06 09:15:00.250000",
+            "3|Ada|30.1|1|NULL|2024-01-07 10:30:00.000000",
+        ]
+    );
+    assert_eq!(
+        rows(&p, "SELECT name, type FROM pragma_table_info('orders_copy') ORDER BY cid"),
+        ["id|INTEGER", "customer|TEXT", "amount|DECIMAL(12,2)", "paid|BOOLEAN", "ordered|DATE", "updated_at|TIMESTAMP"]
+    );
+
+    exec(&p, "UPDATE orders SET amount = 26, updated_at = '2024-01-08 00:00:00.000000' WHERE id = 1");
+    assert!(p.ok_log(&["run", "sync.yaml"]).contains("Extracted 1 records"));
+    assert_eq!(rows(&p, "SELECT amount, updated_at FROM orders_copy WHERE id = 1"), ["26|2024-01-08 00:00:00.000000"]);
+    assert!(p.ok_log(&["run", "sync.yaml"]).contains("Extracted 0 records"));
+}
+
+#[test]
+fn parameters_stay_data_and_filters_push_down() {
+    let p = project();
+    p.file(
+        "p.yaml",
+        r#"
+name: sqlite_params
+variables:
+  who: { type: string, default: "Ada" }
+connections:
+  db: { kind: sqlite, url: "${DB_URL}" }
+steps:
+  named:
+    read_db: { connection: db, query: "SELECT id FROM orders WHERE customer = $who" }
+  orders:
+    read_db: { connection: db, table: orders }
+  big:
+    sql: { query: "SELECT id FROM orders WHERE id > 1" }
+  out_named:
+    write_csv: { input: named, path: out/named.csv }
+  out_big:
+    write_csv: { input: big, path: out/big.csv }
+"#,
+    );
+    let plan = p.ok(&["explain", "p.yaml"]);
+    // DataFusion's SQLite dialect quotes with backticks, which SQLite accepts too.
+    assert!(plan.contains(r#"SqliteScan: connection=db, sql=SELECT "id" FROM "orders" WHERE (`id` > 1)"#), "{plan}");
+    p.ok(&["run", "p.yaml", "--var", "who=x' OR 1=1; DROP TABLE orders; --"]);
+    assert_eq!(p.read("out/named.csv"), "id\n");
+    assert_eq!(p.read("out/big.csv"), "id\n2\n3\n");
+    assert_eq!(rows(&p, "SELECT count(*) FROM orders"), ["3"]);
+}
+
+#[test]
+fn modes_cdc_deletes_and_schema_evolution() {
+    let p = Project::new().env("DB_URL", "sqlite://db.sqlite");
+    p.ok(&["run", &load_csv(&p, "sqlite", "id,name\n1,a\n2,b\n3,c\n", "mode: append, keys: [id]")]);
+    let events = "id,name,score,deleted\n1,A,1.5,false\n2,b,,true\n4,d,,false\n4,d,,true\n5,e,,true\n5,E,2.5,false\n";
+    p.ok(&["run", &load_csv(&p, "sqlite", events, "mode: upsert, keys: [id], delete_when: deleted")]);
+    assert_eq!(rows(&p, "SELECT id, name, score FROM t ORDER BY id"), ["1|A|1.5", "3|c|NULL", "5|E|2.5"]);
+    let frozen = p.fails(&["run", &load_csv(&p, "sqlite", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
+    assert!(frozen.contains("new column `extra` (Utf8)"), "{frozen}");
+    p.ok(&["run", &load_csv(&p, "sqlite", "id\n1\n5\n", "mode: delete, keys: [id]")]);
+    assert_eq!(rows(&p, "SELECT id FROM t ORDER BY id"), ["3"]);
+    p.ok(&["run", &load_csv(&p, "sqlite", "id,name\n7,g\n", "mode: replace")]);
+    assert_eq!(rows(&p, "SELECT id, name FROM t ORDER BY id"), ["7|g"]);
+}
+
+#[test]
+fn a_failed_run_leaves_the_file_untouched() {
+    let p = Project::new().env("DB_URL", "sqlite://db.sqlite");
+    let err = p.fails(&["run", &over_budget(&p, "sqlite")], 2);
+    assert!(err.contains("above max_invalid"), "{err}");
+    // SQLite's DDL is transactional: the table the load created went with the rollback.
+    assert_eq!(rows(&p, "SELECT count(*) FROM sqlite_master WHERE name = 't'"), ["0"]);
+}

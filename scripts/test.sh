@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# mold links the DataFusion-sized test binaries several times faster than ld.bfd.
-if ! command -v mold >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1; then
+# mold links the DataFusion-sized test binaries several times faster than ld.bfd; unixODBC (and its PostgreSQL
+# driver) is what the ODBC connector links against and is tested through.
+if ! command -v mold >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1 \
+  || [ ! -e /usr/include/sql.h ] || ! grep -q '^\[PostgreSQL Unicode\]' /etc/odbcinst.ini 2>/dev/null; then
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends mold gzip >/dev/null
+  as_root apt-get install -y -qq --no-install-recommends mold gzip unixodbc-dev odbc-postgresql >/dev/null
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weir-target}"

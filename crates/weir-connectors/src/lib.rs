@@ -3,6 +3,7 @@
 
 mod common;
 mod mysql;
+mod odbc;
 mod postgres;
 mod sinks;
 mod sources;
@@ -50,6 +51,7 @@ enum Database {
     Postgres,
     MySql,
     Sqlite,
+    Odbc,
 }
 
 fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> {
@@ -58,6 +60,7 @@ fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> 
         "postgres" => Ok(Database::Postgres),
         "mysql" => Ok(Database::MySql),
         "sqlite" => Ok(Database::Sqlite),
+        "odbc" => Ok(Database::Odbc),
         other => plan_err!("connection `{}` is of kind `{other}`, which is not a database", conn.name),
     }
 }
@@ -68,6 +71,7 @@ impl Database {
             Self::Postgres => postgres::table(spec, cx).await,
             Self::MySql => mysql::table(spec, cx).await,
             Self::Sqlite => sqlite::table(spec, cx).await,
+            Self::Odbc => odbc::table(spec, cx).await,
         }
     }
 
@@ -76,6 +80,7 @@ impl Database {
             Self::Postgres => postgres::write(spec, cx, input).await,
             Self::MySql => mysql::write(spec, cx, input).await,
             Self::Sqlite => sqlite::write(spec, cx, input).await,
+            Self::Odbc => odbc::write(spec, cx, input).await,
         }
     }
 }

@@ -98,6 +98,7 @@ pub const CONNECTION_KINDS: &[(&str, &str)] = &[
     ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
     ("mysql", "MySQL or MariaDB: `url: mysql://user:${MYSQL_PASSWORD}@host:3306/db`"),
     ("sqlite", "SQLite: `url: sqlite://data/app.db` (relative to the pipeline file) or `sqlite:///abs/path.db`"),
+    ("odbc", "any ODBC driver (Oracle, SQL Server, ...): `url: \"Driver={...};Server=...;Pwd=${PASSWORD}\"`"),
 ];
 
 fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {

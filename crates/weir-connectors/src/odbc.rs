@@ -19,16 +19,16 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::plan_err;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::sql::unparser::dialect::{DefaultDialect, Dialect};
+use datafusion::sql::unparser::dialect::DefaultDialect;
 use futures::StreamExt;
 use tokio::sync::mpsc::Sender;
 use tracing::info;
 use weir_engine::{PendingLoad, ResolvedConnection, StepContext};
-use weir_spec::{DbRelation, DbWriteMode, ReadDb, SchemaEvolution, TypedValue, WriteDb};
+use weir_spec::{DbWriteMode, ReadDb, SchemaEvolution, TypedValue, WriteDb};
 
 use crate::common::db_load;
-use crate::common::db_scan::{DbTable, Query};
-use crate::common::sql_params::{Style, bind_named};
+use crate::common::db_scan::{DbTable, Flavor, Query};
+use crate::common::sql_params::Style;
 
 fn connect(conn: &ResolvedConnection) -> Result<Connection<'static>> {
     let env = environment().map_err(|e| odbc_error("cannot set up ODBC", e))?;
@@ -63,18 +63,13 @@ fn param(value: &TypedValue) -> Box<dyn InputParameter> {
     }
 }
 
+static FLAVOR: Flavor =
+    Flavor { system: "Odbc", dialect: &DefaultDialect {}, placeholders: Style::Question, quote: quote_ident };
+
 /// Describes the step's relation by preparing it (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = match spec.relation() {
-        Some(DbRelation::Table(table)) => (quote_table(&cx.render(table)?), Vec::new()),
-        Some(DbRelation::Query(query)) => {
-            let bound = bind_named(query.value.trim().trim_end_matches(';'), Style::Question, &|n| cx.value(n).is_some())
-                .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
-            (format!("({}) weir_q", bound.sql), bound.names)
-        }
-        None => return plan_err!("a read_db step needs exactly one of `table` and `query`"),
-    };
+    let (from, names) = FLAVOR.relation(spec, cx)?;
     let params: Vec<(String, TypedValue)> =
         names.into_iter().map(|n| (n.clone(), cx.value(&n).cloned().expect("bind_named checked the name"))).collect();
     let (describe_conn, sql) = (conn.clone(), format!("SELECT * FROM {from}"));
@@ -87,8 +82,16 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
         Ok(Schema::new(schema.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>()))
     })
     .await?;
-    let query = OdbcQuery { conn, params };
-    Ok(Arc::new(DbTable { query: Arc::new(query), from, schema: Arc::new(schema), batch_size: cx.batch_size }))
+    let (connection, param_names) = (conn.name.clone(), params.iter().map(|(n, _)| n.clone()).collect());
+    Ok(Arc::new(DbTable {
+        flavor: &FLAVOR,
+        connection,
+        params: param_names,
+        query: Arc::new(OdbcQuery { conn, params }),
+        from,
+        schema: Arc::new(schema),
+        batch_size: cx.batch_size,
+    }))
 }
 
 #[derive(Debug)]
@@ -100,26 +103,6 @@ struct OdbcQuery {
 
 #[async_trait]
 impl Query for OdbcQuery {
-    fn system(&self) -> &'static str {
-        "Odbc"
-    }
-
-    fn connection(&self) -> &str {
-        &self.conn.name
-    }
-
-    fn dialect(&self) -> &dyn Dialect {
-        &DefaultDialect {}
-    }
-
-    fn quote_ident(&self, name: &str) -> String {
-        quote_ident(name)
-    }
-
-    fn describe_params(&self) -> String {
-        self.params.iter().map(|(n, _)| format!("?=${n}")).collect::<Vec<_>>().join(", ")
-    }
-
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
         let (conn, sql, params) = (self.conn.clone(), sql.to_string(), self.params.clone());
         blocking(move || {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::Column;
+use datafusion::common::{Column, plan_err};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -21,28 +21,66 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::Dialect;
 use tokio::sync::mpsc::Sender;
+use weir_engine::StepContext;
+use weir_spec::{DbRelation, ReadDb};
 
 use super::column_builder::ColumnBuilder;
+use super::sql_params::{Style, bind_named};
+
+/// How a database spells SQL.
+pub struct Flavor {
+    /// The system's name in plans: `PostgresScan`, `MySqlScan`.
+    pub system: &'static str,
+    /// The dialect pushed-down filters are written in.
+    pub dialect: &'static (dyn Dialect + Sync),
+    pub placeholders: Style,
+    /// Quotes one identifier.
+    pub quote: fn(&str) -> String,
+}
+
+impl fmt::Debug for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.system)
+    }
+}
+
+impl Flavor {
+    /// `schema.table` with each part quoted, as written.
+    pub fn quote_table(&self, name: &str) -> String {
+        name.split('.').map(self.quote).collect::<Vec<_>>().join(".")
+    }
+
+    /// What a `read_db` step reads, as a `FROM` item: the quoted table, or the query as a subquery with its
+    /// `$name`s turned into placeholders. Returns it with the bound names in placeholder order.
+    pub fn relation(&self, spec: &ReadDb, cx: &StepContext) -> Result<(String, Vec<String>)> {
+        match spec.relation() {
+            Some(DbRelation::Table(table)) => Ok((self.quote_table(&cx.render(table)?), Vec::new())),
+            Some(DbRelation::Query(query)) => {
+                let bound = bind_named(query.value.trim().trim_end_matches(';'), self.placeholders, &|n| cx.value(n).is_some())
+                    .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
+                Ok((format!("({}) weir_q", bound.sql), bound.names))
+            }
+            None => plan_err!("a read_db step needs exactly one of `table` and `query`"),
+        }
+    }
+}
 
 /// A database's side of a scan.
 #[async_trait]
 pub trait Query: fmt::Debug + Send + Sync + 'static {
-    /// The system's name in plans: `Postgres`, `MySQL`.
-    fn system(&self) -> &'static str;
-    /// The connection's name under `connections:` (never its URL).
-    fn connection(&self) -> &str;
-    fn dialect(&self) -> &dyn Dialect;
-    fn quote_ident(&self, name: &str) -> String;
-    /// The bound parameters, for plans: `$1=$last_sync`.
-    fn describe_params(&self) -> String;
     /// Runs `sql` (with the bound parameters) and sends its rows as batches of `schema` until the rows end or
     /// `tx` closes.
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()>;
 }
 
-/// A table or query of a database; `from` is a quoted table name or `(query) AS weir_q`.
+/// A table or query of a database; `from` comes from [`Flavor::relation`].
 #[derive(Debug)]
 pub struct DbTable {
+    pub flavor: &'static Flavor,
+    /// The connection's name under `connections:` (never its URL), for plans.
+    pub connection: String,
+    /// The bound variables, in placeholder order, for plans.
+    pub params: Vec<String>,
     pub query: Arc<dyn Query>,
     pub from: String,
     pub schema: SchemaRef,
@@ -63,7 +101,7 @@ impl TableProvider for DbTable {
         // Inexact: DataFusion still applies each filter, so a difference in semantics can only cost speed.
         Ok(filters
             .iter()
-            .map(|f| match filter_sql(f, self.query.dialect()) {
+            .map(|f| match filter_sql(f, self.flavor.dialect) {
                 Some(_) => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -85,10 +123,10 @@ impl TableProvider for DbTable {
         let columns = if indices.is_empty() {
             "1".to_string()
         } else {
-            indices.iter().map(|i| self.query.quote_ident(self.schema.field(*i).name())).collect::<Vec<_>>().join(", ")
+            indices.iter().map(|i| (self.flavor.quote)(self.schema.field(*i).name())).collect::<Vec<_>>().join(", ")
         };
         let mut sql = format!("SELECT {columns} FROM {}", self.from);
-        let pushed: Vec<String> = filters.iter().filter_map(|f| filter_sql(f, self.query.dialect())).collect();
+        let pushed: Vec<String> = filters.iter().filter_map(|f| filter_sql(f, self.flavor.dialect)).collect();
         if !pushed.is_empty() {
             sql.push_str(&format!(" WHERE {}", pushed.join(" AND ")));
         }
@@ -101,7 +139,19 @@ impl TableProvider for DbTable {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, name)| match self.flavor.placeholders {
+                Style::Dollar => format!("${}=${name}", i + 1),
+                Style::Question => format!("?=${name}"),
+            })
+            .collect();
         Ok(Arc::new(DbScanExec {
+            system: self.flavor.system,
+            connection: self.connection.clone(),
+            params: Arc::new(params.join(", ")),
             query: self.query.clone(),
             sql: Arc::new(sql),
             schema,
@@ -153,6 +203,10 @@ fn filter_sql(filter: &Expr, dialect: &dyn Dialect) -> Option<String> {
 /// Runs one query on the server and streams its rows as batches.
 #[derive(Debug, Clone)]
 struct DbScanExec {
+    system: &'static str,
+    connection: String,
+    /// `$1=$last_sync, ...`
+    params: Arc<String>,
     query: Arc<dyn Query>,
     sql: Arc<String>,
     schema: SchemaRef,
@@ -162,10 +216,9 @@ struct DbScanExec {
 
 impl DisplayAs for DbScanExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}Scan: connection={}, sql={}", self.query.system(), self.query.connection(), self.sql)?;
-        let params = self.query.describe_params();
-        if !params.is_empty() {
-            write!(f, ", params=[{params}]")?;
+        write!(f, "{}Scan: connection={}, sql={}", self.system, self.connection, self.sql)?;
+        if !self.params.is_empty() {
+            write!(f, ", params=[{}]", self.params)?;
         }
         Ok(())
     }

@@ -9,30 +9,25 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::plan_err;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect};
+use datafusion::sql::unparser::dialect::MySqlDialect;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
 use tokio::sync::mpsc::Sender;
 use weir_engine::{ResolvedConnection, StepContext};
-use weir_spec::{DbRelation, ReadDb};
+use weir_spec::ReadDb;
 
 use super::types::{append, arrow_type, param};
-use super::{connect, my_error, quote_ident, quote_table};
-use crate::common::db_scan::{BatchSender, DbTable, Query};
-use crate::common::sql_params::{Style, bind_named};
+use super::{connect, my_error, quote_ident};
+use crate::common::db_scan::{BatchSender, DbTable, Flavor, Query};
+use crate::common::sql_params::Style;
+
+static FLAVOR: Flavor =
+    Flavor { system: "MySql", dialect: &MySqlDialect {}, placeholders: Style::Question, quote: quote_ident };
 
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = match spec.relation() {
-        Some(DbRelation::Table(table)) => (quote_table(&cx.render(table)?), Vec::new()),
-        Some(DbRelation::Query(query)) => {
-            let bound = bind_named(query.value.trim().trim_end_matches(';'), Style::Question, &|n| cx.value(n).is_some())
-                .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
-            (format!("({}) AS weir_q", bound.sql), bound.names)
-        }
-        None => return plan_err!("a read_db step needs exactly one of `table` and `query`"),
-    };
+    let (from, names) = FLAVOR.relation(spec, cx)?;
     let mut params = Vec::new();
     for name in names {
         let value = cx.value(&name).expect("bind_named checked the name");
@@ -56,8 +51,16 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
         fields.push(Field::new(name, arrow, true));
     }
     let _ = client.disconnect().await;
-    let query = MyQuery { conn, params };
-    Ok(Arc::new(DbTable { query: Arc::new(query), from, schema: Arc::new(Schema::new(fields)), batch_size: cx.batch_size }))
+    let (connection, param_names) = (conn.name.clone(), params.iter().map(|(n, _)| n.clone()).collect());
+    Ok(Arc::new(DbTable {
+        flavor: &FLAVOR,
+        connection,
+        params: param_names,
+        query: Arc::new(MyQuery { conn, params }),
+        from,
+        schema: Arc::new(Schema::new(fields)),
+        batch_size: cx.batch_size,
+    }))
 }
 
 #[derive(Debug)]
@@ -69,26 +72,6 @@ struct MyQuery {
 
 #[async_trait]
 impl Query for MyQuery {
-    fn system(&self) -> &'static str {
-        "MySql"
-    }
-
-    fn connection(&self) -> &str {
-        &self.conn.name
-    }
-
-    fn dialect(&self) -> &dyn Dialect {
-        &MySqlDialect {}
-    }
-
-    fn quote_ident(&self, name: &str) -> String {
-        quote_ident(name)
-    }
-
-    fn describe_params(&self) -> String {
-        self.params.iter().map(|(n, _)| format!("?=${n}")).collect::<Vec<_>>().join(", ")
-    }
-
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
         let mut client = connect(&self.conn).await?;
         let params = if self.params.is_empty() {

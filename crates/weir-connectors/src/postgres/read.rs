@@ -8,31 +8,26 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::plan_err;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
+use datafusion::error::Result;
+use datafusion::sql::unparser::dialect::PostgreSqlDialect;
 use futures::TryStreamExt;
 use tokio::sync::mpsc::Sender;
 use tokio_postgres::types::ToSql;
 use weir_engine::{ResolvedConnection, StepContext};
-use weir_spec::{DbRelation, ReadDb, TypedValue};
+use weir_spec::{ReadDb, TypedValue};
 
 use super::types::{Decode, RawValue, arrow_type};
-use super::{Param, connect, pg_error, quote_ident, quote_table};
-use crate::common::db_scan::{BatchSender, DbTable, Query};
-use crate::common::sql_params::{Style, bind_named};
+use super::{Param, connect, pg_error, quote_ident};
+use crate::common::db_scan::{BatchSender, DbTable, Flavor, Query};
+use crate::common::sql_params::Style;
+
+static FLAVOR: Flavor =
+    Flavor { system: "Postgres", dialect: &PostgreSqlDialect {}, placeholders: Style::Dollar, quote: quote_ident };
 
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = match spec.relation() {
-        Some(DbRelation::Table(table)) => (quote_table(&cx.render(table)?), Vec::new()),
-        Some(DbRelation::Query(query)) => {
-            let bound = bind_named(query.value.trim().trim_end_matches(';'), Style::Dollar, &|n| cx.value(n).is_some())
-                .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
-            (format!("({}) AS weir_q", bound.sql), bound.names)
-        }
-        None => return plan_err!("a read_db step needs exactly one of `table` and `query`"),
-    };
+    let (from, names) = FLAVOR.relation(spec, cx)?;
     let params: Vec<(String, TypedValue)> =
         names.into_iter().map(|n| (n.clone(), cx.value(&n).cloned().expect("bind_named checked the name"))).collect();
 
@@ -56,8 +51,18 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
         fields.push(Field::new(column.name(), arrow, true));
     }
     let schema = Arc::new(Schema::new(fields));
+    let connection = conn.name.clone();
+    let param_names = params.iter().map(|(n, _)| n.clone()).collect();
     let query = PgQuery { conn, params, decoders: decoders.into_iter().zip(schema.fields().iter().map(|f| f.name().clone())).collect() };
-    Ok(Arc::new(DbTable { query: Arc::new(query), from, schema, batch_size: cx.batch_size }))
+    Ok(Arc::new(DbTable {
+        flavor: &FLAVOR,
+        connection,
+        params: param_names,
+        query: Arc::new(query),
+        from,
+        schema,
+        batch_size: cx.batch_size,
+    }))
 }
 
 #[derive(Debug)]
@@ -70,26 +75,6 @@ struct PgQuery {
 
 #[async_trait]
 impl Query for PgQuery {
-    fn system(&self) -> &'static str {
-        "Postgres"
-    }
-
-    fn connection(&self) -> &str {
-        &self.conn.name
-    }
-
-    fn dialect(&self) -> &dyn Dialect {
-        &PostgreSqlDialect {}
-    }
-
-    fn quote_ident(&self, name: &str) -> String {
-        quote_ident(name)
-    }
-
-    fn describe_params(&self) -> String {
-        self.params.iter().enumerate().map(|(i, (n, _))| format!("${}=${n}", i + 1)).collect::<Vec<_>>().join(", ")
-    }
-
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
         let client = connect(&self.conn).await?;
         let params: Vec<Param> = self.params.iter().map(|(name, value)| Param { name, value }).collect();

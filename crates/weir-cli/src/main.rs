@@ -55,7 +55,9 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a pipeline once.
-    #[command(after_help = "Example:\n  weir run examples/mapping/pipeline.yaml --var min_amount=10 --memory-limit 512MB")]
+    #[command(
+        after_help = "Examples:\n  weir run examples/orders/pipeline.yaml --var input=/data/orders-*.csv --memory-limit 512MB\n  weir run examples/postgres/incremental_sync.yaml --dry-run   (see the DDL and merge SQL; nothing is committed)"
+    )]
     Run(commands::run::RunArgs),
     /// Check pipelines without running them: YAML, step references, cycles, env vars, SQL and columns.
     #[command(after_help = "Example:\n  weir validate pipelines/*.yaml\n\nPrints `file:line:col: message` per mistake; exits 1 if any.")]

@@ -171,3 +171,14 @@ steps:
     assert_eq!(pg.rows("SELECT country, revenue FROM revenue_by_country ORDER BY country"), ["DE|12.25", "GB|5.50"]);
     assert_eq!(my.rows("SELECT country, revenue FROM revenue_by_country ORDER BY country"), ["DE|12.25", "GB|5.50"]);
 }
+
+#[test]
+fn dry_run_logs_the_ddl_it_cannot_roll_back_instead_of_running_it() {
+    let db = TestMyDb::new();
+    db.exec(SOURCE);
+    let p = Project::new().env("SHOP_DB_URL", &db.url());
+    let file = sync_pipeline(&p);
+    let log = p.ok_log(&["run", file, "--dry-run"]);
+    assert!(log.contains("Dry run: would create the table, then load: CREATE TABLE `orders_copy`"), "{log}");
+    assert_eq!(db.rows("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'orders_copy'"), ["0"]);
+}

@@ -195,3 +195,23 @@ steps:
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn dry_run_shows_ddl_and_merge_and_changes_nothing() {
+    let db = TestDb::new();
+    let p = postgres_example(&db);
+    let log = p.ok_log(&["run", "incremental_sync.yaml", "--dry-run"]);
+    for expected in [
+        r#"Creating table: CREATE TABLE "warehouse"."orders" ("id" bigint NOT NULL, "customer_id" integer"#,
+        r#"Merging: INSERT INTO "warehouse"."orders" AS t ("id", "customer_id", "amount", "status", "updated_at")"#,
+        "ON CONFLICT (\"id\") DO UPDATE SET",
+        "Dry run: rolling back 4 rows",
+        "dry run finished",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+    assert_eq!(db.rows("SELECT to_regclass('warehouse.orders') IS NULL"), ["t"]);
+    assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = \"1970-01-01T00:00:00Z\" (default)");
+    p.ok(&["run", "incremental_sync.yaml"]);
+    assert_eq!(db.rows("SELECT count(*) FROM warehouse.orders"), ["4"]);
+}

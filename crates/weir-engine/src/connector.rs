@@ -50,6 +50,9 @@ pub struct StepContext {
     pub scratch_dir: PathBuf,
     pub batch_size: usize,
     pub on_error: OnError,
+    /// The run will abort its loads rather than commit them: a connector must not make anything visible before
+    /// commit (MySQL's implicit DDL commits, say).
+    pub dry_run: bool,
     pub(crate) templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
     /// Variables and state by name, for connectors that bind `$name` in their own SQL.
     pub(crate) values: Arc<BTreeMap<String, TypedValue>>,

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub base_dir: PathBuf,
     /// Where runs keep scratch files (materialized fan-out inputs).
     pub scratch_root: PathBuf,
+    /// Prepare every load, then abort them all instead of committing.
+    pub dry_run: bool,
 }
 
 /// What a finished run did.
@@ -110,7 +112,7 @@ impl Engine {
 
         let (outcome, steps) = match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics).await {
             Ok(planned) => {
-                let outcome = self.execute(pipeline, &inputs, &planned).await;
+                let outcome = self.execute(pipeline, options, &inputs, &planned).await;
                 (outcome, step_rows(pipeline, &planned))
             }
             Err(err) => (Err(err), Vec::new()),
@@ -151,6 +153,7 @@ impl Engine {
     async fn execute(
         &self,
         pipeline: &Pipeline,
+        options: &RunOptions,
         inputs: &RunInputs,
         planned: &Planned,
     ) -> Result<BTreeMap<String, TypedValue>, EngineError> {
@@ -180,6 +183,13 @@ impl Engine {
                 pending.abort().await;
             }
             return Err(err);
+        }
+        if options.dry_run {
+            for (step, pending) in ready {
+                info!(pipeline = name, step, rows = pending.rows(), "Dry run: rolling back {} rows", pending.rows());
+                pending.abort().await;
+            }
+            return Ok(inputs.state.clone());
         }
         for (step, pending) in ready {
             pending.commit().await.map_err(|e| attribute(name, step, e))?;
@@ -227,6 +237,7 @@ impl Engine {
                 scratch_dir: inputs.scratch_dir.clone(),
                 batch_size: pipeline.settings.batch_size,
                 on_error: step.on_error(),
+                dry_run: options.dry_run,
                 templates: templates.clone(),
                 values: values.clone(),
                 connections: connections.clone(),

@@ -237,6 +237,16 @@ impl StateStore {
     }
 
     /// The stored state values of a pipeline.
+    /// An in-memory store holding this one's state values of `pipeline`, for a dry run that must see the real
+    /// cursors but record nothing.
+    pub fn scratch_copy(&self, pipeline: &str) -> Result<Self> {
+        let copy = Self::in_memory()?;
+        for (name, value) in self.state(pipeline)? {
+            copy.set_state(pipeline, &name, &value)?;
+        }
+        Ok(copy)
+    }
+
     pub fn state(&self, pipeline: &str) -> Result<BTreeMap<String, TypedValue>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, value FROM state_values WHERE pipeline = ?1 ORDER BY name")?;

@@ -35,6 +35,7 @@ async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<we
         memory_limit: None,
         base_dir: loaded.dir(),
         scratch_root: std::env::temp_dir(),
+        dry_run: false,
     };
     engine.plan(&loaded.pipeline, &options).await
 }

@@ -38,7 +38,9 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let mut client = connect(&conn).await?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
 
-    let columns = prepare_table(spec, &mut client, &target, &fields).await?;
+    let Some(columns) = prepare_table(spec, &mut client, &target, &fields, cx.dry_run).await? else {
+        return Ok(Box::new(MyPending { client, rows: 0, table, connection: conn.name }));
+    };
     target.run(&mut client, "START TRANSACTION", "cannot start a transaction on").await?;
     match load(spec, &mut client, &target, &columns, input).await {
         Ok(rows) => Ok(Box::new(MyPending { client, rows, table, connection: conn.name })),
@@ -117,12 +119,26 @@ impl Target {
     }
 }
 
-/// Creates the table when missing and applies the schema evolution policy; returns the columns to load.
-async fn prepare_table(spec: &WriteDb, client: &mut Conn, target: &Target, fields: &[&Field]) -> Result<Vec<Field>> {
+/// Creates the table when missing and applies the schema evolution policy; returns the columns to load. MySQL
+/// commits DDL at once, so a dry run only logs the DDL it would run, and returns `None` when there is any: the
+/// rows cannot be tried against a table that does not exist yet.
+async fn prepare_table(
+    spec: &WriteDb,
+    client: &mut Conn,
+    target: &Target,
+    fields: &[&Field],
+    dry_run: bool,
+) -> Result<Option<Vec<Field>>> {
     let existing = match target.columns(client).await? {
         Some(columns) => columns,
         None => {
-            create_table(spec, client, target, fields).await?;
+            let ddl = create_table(spec, target, fields)?;
+            if dry_run {
+                info!(table = %target.name, "Dry run: would create the table, then load: {ddl}");
+                return Ok(None);
+            }
+            info!(table = %target.name, "Creating table: {ddl}");
+            target.run(client, &ddl, "cannot create").await?;
             target.columns(client).await?.expect("the table was just created")
         }
     };
@@ -139,6 +155,10 @@ async fn prepare_table(spec: &WriteDb, client: &mut Conn, target: &Target, field
         .collect::<Result<_>>()?;
     if !added.is_empty() {
         let ddl = format!("ALTER TABLE {} {}", target.quoted, added.join(", "));
+        if dry_run {
+            info!(table = %target.name, "Dry run: would evolve the table, then load: {ddl}");
+            return Ok(None);
+        }
         info!(table = %target.name, "Evolving table: {ddl}");
         target.run(client, &ddl, "cannot alter").await?;
     }
@@ -149,10 +169,11 @@ async fn prepare_table(spec: &WriteDb, client: &mut Conn, target: &Target, field
             target.name
         )));
     }
-    Ok(planned.into_iter().map(|(f, _)| f).collect())
+    Ok(Some(planned.into_iter().map(|(f, _)| f).collect()))
 }
 
-async fn create_table(spec: &WriteDb, client: &mut Conn, target: &Target, fields: &[&Field]) -> Result<()> {
+/// The `CREATE TABLE` statement for the input's columns.
+fn create_table(spec: &WriteDb, target: &Target, fields: &[&Field]) -> Result<String> {
     let mut defs = Vec::new();
     for f in fields {
         let is_key = spec.keys.contains(f.name());
@@ -169,9 +190,7 @@ async fn create_table(spec: &WriteDb, client: &mut Conn, target: &Target, fields
     if !spec.keys.is_empty() {
         defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
     }
-    let ddl = format!("CREATE TABLE {} ({}) ENGINE=InnoDB", target.quoted, defs.join(", "));
-    info!(table = %target.name, "Creating table: {ddl}");
-    target.run(client, &ddl, "cannot create").await
+    Ok(format!("CREATE TABLE {} ({}) ENGINE=InnoDB", target.quoted, defs.join(", ")))
 }
 
 async fn load(spec: &WriteDb, client: &mut Conn, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {

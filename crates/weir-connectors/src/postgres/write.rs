@@ -268,6 +268,7 @@ async fn upsert(spec: &WriteDb, target: &Target<'_>, columns: &[&LoadColumn], in
         format!("DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})")
     };
     let sql = format!("INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action}", target.quoted);
+    info!(table = %target.name, "Merging: {sql}");
     let changed = target.client.execute(&sql, &[]).await.map_err(|e| {
         let hint = match e.code() {
             Some(c) if *c == SqlState::INVALID_COLUMN_REFERENCE => {
@@ -305,10 +306,12 @@ async fn copy_in(
     }
     let schema = std::sync::Arc::new(Schema::new(fields));
 
+    let copy = format!("COPY {into} FROM STDIN (FORMAT binary)");
+    info!(table = %target.name, "Loading: {copy}");
     let mut stream = input.execute_stream().await?;
     let sink = target
         .client
-        .copy_in(&format!("COPY {into} FROM STDIN (FORMAT binary)"))
+        .copy_in(&copy)
         .await
         .map_err(|e| target.error("cannot start COPY into", &e))?;
     futures::pin_mut!(sink);

@@ -60,6 +60,14 @@ fn example_incremental_sync_reads_only_changes_and_upserts() {
     let third = p.ok_log(&["run", "incremental_sync.yaml"]);
     assert!(third.contains("Extracted 0 records"), "{third}");
     assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = 2024-01-09T09:00:00Z");
+
+    // A crash after the load committed but before the cursor did leaves the old cursor: the next run reads the
+    // same rows again, and the upsert absorbs them without a duplicate.
+    let before = db.rows("SELECT id, customer_id, amount, status, updated_at FROM warehouse.orders ORDER BY id");
+    p.ok(&["state", "set", "incremental_sync.yaml", "last_sync", "2024-01-08T00:00:00Z"]);
+    let replay = p.ok_log(&["run", "incremental_sync.yaml"]);
+    assert!(replay.contains("Extracted 3 records"), "{replay}");
+    assert_eq!(db.rows("SELECT id, customer_id, amount, status, updated_at FROM warehouse.orders ORDER BY id"), before);
 }
 
 #[test]

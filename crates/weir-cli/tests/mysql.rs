@@ -182,3 +182,25 @@ fn dry_run_logs_the_ddl_it_cannot_roll_back_instead_of_running_it() {
     assert!(log.contains("Dry run: would create the table, then load: CREATE TABLE `orders_copy`"), "{log}");
     assert_eq!(db.rows("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'orders_copy'"), ["0"]);
 }
+
+#[test]
+fn execute_steps_bind_parameters_and_count_affected_rows() {
+    let db = TestMyDb::new();
+    db.exec(SOURCE);
+    let p = Project::new().env("SHOP_DB_URL", &db.url());
+    p.file(
+        "p.yaml",
+        r#"
+name: mysql_actions
+variables:
+  since: { type: timestamp, default: "2024-01-06T00:00:00Z" }
+connections:
+  shop: { kind: mysql, url: "${SHOP_DB_URL}" }
+steps:
+  archive:
+    execute: { connection: shop, sql: "UPDATE orders SET note = 'archived' WHERE updated_at < $since" }
+"#,
+    );
+    assert!(p.ok_log(&["run", "p.yaml"]).contains("Action complete: 1 rows affected"));
+    assert_eq!(db.rows("SELECT id FROM orders WHERE note = 'archived'"), ["1"]);
+}

@@ -223,3 +223,36 @@ fn dry_run_shows_ddl_and_merge_and_changes_nothing() {
     p.ok(&["run", "incremental_sync.yaml"]);
     assert_eq!(db.rows("SELECT count(*) FROM warehouse.orders"), ["4"]);
 }
+
+#[test]
+fn execute_steps_run_after_the_loads_commit_with_bound_parameters() {
+    let db = TestDb::new();
+    db.exec("CREATE TABLE load_log (loaded bigint, note text)");
+    let p = Project::new().env("DB_URL", &db.url());
+    p.file("data/rows.csv", "id,name\n1,a\n2,b\n3,c\n").file(
+        "p.yaml",
+        r#"
+name: with_actions
+variables:
+  note: { type: string, default: "nightly'; DROP TABLE load_log; --" }
+connections:
+  db: { kind: postgres, url: "${DB_URL}" }
+steps:
+  log_it:
+    execute: { connection: db, sql: "INSERT INTO load_log SELECT count(*), $note FROM t" }
+  rows:
+    read_csv: { path: data/rows.csv }
+  out:
+    write_db: { input: rows, connection: db, table: t, mode: append }
+  analyze:
+    execute: { connection: db, sql: "ANALYZE t" }
+"#,
+    );
+    let dry = p.ok_log(&["run", "p.yaml", "--dry-run"]);
+    assert!(dry.contains("Dry run: not running action `log_it`"), "{dry}");
+    assert_eq!(db.rows("SELECT count(*) FROM load_log"), ["0"]);
+    let log = p.ok_log(&["run", "p.yaml"]);
+    assert!(log.contains("Action complete: 1 rows affected"), "{log}");
+    // The action saw the rows the load committed, though it comes first in the file.
+    assert_eq!(db.rows("SELECT loaded, note FROM load_log"), ["3|nightly'; DROP TABLE load_log; --"]);
+}

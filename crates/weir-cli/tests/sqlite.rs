@@ -142,3 +142,27 @@ fn a_failed_run_leaves_the_file_untouched() {
     // SQLite's DDL is transactional: the table the load created went with the rollback.
     assert_eq!(rows(&p, "SELECT count(*) FROM sqlite_master WHERE name = 't'"), ["0"]);
 }
+
+#[test]
+fn execute_steps_run_after_the_loads_commit() {
+    let p = project();
+    p.file(
+        "p.yaml",
+        r#"
+name: sqlite_actions
+variables:
+  cutoff: { type: integer, default: 2 }
+connections:
+  db: { kind: sqlite, url: "${DB_URL}" }
+steps:
+  orders:
+    read_db: { connection: db, table: orders }
+  out:
+    write_db: { input: orders, connection: db, table: orders_copy, mode: replace }
+  prune:
+    execute: { connection: db, sql: "DELETE FROM orders_copy WHERE id > $cutoff" }
+"#,
+    );
+    assert!(p.ok_log(&["run", "p.yaml"]).contains("Action complete: 1 rows affected"));
+    assert_eq!(rows(&p, "SELECT id FROM orders_copy ORDER BY id"), ["1", "2"]);
+}

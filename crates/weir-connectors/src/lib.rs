@@ -18,7 +18,7 @@ use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 use weir_engine::{Connectors, PendingLoad, StepContext};
 use datafusion::common::plan_err;
-use weir_spec::{ReadDb, Spanned, Step, StepKind, WriteDb};
+use weir_spec::{Execute, ReadDb, Spanned, Step, StepKind, WriteDb};
 
 pub use common::types::parse_sql_type;
 
@@ -42,6 +42,13 @@ impl Connectors for Builtin {
         match &step.kind {
             StepKind::WriteDb(spec) => database(cx, &spec.connection)?.write(spec, cx, input).await,
             _ => sinks::files::write(step, cx, input).await,
+        }
+    }
+
+    async fn action(&self, step: &Step, cx: &StepContext) -> Result<u64> {
+        match &step.kind {
+            StepKind::Execute(spec) => database(cx, &spec.connection)?.execute(spec, cx).await,
+            other => unreachable!("{} is not an action step", other.name()),
         }
     }
 }
@@ -72,6 +79,15 @@ impl Database {
             Self::MySql => mysql::table(spec, cx).await,
             Self::Sqlite => sqlite::table(spec, cx).await,
             Self::Odbc => odbc::table(spec, cx).await,
+        }
+    }
+
+    async fn execute(&self, spec: &Execute, cx: &StepContext) -> Result<u64> {
+        match self {
+            Self::Postgres => postgres::execute(spec, cx).await,
+            Self::MySql => mysql::execute(spec, cx).await,
+            Self::Sqlite => sqlite::execute(spec, cx).await,
+            Self::Odbc => odbc::execute(spec, cx).await,
         }
     }
 

@@ -24,11 +24,11 @@ use futures::StreamExt;
 use tokio::sync::mpsc::Sender;
 use tracing::info;
 use weir_engine::{PendingLoad, ResolvedConnection, StepContext};
-use weir_spec::{DbWriteMode, ReadDb, SchemaEvolution, TypedValue, WriteDb};
+use weir_spec::{DbWriteMode, Execute, ReadDb, SchemaEvolution, TypedValue, WriteDb};
 
 use crate::common::db_load;
 use crate::common::db_scan::{DbTable, Flavor, Query};
-use crate::common::sql_params::Style;
+use crate::common::sql_params::{Style, bind_named};
 
 fn connect(conn: &ResolvedConnection) -> Result<Connection<'static>> {
     let env = environment().map_err(|e| odbc_error("cannot set up ODBC", e))?;
@@ -65,6 +65,25 @@ fn param(value: &TypedValue) -> Box<dyn InputParameter> {
 
 static FLAVOR: Flavor =
     Flavor { system: "Odbc", dialect: &DefaultDialect {}, placeholders: Style::Question, quote: quote_ident };
+
+/// An `execute` step: one statement with `$name` parameters. ODBC drivers do not all report affected rows, so it
+/// returns 0.
+pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let bound = bind_named(&spec.sql.value, Style::Question, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
+    let values: Vec<TypedValue> = bound.names.iter().map(|n| cx.value(n).cloned().expect("bind_named checked the name")).collect();
+    let sql = bound.sql.clone();
+    blocking(move || {
+        let connection = connect(&conn)?;
+        let params: Vec<Box<dyn InputParameter>> = values.iter().map(param).collect();
+        connection
+            .execute(&sql, &params[..], None)
+            .map_err(|e| odbc_error(&format!("ODBC `{}` failed the statement", conn.name), e))?;
+        info!(connection = %conn.name, "Executed on `{}`: {sql}", conn.name);
+        Ok(0)
+    })
+    .await
+}
 
 /// Describes the step's relation by preparing it (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {

@@ -24,6 +24,9 @@ pub trait Connectors: Send + Sync {
 
     /// Writes `input` for a load step where nobody can see it yet, returning what makes it visible.
     async fn sink(&self, step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>>;
+
+    /// Runs an action step (after every load committed); returns the rows it affected.
+    async fn action(&self, step: &Step, cx: &StepContext) -> Result<u64>;
 }
 
 /// Data written by a load step but not yet visible at its destination. Every load of a run is prepared before any

@@ -62,6 +62,8 @@ pub struct Planned {
     pub dag: Dag,
     pub metrics: RunMetrics,
     sinks: Vec<(Step, StepContext)>,
+    /// Action steps in file order, run after the loads commit.
+    actions: Vec<(Step, StepContext)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -189,10 +191,17 @@ impl Engine {
                 info!(pipeline = name, step, rows = pending.rows(), "Dry run: rolling back {} rows", pending.rows());
                 pending.abort().await;
             }
+            for (step, _) in &planned.actions {
+                info!(pipeline = name, step = step.id(), "Dry run: not running action `{}`", step.id());
+            }
             return Ok(inputs.state.clone());
         }
         for (step, pending) in ready {
             pending.commit().await.map_err(|e| attribute(name, step, e))?;
+        }
+        for (step, cx) in &planned.actions {
+            let rows = self.connectors.action(step, cx).await.map_err(|e| attribute(name, step.id(), e))?;
+            cx.counters.set_rows(rows);
         }
         next_state(pipeline, inputs, &planned.metrics)
     }
@@ -221,6 +230,7 @@ impl Engine {
             Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect());
         let connections = Arc::new(pipeline.connections.clone());
         let mut sinks = Vec::new();
+        let mut actions = Vec::new();
 
         for id in &dag.order {
             let step = pipeline.step(id).expect("the DAG holds the pipeline's steps");
@@ -255,6 +265,10 @@ impl Engine {
                     sinks.push((step.clone(), cx));
                     continue;
                 }
+                Category::Action => {
+                    actions.push((step.clone(), cx));
+                    continue;
+                }
                 Category::Extract => self.connectors.source(&ctx, step, &cx).await.map_err(plan_err)?,
                 Category::Transform => plan_transform(&ctx, step, &params, cx).await.map_err(plan_err)?,
             };
@@ -266,7 +280,9 @@ impl Engine {
             };
             ctx.register_table(id.as_str(), table).map_err(plan_err)?;
         }
-        Ok(Planned { ctx, dag, metrics, sinks })
+        // Actions run in file order, whatever the DAG's order.
+        actions.sort_by_key(|(step, _): &(Step, StepContext)| pipeline.steps.iter().position(|s| s.id() == step.id()));
+        Ok(Planned { ctx, dag, metrics, sinks, actions })
     }
 }
 
@@ -444,6 +460,7 @@ fn log_summary(steps: &[StepMetricsRow]) {
         match s.category.as_str() {
             "extract" => info!(step = %s.step, records = s.rows_out, "Extracted {} records", s.rows_out),
             "load" => info!(step = %s.step, records = s.rows_out, "Load complete: {} inserted", s.rows_out),
+            "action" => info!(step = %s.step, records = s.rows_out, "Action complete: {} rows affected", s.rows_out),
             _ if s.kind == "validate" => info!(
                 step = %s.step,
                 valid = s.rows_out,
@@ -468,6 +485,9 @@ impl Planned {
             } else {
                 out.push_str(&format!("  {id} <- {}\n", inputs.join(", ")));
             }
+        }
+        for (step, _) in &self.actions {
+            out.push_str(&format!("\nAction `{}` ({}) runs after every load commits.\n", step.id(), step.kind.name()));
         }
         for (step, _) in &self.sinks {
             let input = step.kind.input().expect("load steps have an input");

@@ -137,9 +137,9 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
         if let Some(input) = step.kind.input() {
             match pipeline.step(&input.value) {
                 None => out.push(unknown_step(pipeline, &input.value, Pos::of(input))),
-                Some(target) if target.kind.category() == Category::Load => out.push(Diagnostic::at(
+                Some(target) if matches!(target.kind.category(), Category::Load | Category::Action) => out.push(Diagnostic::at(
                     input,
-                    format!("`{}` is a load step; it has no output to read", input.value),
+                    format!("`{}` is a {} step; it has no output to read", input.value, target.kind.name()),
                 )),
                 Some(_) if input.value == step.id() => {
                     out.push(Diagnostic::at(input, format!("step `{}` reads itself", step.id())))
@@ -194,6 +194,7 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                     out.push(Diagnostic::at(&w.table, format!("two load steps write table `{}`", w.table.value)));
                 }
             }
+            StepKind::Execute(e) => check_connection_ref(pipeline, &e.connection, out),
             StepKind::Dedup(d) if d.keys.is_empty() => {
                 out.push(Diagnostic::new(step.kind_pos, "a dedup step needs at least one key column"));
             }

@@ -29,6 +29,8 @@ pub enum Category {
     Extract,
     Transform,
     Load,
+    /// Runs after every load of the run has committed; has no output.
+    Action,
 }
 
 /// Every step kind compiled in, in the order `weir list` shows them.
@@ -46,6 +48,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("write_json", Category::Load, "NDJSON file or directory, atomic, optionally partitioned"),
     ("write_parquet", Category::Load, "Parquet file or directory, atomic, compression and row-group size"),
     ("write_db", Category::Load, "a database table: append, replace, upsert or delete by keys; created and evolved"),
+    ("execute", Category::Action, "one SQL statement on a database after the run's loads commit (ANALYZE, COPY INTO)"),
 ];
 
 /// A map that keeps the file's order and the position of each key.
@@ -157,6 +160,7 @@ pub enum StepKind {
     WriteJson(WriteJson),
     WriteParquet(WriteParquet),
     WriteDb(WriteDb),
+    Execute(Execute),
 }
 
 impl StepKind {
@@ -175,6 +179,7 @@ impl StepKind {
             Self::WriteJson(_) => "write_json",
             Self::WriteParquet(_) => "write_parquet",
             Self::WriteDb(_) => "write_db",
+            Self::Execute(_) => "execute",
         }
     }
 
@@ -194,7 +199,9 @@ impl StepKind {
     /// The single input of a transform or load; `None` for sources and SQL (whose inputs are its table names).
     pub fn input(&self) -> Option<&Spanned<String>> {
         match self {
-            Self::ReadCsv(_) | Self::ReadJson(_) | Self::ReadParquet(_) | Self::ReadDb(_) | Self::Sql(_) => None,
+            Self::ReadCsv(_) | Self::ReadJson(_) | Self::ReadParquet(_) | Self::ReadDb(_) | Self::Sql(_) | Self::Execute(_) => {
+                None
+            }
             Self::Map(s) => Some(&s.input),
             Self::Filter(s) => Some(&s.input),
             Self::Validate(s) => Some(&s.input),
@@ -254,6 +261,7 @@ step_kinds! {
     "write_json" => WriteJson(WriteJson),
     "write_parquet" => WriteParquet(WriteParquet),
     "write_db" => WriteDb(WriteDb),
+    "execute" => Execute(Execute),
 }
 
 /// A step before its id (the map key) is known.
@@ -777,6 +785,20 @@ pub struct WriteDb {
     /// Add `_weir_run_id` and `_weir_loaded_at` columns, so every row says which run loaded it and when.
     #[serde(default)]
     pub audit_columns: bool,
+}
+
+/// One SQL statement on a database connection, run after every load of the run has committed (so it sees what
+/// they wrote) and before the run's state is saved: maintenance (`ANALYZE`), a warehouse `COPY INTO` of files a
+/// load staged, a refresh. Execute steps run in file order. Variables and state bind as `$name`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    /// The name of a connection under `connections:`.
+    #[schemars(with = "String")]
+    pub connection: Spanned<String>,
+    /// One statement in the database's own SQL.
+    #[schemars(with = "String")]
+    pub sql: Spanned<String>,
 }
 
 /// How a `write_db` step treats the rows already in its table.

@@ -82,7 +82,7 @@ steps:
         ":9:23: `{{ var.missing }}` names no var",
         ":11:38: rule `r`: invalid regex: unclosed group",
         ":13:5: a dedup step needs at least one key column",
-        ":17:25: `o` is a load step",
+        ":17:25: `o` is a write_csv step; it has no output",
         ":17:34: two load steps write `a.csv`",
     ];
     for e in expect {

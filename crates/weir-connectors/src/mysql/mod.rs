@@ -11,11 +11,33 @@ mod write;
 
 use datafusion::error::DataFusionError;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts};
-use weir_engine::ResolvedConnection;
+use mysql_async::{Conn, Opts, Params};
+use tracing::info;
+use weir_engine::{ResolvedConnection, StepContext};
+use weir_spec::Execute;
+
+use crate::common::sql_params::{Style, bind_named};
 
 pub use read::table;
 pub use write::write;
+
+/// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
+pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let bound = bind_named(&spec.sql.value, Style::Question, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
+    let params = bound
+        .names
+        .iter()
+        .map(|n| types::param(cx.value(n).expect("bind_named checked the name")).map_err(DataFusionError::Plan))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut client = connect(&conn).await?;
+    let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
+    client.exec_drop(bound.sql.as_str(), params).await.map_err(|e| my_error(&format!("MySQL `{}` failed the statement", conn.name), e))?;
+    let rows = client.affected_rows();
+    let _ = client.disconnect().await;
+    info!(connection = %conn.name, rows, "Executed on `{}`: {}", conn.name, bound.sql);
+    Ok(rows)
+}
 
 /// Opens a session in UTC, so TIMESTAMP columns read and write instants unchanged.
 async fn connect(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {

@@ -12,12 +12,29 @@ use bytes::BytesMut;
 use datafusion::error::DataFusionError;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls};
-use tracing::warn;
-use weir_engine::{ResolvedConnection, timestamp_micros};
-use weir_spec::TypedValue;
+use tracing::{info, warn};
+use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
+use weir_spec::{Execute, TypedValue};
+
+use crate::common::sql_params::{Style, bind_named};
 
 pub use read::table;
 pub use write::write;
+
+/// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
+pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let bound = bind_named(&spec.sql.value, Style::Dollar, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
+    let params: Vec<Param> =
+        bound.names.iter().map(|name| Param { name, value: cx.value(name).expect("bind_named checked the name") }).collect();
+    let client = connect(&conn).await?;
+    let rows = client
+        .execute_raw(bound.sql.as_str(), params.iter().map(|p| p as &dyn ToSql))
+        .await
+        .map_err(|e| pg_error(&format!("PostgreSQL `{}` failed the statement", conn.name), &e))?;
+    info!(connection = %conn.name, rows, "Executed on `{}`: {}", conn.name, bound.sql);
+    Ok(rows)
+}
 
 /// Opens a client; the connection's task ends when the client is dropped.
 async fn connect(conn: &ResolvedConnection) -> Result<Client, DataFusionError> {

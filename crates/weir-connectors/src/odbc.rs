@@ -28,7 +28,7 @@ use weir_spec::{DbWriteMode, Execute, ReadDb, SchemaEvolution, TypedValue, Write
 
 use crate::common::db_load;
 use crate::common::db_scan::{DbTable, Flavor, Query};
-use crate::common::sql_params::{Style, bind_named};
+use crate::common::sql_params::{Style, bind_values};
 
 fn connect(conn: &ResolvedConnection) -> Result<Connection<'static>> {
     let env = environment().map_err(|e| odbc_error("cannot set up ODBC", e))?;
@@ -70,9 +70,7 @@ static FLAVOR: Flavor =
 /// returns 0.
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64> {
     let conn = cx.connection(&spec.connection.value)?;
-    let bound = bind_named(&spec.sql.value, Style::Question, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
-    let values: Vec<TypedValue> = bound.names.iter().map(|n| cx.value(n).cloned().expect("bind_named checked the name")).collect();
-    let sql = bound.sql.clone();
+    let (sql, values) = bind_values(&spec.sql.value, Style::Question, cx, |v| Ok(v.clone()))?;
     blocking(move || {
         let connection = connect(&conn)?;
         let params: Vec<Box<dyn InputParameter>> = values.iter().map(param).collect();

@@ -3,6 +3,10 @@
 //! Values are always sent apart from the query text, so a value holding quotes or SQL stays data. Quoted strings,
 //! quoted identifiers, comments and PostgreSQL dollar-quoted bodies are left alone.
 
+use datafusion::error::DataFusionError;
+use weir_engine::StepContext;
+use weir_spec::TypedValue;
+
 /// How a database writes positional parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -82,6 +86,23 @@ pub fn bind_named(sql: &str, style: Style, known: &dyn Fn(&str) -> bool) -> Resu
         i += ch.len_utf8();
     }
     Ok(Bound { sql: out, names })
+}
+
+/// `sql` with its `$name`s as `style` placeholders, and the variable or state values to bind in placeholder
+/// order, each converted by `convert` into the driver's value type.
+pub fn bind_values<V>(
+    sql: &str,
+    style: Style,
+    cx: &StepContext,
+    convert: impl Fn(&TypedValue) -> Result<V, String>,
+) -> Result<(String, Vec<V>), DataFusionError> {
+    let bound = bind_named(sql, style, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
+    let values = bound
+        .names
+        .iter()
+        .map(|n| convert(cx.value(n).expect("bind_named checked the name")).map_err(|e| DataFusionError::Plan(format!("`${n}`: {e}"))))
+        .collect::<Result<_, _>>()?;
+    Ok((bound.sql, values))
 }
 
 /// The index just past the quote that closes the one at `start` (a doubled quote is an escaped one).

@@ -16,7 +16,7 @@ use tracing::info;
 use weir_engine::{ResolvedConnection, StepContext};
 use weir_spec::Execute;
 
-use crate::common::sql_params::{Style, bind_named};
+use crate::common::sql_params::{Style, bind_values};
 
 pub use read::table;
 pub use write::write;
@@ -24,18 +24,13 @@ pub use write::write;
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
     let conn = cx.connection(&spec.connection.value)?;
-    let bound = bind_named(&spec.sql.value, Style::Question, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
-    let params = bound
-        .names
-        .iter()
-        .map(|n| types::param(cx.value(n).expect("bind_named checked the name")).map_err(DataFusionError::Plan))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (sql, params) = bind_values(&spec.sql.value, Style::Question, cx, types::param)?;
     let mut client = connect(&conn).await?;
     let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
-    client.exec_drop(bound.sql.as_str(), params).await.map_err(|e| my_error(&format!("MySQL `{}` failed the statement", conn.name), e))?;
+    client.exec_drop(sql.as_str(), params).await.map_err(|e| my_error(&format!("MySQL `{}` failed the statement", conn.name), e))?;
     let rows = client.affected_rows();
     let _ = client.disconnect().await;
-    info!(connection = %conn.name, rows, "Executed on `{}`: {}", conn.name, bound.sql);
+    info!(connection = %conn.name, rows, "Executed on `{}`: {sql}", conn.name);
     Ok(rows)
 }
 

@@ -21,7 +21,7 @@ use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
 use weir_spec::{Execute, TypedValue};
 
 use crate::common::column_builder::ColumnBuilder;
-use crate::common::sql_params::{Style, bind_named};
+use crate::common::sql_params::{Style, bind_values};
 
 pub use read::table;
 pub use write::write;
@@ -29,17 +29,12 @@ pub use write::write;
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
     let conn = cx.connection(&spec.connection.value)?;
-    let bound = bind_named(&spec.sql.value, Style::Question, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
-    let params = bound
-        .names
-        .iter()
-        .map(|n| param(cx.value(n).expect("bind_named checked the name")).map_err(DataFusionError::Plan))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (sql, params) = bind_values(&spec.sql.value, Style::Question, cx, param)?;
     let path = db_path(&conn, cx);
     let db = open(&conn.name, &path)?;
-    let rows = tokio::task::block_in_place(|| db.execute(&bound.sql, rusqlite::params_from_iter(params.iter())))
+    let rows = tokio::task::block_in_place(|| db.execute(&sql, rusqlite::params_from_iter(params.iter())))
         .map_err(|e| sqlite_error(&format!("SQLite `{}` failed the statement", conn.name), e))?;
-    info!(connection = %conn.name, rows, "Executed on `{}`: {}", conn.name, bound.sql);
+    info!(connection = %conn.name, rows, "Executed on `{}`: {sql}", conn.name);
     Ok(rows as u64)
 }
 

@@ -18,4 +18,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weir-target}"
 export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-fuse-ld=mold}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --features weir-cli/odbc "$@"

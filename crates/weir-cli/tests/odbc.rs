@@ -1,5 +1,6 @@
 //! The ODBC connector for real: unixODBC with the PostgreSQL ODBC driver (Debian's `odbc-postgresql`) against the
-//! machine's PostgreSQL, one fresh database per test.
+//! machine's PostgreSQL, one fresh database per test. Built with the `odbc` feature, as `scripts/test.sh` does.
+#![cfg(feature = "odbc")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 
 mod common;
 mod mysql;
+#[cfg(feature = "odbc")]
 mod odbc;
 mod postgres;
 mod sinks;
@@ -58,6 +59,7 @@ enum Database {
     Postgres,
     MySql,
     Sqlite,
+    #[cfg(feature = "odbc")]
     Odbc,
 }
 
@@ -67,7 +69,13 @@ fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> 
         "postgres" => Ok(Database::Postgres),
         "mysql" => Ok(Database::MySql),
         "sqlite" => Ok(Database::Sqlite),
+        #[cfg(feature = "odbc")]
         "odbc" => Ok(Database::Odbc),
+        #[cfg(not(feature = "odbc"))]
+        "odbc" => plan_err!(
+            "connection `{}` is ODBC, which this build of weir leaves out; build it with `--features odbc` (needs unixODBC)",
+            conn.name
+        ),
         other => plan_err!("connection `{}` is of kind `{other}`, which is not a database", conn.name),
     }
 }
@@ -78,6 +86,7 @@ impl Database {
             Self::Postgres => postgres::table(spec, cx).await,
             Self::MySql => mysql::table(spec, cx).await,
             Self::Sqlite => sqlite::table(spec, cx).await,
+            #[cfg(feature = "odbc")]
             Self::Odbc => odbc::table(spec, cx).await,
         }
     }
@@ -87,6 +96,7 @@ impl Database {
             Self::Postgres => postgres::execute(spec, cx).await,
             Self::MySql => mysql::execute(spec, cx).await,
             Self::Sqlite => sqlite::execute(spec, cx).await,
+            #[cfg(feature = "odbc")]
             Self::Odbc => odbc::execute(spec, cx).await,
         }
     }
@@ -96,6 +106,7 @@ impl Database {
             Self::Postgres => postgres::write(spec, cx, input).await,
             Self::MySql => mysql::write(spec, cx, input).await,
             Self::Sqlite => sqlite::write(spec, cx, input).await,
+            #[cfg(feature = "odbc")]
             Self::Odbc => odbc::write(spec, cx, input).await,
         }
     }

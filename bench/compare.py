@@ -18,15 +18,8 @@ import duckdb
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-
-
-def measure(name, cmd, env=None):
-    timed = ["/usr/bin/time", "-f", "%e %M", *cmd]
-    proc = subprocess.run(timed, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    wall, rss_kb = proc.stderr.strip().splitlines()[-1].split()
-    return float(wall), int(rss_kb) / 1024
+sys.path.insert(0, str(ROOT / "bench"))
+from timing import measure  # noqa: E402
 
 
 def totals(path):

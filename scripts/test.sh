@@ -14,6 +14,11 @@ if ! command -v mold >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1 \
   as_root apt-get install -y -qq --no-install-recommends mold gzip unixodbc-dev odbc-postgresql >/dev/null
 fi
 
+# A real S3 server for the object-storage tests (moto, path-style, on 127.0.0.1; each test starts its own).
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+fi
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weir-target}"
 export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-fuse-ld=mold}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from timing import measure  # noqa: E402
 HERE = ROOT / "bench" / "pg"
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 DB = "weir_bench_upsert"
@@ -67,14 +69,6 @@ def reset_target():
         INSERT INTO dlt_bench.dst_orders SELECT * FROM dst_template;""")
     for statement in ["VACUUM ANALYZE dst_orders", "VACUUM ANALYZE dlt_bench.dst_orders", "CHECKPOINT"]:
         psql(statement)
-
-
-def measure(name, cmd, env=None):
-    proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    wall, rss_kb = proc.stderr.strip().splitlines()[-1].split()
-    return float(wall), int(rss_kb) / 1024
 
 
 def check(name, table, expected):

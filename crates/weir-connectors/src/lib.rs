@@ -2,6 +2,7 @@
 //! [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod common;
+mod http;
 mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
@@ -35,6 +36,7 @@ impl Connectors for Builtin {
             StepKind::ReadJson(spec) => sources::json::table(session, spec, cx).await,
             StepKind::ReadParquet(spec) => sources::parquet::table(session, spec, cx).await,
             StepKind::ReadDb(spec) => database(cx, &spec.connection)?.read(spec, cx).await,
+            StepKind::ReadApi(spec) => http::table(session, spec, cx).await,
             other => unreachable!("{} is not an extract step", other.name()),
         }
     }

@@ -73,7 +73,12 @@ impl std::fmt::Debug for StepContext {
 impl StepContext {
     /// Renders `{{ scope.name }}` placeholders.
     pub fn render(&self, text: &Spanned<String>) -> Result<String> {
-        Template(&text.value).render(&self.templates).map_err(|e| DataFusionError::Plan(e.to_string()))
+        self.render_str(&text.value)
+    }
+
+    /// Renders `{{ scope.name }}` placeholders in text that carries no position.
+    pub fn render_str(&self, text: &str) -> Result<String> {
+        Template(text).render(&self.templates).map_err(|e| DataFusionError::Plan(e.to_string()))
     }
 
     /// Renders a path and makes it absolute against the pipeline's directory (URLs pass through).
@@ -106,11 +111,13 @@ impl StepContext {
                 DataFusionError::Plan(format!("connection `{name}` needs environment variable `{var}`, which is not set"))
             })
         };
-        let url = conn.url.as_ref().ok_or_else(|| DataFusionError::Plan(format!("connection `{name}` has no `url`")))?;
         Ok(ResolvedConnection {
             name: name.to_string(),
             kind: conn.kind.value.clone(),
-            url: resolve(&url.value)?,
+            url: match &conn.url {
+                Some(url) => resolve(&url.value)?,
+                None => Secret(String::new()),
+            },
             options: conn.options.iter().map(|(k, v)| Ok((k.clone(), resolve(&v.value)?))).collect::<Result<_>>()?,
         })
     }
@@ -151,6 +158,7 @@ pub struct ResolvedConnection {
     /// The name under `connections:`, which errors and logs use instead of the URL.
     pub name: String,
     pub kind: String,
+    /// Empty for kinds whose steps carry the location (object stores); `weir validate` requires it of the rest.
     pub url: Secret,
     pub options: BTreeMap<String, Secret>,
 }
@@ -160,6 +168,10 @@ pub struct ResolvedConnection {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -176,7 +188,8 @@ fn hint_on_error(count: usize) -> String {
     format!("{more}. Set `on_error: dead_letter` on the step to keep bad records aside and go on")
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` characters, with `…` when cut: records and response bodies quoted in messages.
+pub fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),

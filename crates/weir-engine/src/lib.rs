@@ -12,7 +12,7 @@ mod run;
 pub mod state_store;
 mod transforms;
 
-pub use connector::{Connectors, PendingLoad, ResolvedConnection, Secret, StepContext};
+pub use connector::{Connectors, PendingLoad, ResolvedConnection, Secret, StepContext, truncate};
 pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
 pub use params::{timestamp_micros, to_scalar};

@@ -9,7 +9,8 @@ use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::model::{Pipeline, StateUpdate};
-use crate::step::{Category, DbWriteMode, Rule, StepKind};
+use crate::api::{Paginate, ReadApi};
+use crate::step::{Category, DbWriteMode, Rule, Step, StepKind};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
 
@@ -94,10 +95,17 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
 }
 
 /// Connection kinds this build understands, and what they are.
+/// Connection kinds that hold files.
+const OBJECT_STORE_KINDS: &[&str] = &["s3", "azure", "gcs", "http"];
+
 pub const CONNECTION_KINDS: &[(&str, &str)] = &[
     ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
     ("mysql", "MySQL or MariaDB: `url: mysql://user:${MYSQL_PASSWORD}@host:3306/db`"),
     ("sqlite", "SQLite: `url: sqlite://data/app.db` (relative to the pipeline file) or `sqlite:///abs/path.db`"),
+    ("http", "a REST API: `url: https://api.example.com/v1`, options for auth (`bearer_token: ${TOKEN}`, ...)"),
+    ("s3", "S3 or an S3-compatible store, for `s3://bucket/key` paths: options `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`"),
+    ("azure", "Azure Blob Storage, for `az://container/key` paths: options `account_name`, `access_key` (or `use_emulator: true`), `endpoint`"),
+    ("gcs", "Google Cloud Storage, for `gs://bucket/key` paths: options `service_account_path` (or `service_account_key`), `base_url`"),
     ("odbc", "any ODBC driver (Oracle, SQL Server, ...): `url: \"Driver={...};Server=...;Pwd=${PASSWORD}\"`"),
 ];
 
@@ -108,7 +116,8 @@ fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagn
             out.push(Diagnostic::at(&conn.kind, format!("connection `{name}`: unknown kind `{}`", conn.kind.value))
                 .with_hint(format!("use one of {}", known.join(", "))));
         }
-        if conn.url.is_none() {
+        let takes_no_url = OBJECT_STORE_KINDS.contains(&conn.kind.value.as_str()) && conn.kind.value != "http";
+        if conn.url.is_none() && !takes_no_url {
             out.push(Diagnostic::at(&conn.kind, format!("connection `{name}` has no `url`")));
         }
         let values = conn.url.iter().chain(conn.options.values());
@@ -147,6 +156,16 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 Some(_) => {}
             }
         }
+        let connections = step.kind.file_source().and_then(|s| s.connection).into_iter().chain(step.kind.file_sink().and_then(|s| s.connection));
+        for name in connections {
+            check_connection_ref(pipeline, name, out);
+            if let Some(conn) = pipeline.connections.get(&name.value)
+                && !OBJECT_STORE_KINDS.contains(&conn.kind.value.as_str())
+            {
+                out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`, which holds no files", name.value, conn.kind.value))
+                    .with_hint(format!("file steps take a connection of kind {}", OBJECT_STORE_KINDS.join(", "))));
+            }
+        }
         let paths = step.kind.file_source().map(|s| s.path).into_iter().chain(step.kind.file_sink().map(|s| s.path));
         for path in paths {
             check_template(pipeline, &path.value, Pos::of(path), out);
@@ -178,6 +197,7 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                     out.push(Diagnostic::new(step.kind_pos, "a read_db step needs exactly one of `table` and `query`"));
                 }
             }
+            StepKind::ReadApi(api) => check_read_api(pipeline, step, api, out),
             StepKind::WriteDb(w) => {
                 check_connection_ref(pipeline, &w.connection, out);
                 let needs_keys = matches!(w.mode, DbWriteMode::Upsert | DbWriteMode::Delete);
@@ -203,6 +223,45 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
             }
             _ => {}
         }
+    }
+}
+
+fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec<Diagnostic>) {
+    if let Some(name) = &api.connection {
+        check_connection_ref(pipeline, name, out);
+        if let Some(conn) = pipeline.connections.get(&name.value)
+            && conn.kind.value != "http"
+        {
+            out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`; read_api needs an `http` connection", name.value, conn.kind.value)));
+        }
+    }
+    let templated = std::iter::once(&api.url).chain(api.body.as_ref());
+    for text in templated {
+        check_template(pipeline, &text.value, Pos::of(text), out);
+    }
+    for (key, value) in api.headers.0.iter().chain(&api.query.0) {
+        check_template(pipeline, value, Pos::of(key), out);
+    }
+    for path in api.records.iter().chain(&api.has_more) {
+        if let Err(e) = serde_json_path::JsonPath::parse(&path.value) {
+            out.push(Diagnostic::at(path, format!("`{}` is not a JSONPath: {e}", path.value)).with_hint("e.g. `$.data` or `$.result.items[*]`"));
+        }
+    }
+    let page_path = match &api.paginate {
+        Some(Paginate::Cursor { from, .. }) => Some(from),
+        Some(Paginate::NextUrl(path)) => Some(path),
+        _ => None,
+    };
+    if let Some(path) = page_path
+        && let Err(e) = serde_json_path::JsonPath::parse(path)
+    {
+        out.push(Diagnostic::new(step.kind_pos, format!("paginate: `{path}` is not a JSONPath: {e}")));
+    }
+    if api.retry.max_attempts == 0 {
+        out.push(Diagnostic::new(step.kind_pos, "retry.max_attempts counts the first try too, so it must be at least 1"));
+    }
+    if api.requests_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        out.push(Diagnostic::new(step.kind_pos, "requests_per_second must be above 0"));
     }
 }
 

@@ -9,6 +9,7 @@
 //! assert!(weir_spec::check(&board, &weir_spec::Environment::empty()).is_empty());
 //! ```
 
+mod api;
 mod check;
 mod dag;
 mod diagnostic;
@@ -17,6 +18,7 @@ mod step;
 mod template;
 mod value;
 
+pub use api::{Backoff, Duration, HttpMethod, Paginate, ReadApi, Retry, RetryOn};
 pub use check::{CONNECTION_KINDS, Environment, check};
 pub use dag::Dag;
 pub use diagnostic::{Diagnostic, Pos};

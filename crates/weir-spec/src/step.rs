@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use crate::api::ReadApi;
 use crate::diagnostic::Pos;
 
 /// Whether a kind reads, transforms or writes data.
@@ -39,6 +40,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("read_json", Category::Extract, "JSON array or NDJSON files; nested objects as structs, optional flatten"),
     ("read_parquet", Category::Extract, "Parquet files: local path, glob or Hive-partitioned directory"),
     ("read_db", Category::Extract, "a table or query of a database connection, with bound parameters and pushdown"),
+    ("read_api", Category::Extract, "JSON records from a REST API: auth, pagination, rate limit, retries"),
     ("sql", Category::Transform, "DataFusion SQL over any earlier step by its id"),
     ("map", Category::Transform, "new columns from SQL expressions: trim, lower, parse dates, code labels"),
     ("filter", Category::Transform, "keep rows where a SQL condition holds"),
@@ -151,6 +153,7 @@ pub enum StepKind {
     ReadJson(ReadJson),
     ReadParquet(ReadParquet),
     ReadDb(ReadDb),
+    ReadApi(Box<ReadApi>),
     Sql(Sql),
     Map(Map),
     Filter(Filter),
@@ -170,6 +173,7 @@ impl StepKind {
             Self::ReadJson(_) => "read_json",
             Self::ReadParquet(_) => "read_parquet",
             Self::ReadDb(_) => "read_db",
+            Self::ReadApi(_) => "read_api",
             Self::Sql(_) => "sql",
             Self::Map(_) => "map",
             Self::Filter(_) => "filter",
@@ -199,9 +203,13 @@ impl StepKind {
     /// The single input of a transform or load; `None` for sources and SQL (whose inputs are its table names).
     pub fn input(&self) -> Option<&Spanned<String>> {
         match self {
-            Self::ReadCsv(_) | Self::ReadJson(_) | Self::ReadParquet(_) | Self::ReadDb(_) | Self::Sql(_) | Self::Execute(_) => {
-                None
-            }
+            Self::ReadCsv(_)
+            | Self::ReadJson(_)
+            | Self::ReadParquet(_)
+            | Self::ReadDb(_)
+            | Self::ReadApi(_)
+            | Self::Sql(_)
+            | Self::Execute(_) => None,
             Self::Map(s) => Some(&s.input),
             Self::Filter(s) => Some(&s.input),
             Self::Validate(s) => Some(&s.input),
@@ -252,6 +260,7 @@ step_kinds! {
     "read_json" => ReadJson(ReadJson),
     "read_parquet" => ReadParquet(ReadParquet),
     "read_db" => ReadDb(ReadDb),
+    "read_api" => ReadApi(Box<ReadApi>),
     "sql" => Sql(Sql),
     "map" => Map(Map),
     "filter" => Filter(Filter),
@@ -406,12 +415,17 @@ macro_rules! file_source {
             /// Turn `key=value` directories into string columns named `key`.
             #[serde(default)]
             pub hive_partitioning: bool,
+            /// For `s3://`, `az://`, `gs://` and `http(s)://` paths: a connection of that kind holding the endpoint
+            /// and credentials. Without one, the standard environment variables (`AWS_*`, `AZURE_*`, ...) apply.
+            #[serde(default)]
+            #[schemars(with = "Option<String>")]
+            pub connection: Option<Spanned<String>>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
         impl $name {
             pub fn source(&self) -> FileSource<'_> {
-                FileSource { path: &self.path, hive_partitioning: self.hive_partitioning }
+                FileSource { path: &self.path, hive_partitioning: self.hive_partitioning, connection: self.connection.as_ref() }
             }
         }
     };
@@ -435,12 +449,23 @@ macro_rules! file_sink {
             /// Columns whose values name `column=value` subdirectories.
             #[serde(default)]
             pub partition_by: Vec<String>,
+            /// For `s3://`, `az://` and `gs://` paths: a connection of that kind holding the endpoint and
+            /// credentials. Without one, the standard environment variables (`AWS_*`, `AZURE_*`, ...) apply.
+            #[serde(default)]
+            #[schemars(with = "Option<String>")]
+            pub connection: Option<Spanned<String>>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
         impl $name {
             pub fn sink(&self) -> FileSink<'_> {
-                FileSink { input: &self.input, path: &self.path, mode: self.mode, partition_by: &self.partition_by }
+                FileSink {
+                    input: &self.input,
+                    path: &self.path,
+                    mode: self.mode,
+                    partition_by: &self.partition_by,
+                    connection: self.connection.as_ref(),
+                }
             }
         }
     };
@@ -451,6 +476,7 @@ macro_rules! file_sink {
 pub struct FileSource<'a> {
     pub path: &'a Spanned<String>,
     pub hive_partitioning: bool,
+    pub connection: Option<&'a Spanned<String>>,
 }
 
 /// The location part of any file-writing step.
@@ -460,6 +486,7 @@ pub struct FileSink<'a> {
     pub path: &'a Spanned<String>,
     pub mode: WriteMode,
     pub partition_by: &'a [String],
+    pub connection: Option<&'a Spanned<String>>,
 }
 
 impl FileSink<'_> {

@@ -11,14 +11,23 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::config::{CsvOptions, JsonOptions, TableParquetOptions};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::error::{DataFusionError, Result};
+use object_store::ObjectStoreExt;
 use tracing::info;
 use weir_engine::{PendingLoad, StepContext};
 use weir_spec::{Step, StepKind, WriteMode};
 
+use crate::common::remote::{self, Remote};
+
 /// Writes a load step's input to its temporary location.
 pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     let sink = step.kind.file_sink().expect("only file sinks reach here");
-    let dest = PathBuf::from(cx.path(sink.path)?);
+    let rendered = cx.path(sink.path)?;
+    let remote = if remote::is_remote(&rendered) { Some(Remote::open(&rendered, sink.connection, cx)?) } else { None };
+    // A remote destination is written to the run's scratch directory and uploaded when the run commits.
+    let dest = match &remote {
+        Some(_) => cx.scratch_dir.join(format!("{}.upload", cx.step)).join(rendered.rsplit('/').find(|s| !s.is_empty()).unwrap_or("output")),
+        None => PathBuf::from(rendered),
+    };
     let parent = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent)
         .map_err(|e| DataFusionError::Execution(format!("cannot create {}: {e}", parent.display())))?;
@@ -59,6 +68,10 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
         .sum();
     if !directory && !temp.exists() {
         write_empty(&step.kind, &temp, &schema)?;
+    }
+    if let Some(remote) = remote {
+        info!(step = %cx.step, rows, "Wrote {rows} rows to a local file to upload to {}", remote.url);
+        return Ok(Box::new(PendingUpload { temp, remote, rows, mode: sink.mode, directory }));
     }
     info!(step = %cx.step, rows, "Wrote {rows} rows to a temporary file beside {}", dest.display());
     Ok(Box::new(PendingFiles { temp, dest, rows, mode: sink.mode, directory }))
@@ -120,6 +133,56 @@ impl PendingLoad for PendingFiles {
                 remove(&self.temp);
             }
         }
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        remove(&self.temp);
+    }
+}
+
+/// A load into object storage, written locally and uploaded at commit. Each object appears whole or not at all
+/// (multipart upload); replacing a directory uploads the new objects, then deletes the old ones that remain, so
+/// a reader may briefly see both, never a missing or half-written object.
+struct PendingUpload {
+    temp: PathBuf,
+    remote: Remote,
+    rows: u64,
+    mode: WriteMode,
+    directory: bool,
+}
+
+#[async_trait]
+impl PendingLoad for PendingUpload {
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let store = &*self.remote.store;
+        let failed = |e: DataFusionError| DataFusionError::Execution(format!("upload to {} failed: {e}", self.remote.url));
+        if !self.directory {
+            let bytes = remote::upload(store, &self.temp, &self.remote.prefix).await.map_err(failed)?;
+            info!(bytes, "Uploaded {}", self.remote.url);
+            remove(&self.temp);
+            return Ok(());
+        }
+        let old = match self.mode {
+            WriteMode::Overwrite => remote::list_under(store, &self.remote.prefix).await.map_err(failed)?,
+            WriteMode::Append => Vec::new(),
+        };
+        let files = if self.temp.exists() { remote::local_files(&self.temp)? } else { Vec::new() };
+        let mut written = std::collections::HashSet::new();
+        for (local, rel) in &files {
+            let key = rel.split('/').fold(self.remote.prefix.clone(), |key, part| key.join(part));
+            remote::upload(store, local, &key).await.map_err(failed)?;
+            written.insert(key);
+        }
+        for stale in old.iter().filter(|o| !written.contains(*o)) {
+            store.delete(stale).await.map_err(|e| failed(DataFusionError::External(Box::new(e))))?;
+        }
+        info!(objects = files.len(), "Uploaded {} objects to {}", files.len(), self.remote.url);
+        remove(&self.temp);
         Ok(())
     }
 

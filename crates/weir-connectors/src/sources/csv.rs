@@ -23,11 +23,12 @@ use weir_engine::{NewDeadLetter, StepContext};
 use weir_spec::ReadCsv;
 
 use crate::common::files::{self, InputFile};
+use crate::common::remote;
 use crate::common::types::parse_sql_type;
 
 /// The table of a `read_csv` step.
 pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = cx.path(&spec.path)?;
+    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx).await?;
     let inputs = files::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
     let file_schema = match &spec.schema {

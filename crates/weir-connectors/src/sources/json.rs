@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -13,14 +13,14 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::{SessionContext, ident};
 use tracing::info;
 use weir_engine::StepContext;
-use weir_spec::{Compression, ReadJson};
+use weir_spec::{Compression, OrderedMap, ReadJson};
 
 use super::listing::listing_table;
-use crate::common::files;
+use crate::common::{files, remote};
 use crate::common::types::parse_sql_type;
 
 pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = cx.path(&spec.path)?;
+    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx).await?;
     let inputs = files::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
     let first = &inputs[0].path;
@@ -36,21 +36,27 @@ pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) 
             Compression::Zstd => FileCompressionType::ZSTD,
             _ => FileCompressionType::UNCOMPRESSED,
         });
-    let schema = match &spec.schema {
-        Some(columns) => Some(Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|(name, ty)| {
-                    parse_sql_type(ty)
-                        .map(|t| Field::new(name, t, true))
-                        .map_err(|e| DataFusionError::Plan(format!("schema of column `{name}`: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()?,
-        ))),
-        None => None,
-    };
-    let table = listing_table(session, &path, spec.hive_partitioning, Arc::new(format), schema).await?;
-    if !spec.flatten {
+    let table = listing_table(session, &path, spec.hive_partitioning, Arc::new(format), declared_schema(spec.schema.as_ref())?).await?;
+    flattened(session, table, spec.flatten)
+}
+
+/// The Arrow schema a `schema:` mapping of column to SQL type declares.
+pub(crate) fn declared_schema(columns: Option<&OrderedMap<String>>) -> Result<Option<SchemaRef>> {
+    let Some(columns) = columns else { return Ok(None) };
+    let fields = columns
+        .iter()
+        .map(|(name, ty)| {
+            parse_sql_type(ty)
+                .map(|t| Field::new(name, t, true))
+                .map_err(|e| DataFusionError::Plan(format!("schema of column `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Arc::new(Schema::new(fields))))
+}
+
+/// `table` as is, or with its nested objects turned into `parent.child` columns.
+pub(crate) fn flattened(session: &SessionContext, table: Arc<dyn TableProvider>, flatten: bool) -> Result<Arc<dyn TableProvider>> {
+    if !flatten {
         return Ok(table);
     }
     let df = session.read_table(table)?;

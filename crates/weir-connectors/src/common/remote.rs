@@ -1,0 +1,257 @@
+//! Files on object storage (`s3://`, `az://`/`abfs://`, `gs://`, `http(s)://`) through the `object_store` crate.
+//!
+//! Reads are staged: the objects a path names are streamed into the run's scratch directory (keeping their
+//! relative paths, so Hive partitions and globs work unchanged) and read there by the same readers as local
+//! files. That keeps one reader per format, with the file-and-line errors and the dead-letter routing of the
+//! CSV reader, at the cost of local disk the size of the input. Writes go to scratch first and are uploaded
+//! when the run commits, with multipart uploads that make each object visible only once it is complete.
+//!
+//! Credentials come from the step's connection (`kind: s3 | azure | gcs | http`, options named as object_store
+//! names them: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, `account_name`, …), on
+//! top of the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
+
+use std::path::{Path as LocalPath, PathBuf};
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use futures::{StreamExt, TryStreamExt};
+use globset::GlobBuilder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio::io::AsyncWriteExt;
+use tracing::info;
+use reqwest::Url;
+use weir_engine::{ResolvedConnection, StepContext};
+use weir_spec::Spanned;
+
+/// Whether a rendered path is an object-store URL rather than a local path.
+pub fn is_remote(path: &str) -> bool {
+    ["s3://", "s3a://", "az://", "azure://", "abfs://", "abfss://", "gs://", "http://", "https://"].iter().any(|s| path.starts_with(s))
+}
+
+/// An object store and the location of a path inside it.
+pub struct Remote {
+    pub store: Arc<dyn ObjectStore>,
+    /// The URL as written, for messages.
+    pub url: String,
+    /// The key (or key prefix) before the first glob character.
+    pub prefix: Path,
+    /// The glob after the prefix, if any.
+    pub pattern: Option<String>,
+}
+
+impl Remote {
+    pub fn open(url: &str, connection: Option<&Spanned<String>>, cx: &StepContext) -> Result<Self> {
+        let conn = connection.map(|c| cx.connection(&c.value)).transpose()?;
+        let (base, pattern) = split_glob(url);
+        let parsed = Url::parse(base).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
+        let store = build_store(&parsed, conn.as_ref())?;
+        let key = parsed.path().trim_matches('/');
+        let prefix = Path::parse(key).map_err(|e| DataFusionError::Plan(format!("`{url}`: {e}")))?;
+        Ok(Self { store, url: url.to_string(), prefix, pattern })
+    }
+
+    /// The objects the path names: the object itself, or everything under the prefix that matches the glob.
+    /// Names starting with `.` or `_` are skipped, as they are in local directories.
+    async fn objects(&self) -> Result<Vec<Path>> {
+        if self.pattern.is_none() && self.store.head(&self.prefix).await.is_ok() {
+            return Ok(vec![self.prefix.clone()]);
+        }
+        let glob = match &self.pattern {
+            Some(p) => Some(
+                GlobBuilder::new(p)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| DataFusionError::Plan(format!("bad glob `{}`: {e}", self.url)))?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
+        let listed: Vec<_> = self.store.list(Some(&self.prefix)).try_collect().await.map_err(external)?;
+        let mut found: Vec<Path> = listed
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(|location| {
+                let rel = relative(&self.prefix, location);
+                let hidden = rel.split('/').any(|part| part.starts_with('.') || part.starts_with('_'));
+                !hidden && glob.as_ref().is_none_or(|g| g.is_match(&rel))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(DataFusionError::Plan(format!("`{}` matches no objects", self.url)));
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// A local path to read for `path`: itself when local, or a scratch copy of the objects it names.
+pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &StepContext) -> Result<String> {
+    if !is_remote(&path) {
+        return Ok(path);
+    }
+    let remote = Remote::open(&path, connection, cx)?;
+    let objects = remote.objects().await?;
+    let root = cx.scratch_dir.join(format!("{}.download", cx.step));
+    let mut bytes = 0u64;
+    for object in &objects {
+        let rel = relative(&remote.prefix, object);
+        let local = if rel.is_empty() { root.join(object.filename().unwrap_or("object")) } else { root.join(&rel) };
+        bytes += download(&*remote.store, object, &local).await.map_err(|e| {
+            DataFusionError::Execution(format!("cannot download {object} from {}: {e}", remote.url))
+        })?;
+    }
+    info!(step = %cx.step, objects = objects.len(), bytes, "Downloaded {} objects from {path}", objects.len());
+    let local = match (&remote.pattern, objects.as_slice()) {
+        (None, [only]) if relative(&remote.prefix, only).is_empty() => root.join(only.filename().unwrap_or("object")),
+        (Some(pattern), _) => root.join(pattern),
+        (None, _) => root.clone(),
+    };
+    Ok(local.to_string_lossy().into_owned())
+}
+
+async fn download(store: &dyn ObjectStore, object: &Path, local: &LocalPath) -> Result<u64> {
+    if let Some(parent) = local.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let mut file = tokio::fs::File::create(local).await?;
+    let mut stream = store.get(object).await.map_err(external)?.into_stream();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(external)?;
+        bytes += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(bytes)
+}
+
+/// Uploads a local file to `key`, in parts: the object appears whole when the last part is committed, or not at
+/// all. Returns the bytes sent.
+pub async fn upload(store: &dyn ObjectStore, local: &LocalPath, key: &Path) -> Result<u64> {
+    use tokio::io::AsyncReadExt;
+    const PART: usize = 8 * 1024 * 1024;
+    let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(key).await.map_err(external)?, PART);
+    let mut file = tokio::fs::File::open(local).await?;
+    let mut buf = vec![0u8; PART];
+    let mut bytes = 0u64;
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return Err(e.into());
+            }
+        };
+        bytes += n as u64;
+        // At most two parts in flight bounds the memory of a large upload.
+        if let Err(e) = upload.wait_for_capacity(2).await {
+            return Err(external(e));
+        }
+        upload.write(&buf[..n]);
+    }
+    upload.finish().await.map_err(external)?;
+    Ok(bytes)
+}
+
+/// Every object under `prefix`, for replacing a directory.
+pub async fn list_under(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Path>> {
+    let listed: Vec<_> = store.list(Some(prefix)).try_collect().await.map_err(external)?;
+    Ok(listed.into_iter().map(|m| m.location).collect())
+}
+
+/// Every regular file under a local directory, with its path relative to it (`/`-separated).
+pub fn local_files(dir: &LocalPath) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
+                out.push((path, rel));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn relative(prefix: &Path, location: &Path) -> String {
+    let prefix = prefix.as_ref();
+    let location = location.as_ref();
+    if prefix.is_empty() {
+        return location.to_string();
+    }
+    location.strip_prefix(prefix).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_default()
+}
+
+/// Splits `s3://b/dir/*.csv` into the URL before the first glob character's directory and the glob.
+fn split_glob(url: &str) -> (&str, Option<String>) {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let Some(first) = url[scheme_end..].find(['*', '?', '[', '{']).map(|i| i + scheme_end) else { return (url, None) };
+    let cut = url[..first].rfind('/').map_or(first, |i| i + 1);
+    (&url[..cut], Some(url[cut..].to_string()))
+}
+
+fn build_store(url: &Url, conn: Option<&ResolvedConnection>) -> Result<Arc<dyn ObjectStore>> {
+    let options: Vec<(&str, &str)> = conn.map(|c| c.options.iter().map(|(k, v)| (k.as_str(), v.expose())).collect()).unwrap_or_default();
+    let name = conn.map_or_else(|| url.scheme().to_string(), |c| format!("connection `{}`", c.name));
+    let bad_key = |key: &str, e: object_store::Error| DataFusionError::Plan(format!("{name}: unknown option `{key}` ({e})"));
+    let built: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
+            for (key, value) in options {
+                builder = builder.with_config(key.parse().map_err(|e| bad_key(key, e))?, value);
+            }
+            Arc::new(builder.build().map_err(|e| plan(&name, e))?)
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            for (key, value) in options {
+                builder = builder.with_config(key.parse().map_err(|e| bad_key(key, e))?, value);
+            }
+            Arc::new(builder.build().map_err(|e| plan(&name, e))?)
+        }
+        "gs" => {
+            let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            for (key, value) in options {
+                builder = builder.with_config(key.parse().map_err(|e| bad_key(key, e))?, value);
+            }
+            Arc::new(builder.build().map_err(|e| plan(&name, e))?)
+        }
+        "http" | "https" => {
+            let mut builder = object_store::http::HttpBuilder::new().with_url(url.origin().ascii_serialization());
+            for (key, value) in options {
+                builder = builder.with_config(key.parse().map_err(|e| bad_key(key, e))?, value);
+            }
+            Arc::new(builder.build().map_err(|e| plan(&name, e))?)
+        }
+        other => return Err(DataFusionError::Plan(format!("no object store for `{other}://` URLs"))),
+    };
+    Ok(built)
+}
+
+fn plan(name: &str, e: object_store::Error) -> DataFusionError {
+    DataFusionError::Plan(format!("{name}: {e}"))
+}
+
+fn external(e: object_store::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_split_at_their_directory() {
+        assert_eq!(split_glob("s3://b/in/*.csv"), ("s3://b/in/", Some("*.csv".to_string())));
+        assert_eq!(split_glob("s3://b/in/year=*/x.csv"), ("s3://b/in/", Some("year=*/x.csv".to_string())));
+        assert_eq!(split_glob("s3://b/in/a.csv"), ("s3://b/in/a.csv", None));
+        assert!(is_remote("az://c/x") && is_remote("https://h/x.csv") && !is_remote("/tmp/x.csv"));
+    }
+}

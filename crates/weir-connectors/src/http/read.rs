@@ -1,0 +1,304 @@
+//! `read_api`: pages are fetched one after another and their records appended to an NDJSON file in the run's
+//! scratch directory, which DataFusion then reads like any JSON source. Memory holds one page at a time; the
+//! schema is inferred from every record of every page, so a field first seen on page 40 is still a column.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use reqwest::header::LINK;
+use reqwest::{Method, Url};
+use serde_json::Value;
+use serde_json_path::JsonPath;
+use tracing::{debug, info, warn};
+use weir_engine::{StepContext, truncate};
+use weir_spec::{HttpMethod, Paginate, ReadApi};
+
+use super::auth::Auth;
+use super::client::{Client, Page, Request};
+use crate::sources::json::{declared_schema, flattened};
+use crate::sources::listing::listing_table;
+
+pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+    let (base, auth) = match &spec.connection {
+        Some(name) => {
+            let conn = cx.connection(&name.value)?;
+            if conn.kind != "http" {
+                return Err(DataFusionError::Plan(format!("connection `{}` is not of kind `http`", conn.name)));
+            }
+            let auth = Auth::from_connection(&conn)?;
+            (Some(conn.url.expose().to_string()), auth)
+        }
+        None => (None, Auth::None),
+    };
+    let client = Client::new(auth, spec.timeout.0, spec.retry.clone(), spec.requests_per_second)?;
+    let mut pager = Pager::new(spec)?;
+    let mut request = pager.first(first_request(spec, cx, base.as_deref())?);
+    info!(step = %cx.step, "Starting extract from {}", request.url);
+
+    std::fs::create_dir_all(&cx.scratch_dir)?;
+    let spill = cx.scratch_dir.join(format!("{}.api.ndjson", cx.step));
+    let mut out = BufWriter::new(File::create(&spill)?);
+    let (mut pages, mut total) = (0u64, 0u64);
+    loop {
+        let page = client.send(&request).await?;
+        pages += 1;
+        let shown = &request.url;
+        let body = parse_body(&page.body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+        let records = pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+        for record in &records {
+            serde_json::to_writer(&mut out, record).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            out.write_all(b"\n")?;
+        }
+        total += records.len() as u64;
+        debug!(step = %cx.step, page = pages, records = records.len(), "fetched {shown}");
+        if spec.max_pages.is_some_and(|max| pages >= max) {
+            info!(step = %cx.step, "Stopping at max_pages ({pages}); the API may have more");
+            break;
+        }
+        if pager.has_more(&body) == Some(false) {
+            break;
+        }
+        match pager.next(&request, &page, &body, records.len())? {
+            Some(next) => request = next,
+            None => break,
+        }
+    }
+    out.flush()?;
+    drop(out);
+    info!(step = %cx.step, records = total, pages, "Extracted {total} records from {pages} pages");
+
+    let declared = declared_schema(spec.schema.as_ref())?;
+    if total == 0 && declared.is_none() {
+        warn!(step = %cx.step, "the API returned no records; declare `schema:` so later steps see its columns even then");
+        return Ok(Arc::new(MemTable::try_new(Arc::new(Schema::empty()), vec![vec![]])?));
+    }
+    let format = JsonFormat::default().with_newline_delimited(true).with_schema_infer_max_rec(usize::MAX);
+    let table = listing_table(session, &spill.to_string_lossy(), false, Arc::new(format), declared).await?;
+    flattened(session, table, spec.flatten)
+}
+
+fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<&str>) -> Result<Request> {
+    let url = cx.render(&spec.url)?;
+    let url = match base {
+        Some(base) if !url.contains("://") => format!("{}/{}", base.trim_end_matches('/'), url.trim_start_matches('/')),
+        _ => url,
+    };
+    let mut url = Url::parse(&url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
+    for (name, value) in spec.query.iter() {
+        set_param(&mut url, name, &cx.render_str(value)?);
+    }
+    let headers = spec.headers.iter().map(|(k, v)| Ok((k.to_string(), cx.render_str(v)?))).collect::<Result<_>>()?;
+    let body = match &spec.body {
+        Some(body) => {
+            let text = cx.render(body)?;
+            serde_json::from_str::<Value>(&text).map_err(|e| DataFusionError::Plan(format!("`body` is not JSON: {e}")))?;
+            Some(Bytes::from(text))
+        }
+        None => None,
+    };
+    let method = match spec.method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+    };
+    Ok(Request { method, url, headers, body })
+}
+
+fn parse_body(body: &[u8]) -> std::result::Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        format!("the response is not JSON ({e}); it starts: {shown:?}")
+    })
+}
+
+/// Where the records are and how the next page is asked for.
+struct Pager {
+    records: Option<JsonPath>,
+    has_more: Option<JsonPath>,
+    style: Option<Style>,
+}
+
+enum Style {
+    Cursor { param: String, from: JsonPath },
+    NextUrl(JsonPath),
+    LinkHeader,
+    Offset { param: String, limit_param: String, limit: u64, offset: u64 },
+    Page { param: String, size_param: Option<String>, size: Option<u64>, page: u64 },
+}
+
+fn json_path(text: &str) -> Result<JsonPath> {
+    JsonPath::parse(text).map_err(|e| DataFusionError::Plan(format!("`{text}` is not a JSONPath: {e}")))
+}
+
+impl Pager {
+    fn new(spec: &ReadApi) -> Result<Self> {
+        let style = match &spec.paginate {
+            None => None,
+            Some(Paginate::Cursor { param, from }) => Some(Style::Cursor { param: param.clone(), from: json_path(from)? }),
+            Some(Paginate::NextUrl(path)) => Some(Style::NextUrl(json_path(path)?)),
+            Some(Paginate::LinkHeader) => Some(Style::LinkHeader),
+            Some(Paginate::Offset { param, limit_param, limit }) => {
+                Some(Style::Offset { param: param.clone(), limit_param: limit_param.clone(), limit: *limit, offset: 0 })
+            }
+            Some(Paginate::Page { param, start, size_param, size }) => {
+                Some(Style::Page { param: param.clone(), size_param: size_param.clone(), size: *size, page: *start })
+            }
+        };
+        Ok(Self {
+            records: spec.records.as_ref().map(|p| json_path(&p.value)).transpose()?,
+            has_more: spec.has_more.as_ref().map(|p| json_path(&p.value)).transpose()?,
+            style,
+        })
+    }
+
+    /// The first request, with the paging parameters its style starts from.
+    fn first(&self, mut request: Request) -> Request {
+        match &self.style {
+            Some(Style::Offset { param, limit_param, limit, offset }) => {
+                set_param(&mut request.url, param, &offset.to_string());
+                set_param(&mut request.url, limit_param, &limit.to_string());
+            }
+            Some(Style::Page { param, size_param, size, page }) => {
+                set_param(&mut request.url, param, &page.to_string());
+                if let (Some(size_param), Some(size)) = (size_param, size) {
+                    set_param(&mut request.url, size_param, &size.to_string());
+                }
+            }
+            _ => {}
+        }
+        request
+    }
+
+    /// The records of one response: the nodes `records` selects (a single array node stands for its elements), or
+    /// the response itself when it is an array.
+    fn records<'a>(&self, body: &'a Value) -> std::result::Result<Vec<&'a Value>, String> {
+        let nodes = match &self.records {
+            Some(path) => path.query(body).all(),
+            None => vec![body],
+        };
+        let records: Vec<&Value> = match nodes.as_slice() {
+            [Value::Array(items)] => items.iter().collect(),
+            _ if self.records.is_none() => return Err(not_an_array(body)),
+            _ => nodes,
+        };
+        match records.iter().position(|r| !r.is_object()) {
+            Some(i) => Err(format!("record {} is not a JSON object but {}", i + 1, truncate(&records[i].to_string(), 100))),
+            None => Ok(records),
+        }
+    }
+
+    fn has_more(&self, body: &Value) -> Option<bool> {
+        self.has_more.as_ref()?.query(body).first()?.as_bool()
+    }
+
+    /// The request for the page after `page`, or `None` when this was the last.
+    fn next(&mut self, request: &Request, page: &Page, body: &Value, records: usize) -> Result<Option<Request>> {
+        if records == 0 {
+            return Ok(None);
+        }
+        let mut next = request.clone();
+        match &mut self.style {
+            None => return Ok(None),
+            Some(Style::Cursor { param, from }) => {
+                let cursor = match from.query(body).first() {
+                    None | Some(Value::Null) => return Ok(None),
+                    Some(Value::String(s)) if s.is_empty() => return Ok(None),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                set_param(&mut next.url, param, &cursor);
+            }
+            Some(Style::NextUrl(path)) => match path.query(body).first() {
+                Some(Value::String(url)) if !url.is_empty() => next.url = join(&request.url, url)?,
+                _ => return Ok(None),
+            },
+            Some(Style::LinkHeader) => {
+                let links = page.headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
+                match links.flat_map(|v| v.split(',')).find_map(next_link) {
+                    Some(url) => next.url = join(&request.url, url)?,
+                    None => return Ok(None),
+                }
+            }
+            Some(Style::Offset { param, limit, offset, .. }) => {
+                if (records as u64) < *limit {
+                    return Ok(None);
+                }
+                *offset += records as u64;
+                set_param(&mut next.url, param, &offset.to_string());
+            }
+            Some(Style::Page { param, size, page, .. }) => {
+                if size.is_some_and(|size| (records as u64) < size) {
+                    return Ok(None);
+                }
+                *page += 1;
+                set_param(&mut next.url, param, &page.to_string());
+            }
+        }
+        Ok(Some(next))
+    }
+}
+
+fn not_an_array(body: &Value) -> String {
+    let arrays: Vec<String> = match body {
+        Value::Object(map) => map.iter().filter(|(_, v)| v.is_array()).map(|(k, _)| format!("$.{k}")).collect(),
+        _ => Vec::new(),
+    };
+    let hint = if arrays.is_empty() { String::new() } else { format!(" (arrays at: {})", arrays.join(", ")) };
+    format!("the response is not an array of records; set `records:` to the JSONPath of its records{hint}")
+}
+
+/// Replaces (or adds) one query parameter.
+fn set_param(url: &mut Url, name: &str, value: &str) {
+    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.query_pairs_mut().clear().extend_pairs(kept).append_pair(name, value);
+}
+
+fn join(base: &Url, next: &str) -> Result<Url> {
+    base.join(next).map_err(|e| DataFusionError::Execution(format!("next page URL `{next}` is not a URL: {e}")))
+}
+
+/// The target of one `<url>; rel="next"` entry of a `Link` header.
+fn next_link(entry: &str) -> Option<&str> {
+    let (target, params) = entry.trim().split_once(';')?;
+    let is_next = params.split(';').any(|p| {
+        let p = p.trim().replace(' ', "");
+        p == "rel=\"next\"" || p == "rel=next"
+    });
+    is_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_entries() {
+        assert_eq!(next_link(r#"<https://api.x/items?page=2>; rel="next""#), Some("https://api.x/items?page=2"));
+        assert_eq!(next_link(r#" <https://api.x/items?page=1>; rel="prev""#), None);
+        assert_eq!(next_link("<https://api.x/p3>; rel=next"), Some("https://api.x/p3"));
+    }
+
+    #[test]
+    fn set_param_replaces() {
+        let mut url = Url::parse("http://h/x?a=1&cursor=old").unwrap();
+        set_param(&mut url, "cursor", "a b&c");
+        assert_eq!(url.as_str(), "http://h/x?a=1&cursor=a+b%26c");
+    }
+
+    #[test]
+    fn records_hint_at_arrays() {
+        let pager = Pager { records: None, has_more: None, style: None };
+        let body: Value = serde_json::json!({"data": [{"id": 1}], "meta": {}});
+        let err = pager.records(&body).unwrap_err();
+        assert!(err.contains("$.data"), "{err}");
+        let pager = Pager { records: Some(JsonPath::parse("$.data").unwrap()), has_more: None, style: None };
+        assert_eq!(pager.records(&body).unwrap().len(), 1);
+    }
+}

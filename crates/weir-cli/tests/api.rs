@@ -412,3 +412,153 @@ fn example_customer_sync_pages_validates_and_upserts() {
     assert!(letters[0].to_string().contains("email_format"), "{letters:?}");
     assert_eq!(seen.lines()[0], "Some(\"1970-01-01T00:00:00Z\") None");
 }
+
+/// `data/customers.csv` with ids 1..=5 and a pipeline pushing it with the given `write_api` settings (the step
+/// `push`, `on_error: dead_letter`).
+fn push_project(addr: SocketAddr, write: &str) -> Project {
+    let p = Project::new();
+    p.file("data/customers.csv", "id,name,amount\n1,Ada,10\n2,Grace,20\n3,Linus,-1\n4,Zoë 🦀,40\n5,Ken,50\n");
+    p.file(
+        "push.yaml",
+        &format!(
+            "name: push\nconnections:\n  svc: {{ kind: http, url: \"http://{addr}/api\" }}\nsteps:\n  customers:\n    read_csv: {{ path: data/customers.csv }}\n  push:\n    on_error: dead_letter\n    write_api:\n      input: customers\n      connection: svc\n{}\n",
+            indent(write)
+        ),
+    );
+    p
+}
+
+#[test]
+fn write_api_sends_each_record_once_with_stable_idempotency_keys_and_dead_letters_rejects() {
+    let seen = Seen::default();
+    async fn put(State(seen): State<Seen>, axum::extract::Path(id): axum::extract::Path<String>, headers: HeaderMap, body: String) -> Response {
+        let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let status = match id.as_str() {
+            "3" => StatusCode::UNPROCESSABLE_ENTITY,
+            "2" if !seen.lines().iter().any(|l| l.starts_with("2 ")) => {
+                seen.log(format!("2 503 {key}"));
+                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            _ => StatusCode::OK,
+        };
+        seen.log(format!("{id} {} {key} {body}", status.as_u16()));
+        (status, if status == StatusCode::OK { "" } else { "amount must be positive" }).into_response()
+    }
+    let addr = serve(Router::new().route("/api/customers/{id}", axum::routing::put(put)).with_state(seen.clone()));
+    let p = push_project(addr, "method: PUT\nurl: /customers/{id}\nidempotency_header: Idempotency-Key\nretry: { delay: 10ms }");
+    let log = p.ok_log(&["run", "push.yaml"]);
+    assert!(log.contains("Sent 4 of 5 records"), "{log}");
+
+    let lines = seen.lines();
+    let ok: Vec<&String> = lines.iter().filter(|l| l.split(' ').nth(1) == Some("200")).collect();
+    let mut ids: Vec<&str> = ok.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "4", "5"], "each accepted record exactly once: {lines:#?}");
+    let key_of = |prefix: &str| lines.iter().find(|l| l.starts_with(prefix)).unwrap().split(' ').nth(2).unwrap().to_string();
+    assert_eq!(key_of("2 503"), key_of("2 200"), "the retry repeats the key");
+    assert!(lines.iter().any(|l| l.starts_with("4 200") && l.contains(r#""name":"Zoë 🦀""#)), "{lines:#?}");
+
+    let letters = p.dlq("push.yaml");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = letters[0].to_string();
+    assert!(letter.contains("422") && letter.contains("amount must be positive") && letter.contains("Linus"), "{letter}");
+
+    // A re-run sends the same records with the same keys, so an idempotent API can drop them.
+    let first_keys: Vec<String> = ["1 200", "4 200"].iter().map(|p| key_of(p)).collect();
+    p.ok(&["run", "push.yaml"]);
+    let again = seen.lines();
+    let rerun_keys: Vec<String> = ["1 200", "4 200"]
+        .iter()
+        .map(|prefix| again.iter().rfind(|l| l.starts_with(prefix)).unwrap().split(' ').nth(2).unwrap().to_string())
+        .collect();
+    assert_eq!(first_keys, rerun_keys);
+}
+
+#[test]
+fn write_api_batches_and_a_failed_run_sends_nothing() {
+    let seen = Seen::default();
+    async fn bulk(State(seen): State<Seen>, axum::Json(body): axum::Json<Value>) -> Response {
+        seen.log(body.to_string());
+        StatusCode::ACCEPTED.into_response()
+    }
+    let addr = serve(Router::new().route("/api/bulk", post(bulk)).with_state(seen.clone()));
+    let p = push_project(addr, "url: /bulk\nbatch_size: 2\nwrap: records\nconcurrency: 2");
+    p.ok(&["run", "push.yaml"]);
+    let mut ids: Vec<i64> = Vec::new();
+    for line in seen.lines() {
+        let body: Value = serde_json::from_str(&line).unwrap();
+        let records = body["records"].as_array().unwrap();
+        assert!(records.len() <= 2);
+        ids.extend(records.iter().map(|r| r["id"].as_i64().unwrap()));
+    }
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    assert_eq!(seen.lines().len(), 3);
+
+    // Validation over budget: the run fails before commit, and the API hears nothing.
+    let before = seen.lines().len();
+    p.file(
+        "push.yaml",
+        &p.read("push.yaml").replace("input: customers\n      connection", "input: checked\n      connection").replace(
+            "  push:\n",
+            "  checked:\n    validate: { input: customers, rules: { positive: { positive: amount } }, max_invalid: 0 }\n  push:\n",
+        ),
+    );
+    p.fails(&["run", "push.yaml"], 2);
+    assert_eq!(seen.lines().len(), before, "nothing sent by a failed run");
+}
+
+#[test]
+fn enrich_api_looks_up_each_distinct_key_once_and_joins_the_answers() {
+    let seen = Seen::default();
+    async fn score(State(seen): State<Seen>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+        seen.log(id.clone());
+        match id.as_str() {
+            "3" => (StatusCode::NOT_FOUND, "unknown customer").into_response(),
+            _ => axum::Json(json!({ "result": { "score": id.parse::<i64>().unwrap() * 10, "tier": "gold" } })).into_response(),
+        }
+    }
+    let addr = serve(Router::new().route("/score/{id}", get(score)).with_state(seen.clone()));
+    let p = Project::new();
+    p.file("data/orders.csv", "order_id,customer_id,amount\n10,1,5\n11,1,6\n12,2,-1\n13,3,8\n14,2,9\n15,1,7\n");
+    p.file(
+        "p.yaml",
+        &format!(
+            r#"name: enrich
+connections:
+  scoring: {{ kind: http, url: "http://{addr}" }}
+steps:
+  orders:
+    read_csv: {{ path: data/orders.csv }}
+  valid:
+    validate: {{ input: orders, rules: {{ positive: {{ positive: amount }} }} }}
+  scored:
+    on_error: dead_letter
+    enrich_api:
+      input: valid
+      connection: scoring
+      url: /score/{{customer_id}}
+      keys: [customer_id]
+      records: $.result
+      prefix: customer_
+      concurrency: 2
+  sorted:
+    sql: {{ query: "SELECT order_id, customer_id, amount, customer_score, customer_tier FROM scored ORDER BY order_id" }}
+  out:
+    write_csv: {{ input: sorted, path: out/scored.csv }}
+"#
+        ),
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(
+        p.read("out/scored.csv"),
+        "order_id,customer_id,amount,customer_score,customer_tier\n10,1,5,10,gold\n11,1,6,10,gold\n13,3,8,,\n14,2,9,20,gold\n15,1,7,10,gold\n"
+    );
+    let mut asked = seen.lines();
+    asked.sort();
+    assert_eq!(asked, ["1", "2", "3"], "one request per distinct key");
+    let letters = p.dlq("p.yaml");
+    assert_eq!(letters.len(), 2, "one invalid order (validated once, not per read) and one failed lookup: {letters:#?}");
+    let text = serde_json::to_string(&letters).unwrap();
+    assert!(text.contains("404") && text.contains("unknown customer"), "{text}");
+}

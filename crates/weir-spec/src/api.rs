@@ -10,69 +10,82 @@ use serde_saphyr::Spanned;
 
 use crate::step::OrderedMap;
 
-/// Read records from an HTTP JSON API. The base URL and credentials live in an `http` connection (so secrets come
-/// from the environment); the step says what to fetch, where the records are in each response and how to page.
-///
-/// ```yaml
-/// customers:
-///   read_api:
-///     connection: crm
-///     url: /customers
-///     query: { updated_since: "{{ state.last_sync }}", limit: "100" }
-///     records: $.data
-///     paginate: { cursor: { param: cursor, from: $.next_cursor } }
-/// ```
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReadApi {
-    /// An `http` connection: its `url` is the base that a relative `url` joins, its options the authentication.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub connection: Option<Spanned<String>>,
-    /// The first page's URL, absolute or relative to the connection's; `{{ var.x }}` templating.
-    #[schemars(with = "String")]
-    pub url: Spanned<String>,
-    #[serde(default)]
-    pub method: HttpMethod,
-    /// Request headers; `{{ state.x }}` templating.
-    #[serde(default)]
-    pub headers: OrderedMap<String>,
-    /// Query parameters added to the URL (encoded); `{{ state.x }}` templating.
-    #[serde(default)]
-    pub query: OrderedMap<String>,
-    /// A JSON request body, sent with `Content-Type: application/json`; `{{ state.x }}` templating.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub body: Option<Spanned<String>>,
-    /// JSONPath (RFC 9535) of the records in a response, e.g. `$.data` or `$.result.items[*]`. Without it the
-    /// response must be an array of records.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub records: Option<Spanned<String>>,
-    #[serde(default)]
-    pub paginate: Option<Paginate>,
-    /// JSONPath of a boolean in the response; paging stops after a page where it is false.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub has_more: Option<Spanned<String>>,
-    /// Stop after this many pages, even if the API has more.
-    #[serde(default)]
-    pub max_pages: Option<u64>,
-    /// At most this many requests per second.
-    #[serde(default)]
-    pub requests_per_second: Option<f64>,
-    /// Time allowed for one request, connection to last byte.
-    #[serde(default = "default_timeout")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub retry: Retry,
-    /// Turn nested objects into `parent.child` columns instead of structs.
-    #[serde(default)]
-    pub flatten: bool,
-    /// Column name to SQL type. Without it the types are inferred from every record of every page, so a field
-    /// that first appears on page 40 still becomes a column.
-    #[serde(default)]
-    pub schema: Option<OrderedMap<String>>,
+/// Declares an HTTP step: `connection`, `url`, `headers`, `requests_per_second`, `timeout` and `retry` around the
+/// kind's own fields. Spelled out rather than `#[serde(flatten)]`ed so every value keeps its line and column.
+macro_rules! http_step {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// An `http` connection: its `url` is the base a relative `url` joins, its options the authentication.
+            #[serde(default)]
+            #[schemars(with = "Option<String>")]
+            pub connection: Option<Spanned<String>>,
+            /// Absolute, or relative to the connection's URL; `{{ var.x }}` templating.
+            #[schemars(with = "String")]
+            pub url: Spanned<String>,
+            /// Request headers; `{{ state.x }}` templating.
+            #[serde(default)]
+            pub headers: OrderedMap<String>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// At most this many requests per second.
+            #[serde(default)]
+            pub requests_per_second: Option<f64>,
+            /// Time allowed for one request, connection to last byte.
+            #[serde(default = "default_timeout")]
+            pub timeout: Duration,
+            #[serde(default)]
+            pub retry: Retry,
+        }
+    };
+}
+
+http_step! {
+    /// Read records from an HTTP JSON API. The base URL and credentials live in an `http` connection (so secrets come
+    /// from the environment); the step says what to fetch, where the records are in each response and how to page.
+    ///
+    /// ```yaml
+    /// customers:
+    ///   read_api:
+    ///     connection: crm
+    ///     url: /customers
+    ///     query: { updated_since: "{{ state.last_sync }}", limit: "100" }
+    ///     records: $.data
+    ///     paginate: { cursor: { param: cursor, from: $.next_cursor } }
+    /// ```
+    pub struct ReadApi {
+        #[serde(default)]
+        pub method: HttpMethod,
+        /// Query parameters added to the URL (encoded); `{{ state.x }}` templating.
+        #[serde(default)]
+        pub query: OrderedMap<String>,
+        /// A JSON request body, sent with `Content-Type: application/json`; `{{ state.x }}` templating.
+        #[serde(default)]
+        #[schemars(with = "Option<String>")]
+        pub body: Option<Spanned<String>>,
+        /// JSONPath (RFC 9535) of the records in a response, e.g. `$.data` or `$.result.items[*]`. Without it the
+        /// response must be an array of records.
+        #[serde(default)]
+        #[schemars(with = "Option<String>")]
+        pub records: Option<Spanned<String>>,
+        #[serde(default)]
+        pub paginate: Option<Paginate>,
+        /// JSONPath of a boolean in the response; paging stops after a page where it is false.
+        #[serde(default)]
+        #[schemars(with = "Option<String>")]
+        pub has_more: Option<Spanned<String>>,
+        /// Stop after this many pages, even if the API has more.
+        #[serde(default)]
+        pub max_pages: Option<u64>,
+        /// Turn nested objects into `parent.child` columns instead of structs.
+        #[serde(default)]
+        pub flatten: bool,
+        /// Column name to SQL type. Without it the types are inferred from every record of every page, so a field
+        /// that first appears on page 40 still becomes a column.
+        #[serde(default)]
+        pub schema: Option<OrderedMap<String>>,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
@@ -81,6 +94,44 @@ pub enum HttpMethod {
     #[default]
     Get,
     Post,
+    Put,
+    Patch,
+}
+
+http_step! {
+    /// Send the records of a step to an HTTP API, one per request or in batches. Requests go out when the run
+    /// commits (after every other load is ready and every `max_invalid` budget holds), concurrently within the
+    /// limits; a record whose request fails for good follows `on_error` (to the dead-letter store with the status and
+    /// response body, or failing the run).
+    ///
+    /// ```yaml
+    /// push:
+    ///   write_api:
+    ///     input: customers
+    ///     connection: crm
+    ///     method: PUT
+    ///     url: /customers/{id}          # {column} takes each record's value (with batch_size 1)
+    ///     idempotency_header: Idempotency-Key
+    /// ```
+    pub struct WriteApi {
+        #[schemars(with = "String")]
+        pub input: Spanned<String>,
+        #[serde(default = "post")]
+        pub method: HttpMethod,
+        /// Records per request: 1 sends each record as the JSON body; more sends a JSON array of them.
+        #[serde(default = "one_usize")]
+        pub batch_size: usize,
+        /// With batches: send `{"<wrap>": [records]}` instead of a bare array.
+        #[serde(default)]
+        pub wrap: Option<String>,
+        /// Requests in flight at once.
+        #[serde(default = "default_concurrency")]
+        pub concurrency: usize,
+        /// A header carrying a key derived from the pipeline, step, URL and body, so a request repeated by a retry or
+        /// a re-run carries the same key and the API can drop the duplicate.
+        #[serde(default)]
+        pub idempotency_header: Option<String>,
+    }
 }
 
 /// How to ask for the next page. Every style also stops at an empty page, at `has_more: false` and at `max_pages`.
@@ -286,6 +337,51 @@ fn default_max_delay() -> Duration {
 }
 fn default_retry_on() -> Vec<RetryOn> {
     vec![RetryOn::Timeout, RetryOn::Connection, RetryOn::Status(429), RetryOn::StatusClass(5)]
+}
+http_step! {
+    /// Enrich each row of an input with an API lookup: one request per distinct key (so responses are cached for the
+    /// run), answered fields joined back as new columns. Rows whose lookup fails keep NULLs there, and the failure
+    /// follows `on_error` (the dead-letter store keeps the key and the reason).
+    ///
+    /// ```yaml
+    /// scored:
+    ///   enrich_api:
+    ///     input: customers
+    ///     connection: scoring
+    ///     url: /score/{customer_id}
+    ///     keys: [customer_id]
+    ///     prefix: score_
+    /// ```
+    pub struct EnrichApi {
+        #[schemars(with = "String")]
+        pub input: Spanned<String>,
+        #[serde(default)]
+        pub method: HttpMethod,
+        /// Input columns that identify a lookup.
+        pub keys: Vec<String>,
+        /// JSONPath of the answer's fields in a response; without it, the whole response (an object).
+        #[serde(default)]
+        #[schemars(with = "Option<String>")]
+        pub records: Option<Spanned<String>>,
+        /// Prepended to every new column, to keep them apart from the input's.
+        #[serde(default)]
+        pub prefix: Option<String>,
+        #[serde(default = "default_concurrency")]
+        pub concurrency: usize,
+        /// The answer's field name to SQL type; without it, inferred from every answer.
+        #[serde(default)]
+        pub schema: Option<OrderedMap<String>>,
+    }
+}
+
+fn post() -> HttpMethod {
+    HttpMethod::Post
+}
+fn one_usize() -> usize {
+    1
+}
+fn default_concurrency() -> usize {
+    4
 }
 fn offset_param() -> String {
     "offset".into()

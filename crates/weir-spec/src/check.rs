@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::model::{Pipeline, StateUpdate};
-use crate::api::{Paginate, ReadApi};
+use crate::api::{Paginate, ReadApi, WriteApi};
 use crate::step::{Category, DbWriteMode, Rule, Step, StepKind};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
@@ -198,6 +198,17 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 }
             }
             StepKind::ReadApi(api) => check_read_api(pipeline, step, api, out),
+            StepKind::WriteApi(api) => check_write_api(pipeline, step, api, out),
+            StepKind::EnrichApi(api) => {
+                check_http_connection(pipeline, step, api.connection.as_ref(), out);
+                check_template(pipeline, &api.url.value, Pos::of(&api.url), out);
+                if api.keys.is_empty() {
+                    out.push(Diagnostic::new(step.kind_pos, "an enrich_api step needs at least one key column"));
+                }
+                if api.concurrency == 0 || api.retry.max_attempts == 0 {
+                    out.push(Diagnostic::new(step.kind_pos, "concurrency and retry.max_attempts must be at least 1"));
+                }
+            }
             StepKind::WriteDb(w) => {
                 check_connection_ref(pipeline, &w.connection, out);
                 let needs_keys = matches!(w.mode, DbWriteMode::Upsert | DbWriteMode::Delete);
@@ -226,15 +237,39 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec<Diagnostic>) {
-    if let Some(name) = &api.connection {
-        check_connection_ref(pipeline, name, out);
-        if let Some(conn) = pipeline.connections.get(&name.value)
-            && conn.kind.value != "http"
-        {
-            out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`; read_api needs an `http` connection", name.value, conn.kind.value)));
-        }
+fn check_http_connection(pipeline: &Pipeline, step: &Step, connection: Option<&Spanned<String>>, out: &mut Vec<Diagnostic>) {
+    let Some(name) = connection else { return };
+    check_connection_ref(pipeline, name, out);
+    if let Some(conn) = pipeline.connections.get(&name.value)
+        && conn.kind.value != "http"
+    {
+        let kind = step.kind.name();
+        out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`; {kind} needs an `http` connection", name.value, conn.kind.value)));
     }
+}
+
+fn check_write_api(pipeline: &Pipeline, step: &Step, api: &WriteApi, out: &mut Vec<Diagnostic>) {
+    check_http_connection(pipeline, step, api.connection.as_ref(), out);
+    check_template(pipeline, &api.url.value, Pos::of(&api.url), out);
+    for (key, value) in api.headers.0.iter() {
+        check_template(pipeline, value, Pos::of(key), out);
+    }
+    if api.batch_size == 0 || api.concurrency == 0 {
+        out.push(Diagnostic::new(step.kind_pos, "batch_size and concurrency must be at least 1"));
+    }
+    if api.batch_size > 1 && RECORD_FIELD.is_match(&api.url.value.replace("{{", "").replace("}}", "")) {
+        out.push(Diagnostic::at(&api.url, "`{column}` in the URL needs `batch_size: 1`: a batch has no single record to take it from"));
+    }
+    if api.retry.max_attempts == 0 {
+        out.push(Diagnostic::new(step.kind_pos, "retry.max_attempts counts the first try too, so it must be at least 1"));
+    }
+}
+
+/// `{column}` in a `write_api` URL.
+static RECORD_FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{[A-Za-z_][A-Za-z0-9_]*\}").expect("static regex"));
+
+fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec<Diagnostic>) {
+    check_http_connection(pipeline, step, api.connection.as_ref(), out);
     let templated = std::iter::once(&api.url).chain(api.body.as_ref());
     for text in templated {
         check_template(pipeline, &text.value, Pos::of(text), out);

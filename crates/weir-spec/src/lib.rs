@@ -18,7 +18,7 @@ mod step;
 mod template;
 mod value;
 
-pub use api::{Backoff, Duration, HttpMethod, Paginate, ReadApi, Retry, RetryOn};
+pub use api::{Backoff, Duration, EnrichApi, HttpMethod, Paginate, ReadApi, Retry, RetryOn, WriteApi};
 pub use check::{CONNECTION_KINDS, Environment, check};
 pub use dag::Dag;
 pub use diagnostic::{Diagnostic, Pos};

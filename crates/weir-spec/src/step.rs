@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::api::ReadApi;
+use crate::api::{EnrichApi, ReadApi, WriteApi};
 use crate::diagnostic::Pos;
 
 /// Whether a kind reads, transforms or writes data.
@@ -41,6 +41,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("read_parquet", Category::Extract, "Parquet files: local path, glob or Hive-partitioned directory"),
     ("read_db", Category::Extract, "a table or query of a database connection, with bound parameters and pushdown"),
     ("read_api", Category::Extract, "JSON records from a REST API: auth, pagination, rate limit, retries"),
+    ("enrich_api", Category::Extract, "an API lookup per distinct key of an input, joined back as new columns"),
     ("sql", Category::Transform, "DataFusion SQL over any earlier step by its id"),
     ("map", Category::Transform, "new columns from SQL expressions: trim, lower, parse dates, code labels"),
     ("filter", Category::Transform, "keep rows where a SQL condition holds"),
@@ -50,6 +51,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("write_json", Category::Load, "NDJSON file or directory, atomic, optionally partitioned"),
     ("write_parquet", Category::Load, "Parquet file or directory, atomic, compression and row-group size"),
     ("write_db", Category::Load, "a database table: append, replace, upsert or delete by keys; created and evolved"),
+    ("write_api", Category::Load, "records to an HTTP API, one per request or batched; concurrency, retries, idempotency key"),
     ("execute", Category::Action, "one SQL statement on a database after the run's loads commit (ANALYZE, COPY INTO)"),
 ];
 
@@ -154,6 +156,7 @@ pub enum StepKind {
     ReadParquet(ReadParquet),
     ReadDb(ReadDb),
     ReadApi(Box<ReadApi>),
+    EnrichApi(Box<EnrichApi>),
     Sql(Sql),
     Map(Map),
     Filter(Filter),
@@ -163,6 +166,7 @@ pub enum StepKind {
     WriteJson(WriteJson),
     WriteParquet(WriteParquet),
     WriteDb(WriteDb),
+    WriteApi(Box<WriteApi>),
     Execute(Execute),
 }
 
@@ -174,6 +178,7 @@ impl StepKind {
             Self::ReadParquet(_) => "read_parquet",
             Self::ReadDb(_) => "read_db",
             Self::ReadApi(_) => "read_api",
+            Self::EnrichApi(_) => "enrich_api",
             Self::Sql(_) => "sql",
             Self::Map(_) => "map",
             Self::Filter(_) => "filter",
@@ -183,6 +188,7 @@ impl StepKind {
             Self::WriteJson(_) => "write_json",
             Self::WriteParquet(_) => "write_parquet",
             Self::WriteDb(_) => "write_db",
+            Self::WriteApi(_) => "write_api",
             Self::Execute(_) => "execute",
         }
     }
@@ -200,7 +206,8 @@ impl StepKind {
         }
     }
 
-    /// The single input of a transform or load; `None` for sources and SQL (whose inputs are its table names).
+    /// The single input of a transform, load or `enrich_api`; `None` for sources and SQL (whose inputs are its
+    /// table names).
     pub fn input(&self) -> Option<&Spanned<String>> {
         match self {
             Self::ReadCsv(_)
@@ -210,6 +217,7 @@ impl StepKind {
             | Self::ReadApi(_)
             | Self::Sql(_)
             | Self::Execute(_) => None,
+            Self::EnrichApi(s) => Some(&s.input),
             Self::Map(s) => Some(&s.input),
             Self::Filter(s) => Some(&s.input),
             Self::Validate(s) => Some(&s.input),
@@ -218,6 +226,7 @@ impl StepKind {
             Self::WriteJson(s) => Some(&s.input),
             Self::WriteParquet(s) => Some(&s.input),
             Self::WriteDb(s) => Some(&s.input),
+            Self::WriteApi(s) => Some(&s.input),
         }
     }
 
@@ -261,6 +270,7 @@ step_kinds! {
     "read_parquet" => ReadParquet(ReadParquet),
     "read_db" => ReadDb(ReadDb),
     "read_api" => ReadApi(Box<ReadApi>),
+    "enrich_api" => EnrichApi(Box<EnrichApi>),
     "sql" => Sql(Sql),
     "map" => Map(Map),
     "filter" => Filter(Filter),
@@ -270,6 +280,7 @@ step_kinds! {
     "write_json" => WriteJson(WriteJson),
     "write_parquet" => WriteParquet(WriteParquet),
     "write_db" => WriteDb(WriteDb),
+    "write_api" => WriteApi(Box<WriteApi>),
     "execute" => Execute(Execute),
 }
 

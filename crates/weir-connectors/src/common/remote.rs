@@ -17,7 +17,7 @@ use datafusion::error::{DataFusionError, Result};
 use futures::{StreamExt, TryStreamExt};
 use globset::GlobBuilder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 use reqwest::Url;
@@ -34,6 +34,8 @@ pub struct Remote {
     pub store: Arc<dyn ObjectStore>,
     /// The URL as written, for messages.
     pub url: String,
+    /// The URL up to the directory where a glob starts (all of it without a glob).
+    pub base: String,
     /// The key (or key prefix) before the first glob character.
     pub prefix: Path,
     /// The glob after the prefix, if any.
@@ -44,18 +46,33 @@ impl Remote {
     pub fn open(url: &str, connection: Option<&Spanned<String>>, cx: &StepContext) -> Result<Self> {
         let conn = connection.map(|c| cx.connection(&c.value)).transpose()?;
         let (base, pattern) = split_glob(url);
+        if !is_remote(url) {
+            // A local path, as a store rooted at its directory, so copies treat both ends alike.
+            let local = LocalPath::new(base);
+            let (root, key) = match local.is_file() {
+                true => (local.parent().unwrap_or(LocalPath::new(".")), local.file_name().map(|n| n.to_string_lossy().into_owned())),
+                false => (local, None),
+            };
+            std::fs::create_dir_all(root)?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| plan(url, e))?;
+            let prefix = key.map_or_else(Path::default, Path::from);
+            return Ok(Self { store: Arc::new(store), url: url.to_string(), base: base.to_string(), prefix, pattern });
+        }
         let parsed = Url::parse(base).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
         let store = build_store(&parsed, conn.as_ref())?;
         let key = parsed.path().trim_matches('/');
         let prefix = Path::parse(key).map_err(|e| DataFusionError::Plan(format!("`{url}`: {e}")))?;
-        Ok(Self { store, url: url.to_string(), prefix, pattern })
+        Ok(Self { store, url: url.to_string(), base: base.to_string(), prefix, pattern })
     }
 
     /// The objects the path names: the object itself, or everything under the prefix that matches the glob.
     /// Names starting with `.` or `_` are skipped, as they are in local directories.
-    async fn objects(&self) -> Result<Vec<Path>> {
-        if self.pattern.is_none() && self.store.head(&self.prefix).await.is_ok() {
-            return Ok(vec![self.prefix.clone()]);
+    pub async fn objects(&self) -> Result<Vec<ObjectMeta>> {
+        if self.pattern.is_none()
+            && !self.prefix.as_ref().is_empty()
+            && let Ok(meta) = self.store.head(&self.prefix).await
+        {
+            return Ok(vec![meta]);
         }
         let glob = match &self.pattern {
             Some(p) => Some(
@@ -68,11 +85,10 @@ impl Remote {
             None => None,
         };
         let listed: Vec<_> = self.store.list(Some(&self.prefix)).try_collect().await.map_err(external)?;
-        let mut found: Vec<Path> = listed
+        let mut found: Vec<ObjectMeta> = listed
             .into_iter()
-            .map(|meta| meta.location)
-            .filter(|location| {
-                let rel = relative(&self.prefix, location);
+            .filter(|meta| {
+                let rel = relative(&self.prefix, &meta.location);
                 let hidden = rel.split('/').any(|part| part.starts_with('.') || part.starts_with('_'));
                 !hidden && glob.as_ref().is_none_or(|g| g.is_match(&rel))
             })
@@ -80,7 +96,7 @@ impl Remote {
         if found.is_empty() {
             return Err(DataFusionError::Plan(format!("`{}` matches no objects", self.url)));
         }
-        found.sort();
+        found.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(found)
     }
 }
@@ -91,7 +107,7 @@ pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &S
         return Ok(path);
     }
     let remote = Remote::open(&path, connection, cx)?;
-    let objects = remote.objects().await?;
+    let objects: Vec<Path> = remote.objects().await?.into_iter().map(|meta| meta.location).collect();
     let root = cx.scratch_dir.join(format!("{}.download", cx.step));
     let mut bytes = 0u64;
     for object in &objects {
@@ -110,7 +126,7 @@ pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &S
     Ok(local.to_string_lossy().into_owned())
 }
 
-async fn download(store: &dyn ObjectStore, object: &Path, local: &LocalPath) -> Result<u64> {
+pub async fn download(store: &dyn ObjectStore, object: &Path, local: &LocalPath) -> Result<u64> {
     if let Some(parent) = local.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
@@ -186,7 +202,8 @@ pub fn local_files(dir: &LocalPath) -> std::io::Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
-fn relative(prefix: &Path, location: &Path) -> String {
+/// `location` relative to `prefix`, `/`-separated; empty when they are the same object.
+pub fn relative(prefix: &Path, location: &Path) -> String {
     let prefix = prefix.as_ref();
     let location = location.as_ref();
     if prefix.is_empty() {

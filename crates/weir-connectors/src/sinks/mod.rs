@@ -1,1 +1,2 @@
+pub mod copy;
 pub mod files;

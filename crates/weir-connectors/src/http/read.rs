@@ -48,6 +48,9 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
         }
         total += records.len() as u64;
         debug!(step = %cx.step, page = pages, records = records.len(), "fetched {shown}");
+        if pages % 1000 == 0 {
+            info!(step = %cx.step, pages, records = total, "Fetched {pages} pages, {total} records so far");
+        }
         if spec.max_pages.is_some_and(|max| pages >= max) {
             info!(step = %cx.step, "Stopping at max_pages ({pages}); the API may have more");
             break;

@@ -562,3 +562,53 @@ steps:
     let text = serde_json::to_string(&letters).unwrap();
     assert!(text.contains("404") && text.contains("unknown customer"), "{text}");
 }
+
+#[test]
+fn alerts_reach_slack_and_a_webhook_and_an_undeliverable_one_changes_nothing() {
+    let seen = Seen::default();
+    async fn hook(State(seen): State<Seen>, axum::extract::Path(which): axum::extract::Path<String>, body: String) -> Response {
+        seen.log(format!("{which} {body}"));
+        if which == "flaky" && seen.hits.fetch_add(1, Ordering::SeqCst) == 0 {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        StatusCode::OK.into_response()
+    }
+    let addr = serve(Router::new().route("/hooks/{which}", post(hook)).with_state(seen.clone()));
+    // A port nobody listens on: the third alert cannot be delivered.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let p = Project::new()
+        .env("SLACK_WEBHOOK_URL", &format!("http://{addr}/hooks/slack"))
+        .env("ALERT_URL", &format!("http://{addr}/hooks/flaky"));
+    p.file("data/orders.csv", "id,amount\n1,10\n2,-5\n3,7\n");
+    let pipeline = |budget: &str| {
+        format!(
+            "name: alerting\nalerts:\n  - slack: \"${{SLACK_WEBHOOK_URL}}\"\n  - webhook: \"${{ALERT_URL}}\"\n    on: [failure, dead_letters]\n  - webhook: \"http://{dead}/nobody\"\nsteps:\n  orders:\n    read_csv: {{ path: data/orders.csv }}\n  checked:\n    validate: {{ input: orders, rules: {{ positive: {{ positive: amount }} }}, max_invalid: {budget} }}\n  out:\n    write_csv: {{ input: checked, path: out/orders.csv }}\n"
+        )
+    };
+    // One invalid row within budget: only the dead-letter alert fires.
+    p.file("p.yaml", &pipeline("5"));
+    let log = p.ok_log(&["run", "p.yaml"]);
+    let lines = seen.lines();
+    assert_eq!(lines.len(), 2, "the webhook, tried twice (503, then 200): {lines:#?}");
+    let body: Value = serde_json::from_str(lines[1].strip_prefix("flaky ").unwrap()).unwrap();
+    assert_eq!(body["event"], "dead_letters");
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(body["records_set_aside"], 1);
+    assert_eq!(body["records_extracted"], 3);
+    assert_eq!(body["records_loaded"], 2);
+    assert!(body["run_id"].is_string());
+    assert!(log.contains("Sent webhook alert 2"), "{log}");
+
+    // Over budget: the run fails; Slack hears why and where, the webhook too, and the dead URL is only logged.
+    p.file("p.yaml", &pipeline("0"));
+    let out = p.fails(&["run", "p.yaml"], 2);
+    let lines = seen.lines();
+    let slack = lines.iter().find(|l| l.starts_with("slack ")).expect("a Slack message");
+    let text = serde_json::from_str::<Value>(slack.strip_prefix("slack ").unwrap()).unwrap()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("Pipeline *alerting* failed at step `checked`"), "{text}");
+    assert!(text.contains("max_invalid") && text.contains("3 extracted"), "{text}");
+    let failure: Value = serde_json::from_str(lines.last().unwrap().strip_prefix("flaky ").unwrap()).unwrap();
+    assert_eq!((failure["event"].as_str(), failure["failed_step"].as_str()), (Some("failure"), Some("checked")));
+    assert!(out.contains("Could not send webhook alert 3") && out.contains(&format!("http://{dead}/***")), "{out}");
+    assert!(!out.contains(&format!("http://{addr}/hooks/slack")), "the Slack URL is a secret: {out}");
+}

@@ -23,6 +23,7 @@ use datafusion::common::plan_err;
 use weir_spec::{Execute, ReadDb, Spanned, Step, StepKind, WriteDb};
 
 pub use common::types::parse_sql_type;
+pub use http::{RunOutcome, send_alerts};
 
 /// Every connector compiled into this build.
 #[derive(Debug, Default, Clone, Copy)]

@@ -52,6 +52,7 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
     }
     check_values(pipeline, &mut out);
     check_connections(pipeline, env, &mut out);
+    check_alerts(pipeline, env, &mut out);
     check_steps(pipeline, &mut out);
     out.sort_by_key(|d| (d.pos.line, d.pos.column));
     out
@@ -126,6 +127,26 @@ fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagn
                 if env.get(var).is_none() {
                     out.push(
                         Diagnostic::at(value, format!("connection `{name}` needs environment variable `{var}`, which is not set"))
+                            .with_hint(format!("export {var}=... before running; its value is never printed")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_alerts(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
+    for (i, alert) in pipeline.alerts.iter().enumerate() {
+        let targets: Vec<&Spanned<String>> = alert.slack.iter().chain(&alert.webhook).collect();
+        if targets.len() != 1 {
+            let at = targets.first().map_or(Pos::default(), |t| Pos::of(*t));
+            out.push(Diagnostic::new(at, format!("alert {}: give exactly one of `slack` and `webhook`", i + 1)));
+        }
+        for target in targets {
+            for var in env_references(&target.value) {
+                if env.get(var).is_none() {
+                    out.push(
+                        Diagnostic::at(target, format!("alert {} needs environment variable `{var}`, which is not set", i + 1))
                             .with_hint(format!("export {var}=... before running; its value is never printed")),
                     );
                 }

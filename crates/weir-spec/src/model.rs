@@ -42,6 +42,9 @@ pub struct Pipeline {
     pub connections: BTreeMap<String, Connection>,
     /// The steps, keyed by id. Each step's output is a table named by its id that later steps read.
     pub steps: Steps,
+    /// Who hears about a failed run, or one that set records aside.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
     /// Engine settings for this pipeline.
     #[serde(default)]
     pub settings: Settings,
@@ -104,6 +107,41 @@ pub struct Connection {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub options: BTreeMap<String, Spanned<String>>,
+}
+
+/// One alert: when, and where to. Exactly one of `slack` and `webhook`; their URLs may hold `${SECRET}` references.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// The events that send it.
+    #[serde(default = "default_alert_on")]
+    pub on: Vec<AlertOn>,
+    /// For `dead_letters`: alert when a run set aside more records than this.
+    #[serde(default)]
+    pub dead_letters_above: u64,
+    /// A Slack incoming-webhook URL: the message names the pipeline, the error, the failed step and the records
+    /// processed.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub slack: Option<Spanned<String>>,
+    /// A URL that receives the run's outcome as a JSON object.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub webhook: Option<Spanned<String>>,
+}
+
+/// An event an alert can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertOn {
+    /// The run failed.
+    Failure,
+    /// The run set aside more than `dead_letters_above` records (skipped or dead-lettered).
+    DeadLetters,
+}
+
+fn default_alert_on() -> Vec<AlertOn> {
+    vec![AlertOn::Failure]
 }
 
 /// Engine settings.

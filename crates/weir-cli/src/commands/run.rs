@@ -2,9 +2,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::Args;
-use weir_engine::{Engine, RunMetrics, RunOptions};
+use weir_connectors::RunOutcome;
+use weir_engine::{Engine, EngineError, RunMetrics, RunOptions, RunReport, StepCounters};
+use weir_spec::{Category, Pipeline};
 
 use crate::load::{load, parse_var};
 use crate::progress::Progress;
@@ -44,8 +47,13 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
     let metrics = RunMetrics::default();
     let progress = Progress::start(metrics.clone(), global.log_format == LogFormat::Human && global.quiet == 0);
-    let result = engine.run(&loaded.pipeline, &options, metrics).await;
+    let started = Instant::now();
+    let result = engine.run(&loaded.pipeline, &options, metrics.clone()).await;
     progress.finish();
+    if !args.dry_run && !loaded.pipeline.alerts.is_empty() {
+        let outcome = outcome(&loaded.pipeline, &metrics, &result, started.elapsed().as_millis() as u64);
+        weir_connectors::send_alerts(&loaded.pipeline, &outcome).await;
+    }
     let report = result?;
     if global.quiet == 0 && args.dry_run {
         eprintln!("dry run finished in {} ms: every load was rolled back; nothing was committed", report.duration_ms);
@@ -53,4 +61,21 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("run {} succeeded in {} ms", report.run_id, report.duration_ms);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the alerts report of a run: its error and failed step, and the records its steps counted.
+fn outcome(pipeline: &Pipeline, metrics: &RunMetrics, result: &Result<RunReport, EngineError>, duration_ms: u64) -> RunOutcome {
+    let total = |category: Option<Category>, count: fn(&StepCounters) -> u64| -> u64 {
+        let steps = pipeline.steps.iter().filter(|s| category.is_none_or(|c| s.kind.category() == c));
+        steps.filter_map(|s| metrics.get(s.id())).map(|c| count(&c)).sum()
+    };
+    RunOutcome {
+        run_id: result.as_ref().ok().map(|r| r.run_id.clone()),
+        error: result.as_ref().err().map(ToString::to_string),
+        stage: result.as_ref().err().and_then(EngineError::step).map(str::to_string),
+        records_extracted: total(Some(Category::Extract), StepCounters::rows),
+        records_loaded: total(Some(Category::Load), StepCounters::rows),
+        records_set_aside: total(None, StepCounters::invalid),
+        duration_ms,
+    }
 }

@@ -34,6 +34,8 @@ pub struct Client {
     auth: Auth,
     retry: Retry,
     pacing: Option<tokio::sync::Mutex<tokio::time::Interval>>,
+    /// The URL itself is a secret (a Slack webhook): logs and errors show its scheme, host and port only.
+    hide_urls: bool,
 }
 
 /// Why one attempt failed.
@@ -74,7 +76,20 @@ impl Client {
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             tokio::sync::Mutex::new(interval)
         });
-        Ok(Self { http, auth, retry, pacing })
+        Ok(Self { http, auth, retry, pacing, hide_urls: false })
+    }
+
+    /// Treats request URLs as secrets in logs and errors.
+    pub fn hiding_urls(mut self) -> Self {
+        self.hide_urls = true;
+        self
+    }
+
+    fn shown(&self, url: &reqwest::Url) -> String {
+        match self.hide_urls {
+            true => format!("{}/***", url.origin().ascii_serialization()),
+            false => url.to_string(),
+        }
     }
 
     /// Sends `request` until it succeeds, fails in a way the policy does not retry, or runs out of attempts.
@@ -95,7 +110,7 @@ impl Client {
                 Failure::Status { retry_after: Some(after), .. } => Some(*after.min(&self.retry.max_delay.0)),
                 _ => delays.next(),
             };
-            let url = &request.url;
+            let url = self.shown(&request.url);
             match wait {
                 Some(wait) if retry && attempt < self.retry.max_attempts => {
                     warn!(attempt, wait_ms = wait.as_millis() as u64, "{} {url}: {}; retrying", request.method, failure.describe());

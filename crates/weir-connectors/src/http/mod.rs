@@ -1,6 +1,7 @@
-//! REST APIs over HTTP: an `http` connection (base URL and authentication), the `read_api` step and the
-//! `write_api` load.
+//! REST APIs over HTTP: an `http` connection (base URL and authentication), the `read_api`, `enrich_api` and
+//! `write_api` steps, and the alerts a run sends.
 
+mod alert;
 mod auth;
 mod client;
 mod enrich;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use weir_engine::StepContext;
 use weir_spec::{HttpMethod, Retry, Spanned};
 
+pub use alert::{RunOutcome, send_alerts};
 pub use enrich::table as enrich;
 pub use read::table;
 pub use write::write;

@@ -612,3 +612,36 @@ fn alerts_reach_slack_and_a_webhook_and_an_undeliverable_one_changes_nothing() {
     assert!(out.contains("Could not send webhook alert 3") && out.contains(&format!("http://{dead}/***")), "{out}");
     assert!(!out.contains(&format!("http://{addr}/hooks/slack")), "the Slack URL is a secret: {out}");
 }
+
+#[test]
+fn an_email_alert_reaches_a_real_smtp_server() {
+    let maildir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // aiosmtpd (PyPI; scripts/test.sh installs it) stores what it receives in a Maildir.
+    let mut smtpd = std::process::Command::new("python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir.path().join("box"))
+        .spawn()
+        .expect("python3 -m aiosmtpd runs");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "aiosmtpd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let p = Project::new().env("SMTP_URL", &format!("smtp://127.0.0.1:{port}"));
+    p.file(
+        "p.yaml",
+        "name: mailing\nalerts:\n  - email: { smtp: \"${SMTP_URL}\", from: weir@example.com, to: [oncall@example.com, data@example.com] }\nsteps:\n  orders:\n    read_csv: { path: data/missing.csv }\n  out:\n    write_csv: { input: orders, path: out/o.csv }\n",
+    );
+    let log = p.fails(&["run", "p.yaml"], 2);
+    let _ = smtpd.kill();
+    let _ = smtpd.wait();
+    assert!(log.contains("Sent email alert 1"), "{log}");
+    let new = maildir.path().join("box/new");
+    let mails: Vec<String> = std::fs::read_dir(&new).unwrap().map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap()).collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert!(mail.contains("Subject: [weir] mailing failed"), "{mail}");
+    assert!(mail.contains("To: oncall@example.com, data@example.com"), "{mail}");
+    assert!(mail.contains("failed at step `orders`") && mail.contains("missing.csv"), "{mail}");
+}

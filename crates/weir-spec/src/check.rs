@@ -137,10 +137,15 @@ fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagn
 
 fn check_alerts(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
     for (i, alert) in pipeline.alerts.iter().enumerate() {
-        let targets: Vec<&Spanned<String>> = alert.slack.iter().chain(&alert.webhook).collect();
+        let targets: Vec<&Spanned<String>> = alert.slack.iter().chain(&alert.webhook).chain(alert.email.as_ref().map(|e| &e.smtp)).collect();
         if targets.len() != 1 {
             let at = targets.first().map_or(Pos::default(), |t| Pos::of(*t));
-            out.push(Diagnostic::new(at, format!("alert {}: give exactly one of `slack` and `webhook`", i + 1)));
+            out.push(Diagnostic::new(at, format!("alert {}: give exactly one of `slack`, `webhook` and `email`", i + 1)));
+        }
+        if let Some(email) = &alert.email
+            && email.to.is_empty()
+        {
+            out.push(Diagnostic::at(&email.smtp, format!("alert {}: an email needs at least one address in `to`", i + 1)));
         }
         for target in targets {
             for var in env_references(&target.value) {

@@ -109,7 +109,8 @@ pub struct Connection {
     pub options: BTreeMap<String, Spanned<String>>,
 }
 
-/// One alert: when, and where to. Exactly one of `slack` and `webhook`; their URLs may hold `${SECRET}` references.
+/// One alert: when, and where to. Exactly one of `slack`, `webhook` and `email`; their URLs may hold `${SECRET}`
+/// references.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
@@ -128,6 +129,21 @@ pub struct Alert {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub webhook: Option<Spanned<String>>,
+    /// An email over SMTP.
+    #[serde(default)]
+    pub email: Option<EmailAlert>,
+}
+
+/// An alert sent as an email.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAlert {
+    /// The SMTP server: `smtp://user:${SMTP_PASSWORD}@mail.example.com:587?tls=required` (STARTTLS),
+    /// `smtps://…:465` (TLS), or `smtp://127.0.0.1:25` (plain, for a local relay).
+    #[schemars(with = "String")]
+    pub smtp: Spanned<String>,
+    pub from: String,
+    pub to: Vec<String>,
 }
 
 /// An event an alert can follow.

@@ -1,4 +1,4 @@
-//! `alerts:`: a Slack message or a JSON webhook when a run fails or sets records aside. Delivery is retried a few
+//! `alerts:`: a Slack message, a JSON webhook or an email when a run fails or sets records aside. Delivery is retried a few
 //! times; an alert that still cannot be delivered is logged and never changes the run's outcome.
 
 use std::time::Duration;
@@ -7,7 +7,8 @@ use bytes::Bytes;
 use reqwest::{Method, Url};
 use serde_json::json;
 use tracing::{info, warn};
-use weir_spec::{AlertOn, Pipeline, Retry, interpolate_env};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use weir_spec::{AlertOn, EmailAlert, Pipeline, Retry, interpolate_env};
 
 use super::auth::Auth;
 use super::client::{Client, Request};
@@ -37,21 +38,21 @@ pub async fn send_alerts(pipeline: &Pipeline, outcome: &RunOutcome) {
             }
             _ => continue,
         };
-        let (target, body) = match (&alert.slack, &alert.webhook) {
-            (Some(url), _) => (url, json!({ "text": slack_text(pipeline.name(), event, outcome) })),
-            (None, Some(url)) => (url, webhook_body(pipeline.name(), event, outcome)),
-            (None, None) => continue,
+        let (which, sent) = match (&alert.slack, &alert.webhook, &alert.email) {
+            (Some(url), ..) => ("Slack", post(&url.value, json!({ "text": slack_text(pipeline.name(), event, outcome) })).await),
+            (None, Some(url), _) => ("webhook", post(&url.value, webhook_body(pipeline.name(), event, outcome)).await),
+            (None, None, Some(email)) => ("email", mail(email, pipeline.name(), event, outcome).await),
+            (None, None, None) => continue,
         };
-        let which = if alert.slack.is_some() { "Slack" } else { "webhook" };
-        match deliver(&target.value, body).await {
+        match sent {
             Ok(()) => info!(pipeline = pipeline.name(), event, "Sent {which} alert {}", i + 1),
             Err(why) => warn!(pipeline = pipeline.name(), event, "Could not send {which} alert {}: {why}", i + 1),
         }
     }
 }
 
-async fn deliver(url: &str, body: serde_json::Value) -> Result<(), String> {
-    let url = interpolate_env(url, |var| std::env::var(var).ok()).map_err(|var| format!("environment variable `{var}` is not set"))?;
+async fn post(url: &str, body: serde_json::Value) -> Result<(), String> {
+    let url = from_env(url)?;
     let url = Url::parse(&url).map_err(|_| "the alert URL is not a URL".to_string())?;
     let retry = Retry { max_attempts: 3, delay: weir_spec::Duration(Duration::from_millis(200)), ..Retry::default() };
     // The URL of a Slack webhook is its secret.
@@ -63,6 +64,37 @@ async fn deliver(url: &str, body: serde_json::Value) -> Result<(), String> {
         body: Some(Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))),
     };
     client.send(&request).await.map(drop).map_err(|e| e.to_string())
+}
+
+/// Sends the alert as an email, tried up to three times. Errors never show the SMTP URL (it may hold a password).
+async fn mail(email: &EmailAlert, pipeline: &str, event: &str, outcome: &RunOutcome) -> Result<(), String> {
+    let smtp = from_env(&email.smtp.value)?;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp)
+        .map_err(|e| format!("bad `smtp` URL: {}", e.to_string().replace(&smtp, "***")))?
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    let subject = match event {
+        "failure" => format!("[weir] {pipeline} failed"),
+        _ => format!("[weir] {pipeline} set {} records aside", outcome.records_set_aside),
+    };
+    let mut message = Message::builder().from(email.from.parse().map_err(|e| format!("`from`: {e}"))?).subject(subject);
+    for to in &email.to {
+        message = message.to(to.parse().map_err(|e| format!("`to` {to}: {e}"))?);
+    }
+    let message = message.body(slack_text(pipeline, event, outcome)).map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 1..=3u64 {
+        match transport.send(message.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+    }
+    Err(format!("after 3 attempts: {last}"))
+}
+
+fn from_env(text: &str) -> Result<String, String> {
+    interpolate_env(text, |var| std::env::var(var).ok()).map_err(|var| format!("environment variable `{var}` is not set"))
 }
 
 fn slack_text(pipeline: &str, event: &str, o: &RunOutcome) -> String {

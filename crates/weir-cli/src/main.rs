@@ -86,7 +86,7 @@ enum Command {
     /// Browse the dead-letter store: records set aside with their reasons.
     #[command(
         subcommand,
-        after_help = "Examples:\n  weir dlq list pipeline.yaml              id, step, origin (file:line) and reason\n  weir dlq list pipeline.yaml --run ID --json\n  weir dlq show pipeline.yaml 42           the original record, whole"
+        after_help = "Examples:\n  weir dlq list pipeline.yaml              id, step, origin (file:line) and reason\n  weir dlq list pipeline.yaml --run ID --json\n  weir dlq show pipeline.yaml 42           the original record, whole\n  weir dlq purge pipeline.yaml --step checked   delete one step's dead letters (--run ID, --id N, --all)"
     )]
     Dlq(commands::inspect::DlqCommand),
 }

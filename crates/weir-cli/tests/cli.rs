@@ -77,6 +77,24 @@ fn example_validation_routes_invalid_rows_with_every_reason() {
 }
 
 #[test]
+fn dlq_purge_deletes_what_it_is_told_and_nothing_else() {
+    let p = Project::example("validation");
+    p.ok(&["run", "pipeline.yaml"]);
+    p.ok(&["run", "pipeline.yaml"]);
+    assert_eq!(p.dlq("pipeline.yaml").len(), 6, "three per run");
+    let err = p.fails(&["dlq", "purge", "pipeline.yaml"], 2);
+    assert!(err.contains("--all"), "{err}");
+    let first_id = p.dlq("pipeline.yaml")[0]["id"].as_i64().unwrap().to_string();
+    assert!(p.ok(&["dlq", "purge", "pipeline.yaml", "--id", &first_id]).contains("purged 1 dead letters"));
+    assert!(p.ok(&["dlq", "purge", "pipeline.yaml", "--step", "elsewhere"]).contains("purged 0 dead letters"));
+    let run = p.dlq("pipeline.yaml").last().unwrap()["run_id"].as_str().unwrap().to_string();
+    assert!(p.ok(&["dlq", "purge", "pipeline.yaml", "--run", &run]).contains("purged 3 dead letters"));
+    assert_eq!(p.dlq("pipeline.yaml").len(), 2);
+    assert!(p.ok(&["dlq", "purge", "pipeline.yaml", "--all"]).contains("purged 2 dead letters"));
+    assert!(p.dlq("pipeline.yaml").is_empty());
+}
+
+#[test]
 fn validation_over_budget_fails_and_loads_nothing() {
     let p = Project::example("validation");
     let yaml = p.read("pipeline.yaml").replace("max_invalid: \"75%\"", "max_invalid: 2");

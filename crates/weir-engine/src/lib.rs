@@ -17,4 +17,4 @@ pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
 pub use params::{timestamp_micros, to_scalar};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes};
-pub use state_store::{DeadLetter, NewDeadLetter, RunRecord, StateStore, StepMetricsRow};
+pub use state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateStore, StepMetricsRow};

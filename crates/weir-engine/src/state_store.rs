@@ -135,6 +135,14 @@ pub struct NewDeadLetter {
     pub origin: Option<String>,
 }
 
+/// Which dead letters an operation applies to; a field left `None` does not narrow.
+#[derive(Debug, Default, Clone)]
+pub struct DeadLetterFilter {
+    pub run_id: Option<String>,
+    pub step: Option<String>,
+    pub id: Option<i64>,
+}
+
 pub struct StateStore {
     conn: Mutex<Connection>,
 }
@@ -304,6 +312,16 @@ impl StateStore {
         )?;
         let rows = stmt.query_map(params![pipeline, run_id, limit as i64], dead_letter_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a pipeline's dead letters that match every filter given (all of them with none); returns how many.
+    pub fn purge_dead_letters(&self, pipeline: &str, filter: &DeadLetterFilter) -> Result<usize> {
+        let conn = self.conn();
+        Ok(conn.execute(
+            "DELETE FROM dead_letters WHERE pipeline = ?1 AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR step = ?3)
+             AND (?4 IS NULL OR id = ?4)",
+            params![pipeline, filter.run_id, filter.step, filter.id],
+        )?)
     }
 
     pub fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>> {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use weir_engine::DeadLetterFilter;
 use weir_spec::TypedValue;
 
 use crate::Global;
@@ -57,6 +58,20 @@ pub enum DlqCommand {
     },
     /// Show one dead letter whole, with its original record.
     Show { pipeline: PathBuf, id: i64 },
+    /// Delete dead letters (after the records were fixed at the source, say): those of one run, one step or one
+    /// id, or every one with `--all`.
+    Purge {
+        pipeline: PathBuf,
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long)]
+        id: Option<i64>,
+        /// Delete every dead letter of the pipeline.
+        #[arg(long, conflicts_with_all = ["run", "step", "id"])]
+        all: bool,
+    },
 }
 
 pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
@@ -143,6 +158,15 @@ pub fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
                     println!("{:<6} {:<16} {:<30} {}", l.id, l.step, l.origin.unwrap_or_default(), l.error);
                 }
             }
+        }
+        DlqCommand::Purge { pipeline, run, step, id, all } => {
+            if !all && run.is_none() && step.is_none() && id.is_none() {
+                bail!("say which dead letters to delete: --run ID, --step STEP, --id N, or --all");
+            }
+            let loaded = load(&pipeline)?;
+            let filter = DeadLetterFilter { run_id: run, step, id };
+            let purged = loaded.store(global)?.purge_dead_letters(loaded.pipeline.name(), &filter)?;
+            println!("purged {purged} dead letters");
         }
         DlqCommand::Show { pipeline, id } => {
             let loaded = load(&pipeline)?;

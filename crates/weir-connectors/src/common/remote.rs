@@ -4,7 +4,7 @@
 //! relative paths, so Hive partitions and globs work unchanged) and read there by the same readers as local
 //! files. That keeps one reader per format, with the file-and-line errors and the dead-letter routing of the
 //! CSV reader, at the cost of local disk the size of the input. Writes go to scratch first and are uploaded
-//! when the run commits, with multipart uploads that make each object visible only once it is complete.
+//! when the run commits, in one PUT or a multipart upload: either way an object is visible only once complete.
 //!
 //! Credentials come from the step's connection (`kind: s3 | azure | gcs | http`, options named as object_store
 //! names them: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, `account_name`, …), on
@@ -18,9 +18,9 @@ use futures::{StreamExt, TryStreamExt};
 use globset::GlobBuilder;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use reqwest::Url;
 use tokio::io::AsyncWriteExt;
 use tracing::info;
-use reqwest::Url;
 use weir_engine::{ResolvedConnection, StepContext};
 use weir_spec::Spanned;
 
@@ -53,7 +53,9 @@ impl Remote {
                 true => (local.parent().unwrap_or(LocalPath::new(".")), local.file_name().map(|n| n.to_string_lossy().into_owned())),
                 false => (local, None),
             };
-            std::fs::create_dir_all(root)?;
+            if !root.is_dir() {
+                return Err(DataFusionError::Plan(format!("no such file or directory: {}", root.display())));
+            }
             let store = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| plan(url, e))?;
             let prefix = key.map_or_else(Path::default, Path::from);
             return Ok(Self { store: Arc::new(store), url: url.to_string(), base: base.to_string(), prefix, pattern });

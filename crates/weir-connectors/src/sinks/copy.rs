@@ -72,6 +72,9 @@ pub async fn list(spec: &ListFiles, cx: &StepContext) -> Result<Arc<dyn TablePro
 /// Stages the list of files to copy; the copying happens at commit.
 pub async fn copy(spec: &CopyFiles, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     let to = cx.path(&spec.to)?;
+    if !remote::is_remote(&to) {
+        std::fs::create_dir_all(&to)?;
+    }
     let destination = Remote::open(&format!("{}/", to.trim_end_matches('/')), spec.connection.as_ref(), cx)?;
     let mut files = Vec::new();
     let mut stream = input.select_columns(&["path", "name"]).map_err(|e| {

@@ -210,6 +210,12 @@ fn gives_up_after_max_attempts_and_does_not_retry_a_404() {
     p.file("p.yaml", &pipeline(addr, "", &indent("url: /missing\nretry: { max_attempts: 3, delay: 10ms }"), "id"));
     let err = p.fails(&["run", "p.yaml"], 2);
     assert!(err.contains("failed after 1 attempt: HTTP 404 Not Found: no such thing (not retried"), "{err}");
+
+    // A step without a policy of its own follows the pipeline's `settings.retry`.
+    let yaml = pipeline(addr, "", &indent("url: /down"), "id") + "settings:\n  retry: { max_attempts: 2, delay: 10ms }\n";
+    p.file("p.yaml", &yaml);
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("/down failed after 2 attempts"), "{err}");
 }
 
 #[test]

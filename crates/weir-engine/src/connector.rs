@@ -11,7 +11,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use weir_spec::{Connection, OnError, Spanned, Step, Template, TypedValue, interpolate_env};
+use weir_spec::{Connection, OnError, Retry, Spanned, Step, Template, TypedValue, interpolate_env};
 
 use crate::metrics::StepCounters;
 use crate::state_store::{NewDeadLetter, StateStore};
@@ -56,6 +56,8 @@ pub struct StepContext {
     /// The run will abort its loads rather than commit them: a connector must not make anything visible before
     /// commit (MySQL's implicit DDL commits, say).
     pub dry_run: bool,
+    /// The pipeline's default retry policy (`settings.retry`), for steps that set none.
+    pub retry: Option<Retry>,
     pub(crate) templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
     /// Variables and state by name, for connectors that bind `$name` in their own SQL.
     pub(crate) values: Arc<BTreeMap<String, TypedValue>>,

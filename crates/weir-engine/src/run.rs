@@ -246,6 +246,7 @@ impl Engine {
                 base_dir: options.base_dir.clone(),
                 scratch_dir: inputs.scratch_dir.clone(),
                 batch_size: pipeline.settings.batch_size,
+                retry: pipeline.settings.retry.clone(),
                 on_error: step.on_error(),
                 dry_run: options.dry_run,
                 templates: templates.clone(),

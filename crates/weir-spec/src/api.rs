@@ -35,8 +35,10 @@ macro_rules! http_step {
             /// Time allowed for one request, connection to last byte.
             #[serde(default = "default_timeout")]
             pub timeout: Duration,
+            /// This step's retry policy; without one, `settings.retry`, else 5 attempts with exponential backoff on
+            /// timeouts, lost connections, 429 and 5xx.
             #[serde(default)]
-            pub retry: Retry,
+            pub retry: Option<Retry>,
         }
     };
 }

@@ -51,6 +51,9 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
         );
     }
     check_values(pipeline, &mut out);
+    if pipeline.settings.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
+        out.push(Diagnostic::at(&pipeline.name, "settings.retry.max_attempts counts the first try too, so it must be at least 1"));
+    }
     check_connections(pipeline, env, &mut out);
     check_alerts(pipeline, env, &mut out);
     check_steps(pipeline, &mut out);
@@ -250,7 +253,7 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 if api.keys.is_empty() {
                     out.push(Diagnostic::new(step.kind_pos, "an enrich_api step needs at least one key column"));
                 }
-                if api.concurrency == 0 || api.retry.max_attempts == 0 {
+                if api.concurrency == 0 || api.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
                     out.push(Diagnostic::new(step.kind_pos, "concurrency and retry.max_attempts must be at least 1"));
                 }
             }
@@ -305,7 +308,7 @@ fn check_write_api(pipeline: &Pipeline, step: &Step, api: &WriteApi, out: &mut V
     if api.batch_size > 1 && RECORD_FIELD.is_match(&api.url.value.replace("{{", "").replace("}}", "")) {
         out.push(Diagnostic::at(&api.url, "`{column}` in the URL needs `batch_size: 1`: a batch has no single record to take it from"));
     }
-    if api.retry.max_attempts == 0 {
+    if api.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
         out.push(Diagnostic::new(step.kind_pos, "retry.max_attempts counts the first try too, so it must be at least 1"));
     }
 }
@@ -337,7 +340,7 @@ fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec
     {
         out.push(Diagnostic::new(step.kind_pos, format!("paginate: `{path}` is not a JSONPath: {e}")));
     }
-    if api.retry.max_attempts == 0 {
+    if api.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
         out.push(Diagnostic::new(step.kind_pos, "retry.max_attempts counts the first try too, so it must be at least 1"));
     }
     if api.requests_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {

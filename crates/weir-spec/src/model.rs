@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::api::Retry;
 use crate::diagnostic::Diagnostic;
 use crate::step::{Step, Steps};
 use crate::value::ValueType;
@@ -171,6 +172,9 @@ pub struct Settings {
     /// overrides it.
     #[serde(default)]
     pub memory_limit: Option<String>,
+    /// The retry policy of every HTTP step that sets none of its own.
+    #[serde(default)]
+    pub retry: Option<Retry>,
 }
 
 fn default_batch_size() -> usize {
@@ -179,7 +183,7 @@ fn default_batch_size() -> usize {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { batch_size: default_batch_size(), memory_limit: None }
+        Self { batch_size: default_batch_size(), memory_limit: None, retry: None }
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
             return Err(DataFusionError::Plan(format!("key `{key}` is not a column of `{}`", spec.input.value)));
         }
     }
-    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, &spec.retry, spec.requests_per_second)?;
+    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let lookup = Lookup {
         client,
         target: Target::new(base, cx.render(&spec.url)?)?,

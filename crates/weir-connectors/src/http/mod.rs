@@ -27,14 +27,16 @@ pub use write::write;
 use auth::Auth;
 use client::Client;
 
-/// The base URL of a step's `http` connection (if it names one) and a client that authenticates as it says.
+/// The base URL of a step's `http` connection (if it names one) and a client that authenticates as it says and
+/// retries as the step (or else the pipeline's `settings.retry`) says.
 fn connect(
     cx: &StepContext,
     connection: Option<&Spanned<String>>,
     timeout: Duration,
-    retry: &Retry,
+    retry: Option<&Retry>,
     requests_per_second: Option<f64>,
 ) -> Result<(Option<String>, Client)> {
+    let retry = retry.or(cx.retry.as_ref()).cloned().unwrap_or_default();
     let (base, auth) = match connection {
         Some(name) => {
             let conn = cx.connection(&name.value)?;
@@ -46,7 +48,7 @@ fn connect(
         }
         None => (None, Auth::None),
     };
-    Ok((base, Client::new(auth, timeout, retry.clone(), requests_per_second)?))
+    Ok((base, Client::new(auth, timeout, retry, requests_per_second)?))
 }
 
 /// `url` as written when absolute, else joined to the connection's base URL.

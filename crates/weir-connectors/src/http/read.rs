@@ -27,7 +27,7 @@ use crate::sources::json::{declared_schema, flattened};
 use crate::sources::listing::listing_table;
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, &spec.retry, spec.requests_per_second)?;
+    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let mut pager = Pager::new(spec)?;
     let mut request = pager.first(first_request(spec, cx, base)?);
     info!(step = %cx.step, "Starting extract from {}", request.url);

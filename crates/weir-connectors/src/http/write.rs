@@ -23,7 +23,7 @@ use super::client::{Client, Request};
 use super::{Target, connect, method};
 
 pub async fn write(spec: &WriteApi, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
-    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, &spec.retry, spec.requests_per_second)?;
+    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let target = Target::new(base, cx.render(&spec.url)?)?;
     let headers = spec.headers.iter().map(|(k, v)| Ok((k.to_string(), cx.render_str(v)?))).collect::<Result<Vec<_>>>()?;
 

@@ -567,6 +567,10 @@ steps:
     assert_eq!(letters.len(), 2, "one invalid order (validated once, not per read) and one failed lookup: {letters:#?}");
     let text = serde_json::to_string(&letters).unwrap();
     assert!(text.contains("404") && text.contains("unknown customer"), "{text}");
+
+    // Explaining the pipeline looks up one key, to learn the answer's columns.
+    p.ok(&["explain", "p.yaml"]);
+    assert_eq!(seen.lines().len(), 4);
 }
 
 #[test]
@@ -650,4 +654,26 @@ fn an_email_alert_reaches_a_real_smtp_server() {
     assert!(mail.contains("Subject: [weir] mailing failed"), "{mail}");
     assert!(mail.contains("To: oncall@example.com, data@example.com"), "{mail}");
     assert!(mail.contains("failed at step `orders`") && mail.contains("missing.csv"), "{mail}");
+}
+
+#[test]
+fn explain_reads_one_page_at_most_and_none_when_the_schema_is_declared() {
+    let seen = Seen::default();
+    async fn pages(State(seen): State<Seen>, Query(q): Params) -> Response {
+        seen.hits.fetch_add(1, Ordering::SeqCst);
+        let page: u64 = q["page"].parse().unwrap();
+        axum::Json(if page > 3 { vec![] } else { customers(page * 2 - 1, page * 2) }).into_response()
+    }
+    let addr = serve(Router::new().route("/pages", get(pages)).with_state(seen.clone()));
+    let p = Project::new();
+    p.file("p.yaml", &pipeline(addr, "", &indent("url: /pages\npaginate: { page: {} }"), "id, name"));
+    let plan = p.ok(&["explain", "p.yaml"]);
+    assert!(plan.contains("customers"), "{plan}");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1, "one page to learn the columns");
+
+    p.file("p.yaml", &pipeline(addr, "", &indent("url: /pages\npaginate: { page: {} }\nschema: { id: bigint, name: text }"), "id, name"));
+    p.ok(&["explain", "p.yaml"]);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1, "no request at all with a declared schema");
+    p.ok(&["run", "p.yaml"]);
+    expected_ids(&p, 1..=6);
 }

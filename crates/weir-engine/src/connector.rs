@@ -56,6 +56,9 @@ pub struct StepContext {
     /// The run will abort its loads rather than commit them: a connector must not make anything visible before
     /// commit (MySQL's implicit DDL commits, say).
     pub dry_run: bool,
+    /// The pipeline is only planned (`weir validate`, `weir explain`): a source should learn its schema with as
+    /// little reading as it can (an API source fetches at most one page or lookup) and nothing is written.
+    pub planning: bool,
     /// The pipeline's default retry policy (`settings.retry`), for steps that set none.
     pub retry: Option<Retry>,
     pub(crate) templates: Arc<HashMap<&'static str, HashMap<String, String>>>,

@@ -249,6 +249,7 @@ impl Engine {
                 retry: pipeline.settings.retry.clone(),
                 on_error: step.on_error(),
                 dry_run: options.dry_run,
+                planning: mode == Mode::Plan,
                 templates: templates.clone(),
                 values: values.clone(),
                 connections: connections.clone(),

@@ -50,7 +50,12 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
     let spill = cx.scratch_dir.join(format!("{}.enrich.ndjson", cx.step));
     let mut out = BufWriter::new(File::create(&spill)?);
     let keys: Vec<&str> = spec.keys.iter().map(String::as_str).collect();
-    let mut distinct = input.clone().select_columns(&keys)?.distinct()?.execute_stream().await?;
+    // Planning (explain) looks up one key at most, and none when the answer's columns are declared.
+    let mut distinct = input.clone().select_columns(&keys)?.distinct()?;
+    if cx.planning {
+        distinct = distinct.limit(0, Some(usize::from(spec.schema.is_none())))?;
+    }
+    let mut distinct = distinct.execute_stream().await?;
     let (mut looked_up, mut answers, mut failed) = (0u64, 0u64, 0u64);
     while let Some(batch) = distinct.next().await {
         let mut json = LineDelimitedWriter::new(Vec::new());

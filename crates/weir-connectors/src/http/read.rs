@@ -27,6 +27,12 @@ use crate::sources::json::{declared_schema, flattened};
 use crate::sources::listing::listing_table;
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+    let declared = declared_schema(spec.schema.as_ref())?;
+    if cx.planning && let Some(schema) = declared {
+        // Planning needs only the columns, which the step declares.
+        let table = Arc::new(MemTable::try_new(schema, vec![vec![]])?);
+        return flattened(session, table, spec.flatten);
+    }
     let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let mut pager = Pager::new(spec)?;
     let mut request = pager.first(first_request(spec, cx, base)?);
@@ -51,6 +57,10 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
         if pages % 1000 == 0 {
             info!(step = %cx.step, pages, records = total, "Fetched {pages} pages, {total} records so far");
         }
+        if cx.planning {
+            // One page shows the columns; explaining a pipeline must not read a whole API.
+            break;
+        }
         if spec.max_pages.is_some_and(|max| pages >= max) {
             info!(step = %cx.step, "Stopping at max_pages ({pages}); the API may have more");
             break;
@@ -67,7 +77,6 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
     drop(out);
     info!(step = %cx.step, records = total, pages, "Extracted {total} records from {pages} pages");
 
-    let declared = declared_schema(spec.schema.as_ref())?;
     if total == 0 && declared.is_none() {
         warn!(step = %cx.step, "the API returned no records; declare `schema:` so later steps see its columns even then");
         return Ok(Arc::new(MemTable::try_new(Arc::new(Schema::empty()), vec![vec![]])?));

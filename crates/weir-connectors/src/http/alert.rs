@@ -1,13 +1,13 @@
-//! `alerts:`: a Slack message, a JSON webhook or an email when a run fails or sets records aside. Delivery is retried a few
-//! times; an alert that still cannot be delivered is logged and never changes the run's outcome.
+//! `alerts:`: a Slack message, a JSON webhook or an email when a run fails or sets records aside. Delivery is
+//! retried a few times; an alert that still cannot be delivered is logged and never changes the run's outcome.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use reqwest::{Method, Url};
 use serde_json::json;
 use tracing::{info, warn};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use weir_spec::{AlertOn, EmailAlert, Pipeline, Retry, interpolate_env};
 
 use super::auth::Auth;

@@ -142,7 +142,7 @@ impl PendingLoad for PendingFiles {
 }
 
 /// A load into object storage, written locally and uploaded at commit. Each object appears whole or not at all
-/// (multipart upload); replacing a directory uploads the new objects, then deletes the old ones that remain, so
+/// (one PUT, or a multipart upload completed by its last part); replacing a directory uploads the new objects, then deletes the old ones that remain, so
 /// a reader may briefly see both, never a missing or half-written object.
 struct PendingUpload {
     temp: PathBuf,

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::model::{Pipeline, StateUpdate};
-use crate::api::{Paginate, ReadApi, WriteApi};
+use crate::api::{Paginate, ReadApi, Retry, WriteApi};
 use crate::step::{Category, DbWriteMode, Rule, Step, StepKind};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
@@ -51,9 +51,7 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
         );
     }
     check_values(pipeline, &mut out);
-    if pipeline.settings.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
-        out.push(Diagnostic::at(&pipeline.name, "settings.retry.max_attempts counts the first try too, so it must be at least 1"));
-    }
+    check_retry(pipeline.settings.retry.as_ref(), "settings.retry", Pos::of(&pipeline.name), &mut out);
     check_connections(pipeline, env, &mut out);
     check_alerts(pipeline, env, &mut out);
     check_steps(pipeline, &mut out);
@@ -253,9 +251,10 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 if api.keys.is_empty() {
                     out.push(Diagnostic::new(step.kind_pos, "an enrich_api step needs at least one key column"));
                 }
-                if api.concurrency == 0 || api.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
-                    out.push(Diagnostic::new(step.kind_pos, "concurrency and retry.max_attempts must be at least 1"));
+                if api.concurrency == 0 {
+                    out.push(Diagnostic::new(step.kind_pos, "concurrency must be at least 1"));
                 }
+                check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
             }
             StepKind::WriteDb(w) => {
                 check_connection_ref(pipeline, &w.connection, out);
@@ -285,6 +284,12 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     }
 }
 
+fn check_retry(retry: Option<&Retry>, name: &str, pos: Pos, out: &mut Vec<Diagnostic>) {
+    if retry.is_some_and(|r| r.max_attempts == 0) {
+        out.push(Diagnostic::new(pos, format!("{name}.max_attempts counts the first try too, so it must be at least 1")));
+    }
+}
+
 fn check_http_connection(pipeline: &Pipeline, step: &Step, connection: Option<&Spanned<String>>, out: &mut Vec<Diagnostic>) {
     let Some(name) = connection else { return };
     check_connection_ref(pipeline, name, out);
@@ -308,9 +313,7 @@ fn check_write_api(pipeline: &Pipeline, step: &Step, api: &WriteApi, out: &mut V
     if api.batch_size > 1 && RECORD_FIELD.is_match(&api.url.value.replace("{{", "").replace("}}", "")) {
         out.push(Diagnostic::at(&api.url, "`{column}` in the URL needs `batch_size: 1`: a batch has no single record to take it from"));
     }
-    if api.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
-        out.push(Diagnostic::new(step.kind_pos, "retry.max_attempts counts the first try too, so it must be at least 1"));
-    }
+    check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
 }
 
 /// `{column}` in a `write_api` URL.
@@ -340,9 +343,7 @@ fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec
     {
         out.push(Diagnostic::new(step.kind_pos, format!("paginate: `{path}` is not a JSONPath: {e}")));
     }
-    if api.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
-        out.push(Diagnostic::new(step.kind_pos, "retry.max_attempts counts the first try too, so it must be at least 1"));
-    }
+    check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
     if api.requests_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {
         out.push(Diagnostic::new(step.kind_pos, "requests_per_second must be above 0"));
     }

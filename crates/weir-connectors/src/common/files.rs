@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use datafusion::error::{DataFusionError, Result};
-use globset::GlobBuilder;
+use globset::{GlobBuilder, GlobMatcher};
 use weir_spec::Compression;
 
 /// One input file and the partition values its directories name.
@@ -17,17 +17,14 @@ pub struct InputFile {
 /// directories, as Spark and DataFusion do, so temp files and markers are never read.
 pub fn list(path: &str, hive: bool) -> Result<Vec<InputFile>> {
     let (root, pattern) = split_glob(path);
+    let root = PathBuf::from(if root.is_empty() { "." } else { root });
     let mut files = Vec::new();
     if pattern.is_none() && root.is_file() {
         files.push(root.clone());
     } else if root.is_dir() {
         walk(&root, &mut files)?;
         if let Some(pattern) = &pattern {
-            let glob = GlobBuilder::new(pattern)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| DataFusionError::Plan(format!("bad glob `{path}`: {e}")))?
-                .compile_matcher();
+            let glob = glob_matcher(pattern, path)?;
             files.retain(|f| f.strip_prefix(&root).is_ok_and(|rel| glob.is_match(rel)));
         }
     } else {
@@ -46,12 +43,37 @@ pub fn list(path: &str, hive: bool) -> Result<Vec<InputFile>> {
         .collect())
 }
 
-/// Splits `dir/sub/*.csv` into the directory before the first glob character and the rest.
-fn split_glob(path: &str) -> (PathBuf, Option<String>) {
-    let Some(first) = path.find(['*', '?', '[', '{']) else { return (PathBuf::from(path), None) };
+/// Splits `dir/sub/*.csv` (or `s3://bucket/dir/*.csv`) into what comes before the directory where the first glob
+/// character stands, and the glob; without a glob, the whole path and `None`.
+pub fn split_glob(path: &str) -> (&str, Option<String>) {
+    let Some(first) = path.find(['*', '?', '[', '{']) else { return (path, None) };
     let cut = path[..first].rfind('/').map_or(0, |i| i + 1);
-    let root = if cut == 0 { PathBuf::from(".") } else { PathBuf::from(&path[..cut]) };
-    (root, Some(path[cut..].to_string()))
+    (&path[..cut], Some(path[cut..].to_string()))
+}
+
+/// A matcher for the glob after [`split_glob`]'s directory, where `*` stays within one path segment and `**`
+/// crosses them. `path` is the whole path, for the error.
+pub fn glob_matcher(pattern: &str, path: &str) -> Result<GlobMatcher> {
+    Ok(GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| DataFusionError::Plan(format!("bad glob `{path}`: {e}")))?
+        .compile_matcher())
+}
+
+/// Every file under `dir` with its path relative to it (`/`-separated), sorted; hidden names skipped as by
+/// [`list`].
+pub fn under(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(dir).expect("walked from dir").to_string_lossy().replace('\\', "/");
+            (f, rel)
+        })
+        .collect())
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

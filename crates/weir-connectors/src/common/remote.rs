@@ -10,12 +10,11 @@
 //! names them: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, `account_name`, …), on
 //! top of the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
 
-use std::path::{Path as LocalPath, PathBuf};
+use std::path::Path as LocalPath;
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use futures::{StreamExt, TryStreamExt};
-use globset::GlobBuilder;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use reqwest::Url;
@@ -23,6 +22,8 @@ use tokio::io::AsyncWriteExt;
 use tracing::info;
 use weir_engine::{ResolvedConnection, StepContext};
 use weir_spec::Spanned;
+
+use super::files;
 
 /// Whether a rendered path is an object-store URL rather than a local path.
 pub fn is_remote(path: &str) -> bool {
@@ -45,10 +46,10 @@ pub struct Remote {
 impl Remote {
     pub fn open(url: &str, connection: Option<&Spanned<String>>, cx: &StepContext) -> Result<Self> {
         let conn = connection.map(|c| cx.connection(&c.value)).transpose()?;
-        let (base, pattern) = split_glob(url);
+        let (base, pattern) = files::split_glob(url);
         if !is_remote(url) {
             // A local path, as a store rooted at its directory, so copies treat both ends alike.
-            let local = LocalPath::new(base);
+            let local = LocalPath::new(if base.is_empty() { "." } else { base });
             let (root, key) = match local.is_file() {
                 true => (local.parent().unwrap_or(LocalPath::new(".")), local.file_name().map(|n| n.to_string_lossy().into_owned())),
                 false => (local, None),
@@ -76,16 +77,7 @@ impl Remote {
         {
             return Ok(vec![meta]);
         }
-        let glob = match &self.pattern {
-            Some(p) => Some(
-                GlobBuilder::new(p)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| DataFusionError::Plan(format!("bad glob `{}`: {e}", self.url)))?
-                    .compile_matcher(),
-            ),
-            None => None,
-        };
+        let glob = self.pattern.as_deref().map(|p| files::glob_matcher(p, &self.url)).transpose()?;
         let listed: Vec<_> = self.store.list(Some(&self.prefix)).try_collect().await.map_err(external)?;
         let mut found: Vec<ObjectMeta> = listed
             .into_iter()
@@ -187,25 +179,6 @@ pub async fn list_under(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Pa
     Ok(listed.into_iter().map(|m| m.location).collect())
 }
 
-/// Every regular file under a local directory, with its path relative to it (`/`-separated).
-pub fn local_files(dir: &LocalPath) -> std::io::Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
-                out.push((path, rel));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// `location` relative to `prefix`, `/`-separated; empty when they are the same object.
 pub fn relative(prefix: &Path, location: &Path) -> String {
     let prefix = prefix.as_ref();
@@ -214,14 +187,6 @@ pub fn relative(prefix: &Path, location: &Path) -> String {
         return location.to_string();
     }
     location.strip_prefix(prefix).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_default()
-}
-
-/// Splits `s3://b/dir/*.csv` into the URL before the first glob character's directory and the glob.
-fn split_glob(url: &str) -> (&str, Option<String>) {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let Some(first) = url[scheme_end..].find(['*', '?', '[', '{']).map(|i| i + scheme_end) else { return (url, None) };
-    let cut = url[..first].rfind('/').map_or(first, |i| i + 1);
-    (&url[..cut], Some(url[cut..].to_string()))
 }
 
 fn build_store(url: &Url, conn: Option<&ResolvedConnection>) -> Result<Arc<dyn ObjectStore>> {
@@ -276,9 +241,9 @@ mod tests {
 
     #[test]
     fn globs_split_at_their_directory() {
-        assert_eq!(split_glob("s3://b/in/*.csv"), ("s3://b/in/", Some("*.csv".to_string())));
-        assert_eq!(split_glob("s3://b/in/year=*/x.csv"), ("s3://b/in/", Some("year=*/x.csv".to_string())));
-        assert_eq!(split_glob("s3://b/in/a.csv"), ("s3://b/in/a.csv", None));
+        assert_eq!(files::split_glob("s3://b/in/*.csv"), ("s3://b/in/", Some("*.csv".to_string())));
+        assert_eq!(files::split_glob("s3://b/in/year=*/x.csv"), ("s3://b/in/", Some("year=*/x.csv".to_string())));
+        assert_eq!(files::split_glob("s3://b/in/a.csv"), ("s3://b/in/a.csv", None));
         assert!(is_remote("az://c/x") && is_remote("https://h/x.csv") && !is_remote("/tmp/x.csv"));
     }
 }

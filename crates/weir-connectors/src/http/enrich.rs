@@ -11,10 +11,9 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::catalog::TableProvider;
 use datafusion::common::JoinType;
-use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, cast, col};
-use datafusion::prelude::SessionContext;
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::prelude::{SessionContext, ident};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
@@ -25,8 +24,7 @@ use weir_spec::EnrichApi;
 use super::client::{Client, Request};
 use super::read::{parse_body, parse_path, select_records};
 use super::{Target, connect, method};
-use crate::sources::json::declared_schema;
-use crate::sources::listing::listing_table;
+use crate::sources::json::{declared_schema, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let input = session.table(spec.input.value.as_str()).await?;
@@ -102,14 +100,13 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
         // Nothing to join: the input, unchanged.
         return Ok(input.into_view());
     }
-    let format = JsonFormat::default().with_newline_delimited(true).with_schema_infer_max_rec(usize::MAX);
-    let answers = session.read_table(listing_table(session, &spill.to_string_lossy(), false, Arc::new(format), declared).await?)?;
+    let answers = session.read_table(spilled_ndjson(session, &spill, declared).await?)?;
 
     let prefix = spec.prefix.as_deref().unwrap_or("");
     let mut right: Vec<Expr> = Vec::new();
     for key in &spec.keys {
         let ty = input_schema.field_with_unqualified_name(key)?.data_type().clone();
-        right.push(cast(col(format!("\"{key}\"")), ty).alias(format!("__weir_key_{key}")));
+        right.push(cast(ident(key), ty).alias(format!("__weir_key_{key}")));
     }
     let mut added = Vec::new();
     for field in answers.schema().fields().iter().filter(|f| !spec.keys.contains(f.name())) {
@@ -120,7 +117,7 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
                 field.name()
             )));
         }
-        right.push(col(format!("\"{}\"", field.name())).alias(&name));
+        right.push(ident(field.name()).alias(&name));
         added.push(name);
     }
     let answers = answers.select(right)?;
@@ -132,7 +129,7 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
         &right_keys.iter().map(String::as_str).collect::<Vec<_>>(),
         None,
     )?;
-    let output: Vec<Expr> = input_schema.fields().iter().map(|f| col(format!("\"{}\"", f.name()))).chain(added.iter().map(|n| col(format!("\"{n}\"")))).collect();
+    let output: Vec<Expr> = input_schema.fields().iter().map(|f| ident(f.name())).chain(added.iter().map(ident)).collect();
     Ok(joined.select(output)?.into_view())
 }
 

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use reqwest::header::LINK;
@@ -23,8 +22,7 @@ use weir_spec::{Paginate, ReadApi};
 
 use super::client::{Page, Request};
 use super::{absolute, connect, method};
-use crate::sources::json::{declared_schema, flattened};
-use crate::sources::listing::listing_table;
+use crate::sources::json::{declared_schema, flattened, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(spec.schema.as_ref())?;
@@ -81,9 +79,7 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
         warn!(step = %cx.step, "the API returned no records; declare `schema:` so later steps see its columns even then");
         return Ok(Arc::new(MemTable::try_new(Arc::new(Schema::empty()), vec![vec![]])?));
     }
-    let format = JsonFormat::default().with_newline_delimited(true).with_schema_infer_max_rec(usize::MAX);
-    let table = listing_table(session, &spill.to_string_lossy(), false, Arc::new(format), declared).await?;
-    flattened(session, table, spec.flatten)
+    flattened(session, spilled_ndjson(session, &spill, declared).await?, spec.flatten)
 }
 
 fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<String>) -> Result<Request> {

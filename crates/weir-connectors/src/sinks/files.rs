@@ -17,6 +17,7 @@ use weir_engine::{PendingLoad, StepContext};
 use weir_spec::{Step, StepKind, WriteMode};
 
 use crate::common::remote::{self, Remote};
+use crate::common::files;
 
 /// Writes a load step's input to its temporary location.
 pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
@@ -171,7 +172,7 @@ impl PendingLoad for PendingUpload {
             WriteMode::Overwrite => remote::list_under(store, &self.remote.prefix).await.map_err(failed)?,
             WriteMode::Append => Vec::new(),
         };
-        let files = if self.temp.exists() { remote::local_files(&self.temp)? } else { Vec::new() };
+        let files = if self.temp.exists() { files::under(&self.temp)? } else { Vec::new() };
         let mut written = std::collections::HashSet::new();
         for (local, rel) in &files {
             let key = rel.split('/').fold(self.remote.prefix.clone(), |key, part| key.join(part));

@@ -40,6 +40,13 @@ pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) 
     flattened(session, table, spec.flatten)
 }
 
+/// A table over an NDJSON file Weir wrote to scratch (API pages, lookup answers): the declared schema, or one
+/// inferred from every record, so a field that first appears late is still a column.
+pub(crate) async fn spilled_ndjson(session: &SessionContext, path: &std::path::Path, schema: Option<SchemaRef>) -> Result<Arc<dyn TableProvider>> {
+    let format = JsonFormat::default().with_newline_delimited(true).with_schema_infer_max_rec(usize::MAX);
+    listing_table(session, &path.to_string_lossy(), false, Arc::new(format), schema).await
+}
+
 /// The Arrow schema a `schema:` mapping of column to SQL type declares.
 pub(crate) fn declared_schema(columns: Option<&OrderedMap<String>>) -> Result<Option<SchemaRef>> {
     let Some(columns) = columns else { return Ok(None) };

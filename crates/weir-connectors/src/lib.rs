@@ -59,6 +59,20 @@ impl Connectors for Builtin {
             other => unreachable!("{} is not an action step", other.name()),
         }
     }
+
+    fn loads_in_batches(&self, step: &Step, cx: &StepContext) -> bool {
+        match &step.kind {
+            StepKind::WriteDb(spec) => database(cx, &spec.connection).is_ok_and(|db| db.checkpoints()),
+            _ => false,
+        }
+    }
+
+    async fn committed_batches(&self, step: &Step, cx: &StepContext) -> Result<u64> {
+        match &step.kind {
+            StepKind::WriteDb(spec) => database(cx, &spec.connection)?.committed_batches(spec, cx).await,
+            _ => Ok(0),
+        }
+    }
 }
 
 /// The database systems `read_db` and `write_db` reach.
@@ -105,6 +119,26 @@ impl Database {
             Self::Sqlite => sqlite::execute(spec, cx).await,
             #[cfg(feature = "odbc")]
             Self::Odbc => odbc::execute(spec, cx).await,
+        }
+    }
+
+    /// Whether loads keep a checkpoint in the database, in the transaction of each batch. ODBC does not yet: its
+    /// loads stay whole, staged in the load package.
+    fn checkpoints(&self) -> bool {
+        match self {
+            Self::Postgres | Self::MySql | Self::Sqlite => true,
+            #[cfg(feature = "odbc")]
+            Self::Odbc => false,
+        }
+    }
+
+    async fn committed_batches(&self, spec: &WriteDb, cx: &StepContext) -> Result<u64> {
+        match self {
+            Self::Postgres => postgres::committed_batches(spec, cx).await,
+            Self::MySql => mysql::committed_batches(spec, cx).await,
+            Self::Sqlite => sqlite::committed_batches(spec, cx),
+            #[cfg(feature = "odbc")]
+            Self::Odbc => Ok(0),
         }
     }
 

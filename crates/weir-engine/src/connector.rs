@@ -11,7 +11,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use weir_spec::{Connection, OnError, Retry, Spanned, Step, Template, TypedValue, interpolate_env};
+use weir_spec::{Connection, OnError, Retry, RetryOn, Spanned, Step, Template, TypedValue, interpolate_env};
 
 use crate::metrics::StepCounters;
 use crate::state_store::{NewDeadLetter, StateStore};
@@ -27,6 +27,53 @@ pub trait Connectors: Send + Sync {
 
     /// Runs an action step (after every load committed); returns the rows it affected.
     async fn action(&self, step: &Step, cx: &StepContext) -> Result<u64>;
+
+    /// Whether this load step commits a run's input batch by batch (see [`StepContext::batch`]), recording each
+    /// batch's checkpoint in the same transaction. Loads that do not are given their whole input once.
+    fn loads_in_batches(&self, _step: &Step, _cx: &StepContext) -> bool {
+        false
+    }
+
+    /// How many batches of run `cx.run_id` the destination of a batch-loading step has committed, read from the
+    /// checkpoint it keeps beside the data.
+    async fn committed_batches(&self, _step: &Step, _cx: &StepContext) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// One batch of a load committed batch by batch: the destination records `index + 1` batches and
+/// `rows_before` plus this batch's rows as its checkpoint, in the transaction that commits the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub index: u64,
+    pub rows_before: u64,
+}
+
+impl Batch {
+    /// Whether this is the first batch of its load, the one a `replace` empties the table in.
+    pub fn is_first(batch: Option<Batch>) -> bool {
+        batch.is_none_or(|b| b.index == 0)
+    }
+}
+
+/// A failure that another attempt may not meet: a dropped connection, a transaction that lost a serialization
+/// conflict or a deadlock. Connectors wrap such errors in it so the engine's retry policy can tell them apart.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Transient {
+    pub kind: RetryOn,
+    pub message: String,
+}
+
+impl Transient {
+    pub fn error(kind: RetryOn, message: String) -> DataFusionError {
+        DataFusionError::External(Box::new(Self { kind, message }))
+    }
+
+    /// The transient failure inside `err`, if it is one.
+    pub fn find(err: &DataFusionError) -> Option<&Transient> {
+        crate::error::find_in(err)
+    }
 }
 
 /// Data written by a load step but not yet visible at its destination. Every load of a run is prepared before any
@@ -61,6 +108,8 @@ pub struct StepContext {
     pub planning: bool,
     /// The pipeline's default retry policy (`settings.retry`), for steps that set none.
     pub retry: Option<Retry>,
+    /// The batch being loaded, when the run commits its loads batch by batch (`settings.commit_every`).
+    pub batch: Option<Batch>,
     pub(crate) templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
     /// Variables and state by name, for connectors that bind `$name` in their own SQL.
     pub(crate) values: Arc<BTreeMap<String, TypedValue>>,

@@ -17,6 +17,9 @@ pub enum EngineError {
     /// A variable given on the command line does not fit its declaration.
     #[error("pipeline `{pipeline}`: {message}")]
     Input { pipeline: String, message: String },
+    /// The run was cancelled or ran out of time.
+    #[error("pipeline `{pipeline}`: {reason}{}", .stage.as_ref().map(|s| format!(" (in step `{s}`)")).unwrap_or_default())]
+    Stopped { pipeline: String, reason: String, stage: Option<String> },
     #[error("state store: {0}")]
     State(#[from] crate::state_store::StateError),
 }
@@ -41,6 +44,7 @@ impl EngineError {
     pub fn step(&self) -> Option<&str> {
         match self {
             Self::Plan { step, .. } | Self::Step { step, .. } => Some(step),
+            Self::Stopped { stage, .. } => stage.as_deref(),
             _ => None,
         }
     }
@@ -63,12 +67,17 @@ pub fn in_step(step: &str, err: DataFusionError) -> DataFusionError {
     DataFusionError::External(Box::new(InStep { step: step.to_string(), source: err }))
 }
 
-/// The step an error was marked with by [`in_step`], searching through DataFusion's wrappers.
+/// The step an error was marked with by [`in_step`].
 pub fn failing_step(err: &DataFusionError) -> Option<&InStep> {
+    find_in(err)
+}
+
+/// The first error of type `T` in `err`'s chain of sources, searching through DataFusion's wrappers.
+pub(crate) fn find_in<T: std::error::Error + 'static>(err: &DataFusionError) -> Option<&T> {
     let mut current: &(dyn std::error::Error + 'static) = err;
     loop {
-        if let Some(mark) = current.downcast_ref::<InStep>() {
-            return Some(mark);
+        if let Some(found) = current.downcast_ref::<T>() {
+            return Some(found);
         }
         if let Some(DataFusionError::Shared(inner)) = current.downcast_ref::<DataFusionError>() {
             current = inner.as_ref();

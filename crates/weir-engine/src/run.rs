@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use datafusion::common::ParamValues;
@@ -12,14 +12,17 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::displayable;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, Pipeline, Pos, StateUpdate, Step, StepKind, TypedValue};
 
-use crate::connector::{Connectors, PendingLoad, StepContext};
+use crate::connector::{Batch, Connectors, PendingLoad, StepContext};
 use crate::error::{EngineError, attribute};
 use crate::materialize::materialize;
 use crate::metrics::{RunMetrics, StepCounters, StepTable};
+use crate::package::{self, Manifest};
+use crate::retry::with_retries;
 use crate::params::{resolve_state, resolve_variables, sql_params, typed_from_scalar};
 use crate::state_store::{StateStore, StepMetricsRow};
 use crate::transforms;
@@ -39,6 +42,10 @@ pub struct RunOptions {
     pub scratch_root: PathBuf,
     /// Prepare every load, then abort them all instead of committing.
     pub dry_run: bool,
+    /// Where runs with `settings.commit_every` keep their load package until they succeed.
+    pub packages: PathBuf,
+    /// Cancels the run (Ctrl-C, SIGTERM): the open batch rolls back and the run is marked failed.
+    pub cancel: CancellationToken,
 }
 
 /// What a finished run did.
@@ -80,6 +87,35 @@ struct RunInputs {
     variables: BTreeMap<String, TypedValue>,
     state: BTreeMap<String, TypedValue>,
     scratch_dir: PathBuf,
+    /// The load step the run is in, for the record of a run that is stopped.
+    stage: Mutex<Option<String>>,
+}
+
+impl RunInputs {
+    fn enter(&self, step: &str) {
+        *self.stage.lock().unwrap_or_else(|p| p.into_inner()) = Some(step.to_string());
+    }
+
+    fn stage(&self) -> Option<String> {
+        self.stage.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What every step of a run shares: the values templates and SQL see, and the connections.
+struct Shared {
+    templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
+    values: Arc<BTreeMap<String, TypedValue>>,
+    connections: Arc<BTreeMap<String, weir_spec::Connection>>,
+}
+
+impl Shared {
+    fn new(pipeline: &Pipeline, inputs: &RunInputs) -> Self {
+        Self {
+            templates: Arc::new(template_values(pipeline, inputs)),
+            values: Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect()),
+            connections: Arc::new(pipeline.connections.clone()),
+        }
+    }
 }
 
 impl Engine {
@@ -93,7 +129,9 @@ impl Engine {
 
     /// Plans every step without running anything: SQL parses, columns resolve, sources are reachable.
     pub async fn plan(&self, pipeline: &Pipeline, options: &RunOptions) -> Result<Planned, EngineError> {
-        let inputs = self.inputs(pipeline, options, "plan")?;
+        let variables = resolve_variables(pipeline, &options.variables)
+            .map_err(|message| EngineError::Input { pipeline: pipeline.name().to_string(), message })?;
+        let inputs = self.inputs(pipeline, options, "plan", chrono::Utc::now(), variables)?;
         self.plan_steps(pipeline, options, &inputs, Mode::Plan, RunMetrics::default()).await
     }
 
@@ -104,26 +142,78 @@ impl Engine {
         options: &RunOptions,
         metrics: RunMetrics,
     ) -> Result<RunReport, EngineError> {
-        let clock = Instant::now();
         let run_id = uuid::Uuid::now_v7().to_string();
-        let inputs = self.inputs(pipeline, options, &run_id)?;
-        let name = pipeline.name();
+        let variables = resolve_variables(pipeline, &options.variables).map_err(|message| EngineError::Input {
+            pipeline: pipeline.name().to_string(),
+            message,
+        })?;
+        let inputs = self.inputs(pipeline, options, &run_id, chrono::Utc::now(), variables)?;
         let vars_json = serde_json::to_value(&inputs.variables).unwrap_or_default();
-        self.store.start_run(&run_id, name, &options.trigger, &vars_json)?;
-        info!(pipeline = name, run_id = %run_id, trigger = %options.trigger, "Run started");
+        self.store.start_run(&run_id, pipeline.name(), &options.trigger, &vars_json)?;
+        info!(pipeline = pipeline.name(), run_id = %run_id, trigger = %options.trigger, "Run started");
+        self.drive(pipeline, options, inputs, metrics).await
+    }
 
-        let (outcome, steps) = match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics).await {
-            Ok(planned) => {
-                let outcome = self.execute(pipeline, options, &inputs, &planned).await;
-                (outcome, step_rows(pipeline, &planned))
+    /// Goes on with a failed run (`run_id`, or the pipeline's latest), with the variables it started with: from
+    /// its load package and the checkpoints of its destinations when it staged one (`settings.commit_every`),
+    /// else from the start. `--var` overrides do not apply: a resumed run loads what the run would have loaded.
+    pub async fn resume(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        metrics: RunMetrics,
+        run_id: Option<&str>,
+    ) -> Result<RunReport, EngineError> {
+        let name = pipeline.name().to_string();
+        let found = self.store.resumable_run(&name, run_id).map_err(|message| EngineError::Input { pipeline: name.clone(), message })?;
+        let started = chrono::DateTime::parse_from_rfc3339(&found.started_at).map_or_else(|_| chrono::Utc::now(), |t| t.to_utc());
+        let inputs = self.inputs(pipeline, options, &found.run_id, started, found.variables)?;
+        self.store.restart_run(&found.run_id)?;
+        info!(pipeline = %name, run_id = %found.run_id, "Resuming run {}", found.run_id);
+        self.drive(pipeline, options, inputs, metrics).await
+    }
+
+    /// Runs until done, cancelled or out of time, then records the outcome.
+    async fn drive(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        inputs: RunInputs,
+        metrics: RunMetrics,
+    ) -> Result<RunReport, EngineError> {
+        let clock = Instant::now();
+        let name = pipeline.name();
+        let run_id = inputs.run_id.clone();
+        let work = async {
+            match pipeline.settings.commit_every {
+                Some(every) if !options.dry_run => self.execute_batched(pipeline, options, &inputs, metrics, every).await,
+                _ => match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics).await {
+                    Ok(planned) => {
+                        let outcome = self.execute(pipeline, options, &inputs, &planned).await;
+                        (outcome, step_rows(pipeline, &planned))
+                    }
+                    Err(err) => (Err(err), Vec::new()),
+                },
             }
-            Err(err) => (Err(err), Vec::new()),
+        };
+        // Dropping the work rolls back what it holds open: a database transaction ends with its connection.
+        let (outcome, steps) = tokio::select! {
+            done = work => done,
+            reason = stopped(&options.cancel, pipeline.settings.timeout) => {
+                let kept = if pipeline.settings.commit_every.is_some() {
+                    "; batches committed so far stay, and `weir run --resume` goes on from the last checkpoint"
+                } else {
+                    "; nothing was committed"
+                };
+                (Err(EngineError::Stopped { pipeline: name.to_string(), reason: format!("{reason}{kept}"), stage: inputs.stage() }), Vec::new())
+            }
         };
         let _ = std::fs::remove_dir_all(&inputs.scratch_dir);
         let duration_ms = clock.elapsed().as_millis() as u64;
         match outcome {
             Ok(state) => {
                 self.store.finish_run(&run_id, name, Ok(&state), &steps)?;
+                let _ = std::fs::remove_dir_all(options.packages.join(&run_id));
                 log_summary(&steps);
                 info!(pipeline = name, run_id = %run_id, duration_ms, "Pipeline finished in {duration_ms} ms");
                 Ok(RunReport { run_id, steps, duration_ms, state })
@@ -137,17 +227,24 @@ impl Engine {
         }
     }
 
-    fn inputs(&self, pipeline: &Pipeline, options: &RunOptions, run_id: &str) -> Result<RunInputs, EngineError> {
-        let input_err = |message| EngineError::Input { pipeline: pipeline.name().to_string(), message };
-        let variables = resolve_variables(pipeline, &options.variables).map_err(input_err)?;
+    fn inputs(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        run_id: &str,
+        started: chrono::DateTime<chrono::Utc>,
+        variables: BTreeMap<String, TypedValue>,
+    ) -> Result<RunInputs, EngineError> {
         let stored = self.store.state(pipeline.name())?;
-        let state = resolve_state(pipeline, &stored).map_err(input_err)?;
+        let state = resolve_state(pipeline, &stored)
+            .map_err(|message| EngineError::Input { pipeline: pipeline.name().to_string(), message })?;
         Ok(RunInputs {
             run_id: run_id.to_string(),
-            started: chrono::Utc::now(),
+            started,
             variables,
             state,
             scratch_dir: options.scratch_root.join(run_id),
+            stage: Mutex::new(None),
         })
     }
 
@@ -164,6 +261,7 @@ impl Engine {
             let input = step.kind.input().expect("load steps have an input");
             let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
             info!(pipeline = name, step = step.id(), "Starting load");
+            inputs.enter(step.id());
             let pending = self.connectors.sink(step, cx, df).await.map_err(|e| attribute(name, step.id(), e))?;
             cx.counters.set_rows(pending.rows());
             Ok::<_, EngineError>((step.id(), pending))
@@ -225,10 +323,7 @@ impl Engine {
         .map_err(|diagnostics| EngineError::Spec { pipeline: name.clone(), diagnostics })?;
         let readers = dag.readers();
         let params = sql_params(&inputs.variables, &inputs.state);
-        let templates = Arc::new(template_values(pipeline, inputs));
-        let values: Arc<BTreeMap<String, TypedValue>> =
-            Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect());
-        let connections = Arc::new(pipeline.connections.clone());
+        let shared = Shared::new(pipeline, inputs);
         let mut sinks = Vec::new();
         let mut actions = Vec::new();
 
@@ -239,23 +334,7 @@ impl Engine {
                 None => StepCounters::default(),
             });
             metrics.insert(id, counters.clone());
-            let cx = StepContext {
-                pipeline: name.clone(),
-                step: id.clone(),
-                run_id: inputs.run_id.clone(),
-                base_dir: options.base_dir.clone(),
-                scratch_dir: inputs.scratch_dir.clone(),
-                batch_size: pipeline.settings.batch_size,
-                retry: pipeline.settings.retry.clone(),
-                on_error: step.on_error(),
-                dry_run: options.dry_run,
-                planning: mode == Mode::Plan,
-                templates: templates.clone(),
-                values: values.clone(),
-                connections: connections.clone(),
-                store: self.store.clone(),
-                counters: counters.clone(),
-            };
+            let cx = self.context(pipeline, options, inputs, &shared, step, mode, counters.clone());
             let plan_err = |e: DataFusionError| EngineError::Plan {
                 pipeline: name.clone(),
                 step: id.clone(),
@@ -285,6 +364,222 @@ impl Engine {
         // Actions run in file order, whatever the DAG's order.
         actions.sort_by_key(|(step, _): &(Step, StepContext)| pipeline.steps.iter().position(|s| s.id() == step.id()));
         Ok(Planned { ctx, dag, metrics, sinks, actions })
+    }
+}
+
+impl Engine {
+    fn context(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        inputs: &RunInputs,
+        shared: &Shared,
+        step: &Step,
+        mode: Mode,
+        counters: Arc<StepCounters>,
+    ) -> StepContext {
+        StepContext {
+            pipeline: pipeline.name().to_string(),
+            step: step.id().to_string(),
+            run_id: inputs.run_id.clone(),
+            base_dir: options.base_dir.clone(),
+            scratch_dir: inputs.scratch_dir.clone(),
+            batch_size: pipeline.settings.batch_size,
+            retry: pipeline.settings.retry.clone(),
+            batch: None,
+            on_error: step.on_error(),
+            dry_run: options.dry_run,
+            planning: mode == Mode::Plan,
+            templates: shared.templates.clone(),
+            values: shared.values.clone(),
+            connections: shared.connections.clone(),
+            store: self.store.clone(),
+            counters,
+        }
+    }
+
+    /// A run with `settings.commit_every`: stage every load's input into the run's load package (unless a resumed
+    /// run staged it already), then load it batch by batch; returns the state to record and the step metrics.
+    async fn execute_batched(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        inputs: &RunInputs,
+        metrics: RunMetrics,
+        every: u64,
+    ) -> (Result<BTreeMap<String, TypedValue>, EngineError>, Vec<StepMetricsRow>) {
+        let dir = options.packages.join(&inputs.run_id);
+        let name = pipeline.name();
+        let manifest = match Manifest::read(&dir) {
+            Ok(Some(manifest)) => {
+                info!(pipeline = name, "The load package of run {} is staged: loading what is not committed", inputs.run_id);
+                manifest
+            }
+            Ok(None) => {
+                // Staging never finished, so no load has started: stage everything again.
+                let _ = std::fs::remove_dir_all(&dir);
+                match self.stage(pipeline, options, inputs, &metrics, &dir, every).await {
+                    Ok(manifest) => manifest,
+                    Err((err, steps)) => return (Err(err), steps),
+                }
+            }
+            Err(e) => return (Err(attribute(name, "-", e)), Vec::new()),
+        };
+        let loaded = self.load_package(pipeline, options, inputs, &dir, &manifest).await;
+        (loaded.map(|()| manifest.state), manifest.steps)
+    }
+
+    /// Plans the pipeline and streams every load's input into parts; the manifest, written last, records the
+    /// state and metrics the run ends with.
+    async fn stage(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        inputs: &RunInputs,
+        metrics: &RunMetrics,
+        dir: &std::path::Path,
+        every: u64,
+    ) -> Result<Manifest, (EngineError, Vec<StepMetricsRow>)> {
+        let name = pipeline.name();
+        let planned = self.plan_steps(pipeline, options, inputs, Mode::Run, metrics.clone()).await.map_err(|e| (e, Vec::new()))?;
+        let staged = planned.sinks.iter().map(|(step, cx)| async {
+            let input = step.kind.input().expect("load steps have an input");
+            let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
+            info!(pipeline = name, step = step.id(), "Staging the input of `{}` in batches of {every} rows", step.id());
+            inputs.enter(step.id());
+            let parts = package::stage(df, dir, step.id(), every).await.map_err(|e| attribute(name, step.id(), e))?;
+            cx.counters.set_rows(parts.iter().sum());
+            Ok::<_, EngineError>((step.id().to_string(), parts))
+        });
+        let mut parts = BTreeMap::new();
+        let mut failure = None;
+        for result in futures::future::join_all(staged).await {
+            match result {
+                Ok((step, p)) => {
+                    parts.insert(step, p);
+                }
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        let steps = step_rows(pipeline, &planned);
+        let manifest = failure
+            .map_or(Ok(()), Err)
+            .and_then(|()| check_invalid_budgets(pipeline, &planned.metrics))
+            .and_then(|()| next_state(pipeline, inputs, &planned.metrics))
+            .map(|state| Manifest { state, steps: steps.clone(), parts })
+            .and_then(|manifest| manifest.write(dir).map(|()| manifest).map_err(|e| attribute(name, "-", e)));
+        manifest.map_err(|e| (e, steps))
+    }
+
+    /// Loads a staged package: batch-loading steps from the batch after their destination's checkpoint, others
+    /// whole unless done; then the action steps.
+    async fn load_package(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        inputs: &RunInputs,
+        dir: &std::path::Path,
+        manifest: &Manifest,
+    ) -> Result<(), EngineError> {
+        let shared = Shared::new(pipeline, inputs);
+        let session = SessionContext::new();
+        let by_category = |category| pipeline.steps.iter().filter(move |s| s.kind.category() == category);
+        let loads = by_category(Category::Load).map(|step| {
+            let cx = self.context(pipeline, options, inputs, &shared, step, Mode::Run, Arc::default());
+            let parts = manifest.parts.get(step.id()).map(Vec::as_slice).unwrap_or_default();
+            let session = &session;
+            async move {
+                self.load_staged(pipeline, inputs, step, &cx, &session, dir, parts).await.map_err(|e| attribute(pipeline.name(), step.id(), e))
+            }
+        });
+        let mut failure = None;
+        for result in futures::future::join_all(loads).await {
+            failure = failure.or(result.err());
+        }
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        for step in by_category(Category::Action) {
+            let cx = self.context(pipeline, options, inputs, &shared, step, Mode::Run, Arc::default());
+            self.connectors.action(step, &cx).await.map_err(|e| attribute(pipeline.name(), step.id(), e))?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn load_staged(
+        &self,
+        pipeline: &Pipeline,
+        inputs: &RunInputs,
+        step: &Step,
+        cx: &StepContext,
+        session: &SessionContext,
+        dir: &std::path::Path,
+        parts: &[u64],
+    ) -> datafusion::error::Result<()> {
+        let id = step.id();
+        let total: u64 = parts.iter().sum();
+        inputs.enter(id);
+        if !self.connectors.loads_in_batches(step, cx) {
+            if self.store.checkpoint(&cx.run_id, id).map_err(external)? == parts.len() as u64 {
+                return Ok(());
+            }
+            let path = format!("{}/", dir.join(id).display());
+            let input = session.read_parquet(path, ParquetReadOptions::default()).await?;
+            self.connectors.sink(step, cx, input).await?.commit().await?;
+            self.store.set_checkpoint(&cx.run_id, id, parts.len() as u64, total).map_err(external)?;
+            info!(pipeline = pipeline.name(), step = id, rows = total, "Load complete: {total} rows");
+            return Ok(());
+        }
+        let done = self.connectors.committed_batches(step, cx).await? as usize;
+        if done > 0 {
+            info!(pipeline = pipeline.name(), step = id, "`{id}` committed {done} of {} batches before: going on from there", parts.len());
+        }
+        let retry = pipeline.settings.retry.clone().unwrap_or_default();
+        let mut rows_before: u64 = parts[..done.min(parts.len())].iter().sum();
+        for (index, rows) in parts.iter().enumerate().skip(done) {
+            let cx = StepContext { batch: Some(Batch { index: index as u64, rows_before }), ..cx.clone() };
+            let path = package::part(dir, id, index);
+            let what = format!("batch {} of {} of `{id}`", index + 1, parts.len());
+            with_retries(&retry, &what, || async {
+                let input = session.read_parquet(path.display().to_string(), ParquetReadOptions::default()).await?;
+                self.connectors.sink(step, &cx, input).await?.commit().await
+            })
+            .await?;
+            rows_before += rows;
+            self.store.set_checkpoint(&cx.run_id, id, index as u64 + 1, rows_before).map_err(external)?;
+            info!(pipeline = pipeline.name(), step = id, rows = rows_before, "Committed {what}: {rows_before} of {total} rows");
+        }
+        Ok(())
+    }
+}
+
+fn external(e: crate::state_store::StateError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Waits until the run is cancelled or out of time; says which.
+async fn stopped(cancel: &CancellationToken, timeout: Option<weir_spec::Duration>) -> String {
+    let limit = async {
+        match timeout {
+            Some(limit) => {
+                tokio::time::sleep(limit.0).await;
+                format!("timed out after {}", humanize(limit.0))
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = cancel.cancelled() => "cancelled".to_string(),
+        reason = limit => reason,
+    }
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        0 => format!("{} ms", d.as_millis()),
+        s if s < 120 => format!("{s} s"),
+        s => format!("{} min", s / 60),
     }
 }
 

@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     retry_count  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_pipeline ON dead_letters (pipeline, id);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    step        TEXT NOT NULL,
+    batches     INTEGER NOT NULL,
+    rows        INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
 CREATE VIEW IF NOT EXISTS pipeline_metrics AS
 SELECT
     r.pipeline AS pipeline_id,
@@ -98,7 +106,7 @@ pub struct RunRecord {
 }
 
 /// One step's figures for one run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepMetricsRow {
     pub step: String,
     pub kind: String,
@@ -170,13 +178,17 @@ impl StateStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        migrate(&conn)?;
+        let store = Self { conn: Mutex::new(conn) };
+        store.mark_abandoned_runs()?;
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -187,10 +199,105 @@ impl StateStore {
 
     pub fn start_run(&self, run_id: &str, pipeline: &str, trigger: &str, variables: &serde_json::Value) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO runs (run_id, pipeline, trigger, status, started_at, variables) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-            params![run_id, pipeline, trigger, now(), variables.to_string()],
+            "INSERT INTO runs (run_id, pipeline, trigger, status, started_at, variables, pid)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+            params![run_id, pipeline, trigger, now(), variables.to_string(), std::process::id()],
         )?;
         Ok(())
+    }
+
+    /// Marks the runs whose process is gone (killed, crashed, the machine lost power) as failed, so they read as
+    /// what they are and can be resumed. A run is only judged on the machine that runs it: its process id is
+    /// checked under `/proc`.
+    fn mark_abandoned_runs(&self) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT run_id, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL")?;
+        let running: Vec<(String, u32)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (run_id, pid) in running.into_iter().filter(|(_, pid)| !process_alive(*pid)) {
+            conn.execute(
+                "UPDATE runs SET status = 'failed', ended_at = ?2, error = ?3 WHERE run_id = ?1 AND status = 'running'",
+                params![
+                    run_id,
+                    now(),
+                    format!("interrupted: process {pid} ended before the run finished; `weir run --resume` goes on from its last checkpoint")
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The run `weir run --resume` goes on with: `run_id`, or the pipeline's latest run when it failed. A run that
+    /// succeeded, or that a later successful run superseded, cannot be resumed: its loads are done, or redoing
+    /// them would move state back.
+    pub fn resumable_run(&self, pipeline: &str, run_id: Option<&str>) -> Result<ResumableRun, String> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                "SELECT run_id, status, started_at, variables, pid FROM runs
+                 WHERE pipeline = ?1 AND (?2 IS NULL OR run_id = ?2) ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                params![pipeline, run_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<u32>>(4)?)),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let Some((run_id, status, started_at, variables, pid)) = found else {
+            return Err(match run_id {
+                Some(id) => format!("pipeline `{pipeline}` has no run `{id}`"),
+                None => format!("pipeline `{pipeline}` has no run to resume"),
+            });
+        };
+        match status.as_str() {
+            "success" => return Err(format!("run {run_id} of `{pipeline}` succeeded; there is nothing to resume")),
+            "running" => {
+                return Err(format!(
+                    "run {run_id} of `{pipeline}` is still running (process {}); stop it first",
+                    pid.map_or("?".into(), |p| p.to_string())
+                ));
+            }
+            _ => {}
+        }
+        let later: Option<String> = conn
+            .query_row(
+                "SELECT run_id FROM runs WHERE pipeline = ?1 AND status = 'success' AND started_at > ?2 LIMIT 1",
+                params![pipeline, started_at],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        if let Some(later) = later {
+            return Err(format!("run {run_id} of `{pipeline}` was followed by run {later}, which succeeded; resuming would move state back"));
+        }
+        let variables = serde_json::from_str(&variables).map_err(|e| format!("run {run_id}: stored variables are unreadable: {e}"))?;
+        Ok(ResumableRun { run_id, started_at, variables })
+    }
+
+    /// Marks a failed run as running again, in this process.
+    pub fn restart_run(&self, run_id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, stage = NULL, pid = ?2 WHERE run_id = ?1",
+            params![run_id, std::process::id()],
+        )?;
+        Ok(())
+    }
+
+    /// Records that `batches` batches (`rows` rows) of a load of run `run_id` have committed.
+    pub fn set_checkpoint(&self, run_id: &str, step: &str, batches: u64, rows: u64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO checkpoints (run_id, step, batches, rows, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (run_id, step) DO UPDATE SET batches = excluded.batches, rows = excluded.rows,
+                 updated_at = excluded.updated_at",
+            params![run_id, step, batches as i64, rows as i64, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The batches of a load of run `run_id` recorded by [`Self::set_checkpoint`].
+    pub fn checkpoint(&self, run_id: &str, step: &str) -> Result<u64> {
+        let batches: Option<i64> = self
+            .conn()
+            .query_row("SELECT batches FROM checkpoints WHERE run_id = ?1 AND step = ?2", params![run_id, step], |r| r.get(0))
+            .optional()?;
+        Ok(batches.unwrap_or(0) as u64)
     }
 
     /// Ends a run: its metrics, its status and, only on success, the new state values, in one transaction so a
@@ -399,6 +506,29 @@ impl StateStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A failed run that `weir run --resume` can go on with, with what it started from.
+#[derive(Debug, Clone)]
+pub struct ResumableRun {
+    pub run_id: String,
+    pub started_at: String,
+    pub variables: BTreeMap<String, TypedValue>,
+}
+
+/// Adds what later versions keep to a store an earlier version made.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_pid = conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'pid'")?.exists([])?;
+    if !has_pid {
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN pid INTEGER")?;
+    }
+    Ok(())
+}
+
+/// Whether a process of this machine is alive. Where that cannot be told (no `/proc`), every process is.
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.exists() || pid == std::process::id() || proc.join(pid.to_string()).exists()
 }
 
 fn dead_letter_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {

@@ -189,8 +189,9 @@ pub struct Retry {
     /// The longest wait between two attempts.
     #[serde(default = "default_max_delay")]
     pub max_delay: Duration,
-    /// Which failures are retried: `timeout`, `connection` (refused, reset, dropped), or an HTTP status (`429`,
-    /// `503`) or class (`5xx`). A `Retry-After` header on a retried response sets the wait.
+    /// Which failures are retried: `timeout`, `connection` (refused, reset, dropped; a database session ended),
+    /// `conflict` (a database serialization failure or deadlock), or an HTTP status (`429`, `503`) or class (`5xx`).
+    /// A `Retry-After` header on a retried response sets the wait.
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<RetryOn>,
 }
@@ -221,6 +222,8 @@ pub enum Backoff {
 pub enum RetryOn {
     Timeout,
     Connection,
+    /// A database transaction that lost to another: a serialization failure or a deadlock.
+    Conflict,
     Status(u16),
     /// Every status of a class: `5` for `5xx`.
     StatusClass(u16),
@@ -231,7 +234,7 @@ impl RetryOn {
         match self {
             Self::Status(s) => s == status,
             Self::StatusClass(c) => status / 100 == c,
-            Self::Timeout | Self::Connection => false,
+            Self::Timeout | Self::Connection | Self::Conflict => false,
         }
     }
 }
@@ -257,6 +260,7 @@ impl<'de> Deserialize<'de> for RetryOn {
                 match v {
                     "timeout" => Ok(RetryOn::Timeout),
                     "connection" => Ok(RetryOn::Connection),
+                    "conflict" => Ok(RetryOn::Conflict),
                     _ => {
                         if let Some(class) = v.strip_suffix("xx").and_then(|c| c.parse::<u16>().ok())
                             && (1..=5).contains(&class)
@@ -265,7 +269,7 @@ impl<'de> Deserialize<'de> for RetryOn {
                         }
                         match v.parse::<u64>() {
                             Ok(n) => self.visit_u64(n),
-                            Err(_) => Err(E::custom(format!("unknown retry_on `{v}`; expected timeout, connection, a status like 429 or a class like 5xx"))),
+                            Err(_) => Err(E::custom(format!("unknown retry_on `{v}`; expected timeout, connection, conflict, a status like 429 or a class like 5xx"))),
                         }
                     }
                 }
@@ -282,7 +286,7 @@ impl JsonSchema for RetryOn {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "oneOf": [
             { "type": "integer", "minimum": 100, "maximum": 599 },
-            { "type": "string", "pattern": "^(timeout|connection|[1-5]xx|[1-5][0-9][0-9])$" },
+            { "type": "string", "pattern": "^(timeout|connection|conflict|[1-5]xx|[1-5][0-9][0-9])$" },
         ] })
     }
 }
@@ -338,7 +342,7 @@ fn default_max_delay() -> Duration {
     Duration(std::time::Duration::from_secs(60))
 }
 fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::Timeout, RetryOn::Connection, RetryOn::Status(429), RetryOn::StatusClass(5)]
+    vec![RetryOn::Timeout, RetryOn::Connection, RetryOn::Conflict, RetryOn::Status(429), RetryOn::StatusClass(5)]
 }
 http_step! {
     /// Enrich each row of an input with an API lookup: one request per distinct key (so responses are cached for the
@@ -413,7 +417,7 @@ mod tests {
 
     #[test]
     fn retry_on_reads_names_statuses_and_classes() {
-        let parsed: Vec<RetryOn> = serde_saphyr::from_str("[timeout, connection, 429, 5xx]").unwrap();
+        let parsed: Vec<RetryOn> = serde_saphyr::from_str("[timeout, connection, conflict, 429, 5xx]").unwrap();
         assert_eq!(parsed, default_retry_on());
         assert!(RetryOn::StatusClass(5).matches_status(503));
         assert!(!RetryOn::Status(429).matches_status(503));

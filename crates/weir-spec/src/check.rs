@@ -52,6 +52,9 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
     }
     check_values(pipeline, &mut out);
     check_retry(pipeline.settings.retry.as_ref(), "settings.retry", Pos::of(&pipeline.name), &mut out);
+    if pipeline.settings.commit_every == Some(0) {
+        out.push(Diagnostic::new(Pos::of(&pipeline.name), "settings.commit_every must be at least 1 row"));
+    }
     check_connections(pipeline, env, &mut out);
     check_alerts(pipeline, env, &mut out);
     check_steps(pipeline, &mut out);

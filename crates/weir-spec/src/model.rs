@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::api::Retry;
+use crate::api::{Duration, Retry};
 use crate::diagnostic::Diagnostic;
 use crate::step::{Step, Steps};
 use crate::value::ValueType;
@@ -172,9 +172,19 @@ pub struct Settings {
     /// overrides it.
     #[serde(default)]
     pub memory_limit: Option<String>,
-    /// The retry policy of every HTTP step that sets none of its own.
+    /// The retry policy of every HTTP step that sets none of its own, and of every batch a `write_db` commits.
     #[serde(default)]
     pub retry: Option<Retry>,
+    /// Rows per committed batch. With it, a run first stages each load's input on disk (its load package), then
+    /// `write_db` steps load it in batches of this many rows, each committed with a checkpoint in the same
+    /// transaction, and other loads load it whole. A run that dies, times out or is cancelled goes on from its
+    /// last checkpoint with `weir run --resume`. Without it, every load commits once, when the run succeeds.
+    #[serde(default)]
+    pub commit_every: Option<u64>,
+    /// The longest a run may take, e.g. `30m`. Past it the run is cancelled (an open batch rolls back) and marked
+    /// failed with the step it was in.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 fn default_batch_size() -> usize {
@@ -183,7 +193,7 @@ fn default_batch_size() -> usize {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { batch_size: default_batch_size(), memory_limit: None, retry: None }
+        Self { batch_size: default_batch_size(), memory_limit: None, retry: None, commit_every: None, timeout: None }
     }
 }
 

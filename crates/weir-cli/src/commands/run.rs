@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use weir_connectors::RunOutcome;
-use weir_engine::{Engine, EngineError, RunMetrics, RunOptions, RunReport, StepCounters};
+use weir_engine::{CancellationToken, Engine, EngineError, RunMetrics, RunOptions, RunReport, StepCounters};
 use weir_spec::{Category, Pipeline};
 
 use crate::load::{load, parse_var};
@@ -26,8 +26,13 @@ pub struct RunArgs {
     /// Run everything, then roll every load back: the log shows the DDL and statements each load would run, its
     /// row counts and any error a real run would meet. Nothing is committed, no run or dead letter is recorded,
     /// and state does not move.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub dry_run: bool,
+    /// Go on with a failed, killed or cancelled run: the latest, or the one whose id is given. With
+    /// `settings.commit_every` it loads only the batches its destinations have not committed, from the load package
+    /// the run staged; otherwise it runs again from the start. It keeps the run's id and variables.
+    #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "", conflicts_with = "vars")]
+    pub resume: Option<String>,
 }
 
 pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +46,8 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         base_dir: loaded.dir(),
         scratch_root: loaded.state_dir(global).join("tmp"),
         dry_run: args.dry_run,
+        packages: loaded.state_dir(global).join("packages"),
+        cancel: cancel_on_signal(),
     };
     let store = loaded.store(global)?;
     let store = if args.dry_run { Arc::new(store.scratch_copy(loaded.pipeline.name())?) } else { store };
@@ -48,7 +55,13 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let metrics = RunMetrics::default();
     let progress = Progress::start(metrics.clone(), global.log_format == LogFormat::Human && global.quiet == 0);
     let started = Instant::now();
-    let result = engine.run(&loaded.pipeline, &options, metrics.clone()).await;
+    let result = match &args.resume {
+        Some(id) => {
+            let id = Some(id.as_str()).filter(|id| !id.is_empty());
+            engine.resume(&loaded.pipeline, &options, metrics.clone(), id).await
+        }
+        None => engine.run(&loaded.pipeline, &options, metrics.clone()).await,
+    };
     progress.finish();
     if !args.dry_run && !loaded.pipeline.alerts.is_empty() {
         let outcome = outcome(&loaded.pipeline, &metrics, &result, started.elapsed().as_millis() as u64);
@@ -61,6 +74,30 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("run {} succeeded in {} ms", report.run_id, report.duration_ms);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM: the run rolls back its open batch and is recorded as failed.
+fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => signal.recv().await.map_or((), |_| ()),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        eprintln!("stopping: the open batch rolls back, the run is recorded as failed");
+        cancel.cancel();
+    });
+    token
 }
 
 /// What the alerts report of a run: its error and failed step, and the records its steps counted.

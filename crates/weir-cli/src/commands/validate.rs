@@ -36,6 +36,8 @@ async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<we
         base_dir: loaded.dir(),
         scratch_root: std::env::temp_dir(),
         dry_run: false,
+        packages: std::env::temp_dir(),
+        cancel: Default::default(),
     };
     engine.plan(&loaded.pipeline, &options).await
 }

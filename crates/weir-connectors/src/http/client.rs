@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ConstantBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -10,7 +9,7 @@ use reqwest::{Method, StatusCode, Url};
 use tokio::time::MissedTickBehavior;
 use tracing::warn;
 use weir_engine::truncate;
-use weir_spec::{Backoff, Retry, RetryOn};
+use weir_spec::{Retry, RetryOn};
 
 use super::auth::Auth;
 
@@ -94,7 +93,7 @@ impl Client {
 
     /// Sends `request` until it succeeds, fails in a way the policy does not retry, or runs out of attempts.
     pub async fn send(&self, request: &Request) -> Result<Page> {
-        let mut delays = self.delays();
+        let mut delays = weir_engine::retry_delays(&self.retry);
         let mut attempt = 1;
         loop {
             if let Some(pacing) = &self.pacing {
@@ -156,21 +155,6 @@ impl Client {
         }
         let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         Ok(Err(Failure::Status { status, retry_after, body: String::from_utf8_lossy(&body).into_owned() }))
-    }
-
-    fn delays(&self) -> Box<dyn Iterator<Item = Duration> + Send> {
-        let retry = &self.retry;
-        match retry.backoff {
-            Backoff::Fixed => Box::new(ConstantBuilder::default().with_delay(retry.delay.0).without_max_times().build()),
-            Backoff::Exponential => Box::new(
-                ExponentialBuilder::default()
-                    .with_min_delay(retry.delay.0)
-                    .with_max_delay(retry.max_delay.0)
-                    .with_jitter()
-                    .without_max_times()
-                    .build(),
-            ),
-        }
     }
 }
 

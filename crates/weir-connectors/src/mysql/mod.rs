@@ -13,13 +13,13 @@ use datafusion::error::DataFusionError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 use tracing::info;
-use weir_engine::{ResolvedConnection, StepContext};
-use weir_spec::Execute;
+use weir_engine::{ResolvedConnection, StepContext, Transient};
+use weir_spec::{Execute, RetryOn};
 
 use crate::common::sql_params::{Style, bind_values};
 
 pub use read::table;
-pub use write::write;
+pub use write::{committed_batches, write};
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
@@ -44,13 +44,25 @@ async fn connect(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {
     Ok(c)
 }
 
-/// A MySQL error after what Weir was doing; server errors keep their code (`1146`) and message.
+/// A MySQL error after what Weir was doing; server errors keep their code (`1146`) and message. A lost
+/// connection and a deadlock or lock wait timeout are [`Transient`].
 fn my_error(context: &str, e: mysql_async::Error) -> DataFusionError {
-    let message = match &e {
-        mysql_async::Error::Server(s) => format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state),
-        other => other.to_string(),
+    let (message, transient) = match &e {
+        mysql_async::Error::Server(s) => (
+            format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state),
+            match s.code {
+                1205 | 1213 => Some(RetryOn::Conflict),
+                1053 | 1927 | 2006 | 2013 => Some(RetryOn::Connection),
+                _ => None,
+            },
+        ),
+        mysql_async::Error::Io(_) => (e.to_string(), Some(RetryOn::Connection)),
+        other => (other.to_string(), None),
     };
-    DataFusionError::External(format!("{context}: {message}").into())
+    match transient {
+        Some(kind) => Transient::error(kind, format!("{context}: {message}")),
+        None => DataFusionError::External(format!("{context}: {message}").into()),
+    }
 }
 
 /// `` `db`.`table` `` or `` `table` `` as written.

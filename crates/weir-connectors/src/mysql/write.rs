@@ -15,7 +15,7 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value};
 use tracing::info;
-use weir_engine::{PendingLoad, StepContext};
+use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::types::{arrow_type, ddl_type, values};
@@ -41,8 +41,19 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let Some(columns) = prepare_table(spec, &mut client, &target, &fields, cx.dry_run).await? else {
         return Ok(Box::new(MyPending { client, rows: 0, table, connection: conn.name }));
     };
+    if cx.batch.is_some() {
+        // Before the transaction: MySQL commits DDL at once.
+        client.query_drop(CHECKPOINTS).await.map_err(|e| my_error(&format!("cannot create weir_checkpoints on `{}`", conn.name), e))?;
+    }
     target.run(&mut client, "START TRANSACTION", "cannot start a transaction on").await?;
-    match load(spec, &mut client, &target, &columns, input).await {
+    let loaded = match load(spec, &mut client, &target, &columns, input, Batch::is_first(cx.batch)).await {
+        Ok(rows) => match cx.batch {
+            Some(batch) => record_checkpoint(&mut client, cx, batch, rows, &conn.name).await.map(|()| rows),
+            None => Ok(rows),
+        },
+        Err(e) => Err(e),
+    };
+    match loaded {
         Ok(rows) => Ok(Box::new(MyPending { client, rows, table, connection: conn.name })),
         Err(e) => {
             let _ = client.query_drop("ROLLBACK").await;
@@ -193,8 +204,10 @@ fn create_table(spec: &WriteDb, target: &Target, fields: &[&Field]) -> Result<St
     Ok(format!("CREATE TABLE {} ({}) ENGINE=InnoDB", target.quoted, defs.join(", ")))
 }
 
-async fn load(spec: &WriteDb, client: &mut Conn, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {
-    if spec.mode == DbWriteMode::Replace {
+/// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
+/// the table before.
+async fn load(spec: &WriteDb, client: &mut Conn, target: &Target, columns: &[Field], input: DataFrame, first: bool) -> Result<u64> {
+    if spec.mode == DbWriteMode::Replace && first {
         // Not TRUNCATE: MySQL commits it at once, and readers would see an empty table.
         target.run(client, &format!("DELETE FROM {}", target.quoted), "cannot empty").await?;
     }
@@ -314,6 +327,47 @@ impl Statement<'_> {
         let e = self.target.error(doing, e);
         DataFusionError::External(format!("{e} (rows {}..{} of the batch)", start + 1, end).into())
     }
+}
+
+const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
+    pipeline VARCHAR(255) NOT NULL, step VARCHAR(255) NOT NULL, run_id VARCHAR(64) NOT NULL, batches BIGINT NOT NULL,
+    `rows` BIGINT NOT NULL, committed_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (pipeline, step)
+) ENGINE=InnoDB";
+
+/// Records `batch` as committed in `weir_checkpoints`, inside the transaction that commits its rows.
+async fn record_checkpoint(client: &mut Conn, cx: &StepContext, batch: Batch, rows: u64, connection: &str) -> Result<()> {
+    client
+        .exec_drop(
+            "INSERT INTO weir_checkpoints (pipeline, step, run_id, batches, `rows`) VALUES (?, ?, ?, ?, ?)
+             ON DUPLICATE KEY UPDATE run_id = VALUES(run_id), batches = VALUES(batches), `rows` = VALUES(`rows`),
+                 committed_at = CURRENT_TIMESTAMP(6)",
+            (&cx.pipeline, &cx.step, &cx.run_id, batch.index + 1, batch.rows_before + rows),
+        )
+        .await
+        .map_err(|e| my_error(&format!("cannot record the checkpoint of `{}` on `{connection}`", cx.step), e))
+}
+
+/// The batches of run `cx.run_id` that a batch-loading `write_db` on MySQL has committed.
+pub async fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let mut client = connect(&conn).await?;
+    let failed = |e| my_error(&format!("cannot read the checkpoint of `{}` on `{}`", cx.step, conn.name), e);
+    let exists: Option<u64> = client
+        .query_first("SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'weir_checkpoints'")
+        .await
+        .map_err(failed)?;
+    let batches: Option<u64> = match exists {
+        Some(_) => client
+            .exec_first(
+                "SELECT batches FROM weir_checkpoints WHERE pipeline = ? AND step = ? AND run_id = ?",
+                (&cx.pipeline, &cx.step, &cx.run_id),
+            )
+            .await
+            .map_err(failed)?,
+        None => None,
+    };
+    let _ = client.disconnect().await;
+    Ok(batches.unwrap_or(0))
 }
 
 /// A load whose transaction is open until the run commits.

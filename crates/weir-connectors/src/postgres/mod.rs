@@ -1,6 +1,7 @@
 //! PostgreSQL: `read_db` streams a table or a query with bound parameters and pushed-down projections and
 //! filters; `write_db` loads through binary COPY inside one transaction that commits with the run.
 
+mod checkpoint;
 mod copy;
 mod read;
 mod types;
@@ -13,13 +14,19 @@ use datafusion::error::DataFusionError;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
-use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
-use weir_spec::{Execute, TypedValue};
+use weir_engine::{ResolvedConnection, StepContext, Transient, timestamp_micros};
+use weir_spec::{Execute, RetryOn, TypedValue};
 
 use crate::common::sql_params::{Style, bind_named};
 
 pub use read::table;
 pub use write::write;
+
+/// The batches of run `cx.run_id` that a batch-loading `write_db` on PostgreSQL has committed.
+pub async fn committed_batches(spec: &weir_spec::WriteDb, cx: &StepContext) -> Result<u64, DataFusionError> {
+    let conn = cx.connection(&spec.connection.value)?;
+    checkpoint::committed(&connect(&conn).await?, cx, &conn.name).await
+}
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
@@ -50,9 +57,25 @@ async fn connect(conn: &ResolvedConnection) -> Result<Client, DataFusionError> {
     Ok(client)
 }
 
-/// A PostgreSQL error with the server's message, detail and hint, after what Weir was doing.
+/// A PostgreSQL error with the server's message, detail and hint, after what Weir was doing. A lost session
+/// (dropped connection, terminated backend) and a lost serialization conflict or deadlock are [`Transient`].
 fn pg_error(context: &str, e: &tokio_postgres::Error) -> DataFusionError {
-    let message = match e.as_db_error() {
+    let message = pg_message(e);
+    let state = e.code().map(|c| c.code());
+    let transient = match state {
+        Some("40001" | "40P01") => Some(RetryOn::Conflict),
+        Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => Some(RetryOn::Connection),
+        None if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) => Some(RetryOn::Connection),
+        _ => None,
+    };
+    match transient {
+        Some(kind) => Transient::error(kind, format!("{context}: {message}")),
+        None => DataFusionError::External(format!("{context}: {message}").into()),
+    }
+}
+
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
         Some(db) => {
             let mut m = db.message().to_string();
             if let Some(detail) = db.detail() {
@@ -70,8 +93,7 @@ fn pg_error(context: &str, e: &tokio_postgres::Error) -> DataFusionError {
             Some(source) => format!("{e}: {source}"),
             None => e.to_string(),
         },
-    };
-    DataFusionError::External(format!("{context}: {message}").into())
+    }
 }
 
 /// `schema.table` or `table` as quoted identifiers, exactly as written.

@@ -1,4 +1,5 @@
-//! `write_db` on PostgreSQL. Everything happens in one transaction that commits only when the whole run succeeds:
+//! `write_db` on PostgreSQL. Everything happens in one transaction that commits only when the whole run succeeds
+//! (or, with `settings.commit_every`, one per batch, which records its checkpoint in `weir_checkpoints`):
 //! create or evolve the table, then binary COPY straight into it (`append`, `replace`) or into a temporary staging
 //! table that one `INSERT … ON CONFLICT` / `DELETE … USING` applies (`upsert`, `delete`).
 
@@ -14,11 +15,11 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::info;
-use weir_engine::{PendingLoad, StepContext};
+use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::types::{arrow_type, ddl_type};
-use super::{connect, copy, pg_error, quote_ident, quote_table};
+use super::{checkpoint, connect, copy, pg_error, quote_ident, quote_table};
 use crate::common::db_load;
 use crate::common::schema_diff::{self, ColumnChange, TableColumn};
 
@@ -28,9 +29,19 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let table = cx.render(&spec.table)?;
     let input = db_load::with_audit_columns(spec, cx, input)?;
     let client = connect(&conn).await?;
+    if cx.batch.is_some() {
+        checkpoint::create(&client, &conn.name).await?;
+    }
     let target = Target { client: &client, name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
     target.run("BEGIN", "cannot start a transaction on").await?;
-    match load(spec, &target, input).await {
+    let loaded = match load(spec, &target, input, Batch::is_first(cx.batch)).await {
+        Ok(rows) => match cx.batch {
+            Some(batch) => checkpoint::record(&client, cx, batch, rows, &conn.name).await.map(|()| rows),
+            None => Ok(rows),
+        },
+        Err(e) => Err(e),
+    };
+    match loaded {
         Ok(rows) => Ok(Box::new(PgPending { client, rows, table, connection: conn.name })),
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
@@ -83,7 +94,9 @@ struct LoadColumn {
     arrow: DataType,
 }
 
-async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame) -> Result<u64> {
+/// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
+/// the table before.
+async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame, first: bool) -> Result<u64> {
     let input_schema: SchemaRef = input.schema().inner().clone();
     let data_fields = db_load::data_fields(spec, &input_schema)?;
 
@@ -101,7 +114,9 @@ async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame) -> Result<u
     let rows = match spec.mode {
         DbWriteMode::Append => copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?,
         DbWriteMode::Replace => {
-            target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
+            if first {
+                target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
+            }
             copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?
         }
         DbWriteMode::Upsert => upsert(spec, target, &all, input).await?,
@@ -277,7 +292,7 @@ async fn upsert(spec: &WriteDb, target: &Target<'_>, columns: &[&LoadColumn], in
             Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
                 ". The input has several rows with the same key: add a dedup step before this one".to_string()
             }
-            _ => String::new(),
+            _ => return target.error("cannot upsert into", &e),
         };
         DataFusionError::External(format!("{}{hint}", target.error("cannot upsert into", &e)).into())
     })?;

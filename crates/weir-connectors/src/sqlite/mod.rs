@@ -24,7 +24,7 @@ use crate::common::column_builder::ColumnBuilder;
 use crate::common::sql_params::{Style, bind_values};
 
 pub use read::table;
-pub use write::write;
+pub use write::{committed_batches, write};
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {

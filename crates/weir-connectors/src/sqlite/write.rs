@@ -11,9 +11,9 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use futures::StreamExt;
 use rusqlite::types::Value;
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use tracing::info;
-use weir_engine::{PendingLoad, StepContext};
+use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, sqlite_error};
@@ -31,8 +31,12 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
     db.execute_batch("BEGIN IMMEDIATE").map_err(|e| target.error("cannot start a transaction on", e))?;
     let loaded = match prepare_table(spec, &db, &target, &fields) {
-        Ok(columns) => load(spec, &mut db, &target, &columns, input).await,
+        Ok(columns) => load(spec, &mut db, &target, &columns, input, Batch::is_first(cx.batch)).await,
         Err(e) => Err(e),
+    };
+    let loaded = match (loaded, cx.batch) {
+        (Ok(rows), Some(batch)) => record_checkpoint(&db, cx, batch, rows, &conn.name).map(|()| rows),
+        (other, _) => other,
     };
     match loaded {
         Ok(rows) => Ok(Box::new(SqlitePending { db, rows, table, connection: conn.name })),
@@ -126,8 +130,10 @@ fn create_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fie
     db.execute_batch(&ddl).map_err(|e| target.error("cannot create", e))
 }
 
-async fn load(spec: &WriteDb, db: &mut Connection, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {
-    if spec.mode == DbWriteMode::Replace {
+/// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
+/// the table before.
+async fn load(spec: &WriteDb, db: &mut Connection, target: &Target, columns: &[Field], input: DataFrame, first: bool) -> Result<u64> {
+    if spec.mode == DbWriteMode::Replace && first {
         db.execute_batch(&format!("DELETE FROM {}", target.quoted)).map_err(|e| target.error("cannot empty", e))?;
     }
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name())).collect();
@@ -229,6 +235,46 @@ fn values(array: &ArrayRef) -> std::result::Result<Vec<Value>, String> {
         DataType::Timestamp(..) => each(&|i| Ok(Value::Text(datetime_text(array.as_primitive::<TimestampMicrosecondType>().value(i))?))),
         other => Err(format!("cannot send Arrow {other} to SQLite")),
     }
+}
+
+const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
+    pipeline TEXT NOT NULL, step TEXT NOT NULL, run_id TEXT NOT NULL, batches INTEGER NOT NULL, rows INTEGER NOT NULL,
+    committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), PRIMARY KEY (pipeline, step))";
+
+/// Records `batch` as committed in `weir_checkpoints`, inside the transaction that commits its rows.
+fn record_checkpoint(db: &Connection, cx: &StepContext, batch: Batch, rows: u64, connection: &str) -> Result<()> {
+    let failed = |e| sqlite_error(&format!("cannot record the checkpoint of `{}` on `{connection}`", cx.step), e);
+    db.execute_batch(CHECKPOINTS).map_err(failed)?;
+    db.execute(
+        "INSERT INTO weir_checkpoints (pipeline, step, run_id, batches, rows) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (pipeline, step) DO UPDATE SET run_id = excluded.run_id, batches = excluded.batches,
+             rows = excluded.rows, committed_at = excluded.committed_at",
+        rusqlite::params![cx.pipeline, cx.step, cx.run_id, batch.index as i64 + 1, (batch.rows_before + rows) as i64],
+    )
+    .map_err(failed)?;
+    Ok(())
+}
+
+/// The batches of run `cx.run_id` that a batch-loading `write_db` on SQLite has committed.
+pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
+    let conn = cx.connection(&spec.connection.value)?;
+    let db = open(&conn.name, &db_path(&conn, cx))?;
+    let failed = |e| sqlite_error(&format!("cannot read the checkpoint of `{}` on `{}`", cx.step, conn.name), e);
+    let exists: i64 = db
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'weir_checkpoints'", [], |r| r.get(0))
+        .map_err(failed)?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    let batches: Option<i64> = db
+        .query_row(
+            "SELECT batches FROM weir_checkpoints WHERE pipeline = ?1 AND step = ?2 AND run_id = ?3",
+            rusqlite::params![cx.pipeline, cx.step, cx.run_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(failed)?;
+    Ok(batches.unwrap_or(0) as u64)
 }
 
 /// A load whose transaction is open until the run commits.

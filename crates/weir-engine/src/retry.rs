@@ -1,0 +1,53 @@
+//! The retry policy applied: the waits between attempts, and a loop that retries what a policy covers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ConstantBuilder, ExponentialBuilder};
+use datafusion::error::{DataFusionError, Result};
+use tracing::warn;
+use weir_spec::{Backoff, Retry};
+
+use crate::connector::Transient;
+
+/// The waits before each retry under `retry`: fixed, or doubling with jitter up to `max_delay`.
+pub fn retry_delays(retry: &Retry) -> Box<dyn Iterator<Item = Duration> + Send> {
+    match retry.backoff {
+        Backoff::Fixed => Box::new(ConstantBuilder::default().with_delay(retry.delay.0).without_max_times().build()),
+        Backoff::Exponential => Box::new(
+            ExponentialBuilder::default()
+                .with_min_delay(retry.delay.0)
+                .with_max_delay(retry.max_delay.0)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        ),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails in a way that is not [`Transient`] or that `retry` does not cover, or
+/// runs out of attempts. Each retried failure is logged with its reason; returns the attempts made.
+pub async fn with_retries<F, Fut>(retry: &Retry, what: &str, mut attempt: F) -> Result<u32>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut delays = retry_delays(retry);
+    let mut made = 1;
+    loop {
+        let err = match attempt().await {
+            Ok(()) => return Ok(made),
+            Err(e) => e,
+        };
+        let covered = Transient::find(&err).filter(|t| retry.retry_on.contains(&t.kind));
+        match (covered, delays.next()) {
+            (Some(t), Some(wait)) if made < retry.max_attempts => {
+                warn!(attempt = made, wait_ms = wait.as_millis() as u64, "{what}: {}; retrying", t.message);
+                tokio::time::sleep(wait).await;
+                made += 1;
+            }
+            _ if made > 1 => return Err(DataFusionError::Context(format!("{what} failed after {made} attempts"), Box::new(err))),
+            _ => return Err(DataFusionError::Context(what.to_string(), Box::new(err))),
+        }
+    }
+}

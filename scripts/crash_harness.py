@@ -115,7 +115,7 @@ class Trial:
             path = os.path.join(self.dir, "out", "*.parquet")
             q = (f"SELECT count(*), count(DISTINCT id), md5(string_agg(id || ',' || name || ',' || amount, chr(10) "
                  f"ORDER BY id)) FROM read_parquet('{path}')")
-            return duckdb.sql(q).fetchone()
+            return tuple(duckdb.sql(q).fetchall()[0])
         out = psql(self.db, "SELECT count(*), count(DISTINCT id), md5(string_agg(id || ',' || name || ',' || amount, "
                             "E'\\n' ORDER BY id)) FROM t")
         count, distinct, digest = out.split("|")

@@ -158,7 +158,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => commands::init::init(args),
         Command::Runs(args) => commands::inspect::runs(g, args),
         Command::State(cmd) => commands::inspect::state(g, cmd),
-        Command::Dlq(cmd) => commands::inspect::dlq(g, cmd),
+        Command::Dlq(cmd) => commands::inspect::dlq(g, cmd).await,
     }
 }
 

@@ -166,3 +166,51 @@ steps:
     assert!(p.ok_log(&["run", "p.yaml"]).contains("Action complete: 1 rows affected"));
     assert_eq!(rows(&p, "SELECT id FROM orders_copy ORDER BY id"), ["1", "2"]);
 }
+
+/// `orders.yaml`: orders validated by `rule` and an email check, upserted into `orders` of `db.sqlite`.
+fn validated_orders(p: &Project, rule: &str) {
+    p.file(
+        "orders.yaml",
+        &format!(
+            "name: orders\nconnections:\n  db: {{ kind: sqlite, url: db.sqlite }}\nsteps:\n  rows:\n    read_csv: {{ path: data/orders.csv }}\n  \
+             checked:\n    validate: {{ input: rows, rules: {{ {rule}, email: {{ regex: {{ column: email, pattern: '@' }} }} }} }}\n  \
+             out:\n    write_db: {{ input: checked, connection: db, table: orders, mode: upsert, keys: [id] }}\n"
+        ),
+    );
+}
+
+#[test]
+fn dead_letters_replay_through_the_fixed_pipeline_until_the_queue_is_empty() {
+    let p = Project::new();
+    p.file("data/orders.csv", "id,email,amount\n1,a@x.io,10\n2,b@x.io,0\n3,c@x.io,-4\n4,d@x.io,7\n5,bad,3\n");
+    validated_orders(&p, "amount_positive: { positive: amount }");
+    p.ok(&["run", "orders.yaml"]);
+    assert_eq!(rows(&p, "SELECT id FROM orders ORDER BY id"), ["1", "4"]);
+    let letters = p.dlq("orders.yaml");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+
+    // The fix: a zero amount is fine. Order 2 goes through; 3 (negative) and 5 (no email) fail again.
+    validated_orders(&p, "amount_not_negative: { expr: \"amount >= 0\" }");
+    let log = p.ok_log(&["dlq", "replay", "orders.yaml"]);
+    assert!(log.contains("replayed 3 dead letters of `checked`"), "{log}");
+    assert!(log.contains("1 went through and were removed, 2 failed again and stay"), "{log}");
+    assert_eq!(rows(&p, "SELECT id, email, amount FROM orders ORDER BY id"), ["1|a@x.io|10", "2|b@x.io|0", "4|d@x.io|7"]);
+    let left = p.dlq("orders.yaml");
+    let summary: Vec<String> = left
+        .iter()
+        .map(|l| format!("{}|{}|{}", l["record"]["id"], l["retry_count"], l["error"].as_str().unwrap().contains("amount_not_negative")))
+        .collect();
+    assert_eq!(summary, ["3|1|true", "5|1|false"], "{left:?}");
+
+    // A second fix lets everything through: the queue empties, and state never moved.
+    validated_orders(&p, "amount_present: { required: [amount] }");
+    std::fs::write(p.path().join("orders.yaml"), p.read("orders.yaml").replace("pattern: '@'", "pattern: '.'")).unwrap();
+    let log = p.ok_log(&["dlq", "replay", "orders.yaml"]);
+    assert!(log.contains("2 went through and were removed, 0 failed again"), "{log}");
+    assert!(p.dlq("orders.yaml").is_empty());
+    assert_eq!(rows(&p, "SELECT count(*) FROM orders"), ["5"]);
+    let runs = p.ok(&["runs", "orders.yaml", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let triggers: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["trigger"].as_str().unwrap()).collect();
+    assert_eq!(triggers, ["replay", "replay", "manual"]);
+}

@@ -9,6 +9,7 @@ mod materialize;
 mod metrics;
 mod package;
 mod params;
+mod replay;
 mod retry;
 mod run;
 pub mod state_store;
@@ -18,6 +19,7 @@ pub use connector::{Batch, Connectors, PendingLoad, ResolvedConnection, Secret, 
 pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
 pub use params::{timestamp_micros, to_scalar};
+pub use replay::ReplayReport;
 pub use retry::{retry_delays, with_retries};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes};
 pub use tokio_util::sync::CancellationToken;

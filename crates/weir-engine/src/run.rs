@@ -73,20 +73,28 @@ pub struct Planned {
     actions: Vec<(Step, StepContext)>,
 }
 
+/// The part of a pipeline a replay of dead letters runs: the steps downstream of the one that set them aside,
+/// and what else those read; the input of that step is a table of the dead letters' records.
+pub(crate) struct ReplayInput {
+    pub input: String,
+    pub table: Arc<dyn datafusion::catalog::TableProvider>,
+    pub steps: BTreeSet<String>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     /// Plan only: nothing executes (validate, explain).
     Plan,
     /// Plan to run: steps read by several others are materialized once.
     Run,
 }
 
-struct RunInputs {
+pub(crate) struct RunInputs {
     run_id: String,
     started: chrono::DateTime<chrono::Utc>,
-    variables: BTreeMap<String, TypedValue>,
+    pub(crate) variables: BTreeMap<String, TypedValue>,
     state: BTreeMap<String, TypedValue>,
-    scratch_dir: PathBuf,
+    pub(crate) scratch_dir: PathBuf,
     /// The load step the run is in, for the record of a run that is stopped.
     stage: Mutex<Option<String>>,
 }
@@ -132,7 +140,7 @@ impl Engine {
         let variables = resolve_variables(pipeline, &options.variables)
             .map_err(|message| EngineError::Input { pipeline: pipeline.name().to_string(), message })?;
         let inputs = self.inputs(pipeline, options, "plan", chrono::Utc::now(), variables)?;
-        self.plan_steps(pipeline, options, &inputs, Mode::Plan, RunMetrics::default()).await
+        self.plan_steps(pipeline, options, &inputs, Mode::Plan, RunMetrics::default(), None).await
     }
 
     /// Runs a pipeline to the end; the run, its metrics and (on success) its new state are recorded.
@@ -187,7 +195,7 @@ impl Engine {
         let work = async {
             match pipeline.settings.commit_every {
                 Some(every) if !options.dry_run => self.execute_batched(pipeline, options, &inputs, metrics, every).await,
-                _ => match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics).await {
+                _ => match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, None).await {
                     Ok(planned) => {
                         let outcome = self.execute(pipeline, options, &inputs, &planned).await;
                         (outcome, step_rows(pipeline, &planned))
@@ -227,7 +235,7 @@ impl Engine {
         }
     }
 
-    fn inputs(
+    pub(crate) fn inputs(
         &self,
         pipeline: &Pipeline,
         options: &RunOptions,
@@ -249,7 +257,7 @@ impl Engine {
     }
 
     /// Prepares every load, then commits them all or none; returns the state to record.
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
         pipeline: &Pipeline,
         options: &RunOptions,
@@ -304,13 +312,15 @@ impl Engine {
         next_state(pipeline, inputs, &planned.metrics)
     }
 
-    async fn plan_steps(
+    /// Plans every step into one session; with `replay`, only the steps it names, its input being its table.
+    pub(crate) async fn plan_steps(
         &self,
         pipeline: &Pipeline,
         options: &RunOptions,
         inputs: &RunInputs,
         mode: Mode,
         metrics: RunMetrics,
+        replay: Option<&ReplayInput>,
     ) -> Result<Planned, EngineError> {
         let name = pipeline.name().to_string();
         let ctx = session(pipeline, options)?;
@@ -328,6 +338,9 @@ impl Engine {
         let mut actions = Vec::new();
 
         for id in &dag.order {
+            if replay.is_some_and(|r| !r.steps.contains(id) && *id != r.input) {
+                continue;
+            }
             let step = pipeline.step(id).expect("the DAG holds the pipeline's steps");
             let counters = Arc::new(match cursor_column(pipeline, id) {
                 Some(column) => StepCounters::tracking_max(column),
@@ -350,6 +363,7 @@ impl Engine {
                     actions.push((step.clone(), cx));
                     continue;
                 }
+                _ if replay.is_some_and(|r| r.input == *id) => replay.expect("checked").table.clone(),
                 Category::Extract => self.connectors.source(&ctx, step, &cx).await.map_err(plan_err)?,
                 Category::Transform => plan_transform(&ctx, step, &params, cx).await.map_err(plan_err)?,
             };
@@ -441,7 +455,8 @@ impl Engine {
         every: u64,
     ) -> Result<Manifest, (EngineError, Vec<StepMetricsRow>)> {
         let name = pipeline.name();
-        let planned = self.plan_steps(pipeline, options, inputs, Mode::Run, metrics.clone()).await.map_err(|e| (e, Vec::new()))?;
+        let planned =
+            self.plan_steps(pipeline, options, inputs, Mode::Run, metrics.clone(), None).await.map_err(|e| (e, Vec::new()))?;
         let staged = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input");
             let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
@@ -728,7 +743,7 @@ fn check_invalid_budgets(pipeline: &Pipeline, metrics: &RunMetrics) -> Result<()
     Ok(())
 }
 
-fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetricsRow> {
+pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetricsRow> {
     let metrics = &planned.metrics;
     pipeline
         .steps

@@ -58,6 +58,19 @@ pub enum DlqCommand {
     },
     /// Show one dead letter whole, with its original record.
     Show { pipeline: PathBuf, id: i64 },
+    /// Send dead letters back through the step that set them aside, after a fix to the pipeline or the
+    /// destination: those of one run, one step or one id, or all. The replay is a run of its own (trigger
+    /// `replay`) over the steps downstream of that step; state does not move. Dead letters that go through are
+    /// removed; those that fail again stay, with one more retry and the new reason.
+    Replay {
+        pipeline: PathBuf,
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long)]
+        id: Option<i64>,
+    },
     /// Delete dead letters (after the records were fixed at the source, say): those of one run, one step or one
     /// id, or every one with `--all`.
     Purge {
@@ -145,8 +158,11 @@ pub fn state(global: &Global, cmd: StateCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        DlqCommand::Replay { pipeline, run, step, id } => {
+            return crate::commands::run::replay(global, &pipeline, DeadLetterFilter { run_id: run, step, id }).await;
+        }
         DlqCommand::List { pipeline, run, limit, json } => {
             let loaded = load(&pipeline)?;
             let letters = loaded.store(global)?.dead_letters(loaded.pipeline.name(), run.as_deref(), limit)?;

@@ -1,15 +1,17 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 use weir_connectors::RunOutcome;
-use weir_engine::{CancellationToken, Engine, EngineError, RunMetrics, RunOptions, RunReport, StepCounters};
+use weir_engine::{
+    CancellationToken, DeadLetter, DeadLetterFilter, Engine, EngineError, RunMetrics, RunOptions, RunReport, StepCounters,
+};
 use weir_spec::{Category, Pipeline};
 
-use crate::load::{load, parse_var};
+use crate::load::{Loaded, load, parse_var};
 use crate::progress::Progress;
 use crate::{Global, LogFormat};
 
@@ -39,16 +41,7 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.pipeline)?;
     let variables: BTreeMap<String, String> = args.vars.iter().map(|v| parse_var(v)).collect::<anyhow::Result<_>>()?;
     let memory_limit = args.memory_limit.as_deref().map(weir_engine::parse_bytes).transpose().map_err(anyhow::Error::msg)?;
-    let options = RunOptions {
-        trigger: "manual".into(),
-        variables,
-        memory_limit,
-        base_dir: loaded.dir(),
-        scratch_root: loaded.state_dir(global).join("tmp"),
-        dry_run: args.dry_run,
-        packages: loaded.state_dir(global).join("packages"),
-        cancel: cancel_on_signal(),
-    };
+    let options = RunOptions { variables, memory_limit, dry_run: args.dry_run, ..options(global, &loaded) };
     let store = loaded.store(global)?;
     let store = if args.dry_run { Arc::new(store.scratch_copy(loaded.pipeline.name())?) } else { store };
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
@@ -74,6 +67,55 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("run {} succeeded in {} ms", report.run_id, report.duration_ms);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The options of a manual run of `loaded`, with no overrides.
+fn options(global: &Global, loaded: &Loaded) -> RunOptions {
+    RunOptions {
+        trigger: "manual".into(),
+        variables: BTreeMap::new(),
+        memory_limit: None,
+        base_dir: loaded.dir(),
+        scratch_root: loaded.state_dir(global).join("tmp"),
+        dry_run: false,
+        packages: loaded.state_dir(global).join("packages"),
+        cancel: cancel_on_signal(),
+    }
+}
+
+/// `weir dlq replay`: the matching dead letters, step by step.
+pub async fn replay(global: &Global, pipeline: &Path, filter: DeadLetterFilter) -> anyhow::Result<ExitCode> {
+    let loaded = load(pipeline)?;
+    let store = loaded.store(global)?;
+    let letters = store.dead_letters_matching(loaded.pipeline.name(), &filter)?;
+    if letters.is_empty() {
+        eprintln!("no dead letters to replay");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut by_step: BTreeMap<String, Vec<DeadLetter>> = BTreeMap::new();
+    for letter in letters {
+        by_step.entry(letter.step.clone()).or_default().push(letter);
+    }
+    let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
+    let options = options(global, &loaded);
+    let mut failed = None;
+    for (step, letters) in by_step {
+        let report = engine.replay(&loaded.pipeline, &options, RunMetrics::default(), &step, &letters).await?;
+        match report.error {
+            None => eprintln!(
+                "replayed {} dead letters of `{step}` in run {}: {} went through and were removed, {} failed again and stay",
+                report.replayed, report.run_id, report.passed, report.failed_again
+            ),
+            Some(err) => {
+                eprintln!("replay of {} dead letters of `{step}` failed (run {}); they stay: {err}", report.replayed, report.run_id);
+                failed = Some(err);
+            }
+        }
+    }
+    match failed {
+        Some(err) => Err(err.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// A token cancelled by Ctrl-C or SIGTERM: the run rolls back its open batch and is recorded as failed.

@@ -1,0 +1,144 @@
+//! `weir dlq replay`: dead letters sent back through the step that set them aside, once the pipeline or the
+//! destination is fixed. The replay is a run of its own (trigger `replay`) over the part of the pipeline downstream
+//! of that step, whose input is a table of the dead letters' records; state does not move. A dead letter that
+//! passes is removed; one that fails again stays, with its retry count incremented and the new reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::catalog::MemTable;
+use tracing::info;
+use weir_spec::{Dag, Pipeline, StepKind};
+
+use crate::error::{EngineError, attribute};
+use crate::metrics::RunMetrics;
+use crate::params::resolve_variables;
+use crate::run::{Engine, Mode, ReplayInput, RunOptions, step_rows};
+use crate::state_store::DeadLetter;
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct ReplayReport {
+    pub run_id: String,
+    pub replayed: usize,
+    /// Dead letters that went through and were removed.
+    pub passed: usize,
+    /// Dead letters that failed again and stay, retry count incremented.
+    pub failed_again: usize,
+    /// Why the replay run failed, if it did: then every dead letter stays.
+    pub error: Option<EngineError>,
+}
+
+impl Engine {
+    /// Replays `letters`, all set aside by `step`.
+    pub async fn replay(
+        &self,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        metrics: RunMetrics,
+        step: &str,
+        letters: &[DeadLetter],
+    ) -> Result<ReplayReport, EngineError> {
+        let name = pipeline.name().to_string();
+        let input_err = |message: String| EngineError::Input { pipeline: name.clone(), message };
+        let failing = pipeline
+            .step(step)
+            .ok_or_else(|| input_err(format!("the dead letters are of step `{step}`, which the pipeline no longer has")))?;
+        // Only these steps keep the row they were given; others keep what could not be decoded (a CSV line) or a
+        // lookup key, which cannot go back in.
+        let input = match &failing.kind {
+            StepKind::Validate(_) | StepKind::WriteApi(_) => failing.kind.input().expect("both have an input").value.clone(),
+            other => {
+                return Err(input_err(format!(
+                    "dead letters of `{step}` ({}) hold what it could not read, not a row it was given: fix the source \
+                     and run the pipeline again, then `weir dlq purge --step {step}`",
+                    other.name()
+                )));
+            }
+        };
+
+        // The input's schema, from a plan that reads no data.
+        let planned = self.plan(pipeline, options).await?;
+        let df = planned.ctx.table(input.as_str()).await.map_err(|e| attribute(&name, &input, e))?;
+        let schema: SchemaRef = df.schema().inner().clone();
+        let steps = replayed_steps(&planned.dag, step, &input);
+        drop(planned);
+        let table = Arc::new(records_table(letters, schema).map_err(input_err)?);
+
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let variables = resolve_variables(pipeline, &options.variables).map_err(input_err)?;
+        let inputs = self.inputs(pipeline, options, &run_id, chrono::Utc::now(), variables)?;
+        let vars_json = serde_json::to_value(&inputs.variables).unwrap_or_default();
+        self.store().start_run(&run_id, &name, "replay", &vars_json)?;
+        info!(pipeline = %name, run_id = %run_id, "Replaying {} dead letters of `{step}`", letters.len());
+
+        let replay = ReplayInput { input, table, steps };
+        let (outcome, rows) = match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, Some(&replay)).await {
+            Ok(planned) => (self.execute(pipeline, options, &inputs, &planned).await, step_rows(pipeline, &planned)),
+            Err(err) => (Err(err), Vec::new()),
+        };
+        let _ = std::fs::remove_dir_all(&inputs.scratch_dir);
+        // A replay never moves state: the run records none.
+        let no_state = BTreeMap::new();
+        let failure = outcome.as_ref().err().map(|e| (e.to_string(), e.step().map(str::to_string)));
+        let recorded = match &failure {
+            None => Ok(&no_state),
+            Some((message, stage)) => Err((message.as_str(), stage.as_deref())),
+        };
+        self.store().finish_run(&run_id, &name, recorded, &rows)?;
+        let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
+        let failed_again = self.store().settle_replay(&name, step, &ids, &run_id, outcome.is_ok())?;
+        Ok(ReplayReport {
+            run_id,
+            replayed: letters.len(),
+            passed: if outcome.is_ok() { letters.len() - failed_again } else { 0 },
+            failed_again,
+            error: outcome.err(),
+        })
+    }
+}
+
+/// The steps a replay of `failing`'s dead letters runs: `failing`, everything downstream of it, and whatever those
+/// read besides `failing`'s input (which the dead letters stand in for).
+fn replayed_steps(dag: &Dag, failing: &str, input: &str) -> BTreeSet<String> {
+    let mut steps = BTreeSet::from([failing.to_string()]);
+    // Downstream, in planning order: a step is downstream when it reads one that is.
+    for id in &dag.order {
+        if dag.inputs[id].iter().any(|i| steps.contains(i)) {
+            steps.insert(id.clone());
+        }
+    }
+    // Upstream of those, except through the replaced input.
+    let mut pending: Vec<String> = steps.iter().cloned().collect();
+    while let Some(id) = pending.pop() {
+        for i in &dag.inputs[&id] {
+            if (id == failing && i == input) || steps.contains(i) {
+                continue;
+            }
+            steps.insert(i.clone());
+            pending.push(i.clone());
+        }
+    }
+    steps
+}
+
+/// The dead letters' records as one table of the step input's schema.
+fn records_table(letters: &[DeadLetter], schema: SchemaRef) -> Result<MemTable, String> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(letters.len().max(1))
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    for letter in letters {
+        if !letter.record.is_object() {
+            return Err(format!("dead letter {} holds no record to replay: {}", letter.id, letter.record));
+        }
+        let line = format!("{}\n", letter.record);
+        decoder
+            .decode(line.as_bytes())
+            .map_err(|e| format!("dead letter {}: its record no longer fits the step's input: {e}", letter.id))?;
+    }
+    let batch = decoder.flush().map_err(|e| e.to_string())?;
+    MemTable::try_new(schema, vec![batch.into_iter().collect()]).map_err(|e| e.to_string())
+}

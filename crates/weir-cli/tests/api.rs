@@ -189,6 +189,7 @@ fn retries_503_and_429_honouring_retry_after_then_gets_every_page() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was honoured");
     // Pages 1 (after two 503s), 2 (after one 429), 3, and the empty page 4.
     assert_eq!(seen.hits.load(Ordering::SeqCst), 7);
+    assert_eq!(p.retries("p.yaml", "customers"), 3, "the run record counts the retried attempts");
 }
 
 #[test]

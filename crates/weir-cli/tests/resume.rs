@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Project;
+use common::mysql::TestMyDb;
 use common::postgres::TestDb;
 
 const ROWS: u64 = 200_000;
@@ -130,6 +131,24 @@ fn a_failed_batch_resumes_after_the_last_checkpoint_without_duplicates() {
 }
 
 #[test]
+fn mariadb_batches_commit_with_their_checkpoint() {
+    let db = TestMyDb::new();
+    let p = project("mysql", "mode: append", "").env("DB_URL", &db.url());
+    db.exec(
+        "CREATE TABLE t (id BIGINT, name TEXT, amount BIGINT);\n\
+         CREATE TRIGGER refuse BEFORE INSERT ON t FOR EACH ROW BEGIN IF NEW.id = 45001 THEN \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'row 45001 refused'; END IF; END",
+    );
+    let failed = p.fails(&["run", "load.yaml"], 2);
+    assert!(failed.contains("row 45001 refused"), "{failed}");
+    assert_eq!(db.rows("SELECT count(*) FROM t"), ["40000"]);
+    assert_eq!(db.rows("SELECT step, batches, `rows` FROM weir_checkpoints"), ["out|4|40000"]);
+    db.exec("DROP TRIGGER refuse");
+    p.ok(&["run", "load.yaml", "--resume"]);
+    assert_eq!(db.rows(CHECK), [expected()]);
+}
+
+#[test]
 fn a_killed_upsert_resumes_from_its_checkpoint() {
     let db = TestDb::new();
     let p = project("postgres", "mode: upsert, keys: [id]", "");
@@ -155,7 +174,7 @@ fn a_killed_upsert_resumes_from_its_checkpoint() {
 #[test]
 fn terminated_database_sessions_are_retried() {
     let db = TestDb::new();
-    let p = project("postgres", "mode: append", ", retry: { max_attempts: 20, delay: 50ms }");
+    let p = project("postgres", "mode: append", ", retry: { max_attempts: 20, delay: 50ms }").env("DB_URL", &db.url());
     let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", "load.yaml"]);
     run.wait_for("Committed batch 1 of 20");
     // Terminate Weir's sessions until the run ends.
@@ -174,6 +193,7 @@ fn terminated_database_sessions_are_retried() {
     assert!(terminated > 0, "no session was terminated while loading:\n{log}");
     assert!(log.contains("retrying"), "{log}");
     assert_eq!(db.rows(CHECK), [expected()]);
+    assert!(p.retries("load.yaml", "out") > 0, "the run record counts the retried batches");
 }
 
 #[test]

@@ -176,6 +176,11 @@ impl StepContext {
         })
     }
 
+    /// The step's counters, for connectors that count what the engine cannot see (retried requests).
+    pub fn counters(&self) -> Arc<StepCounters> {
+        self.counters.clone()
+    }
+
     /// Hands over records this step could not process, following its `on_error`: fail on the first, count and drop
     /// them, or keep them in the dead-letter store. Nothing is dropped silently: skipped and dead-lettered records
     /// are counted as `rows_invalid`.

@@ -33,6 +33,7 @@ pub struct StepCounters {
     rows: AtomicU64,
     bytes: AtomicU64,
     invalid: AtomicU64,
+    retries: AtomicU64,
     timing: Mutex<Option<(Instant, Instant)>>,
     max: Option<MaxTracker>,
 }
@@ -64,6 +65,15 @@ impl StepCounters {
     /// For steps that count their own output (loads report rows written).
     pub fn set_rows(&self, n: u64) {
         self.rows.store(n, Ordering::Relaxed);
+    }
+
+    /// Failed attempts the step retried (HTTP requests, database batches).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_invalid(&self, n: u64) {

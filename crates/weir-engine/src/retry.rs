@@ -9,6 +9,7 @@ use tracing::warn;
 use weir_spec::{Backoff, Retry};
 
 use crate::connector::Transient;
+use crate::metrics::StepCounters;
 
 /// The waits before each retry under `retry`: fixed, or doubling with jitter up to `max_delay`.
 pub fn retry_delays(retry: &Retry) -> Box<dyn Iterator<Item = Duration> + Send> {
@@ -26,8 +27,8 @@ pub fn retry_delays(retry: &Retry) -> Box<dyn Iterator<Item = Duration> + Send> 
 }
 
 /// Runs `attempt` until it succeeds, fails in a way that is not [`Transient`] or that `retry` does not cover, or
-/// runs out of attempts. Each retried failure is logged with its reason; returns the attempts made.
-pub async fn with_retries<F, Fut>(retry: &Retry, what: &str, mut attempt: F) -> Result<u32>
+/// runs out of attempts. Each retried failure is logged with its reason and counted in `counters`.
+pub async fn with_retries<F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, mut attempt: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -36,13 +37,14 @@ where
     let mut made = 1;
     loop {
         let err = match attempt().await {
-            Ok(()) => return Ok(made),
+            Ok(()) => return Ok(()),
             Err(e) => e,
         };
         let covered = Transient::find(&err).filter(|t| retry.retry_on.contains(&t.kind));
         match (covered, delays.next()) {
             (Some(t), Some(wait)) if made < retry.max_attempts => {
                 warn!(attempt = made, wait_ms = wait.as_millis() as u64, "{what}: {}; retrying", t.message);
+                counters.add_retry();
                 tokio::time::sleep(wait).await;
                 made += 1;
             }

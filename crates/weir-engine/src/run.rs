@@ -439,8 +439,12 @@ impl Engine {
             }
             Err(e) => return (Err(attribute(name, "-", e)), Vec::new()),
         };
-        let loaded = self.load_package(pipeline, options, inputs, &dir, &manifest).await;
-        (loaded.map(|()| manifest.state), manifest.steps)
+        let loaded = self.load_package(pipeline, options, inputs, &metrics, &dir, &manifest).await;
+        let Manifest { state, mut steps, .. } = manifest;
+        for row in steps.iter_mut().filter(|r| r.category == "load") {
+            row.retries = metrics.get(&row.step).map_or(0, |c| c.retries());
+        }
+        (loaded.map(|()| state), steps)
     }
 
     /// Plans the pipeline and streams every load's input into parts; the manifest, written last, records the
@@ -493,6 +497,7 @@ impl Engine {
         pipeline: &Pipeline,
         options: &RunOptions,
         inputs: &RunInputs,
+        metrics: &RunMetrics,
         dir: &std::path::Path,
         manifest: &Manifest,
     ) -> Result<(), EngineError> {
@@ -500,7 +505,12 @@ impl Engine {
         let session = SessionContext::new();
         let by_category = |category| pipeline.steps.iter().filter(move |s| s.kind.category() == category);
         let loads = by_category(Category::Load).map(|step| {
-            let cx = self.context(pipeline, options, inputs, &shared, step, Mode::Run, Arc::default());
+            let counters = metrics.get(step.id()).unwrap_or_else(|| {
+                let fresh = Arc::new(StepCounters::default());
+                metrics.insert(step.id(), fresh.clone());
+                fresh
+            });
+            let cx = self.context(pipeline, options, inputs, &shared, step, Mode::Run, counters);
             let parts = manifest.parts.get(step.id()).map(Vec::as_slice).unwrap_or_default();
             let session = &session;
             async move {
@@ -556,7 +566,7 @@ impl Engine {
             let cx = StepContext { batch: Some(Batch { index: index as u64, rows_before }), ..cx.clone() };
             let path = package::part(dir, id, index);
             let what = format!("batch {} of {} of `{id}`", index + 1, parts.len());
-            with_retries(&retry, &what, || async {
+            with_retries(&retry, &what, &cx.counters, || async {
                 let input = session.read_parquet(path.display().to_string(), ParquetReadOptions::default()).await?;
                 self.connectors.sink(step, &cx, input).await?.commit().await
             })
@@ -762,6 +772,7 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
                 rows_invalid: c.invalid(),
                 bytes: c.bytes(),
                 duration_ms: c.duration_ms(),
+                retries: c.retries(),
             })
         })
         .collect()

@@ -116,6 +116,9 @@ pub struct StepMetricsRow {
     pub rows_invalid: u64,
     pub bytes: u64,
     pub duration_ms: u64,
+    /// Failed attempts the step retried.
+    #[serde(default)]
+    pub retries: u64,
 }
 
 /// A record that could not be processed, kept with why.
@@ -313,7 +316,9 @@ impl StateStore {
         let tx = conn.transaction()?;
         for m in metrics {
             tx.execute(
-                "INSERT OR REPLACE INTO step_metrics VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO step_metrics
+                     (run_id, step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     run_id,
                     m.step,
@@ -323,7 +328,8 @@ impl StateStore {
                     m.rows_out as i64,
                     m.rows_invalid as i64,
                     m.bytes as i64,
-                    m.duration_ms as i64
+                    m.duration_ms as i64,
+                    m.retries as i64
                 ],
             )?;
         }
@@ -516,7 +522,7 @@ impl StateStore {
     pub fn step_metrics(&self, run_id: &str) -> Result<Vec<StepMetricsRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms FROM step_metrics
+            "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries FROM step_metrics
              WHERE run_id = ?1 ORDER BY rowid",
         )?;
         let rows = stmt.query_map([run_id], |r| {
@@ -529,6 +535,7 @@ impl StateStore {
                 rows_invalid: r.get::<_, i64>(5)? as u64,
                 bytes: r.get::<_, i64>(6)? as u64,
                 duration_ms: r.get::<_, i64>(7)? as u64,
+                retries: r.get::<_, i64>(8)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -571,6 +578,10 @@ fn migrate(conn: &Connection) -> Result<()> {
     let has_pid = conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'pid'")?.exists([])?;
     if !has_pid {
         conn.execute_batch("ALTER TABLE runs ADD COLUMN pid INTEGER")?;
+    }
+    let has_retries = conn.prepare("SELECT 1 FROM pragma_table_info('step_metrics') WHERE name = 'retries'")?.exists([])?;
+    if !has_retries {
+        conn.execute_batch("ALTER TABLE step_metrics ADD COLUMN retries INTEGER NOT NULL DEFAULT 0")?;
     }
     Ok(())
 }

@@ -95,11 +95,14 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&steps)?);
         } else {
-            println!("{:<20} {:<14} {:>12} {:>12} {:>9} {:>10}", "STEP", "KIND", "ROWS IN", "ROWS OUT", "INVALID", "MS");
+            println!(
+                "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10} {:>8}",
+                "STEP", "KIND", "ROWS IN", "ROWS OUT", "INVALID", "MS", "RETRIES"
+            );
             for s in steps {
                 println!(
-                    "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10}",
-                    s.step, s.kind, s.rows_in, s.rows_out, s.rows_invalid, s.duration_ms
+                    "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10} {:>8}",
+                    s.step, s.kind, s.rows_in, s.rows_out, s.rows_invalid, s.duration_ms, s.retries
                 );
             }
         }

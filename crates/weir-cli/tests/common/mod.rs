@@ -83,6 +83,15 @@ impl Project {
         text
     }
 
+    /// How many failed attempts `step` retried in the pipeline's latest run, as its run record says.
+    pub fn retries(&self, pipeline: &str, step: &str) -> u64 {
+        let runs: serde_json::Value = serde_json::from_str(&self.ok(&["runs", pipeline, "--json"])).unwrap();
+        let id = runs["runs"][0]["run_id"].as_str().expect("a run").to_string();
+        let steps: Vec<serde_json::Value> = serde_json::from_str(&self.ok(&["runs", pipeline, "--run", &id, "--json"])).unwrap();
+        let row = steps.iter().find(|s| s["step"] == step).unwrap_or_else(|| panic!("no step {step} in {steps:?}"));
+        row["retries"].as_u64().unwrap()
+    }
+
     pub fn dlq(&self, pipeline: &str) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.ok(&["dlq", "list", pipeline, "--json"])).unwrap()
     }

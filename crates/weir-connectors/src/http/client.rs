@@ -1,5 +1,6 @@
 //! One request, tried as the step's retry policy says, paced by its rate limit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use tokio::time::MissedTickBehavior;
 use tracing::warn;
-use weir_engine::truncate;
+use weir_engine::{StepCounters, truncate};
 use weir_spec::{Retry, RetryOn};
 
 use super::auth::Auth;
@@ -35,6 +36,8 @@ pub struct Client {
     pacing: Option<tokio::sync::Mutex<tokio::time::Interval>>,
     /// The URL itself is a secret (a Slack webhook): logs and errors show its scheme, host and port only.
     hide_urls: bool,
+    /// Where retried attempts are counted: the step's counters.
+    retries: Option<Arc<StepCounters>>,
 }
 
 /// Why one attempt failed.
@@ -75,12 +78,18 @@ impl Client {
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             tokio::sync::Mutex::new(interval)
         });
-        Ok(Self { http, auth, retry, pacing, hide_urls: false })
+        Ok(Self { http, auth, retry, pacing, hide_urls: false, retries: None })
     }
 
     /// Treats request URLs as secrets in logs and errors.
     pub fn hiding_urls(mut self) -> Self {
         self.hide_urls = true;
+        self
+    }
+
+    /// Counts every retried attempt in `counters`.
+    pub fn counting_retries(mut self, counters: Arc<StepCounters>) -> Self {
+        self.retries = Some(counters);
         self
     }
 
@@ -113,6 +122,9 @@ impl Client {
             match wait {
                 Some(wait) if retry && attempt < self.retry.max_attempts => {
                     warn!(attempt, wait_ms = wait.as_millis() as u64, "{} {url}: {}; retrying", request.method, failure.describe());
+                    if let Some(counters) = &self.retries {
+                        counters.add_retry();
+                    }
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

@@ -48,7 +48,7 @@ fn connect(
         }
         None => (None, Auth::None),
     };
-    Ok((base, Client::new(auth, timeout, retry, requests_per_second)?))
+    Ok((base, Client::new(auth, timeout, retry, requests_per_second)?.counting_retries(cx.counters())))
 }
 
 /// `url` as written when absolute, else joined to the connection's base URL.

@@ -625,6 +625,54 @@ fn alerts_reach_slack_and_a_webhook_and_an_undeliverable_one_changes_nothing() {
 }
 
 #[test]
+fn data_quality_checks_gate_the_load_and_alert() {
+    let seen = Seen::default();
+    async fn hook(State(seen): State<Seen>, body: String) -> StatusCode {
+        seen.log(body);
+        StatusCode::OK
+    }
+    let addr = serve(Router::new().route("/hook", post(hook)).with_state(seen.clone()));
+    let p = Project::new().env("ALERT_URL", &format!("http://{addr}/hook"));
+    p.file("data/orders.csv", "id,email,amount\n1,a@x.io,10\n2,c@x.io,\n2,b@x.io,7\n");
+    let pipeline = |severity: &str| {
+        format!(
+            "name: quality\nalerts:\n  - webhook: \"${{ALERT_URL}}\"\n    on: [failure, check]\nchecks:\n  \
+             ids_unique: {{ step: orders, unique: [id], severity: {severity} }}\n  \
+             amounts_present: {{ step: orders, not_null: [amount], severity: warn }}\n  \
+             enough: {{ step: orders, min_rows: 2, condition: \"amount > 0\" }}\n\
+             steps:\n  orders:\n    read_csv: {{ path: data/orders.csv }}\n  out:\n    write_csv: {{ input: orders, path: out/orders.csv }}\n"
+        )
+    };
+    // A failed `error` check fails the run before anything is loaded; the failure alert names it.
+    p.file("p.yaml", &pipeline("error"));
+    let out = p.fails(&["run", "p.yaml"], 2);
+    assert!(out.contains("check `ids_unique` failed: 1 values of (id) appear more than once; nothing was loaded"), "{out}");
+    assert!(!p.path().join("out/orders.csv").exists());
+    let failure: Value = serde_json::from_str(&seen.lines()[0]).unwrap();
+    assert_eq!((failure["event"].as_str(), failure["failed_step"].as_str()), (Some("failure"), Some("orders")));
+
+    // As `warn` checks they let the load through, and the check alert lists both.
+    p.file("p.yaml", &pipeline("warn"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/orders.csv").lines().count(), 4);
+    let alert: Value = serde_json::from_str(&seen.lines()[1]).unwrap();
+    assert_eq!(alert["event"], "check");
+    assert_eq!(
+        alert["failed_checks"],
+        json!(["amounts_present: 1 rows with `amount` NULL", "ids_unique: 1 values of (id) appear more than once"])
+    );
+    // The run record keeps every check's outcome; the checked step ran once (its rows are counted once).
+    let runs: Value = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--json"])).unwrap();
+    let run = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let detail = p.ok(&["runs", "p.yaml", "--run", &run]);
+    assert!(detail.contains("check enough on orders: passed"), "{detail}");
+    assert!(detail.contains("check ids_unique on orders: FAILED (warn)"), "{detail}");
+    assert_eq!(p.retries("p.yaml", "orders"), 0);
+    let steps: Vec<Value> = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--run", &run, "--json"])).unwrap();
+    assert_eq!(steps.iter().find(|s| s["step"] == "orders").unwrap()["rows_out"], 3);
+}
+
+#[test]
 fn an_email_alert_reaches_a_real_smtp_server() {
     let maildir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

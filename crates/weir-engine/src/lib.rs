@@ -9,6 +9,7 @@ mod materialize;
 mod metrics;
 mod package;
 mod params;
+mod quality;
 mod replay;
 mod retry;
 mod run;
@@ -19,6 +20,7 @@ pub use connector::{Batch, Connectors, PendingLoad, ResolvedConnection, Secret, 
 pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
 pub use params::{timestamp_micros, to_scalar};
+pub use quality::CheckResult;
 pub use replay::ReplayReport;
 pub use retry::{retry_delays, with_retries};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes};

@@ -15,13 +15,14 @@ use datafusion::physical_plan::displayable;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, Pipeline, Pos, StateUpdate, Step, StepKind, TypedValue};
+use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue};
 
 use crate::connector::{Batch, Connectors, PendingLoad, StepContext};
 use crate::error::{EngineError, attribute};
 use crate::materialize::materialize;
 use crate::metrics::{RunMetrics, StepCounters, StepTable};
 use crate::package::{self, Manifest};
+use crate::quality::run_checks;
 use crate::retry::with_retries;
 use crate::params::{resolve_state, resolve_variables, sql_params, typed_from_scalar};
 use crate::state_store::{StateStore, StepMetricsRow};
@@ -55,6 +56,8 @@ pub struct RunReport {
     pub steps: Vec<StepMetricsRow>,
     pub duration_ms: u64,
     pub state: BTreeMap<String, TypedValue>,
+    /// The `warn` checks that failed: `name: what failed`.
+    pub failed_checks: Vec<String>,
 }
 
 /// Runs pipelines against one state store.
@@ -224,7 +227,8 @@ impl Engine {
                 let _ = std::fs::remove_dir_all(options.packages.join(&run_id));
                 log_summary(&steps);
                 info!(pipeline = name, run_id = %run_id, duration_ms, "Pipeline finished in {duration_ms} ms");
-                Ok(RunReport { run_id, steps, duration_ms, state })
+                let failed_checks = self.store.failed_checks(&run_id)?;
+                Ok(RunReport { run_id, steps, duration_ms, state, failed_checks })
             }
             Err(err) => {
                 let message = err.to_string();
@@ -286,6 +290,9 @@ impl Engine {
         if failure.is_none() {
             failure = check_invalid_budgets(pipeline, &planned.metrics).err();
         }
+        if failure.is_none() {
+            failure = self.check_quality(pipeline, inputs, planned).await.err();
+        }
         if let Some(err) = failure {
             for (_, pending) in ready {
                 pending.abort().await;
@@ -331,7 +338,11 @@ impl Engine {
             _ => Ok(Vec::new()),
         })
         .map_err(|diagnostics| EngineError::Spec { pipeline: name.clone(), diagnostics })?;
-        let readers = dag.readers();
+        let mut readers = dag.readers();
+        // A check reads its step too: a checked step that a load also reads is materialized, and runs once.
+        for check in pipeline.checks.values() {
+            *readers.entry(check.step.value.as_str()).or_default() += 1;
+        }
         let params = sql_params(&inputs.variables, &inputs.state);
         let shared = Shared::new(pipeline, inputs);
         let mut sinks = Vec::new();
@@ -481,8 +492,11 @@ impl Engine {
             }
         }
         let steps = step_rows(pipeline, &planned);
-        let manifest = failure
-            .map_or(Ok(()), Err)
+        let checked = match failure {
+            Some(err) => Err(err),
+            None => self.check_quality(pipeline, inputs, &planned).await,
+        };
+        let manifest = checked
             .and_then(|()| check_invalid_budgets(pipeline, &planned.metrics))
             .and_then(|()| next_state(pipeline, inputs, &planned.metrics))
             .map(|state| Manifest { state, steps: steps.clone(), parts })
@@ -576,6 +590,31 @@ impl Engine {
             info!(pipeline = pipeline.name(), step = id, rows = rows_before, "Committed {what}: {rows_before} of {total} rows");
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Runs the pipeline's data-quality checks over the planned step tables and records how each went; fails with
+    /// the first failed `error` check.
+    async fn check_quality(&self, pipeline: &Pipeline, inputs: &RunInputs, planned: &Planned) -> Result<(), EngineError> {
+        if pipeline.checks.is_empty() {
+            return Ok(());
+        }
+        let params = sql_params(&inputs.variables, &inputs.state);
+        let results = run_checks(pipeline, &planned.ctx, &params).await.map_err(|e| attribute(pipeline.name(), "-", e))?;
+        self.store.record_checks(&inputs.run_id, &results)?;
+        match results.iter().find(|r| !r.passed() && r.severity == Severity::Error) {
+            Some(failed) => Err(EngineError::Step {
+                pipeline: pipeline.name().to_string(),
+                step: failed.step.clone(),
+                error: DataFusionError::Execution(format!(
+                    "check `{}` failed: {}; nothing was loaded",
+                    failed.name,
+                    failed.message()
+                )),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

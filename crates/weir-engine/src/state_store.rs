@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     retry_count  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_pipeline ON dead_letters (pipeline, id);
+CREATE TABLE IF NOT EXISTS checks (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    name        TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    passed      INTEGER NOT NULL,
+    message     TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id      TEXT NOT NULL REFERENCES runs (run_id),
     step        TEXT NOT NULL,
@@ -281,6 +290,33 @@ impl StateStore {
             params![run_id, std::process::id()],
         )?;
         Ok(())
+    }
+
+    /// Records how a run's data-quality checks went.
+    pub fn record_checks(&self, run_id: &str, results: &[crate::CheckResult]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for r in results {
+            tx.execute(
+                "INSERT OR REPLACE INTO checks (run_id, name, step, severity, passed, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, r.name, r.step, format!("{:?}", r.severity).to_lowercase(), r.passed(), r.message()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A run's checks: `(name, step, severity, passed, message)` by name.
+    pub fn checks(&self, run_id: &str) -> Result<Vec<(String, String, String, bool, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, step, severity, passed, message FROM checks WHERE run_id = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The failed checks of a run as `name: what failed`.
+    pub fn failed_checks(&self, run_id: &str) -> Result<Vec<String>> {
+        Ok(self.checks(run_id)?.into_iter().filter(|c| !c.3).map(|c| format!("{}: {}", c.0, c.4)).collect())
     }
 
     /// Records that `batches` batches (`rows` rows) of a load of run `run_id` have committed.

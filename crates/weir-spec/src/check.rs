@@ -57,6 +57,7 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
     }
     check_connections(pipeline, env, &mut out);
     check_alerts(pipeline, env, &mut out);
+    check_quality(pipeline, &mut out);
     check_steps(pipeline, &mut out);
     out.sort_by_key(|d| (d.pos.line, d.pos.column));
     out
@@ -160,6 +161,24 @@ fn check_alerts(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic
                     );
                 }
             }
+        }
+    }
+}
+
+fn check_quality(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
+    for (name, check) in &pipeline.checks {
+        let Some(step) = pipeline.step(&check.step.value) else {
+            out.push(
+                Diagnostic::at(&check.step, format!("check `{name}` is on step `{}`, which does not exist", check.step.value))
+                    .with_hint(format!("steps: {}", pipeline.steps.iter().map(|s| s.id()).collect::<Vec<_>>().join(", "))),
+            );
+            continue;
+        };
+        if matches!(step.kind.category(), crate::step::Category::Load | crate::step::Category::Action) {
+            out.push(Diagnostic::at(&check.step, format!("check `{name}`: `{}` loads or acts and has no output to check; check its input", step.id())));
+        }
+        if check.min_rows.is_none() && check.max_rows.is_none() && check.unique.is_empty() && check.not_null.is_empty() && check.condition.is_none() {
+            out.push(Diagnostic::at(&check.step, format!("check `{name}` checks nothing")).with_hint("give min_rows, max_rows, unique, not_null or condition"));
         }
     }
 }

@@ -43,7 +43,12 @@ pub struct Pipeline {
     pub connections: BTreeMap<String, Connection>,
     /// The steps, keyed by id. Each step's output is a table named by its id that later steps read.
     pub steps: Steps,
-    /// Who hears about a failed run, or one that set records aside.
+    /// Data-quality checks by name, each on one step's output, evaluated after every load is prepared and before
+    /// any commits: a failed `error` check fails the run and nothing is loaded; a failed `warn` check is logged,
+    /// recorded with the run and alerted on (`on: [check]`).
+    #[serde(default)]
+    pub checks: BTreeMap<String, Check>,
+    /// Who hears about a failed run, one that set records aside, or a failed `warn` check.
     #[serde(default)]
     pub alerts: Vec<Alert>,
     /// Engine settings for this pipeline.
@@ -155,6 +160,47 @@ pub enum AlertOn {
     Failure,
     /// The run set aside more than `dead_letters_above` records (skipped or dead-lettered).
     DeadLetters,
+    /// A data-quality check of severity `warn` failed (a failed `error` check fails the run: `failure`).
+    Check,
+}
+
+/// A data-quality check on one step's output. Give one or more of `min_rows`, `max_rows`, `unique`, `not_null`
+/// and `condition`; the check fails when any of them does.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// The step whose output is checked.
+    #[schemars(with = "String")]
+    pub step: Spanned<String>,
+    /// Fewest rows the step may produce.
+    #[serde(default)]
+    pub min_rows: Option<u64>,
+    /// Most rows the step may produce.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    /// Columns whose values, together, appear at most once.
+    #[serde(default)]
+    pub unique: Vec<String>,
+    /// Columns that hold no NULL.
+    #[serde(default)]
+    pub not_null: Vec<String>,
+    /// A SQL condition every row meets, e.g. `amount BETWEEN 0 AND 10000` (`$name` binds variables and state; a
+    /// NULL result passes, as in a CHECK constraint).
+    #[serde(default)]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+/// What a failed check does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The run fails and loads nothing.
+    #[default]
+    Error,
+    /// The run goes on; the failure is logged, recorded and alerted on.
+    Warn,
 }
 
 fn default_alert_on() -> Vec<AlertOn> {

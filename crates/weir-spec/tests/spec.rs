@@ -71,6 +71,10 @@ steps:
     write_csv: { input: d, path: a.csv }
   o2:
     write_csv: { input: o, path: a.csv }
+checks:
+  c1: { step: nowhere, min_rows: 1 }
+  c2: { step: d }
+settings: { commit_every: 0 }
 "#;
     let found = diagnostics(yaml);
     let expect = [
@@ -84,6 +88,9 @@ steps:
         ":13:5: a dedup step needs at least one key column",
         ":17:25: `o` is a write_csv step; it has no output",
         ":17:34: two load steps write `a.csv`",
+        ":19:15: check `c1` is on step `nowhere`, which does not exist",
+        ":20:15: check `c2` checks nothing",
+        "settings.commit_every must be at least 1 row",
     ];
     for e in expect {
         assert!(found.iter().any(|d| d.contains(e)), "missing `{e}` in:\n{}", found.join("\n"));

@@ -105,6 +105,10 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
                     s.step, s.kind, s.rows_in, s.rows_out, s.rows_invalid, s.duration_ms, s.retries
                 );
             }
+            for (name, step, severity, passed, message) in store.checks(run)? {
+                let outcome = if passed { "passed".to_string() } else { format!("FAILED ({severity}): {message}") };
+                println!("check {name} on {step}: {outcome}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

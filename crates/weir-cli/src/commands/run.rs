@@ -155,6 +155,7 @@ fn outcome(pipeline: &Pipeline, metrics: &RunMetrics, result: &Result<RunReport,
         records_extracted: total(Some(Category::Extract), StepCounters::rows),
         records_loaded: total(Some(Category::Load), StepCounters::rows),
         records_set_aside: total(None, StepCounters::invalid),
+        failed_checks: result.as_ref().map(|r| r.failed_checks.clone()).unwrap_or_default(),
         duration_ms,
     }
 }

@@ -1,4 +1,5 @@
-//! `alerts:`: a Slack message, a JSON webhook or an email when a run fails or sets records aside. Delivery is
+//! `alerts:`: a Slack message, a JSON webhook or an email when a run fails, sets records aside or fails a `warn`
+//! data-quality check. Delivery is
 //! retried a few times; an alert that still cannot be delivered is logged and never changes the run's outcome.
 
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct RunOutcome {
     pub records_loaded: u64,
     /// Records skipped or dead-lettered.
     pub records_set_aside: u64,
+    /// Failed `warn` data-quality checks, `name: what failed`.
+    pub failed_checks: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -33,6 +36,7 @@ pub async fn send_alerts(pipeline: &Pipeline, outcome: &RunOutcome) {
     for (i, alert) in pipeline.alerts.iter().enumerate() {
         let event = match &outcome.error {
             Some(_) if alert.on.contains(&AlertOn::Failure) => "failure",
+            None if alert.on.contains(&AlertOn::Check) && !outcome.failed_checks.is_empty() => "check",
             None if alert.on.contains(&AlertOn::DeadLetters) && outcome.records_set_aside > alert.dead_letters_above => {
                 "dead_letters"
             }
@@ -75,6 +79,7 @@ async fn mail(email: &EmailAlert, pipeline: &str, event: &str, outcome: &RunOutc
         .build();
     let subject = match event {
         "failure" => format!("[weir] {pipeline} failed"),
+        "check" => format!("[weir] {pipeline} failed {} data-quality checks", outcome.failed_checks.len()),
         _ => format!("[weir] {pipeline} set {} records aside", outcome.records_set_aside),
     };
     let mut message = Message::builder().from(email.from.parse().map_err(|e| format!("`from`: {e}"))?).subject(subject);
@@ -105,6 +110,10 @@ fn slack_text(pipeline: &str, event: &str, o: &RunOutcome) -> String {
             o.stage.as_ref().map(|s| format!(" at step `{s}`")).unwrap_or_default(),
             o.error.as_deref().unwrap_or("unknown"),
         ),
+        "check" => format!(
+            ":warning: Pipeline *{pipeline}* finished, but data-quality checks failed:\n{}\n{processed}",
+            o.failed_checks.iter().map(|c| format!("• {c}")).collect::<Vec<_>>().join("\n")
+        ),
         _ => format!(
             ":warning: Pipeline *{pipeline}* finished but set {} records aside (see `weir dlq list`).\n{processed}",
             o.records_set_aside
@@ -123,6 +132,7 @@ fn webhook_body(pipeline: &str, event: &str, o: &RunOutcome) -> serde_json::Valu
         "records_extracted": o.records_extracted,
         "records_loaded": o.records_loaded,
         "records_set_aside": o.records_set_aside,
+        "failed_checks": o.failed_checks,
         "duration_ms": o.duration_ms,
     })
 }

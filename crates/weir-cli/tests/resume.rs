@@ -160,7 +160,7 @@ fn a_killed_upsert_resumes_from_its_checkpoint() {
     assert_eq!(code, None, "killed by a signal");
 
     let committed: u64 = db.rows("SELECT count(*) FROM t")[0].parse().unwrap();
-    assert!(committed >= 3 * BATCH && committed < ROWS && committed % BATCH == 0, "whole batches only: {committed}");
+    assert!((3 * BATCH..ROWS).contains(&committed) && committed.is_multiple_of(BATCH), "whole batches only: {committed}");
     let p = p.env("DB_URL", &db.url());
     let runs = p.ok(&["runs", "load.yaml"]);
     assert!(runs.contains("interrupted"), "a killed run reads as interrupted:\n{runs}");
@@ -211,7 +211,7 @@ fn sigterm_cancels_between_checkpoints_and_resume_finishes() {
     let db = rusqlite::Connection::open(p.path().join("dest.db")).unwrap();
     let count = |db: &rusqlite::Connection| db.query_row(CHECK, [], |r| Ok(format!("{}|{}|{}", r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
     let committed: u64 = db.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
-    assert!(committed >= 2 * BATCH && committed % BATCH == 0, "whole batches only: {committed}");
+    assert!(committed >= 2 * BATCH && committed.is_multiple_of(BATCH), "whole batches only: {committed}");
     p.ok(&["run", "load.yaml", "--resume"]);
     assert_eq!(count(&db).unwrap(), expected());
 }

@@ -112,20 +112,36 @@ impl RunInputs {
     }
 }
 
-/// What every step of a run shares: the values templates and SQL see, and the connections.
+/// What every step of a run shares, from which each step's [`StepContext`] is made.
 struct Shared {
-    templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
-    values: Arc<BTreeMap<String, TypedValue>>,
-    connections: Arc<BTreeMap<String, weir_spec::Connection>>,
+    base: StepContext,
 }
 
 impl Shared {
-    fn new(pipeline: &Pipeline, inputs: &RunInputs) -> Self {
-        Self {
+    fn new(engine: &Engine, pipeline: &Pipeline, options: &RunOptions, inputs: &RunInputs, mode: Mode) -> Self {
+        let base = StepContext {
+            pipeline: pipeline.name().to_string(),
+            step: String::new(),
+            run_id: inputs.run_id.clone(),
+            base_dir: options.base_dir.clone(),
+            scratch_dir: inputs.scratch_dir.clone(),
+            batch_size: pipeline.settings.batch_size,
+            retry: pipeline.settings.retry.clone(),
+            batch: None,
+            on_error: weir_spec::OnError::Fail,
+            dry_run: options.dry_run,
+            planning: mode == Mode::Plan,
             templates: Arc::new(template_values(pipeline, inputs)),
             values: Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect()),
             connections: Arc::new(pipeline.connections.clone()),
-        }
+            store: engine.store.clone(),
+            counters: Arc::default(),
+        };
+        Self { base }
+    }
+
+    fn context(&self, step: &Step, counters: Arc<StepCounters>) -> StepContext {
+        StepContext { step: step.id().to_string(), on_error: step.on_error(), counters, ..self.base.clone() }
     }
 }
 
@@ -344,7 +360,7 @@ impl Engine {
             *readers.entry(check.step.value.as_str()).or_default() += 1;
         }
         let params = sql_params(&inputs.variables, &inputs.state);
-        let shared = Shared::new(pipeline, inputs);
+        let shared = Shared::new(self, pipeline, options, inputs, mode);
         let mut sinks = Vec::new();
         let mut actions = Vec::new();
 
@@ -358,7 +374,7 @@ impl Engine {
                 None => StepCounters::default(),
             });
             metrics.insert(id, counters.clone());
-            let cx = self.context(pipeline, options, inputs, &shared, step, mode, counters.clone());
+            let cx = shared.context(step, counters.clone());
             let plan_err = |e: DataFusionError| EngineError::Plan {
                 pipeline: name.clone(),
                 step: id.clone(),
@@ -393,36 +409,6 @@ impl Engine {
 }
 
 impl Engine {
-    fn context(
-        &self,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
-        shared: &Shared,
-        step: &Step,
-        mode: Mode,
-        counters: Arc<StepCounters>,
-    ) -> StepContext {
-        StepContext {
-            pipeline: pipeline.name().to_string(),
-            step: step.id().to_string(),
-            run_id: inputs.run_id.clone(),
-            base_dir: options.base_dir.clone(),
-            scratch_dir: inputs.scratch_dir.clone(),
-            batch_size: pipeline.settings.batch_size,
-            retry: pipeline.settings.retry.clone(),
-            batch: None,
-            on_error: step.on_error(),
-            dry_run: options.dry_run,
-            planning: mode == Mode::Plan,
-            templates: shared.templates.clone(),
-            values: shared.values.clone(),
-            connections: shared.connections.clone(),
-            store: self.store.clone(),
-            counters,
-        }
-    }
-
     /// A run with `settings.commit_every`: stage every load's input into the run's load package (unless a resumed
     /// run staged it already), then load it batch by batch; returns the state to record and the step metrics.
     async fn execute_batched(
@@ -515,7 +501,7 @@ impl Engine {
         dir: &std::path::Path,
         manifest: &Manifest,
     ) -> Result<(), EngineError> {
-        let shared = Shared::new(pipeline, inputs);
+        let shared = Shared::new(self, pipeline, options, inputs, Mode::Run);
         let session = SessionContext::new();
         let by_category = |category| pipeline.steps.iter().filter(move |s| s.kind.category() == category);
         let loads = by_category(Category::Load).map(|step| {
@@ -524,11 +510,11 @@ impl Engine {
                 metrics.insert(step.id(), fresh.clone());
                 fresh
             });
-            let cx = self.context(pipeline, options, inputs, &shared, step, Mode::Run, counters);
+            let cx = shared.context(step, counters);
             let parts = manifest.parts.get(step.id()).map(Vec::as_slice).unwrap_or_default();
             let session = &session;
             async move {
-                self.load_staged(pipeline, inputs, step, &cx, &session, dir, parts).await.map_err(|e| attribute(pipeline.name(), step.id(), e))
+                self.load_staged(pipeline, inputs, step, &cx, session, dir, parts).await.map_err(|e| attribute(pipeline.name(), step.id(), e))
             }
         });
         let mut failure = None;
@@ -539,7 +525,7 @@ impl Engine {
             return Err(err);
         }
         for step in by_category(Category::Action) {
-            let cx = self.context(pipeline, options, inputs, &shared, step, Mode::Run, Arc::default());
+            let cx = shared.context(step, Arc::default());
             self.connectors.action(step, &cx).await.map_err(|e| attribute(pipeline.name(), step.id(), e))?;
         }
         Ok(())

@@ -306,17 +306,19 @@ impl StateStore {
         Ok(())
     }
 
-    /// A run's checks: `(name, step, severity, passed, message)` by name.
-    pub fn checks(&self, run_id: &str) -> Result<Vec<(String, String, String, bool, String)>> {
+    /// A run's checks by name.
+    pub fn checks(&self, run_id: &str) -> Result<Vec<CheckRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, step, severity, passed, message FROM checks WHERE run_id = ?1 ORDER BY name")?;
-        let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(CheckRecord { name: r.get(0)?, step: r.get(1)?, severity: r.get(2)?, passed: r.get(3)?, message: r.get(4)? })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The failed checks of a run as `name: what failed`.
     pub fn failed_checks(&self, run_id: &str) -> Result<Vec<String>> {
-        Ok(self.checks(run_id)?.into_iter().filter(|c| !c.3).map(|c| format!("{}: {}", c.0, c.4)).collect())
+        Ok(self.checks(run_id)?.into_iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.message)).collect())
     }
 
     /// Records that `batches` batches (`rows` rows) of a load of run `run_id` have committed.
@@ -599,6 +601,18 @@ impl StateStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// How one data-quality check of a run went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckRecord {
+    pub name: String,
+    pub step: String,
+    /// `error` or `warn`.
+    pub severity: String,
+    pub passed: bool,
+    /// `passed`, or what failed.
+    pub message: String,
 }
 
 /// A failed run that `weir run --resume` can go on with, with what it started from.

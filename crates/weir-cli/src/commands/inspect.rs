@@ -105,9 +105,9 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
                     s.step, s.kind, s.rows_in, s.rows_out, s.rows_invalid, s.duration_ms, s.retries
                 );
             }
-            for (name, step, severity, passed, message) in store.checks(run)? {
-                let outcome = if passed { "passed".to_string() } else { format!("FAILED ({severity}): {message}") };
-                println!("check {name} on {step}: {outcome}");
+            for c in store.checks(run)? {
+                let outcome = if c.passed { "passed".to_string() } else { format!("FAILED ({}): {}", c.severity, c.message) };
+                println!("check {} on {}: {outcome}", c.name, c.step);
             }
         }
         return Ok(ExitCode::SUCCESS);

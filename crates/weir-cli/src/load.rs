@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use weir_engine::StateStore;
-use weir_spec::{Diagnostic, Environment, Pipeline};
+use weir_spec::Pipeline;
 
 use crate::Global;
 
@@ -32,14 +32,7 @@ impl Loaded {
 
 /// Parses a pipeline file; `Err` carries every diagnostic rendered as `file:line:col: message`.
 pub fn parse(path: &Path) -> Result<Loaded, Vec<String>> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    let pipeline = Pipeline::from_yaml_str(&text).map_err(|d| vec![d.display_in(&shown).to_string()])?;
-    let diagnostics: Vec<Diagnostic> = weir_spec::check(&pipeline, &Environment::from_process());
-    if !diagnostics.is_empty() {
-        return Err(diagnostics.iter().map(|d| d.display_in(&shown).to_string()).collect());
-    }
-    Ok(Loaded { path: path.to_path_buf(), pipeline })
+    Ok(Loaded { path: path.to_path_buf(), pipeline: Pipeline::from_file(path)? })
 }
 
 /// Like [`parse`], for commands that cannot go on with a broken file.

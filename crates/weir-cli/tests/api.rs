@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use common::Project;
+use common::{Project, serve};
 use serde_json::{Value, json};
 
 type Params = Query<HashMap<String, String>>;
@@ -34,21 +34,6 @@ impl Seen {
     fn lines(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
-}
-
-/// Serves `router` on a free port of 127.0.0.1 from its own thread for the rest of the test process.
-fn serve(router: Router) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, router).await.unwrap();
-        });
-    });
-    addr
 }
 
 /// Customer `id`, as the API returns it; from id 7 on records carry a `tier` field the first pages lack.

@@ -19,7 +19,7 @@ mod transforms;
 pub use connector::{Batch, Connectors, PendingLoad, ResolvedConnection, Secret, StepContext, Transient, truncate};
 pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
-pub use params::{timestamp_micros, to_scalar};
+pub use params::{resolve_variables, timestamp_micros, to_scalar};
 pub use quality::CheckResult;
 pub use replay::ReplayReport;
 pub use retry::{retry_delays, with_retries};

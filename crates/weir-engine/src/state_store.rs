@@ -542,19 +542,31 @@ impl StateStore {
             "SELECT run_id, pipeline, trigger, status, started_at, ended_at, error, stage FROM runs
              WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY started_at DESC, run_id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
-            Ok(RunRecord {
-                run_id: r.get(0)?,
-                pipeline: r.get(1)?,
-                trigger: r.get(2)?,
-                status: r.get(3)?,
-                started_at: r.get(4)?,
-                ended_at: r.get(5)?,
-                error: r.get(6)?,
-                stage: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![pipeline, limit as i64], run_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One run.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT run_id, pipeline, trigger, status, started_at, ended_at, error, stage FROM runs WHERE run_id = ?1",
+                [run_id],
+                run_from_row,
+            )
+            .optional()?)
+    }
+
+    /// When `pipeline` last started a run with `trigger`.
+    pub fn last_started(&self, pipeline: &str, trigger: &str) -> Result<Option<String>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT max(started_at) FROM runs WHERE pipeline = ?1 AND trigger = ?2",
+                params![pipeline, trigger],
+                |r| r.get(0),
+            )?)
     }
 
     pub fn step_metrics(&self, run_id: &str) -> Result<Vec<StepMetricsRow>> {
@@ -640,6 +652,19 @@ fn migrate(conn: &Connection) -> Result<()> {
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.exists() || pid == std::process::id() || proc.join(pid.to_string()).exists()
+}
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: r.get(0)?,
+        pipeline: r.get(1)?,
+        trigger: r.get(2)?,
+        status: r.get(3)?,
+        started_at: r.get(4)?,
+        ended_at: r.get(5)?,
+        error: r.get(6)?,
+        stage: r.get(7)?,
+    })
 }
 
 fn dead_letter_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {

@@ -58,6 +58,7 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
     check_connections(pipeline, env, &mut out);
     check_alerts(pipeline, env, &mut out);
     check_quality(pipeline, &mut out);
+    check_triggers(pipeline, env, &mut out);
     check_steps(pipeline, &mut out);
     out.sort_by_key(|d| (d.pos.line, d.pos.column));
     out
@@ -162,6 +163,25 @@ fn check_alerts(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic
                 }
             }
         }
+    }
+}
+
+fn check_triggers(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
+    for (i, trigger) in pipeline.triggers.iter().enumerate() {
+        trigger.check(i, out);
+        for secret in trigger.secrets() {
+            for var in env_references(&secret.value) {
+                if env.get(var).is_none() {
+                    out.push(
+                        Diagnostic::at(secret, format!("trigger {} needs environment variable `{var}`, which is not set", i + 1))
+                            .with_hint(format!("export {var}=... before running; its value is never printed")),
+                    );
+                }
+            }
+        }
+    }
+    if pipeline.settings.concurrency == 0 {
+        out.push(Diagnostic::new(Pos::of(&pipeline.name), "settings.concurrency must be at least 1"));
     }
 }
 

@@ -16,6 +16,7 @@ mod diagnostic;
 mod model;
 mod step;
 mod template;
+mod trigger;
 mod value;
 
 pub use api::{Backoff, Duration, EnrichApi, HttpMethod, Paginate, ReadApi, Retry, RetryOn, WriteApi};
@@ -25,6 +26,7 @@ pub use diagnostic::{Diagnostic, Pos};
 pub use model::{Alert, AlertOn, Check, Connection, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate, Variable};
 pub use serde_saphyr::Spanned;
 pub use step::*;
+pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, Trigger, Webhook};
 pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
 pub use value::{TypedValue, ValueType};
 

@@ -7,6 +7,7 @@ use serde_saphyr::Spanned;
 use crate::api::{Duration, Retry};
 use crate::diagnostic::Diagnostic;
 use crate::step::{Step, Steps};
+use crate::trigger::Trigger;
 use crate::value::ValueType;
 
 /// A pipeline file ("board"): who owns it, what it takes, what it remembers between runs, and its steps.
@@ -41,6 +42,9 @@ pub struct Pipeline {
     /// Named connections to external systems; `${ENV_VAR}` in any value is read from the environment and never printed.
     #[serde(default)]
     pub connections: BTreeMap<String, Connection>,
+    /// What starts the pipeline under `weir serve`: schedules, other pipelines, webhooks.
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
     /// The steps, keyed by id. Each step's output is a table named by its id that later steps read.
     pub steps: Steps,
     /// Data-quality checks by name, each on one step's output, evaluated after every load is prepared and before
@@ -227,6 +231,9 @@ pub struct Settings {
     /// last checkpoint with `weir run --resume`. Without it, every load commits once, when the run succeeds.
     #[serde(default)]
     pub commit_every: Option<u64>,
+    /// Runs of this pipeline `weir serve` lets run at once; a trigger that finds that many running is skipped.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     /// The longest a run may take, e.g. `30m`. Past it the run is cancelled (an open batch rolls back) and marked
     /// failed with the step it was in.
     #[serde(default)]
@@ -237,9 +244,13 @@ fn default_batch_size() -> usize {
     8192
 }
 
+fn default_concurrency() -> usize {
+    1
+}
+
 impl Default for Settings {
     fn default() -> Self {
-        Self { batch_size: default_batch_size(), memory_limit: None, retry: None, commit_every: None, timeout: None }
+        Self { batch_size: default_batch_size(), memory_limit: None, retry: None, commit_every: None, concurrency: default_concurrency(), timeout: None }
     }
 }
 
@@ -248,6 +259,19 @@ impl Pipeline {
     /// decoder met; [`crate::check`] then finds every other mistake.
     pub fn from_yaml_str(text: &str) -> Result<Self, Diagnostic> {
         serde_saphyr::from_str(text).map_err(Diagnostic::from)
+    }
+
+    /// Reads, parses and checks a pipeline file against this process's environment; `Err` holds every mistake
+    /// as `file:line:col: message`.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, Vec<String>> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
+        let pipeline = Self::from_yaml_str(&text).map_err(|d| vec![d.display_in(&shown).to_string()])?;
+        let diagnostics = crate::check(&pipeline, &crate::Environment::from_process());
+        if !diagnostics.is_empty() {
+            return Err(diagnostics.iter().map(|d| d.display_in(&shown).to_string()).collect());
+        }
+        Ok(pipeline)
     }
 
     pub fn name(&self) -> &str {

@@ -1,4 +1,5 @@
 pub mod init;
 pub mod inspect;
 pub mod run;
+pub mod serve;
 pub mod validate;

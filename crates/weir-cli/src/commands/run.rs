@@ -6,10 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use weir_connectors::RunOutcome;
-use weir_engine::{
-    CancellationToken, DeadLetter, DeadLetterFilter, Engine, EngineError, RunMetrics, RunOptions, RunReport, StepCounters,
-};
-use weir_spec::{Category, Pipeline};
+use weir_engine::{CancellationToken, DeadLetter, DeadLetterFilter, Engine, RunMetrics, RunOptions};
 
 use crate::load::{Loaded, load, parse_var};
 use crate::progress::Progress;
@@ -57,7 +54,7 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     progress.finish();
     if !args.dry_run && !loaded.pipeline.alerts.is_empty() {
-        let outcome = outcome(&loaded.pipeline, &metrics, &result, started.elapsed().as_millis() as u64);
+        let outcome = RunOutcome::of(&loaded.pipeline, &metrics, &result, started.elapsed().as_millis() as u64);
         weir_connectors::send_alerts(&loaded.pipeline, &outcome).await;
     }
     let report = result?;
@@ -123,39 +120,26 @@ fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => signal.recv().await.map_or((), |_| ()),
-                Err(_) => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminate => {}
-        }
+        stop_signal().await;
         eprintln!("stopping: the open batch rolls back, the run is recorded as failed");
         cancel.cancel();
     });
     token
 }
 
-/// What the alerts report of a run: its error and failed step, and the records its steps counted.
-fn outcome(pipeline: &Pipeline, metrics: &RunMetrics, result: &Result<RunReport, EngineError>, duration_ms: u64) -> RunOutcome {
-    let total = |category: Option<Category>, count: fn(&StepCounters) -> u64| -> u64 {
-        let steps = pipeline.steps.iter().filter(|s| category.is_none_or(|c| s.kind.category() == c));
-        steps.filter_map(|s| metrics.get(s.id())).map(|c| count(&c)).sum()
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => signal.recv().await.map_or((), |_| ()),
+            Err(_) => std::future::pending().await,
+        }
     };
-    RunOutcome {
-        run_id: result.as_ref().ok().map(|r| r.run_id.clone()),
-        error: result.as_ref().err().map(ToString::to_string),
-        stage: result.as_ref().err().and_then(EngineError::step).map(str::to_string),
-        records_extracted: total(Some(Category::Extract), StepCounters::rows),
-        records_loaded: total(Some(Category::Load), StepCounters::rows),
-        records_set_aside: total(None, StepCounters::invalid),
-        failed_checks: result.as_ref().map(|r| r.failed_checks.clone()).unwrap_or_default(),
-        duration_ms,
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }

@@ -9,7 +9,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use reqwest::{Method, Url};
 use serde_json::json;
 use tracing::{info, warn};
-use weir_spec::{AlertOn, EmailAlert, Pipeline, Retry, interpolate_env};
+use weir_engine::{EngineError, RunMetrics, RunReport, StepCounters};
+use weir_spec::{AlertOn, Category, EmailAlert, Pipeline, Retry, interpolate_env};
 
 use super::auth::Auth;
 use super::client::{Client, Request};
@@ -29,6 +30,26 @@ pub struct RunOutcome {
     /// Failed `warn` data-quality checks, `name: what failed`.
     pub failed_checks: Vec<String>,
     pub duration_ms: u64,
+}
+
+impl RunOutcome {
+    /// What the alerts report of a run: its error and failed step, and the records its steps counted.
+    pub fn of(pipeline: &Pipeline, metrics: &RunMetrics, result: &Result<RunReport, EngineError>, duration_ms: u64) -> Self {
+        let total = |category: Option<Category>, count: fn(&StepCounters) -> u64| -> u64 {
+            let steps = pipeline.steps.iter().filter(|s| category.is_none_or(|c| s.kind.category() == c));
+            steps.filter_map(|s| metrics.get(s.id())).map(|c| count(&c)).sum()
+        };
+        Self {
+            run_id: result.as_ref().ok().map(|r| r.run_id.clone()),
+            error: result.as_ref().err().map(ToString::to_string),
+            stage: result.as_ref().err().and_then(EngineError::step).map(str::to_string),
+            records_extracted: total(Some(Category::Extract), StepCounters::rows),
+            records_loaded: total(Some(Category::Load), StepCounters::rows),
+            records_set_aside: total(None, StepCounters::invalid),
+            failed_checks: result.as_ref().map(|r| r.failed_checks.clone()).unwrap_or_default(),
+            duration_ms,
+        }
+    }
 }
 
 /// Sends every alert of `pipeline` whose event `outcome` matches.

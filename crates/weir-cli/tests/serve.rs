@@ -1,0 +1,196 @@
+//! `weir serve` end to end: the real binary on a free port of 127.0.0.1, driven over HTTP. A webhook starts `a`;
+//! `b` and `c` run after it, in parallel; `d` waits for both. Also: webhook refusals, no overlapping runs, variables
+//! checked before a run starts, `/metrics`, and a broken edit that leaves the previous version running.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use common::serve;
+use serde_json::{Value, json};
+
+/// Serves `/slow`: one record, after 700 ms, so `b` and `c` take long enough to be seen overlapping.
+fn slow_api() -> SocketAddr {
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        axum::Json(json!({ "data": [{ "id": 1 }] }))
+    };
+    serve(Router::new().route("/slow", get(slow)))
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn project(dir: &Path, api: SocketAddr) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write(dir, "data/in.csv", "id,day\n1,2026-11-25\n");
+    let csv_to = |name: &str, triggers: &str| {
+        format!(
+            "name: {name}\nvariables:\n  day: {{ type: date, default: \"2026-01-01\" }}\ntriggers:\n{triggers}\nsteps:\n  rows:\n    read_csv: {{ path: data/in.csv }}\n  out:\n    write_csv: {{ input: rows, path: out/{name}.csv }}\n"
+        )
+    };
+    let api_to = |name: &str| {
+        format!(
+            "name: {name}\ntriggers:\n  - after: [a]\nsteps:\n  rows:\n    read_api: {{ url: \"http://{api}/slow\", records: $.data }}\n  out:\n    write_csv: {{ input: rows, path: out/{name}.csv }}\n"
+        )
+    };
+    write(dir, "a.yaml", &csv_to("a", "  - webhook: { name: start-a, token: s3cret }"));
+    write(dir, "b.yaml", &api_to("b"));
+    write(dir, "c.yaml", &api_to("c"));
+    write(dir, "d.yaml", &csv_to("d", "  - after: [b, c]"));
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}"), "--reload-secs", "0.2"])
+            .env_remove("WEIR_STATE_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.http.get(format!("{}/api/pipelines", server.base)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "weir serve did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let text = self.http.get(format!("{}{path}", self.base)).send().await.unwrap().text().await.unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The runs of `pipeline`, oldest first, once at least `count` have ended.
+    async fn runs(&self, pipeline: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.get(&format!("/api/runs?pipeline={pipeline}")).await["runs"].as_array().unwrap().clone();
+            if runs.iter().filter(|r| r["status"] != "running").count() >= count {
+                return runs.into_iter().rev().collect();
+            }
+            assert!(Instant::now() < deadline, "{pipeline}: fewer than {count} finished runs: {runs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn time(run: &Value, field: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(run[field].as_str().unwrap()).unwrap().to_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), slow_api());
+    let server = Server::start(dir.path()).await;
+
+    // Refused: a wrong token, an unknown hook, a variable the pipeline lacks.
+    let (status, body) = server.post("/hooks/start-a", &[("Authorization", "Bearer nope")], "{}").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(server.post("/hooks/nobody", &[], "{}").await.0, 404);
+    let (status, body) = server.post("/hooks/start-a", &[("Authorization", "Bearer s3cret")], r#"{"month":"x"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("month"), "{body}");
+
+    // Accepted: the body's fields are the run's variables.
+    let (status, body) = server.post("/hooks/start-a", &[("Authorization", "Bearer s3cret")], r#"{"day":"2026-11-25"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    let a = &server.runs("a", 1).await[0];
+    let b = &server.runs("b", 1).await[0];
+    let c = &server.runs("c", 1).await[0];
+    let d = &server.runs("d", 1).await[0];
+    for run in [a, b, c, d] {
+        assert_eq!(run["status"], "success", "{run}");
+    }
+    assert_eq!(a["trigger"], "webhook");
+    assert_eq!((b["trigger"].as_str(), c["trigger"].as_str()), (Some("after a"), Some("after a")));
+    assert!(time(b, "started_at") >= time(a, "ended_at") && time(c, "started_at") >= time(a, "ended_at"), "b and c wait for a");
+    assert!(time(b, "started_at") < time(c, "ended_at") && time(c, "started_at") < time(b, "ended_at"), "b and c overlap:\n{b}\n{c}");
+    assert!(time(d, "started_at") >= time(b, "ended_at").max(time(c, "ended_at")), "d waits for both");
+    assert!(dir.path().join("out/d.csv").exists());
+
+    // One run of a pipeline at a time: a second trigger while `b` runs is refused.
+    let (first, _) = server.post("/api/pipelines/b/runs", &[], "").await;
+    let (second, body) = server.post("/api/pipelines/b/runs", &[], "").await;
+    assert_eq!((first, second), (202, 409), "{body}");
+
+    let pipelines = server.get("/api/pipelines").await;
+    let names: Vec<&str> = pipelines["pipelines"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c", "d"]);
+    assert_eq!(pipelines["pipelines"][0]["last_run"]["status"], "success");
+
+    let run_id = d["run_id"].as_str().unwrap();
+    let detail = server.get(&format!("/api/runs/{run_id}")).await;
+    let steps: Vec<&str> = detail["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["rows", "out"]);
+
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "weir_runs_total{pipeline=\"d\",status=\"success\"} 1",
+        "weir_webhook_requests_total{hook=\"start-a\",status=\"202\"} 1",
+        "weir_webhook_requests_total{hook=\"start-a\",status=\"401\"} 1",
+        "weir_rows_total{pipeline=\"a\",step=\"rows\"} 1",
+        "weir_run_duration_seconds_count{pipeline=\"a\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_edit_is_reported_and_the_previous_version_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), slow_api());
+    let server = Server::start(dir.path()).await;
+    // Wait for a later modification time than the one loaded.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write(dir.path(), "d.yaml", "name: d\nsteps:\n  rows:\n    read_csv: { path: data/in.csv }\n  out:\n    write_csv: { input: nowhere, path: out/d.csv }\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pipelines = loop {
+        let pipelines = server.get("/api/pipelines").await;
+        if pipelines["broken"].as_object().is_some_and(|b| !b.is_empty()) {
+            break pipelines;
+        }
+        assert!(Instant::now() < deadline, "the broken edit was not noticed: {pipelines}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let broken = pipelines["broken"].to_string();
+    assert!(broken.contains("d.yaml") && broken.contains("nowhere"), "{broken}");
+    let (status, body) = server.post("/api/pipelines/d/runs?wait=true", &[], "").await;
+    assert_eq!(status, 200, "the previous version of d still runs: {body}");
+    assert_eq!(body["status"], "success");
+}

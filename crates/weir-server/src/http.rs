@@ -1,0 +1,222 @@
+//! The HTTP side of `weir serve`: the JSON API, webhook triggers and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_engine::DeadLetterFilter;
+
+use crate::hooks::{Refused, authenticate};
+use crate::runner::{Runner, TriggerError};
+use crate::schedule::Scheduler;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub runner: Arc<Runner>,
+    pub scheduler: Arc<Mutex<Scheduler>>,
+}
+
+/// Bodies above this are refused before any hook looks at them; each hook has its own, smaller, `max_body`.
+const BODY_CEILING: usize = 64 << 20;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/pipelines", get(pipelines))
+        .route("/api/pipelines/{name}/runs", post(trigger))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/dead-letters", get(dead_letters))
+        .route("/hooks/{name}", post(hook))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_CEILING))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+/// Every pipeline: definition summary, triggers, next scheduled run, last run, runs going.
+async fn pipelines(State(app): State<AppState>) -> Response {
+    let project = app.runner.project().clone();
+    let store = app.runner.store();
+    let mut out = Vec::new();
+    for (name, entry) in &project.pipelines {
+        let p = &entry.pipeline;
+        let last = match store.runs(Some(name), 1) {
+            Ok(runs) => runs.into_iter().next(),
+            Err(e) => return internal(e),
+        };
+        let triggers: Vec<Value> = p
+            .triggers
+            .iter()
+            .map(|t| {
+                json!({
+                    "cron": t.cron.as_ref().map(|c| &c.value),
+                    "timezone": t.timezone.as_ref().map(|z| &z.value),
+                    "every": t.every.map(|d| format!("{}s", d.0.as_secs_f64())),
+                    "after": t.after.iter().map(|a| &a.value).collect::<Vec<_>>(),
+                    "webhook": t.webhook.as_ref().map(|w| &w.name.value),
+                })
+            })
+            .collect();
+        let next = app.scheduler.lock().unwrap_or_else(|p| p.into_inner()).next_fire(name);
+        out.push(json!({
+            "name": name,
+            "file": entry.path.display().to_string(),
+            "description": p.description,
+            "owner": p.owner,
+            "contacts": p.contacts,
+            "steps": p.steps.iter().map(|s| json!({ "id": s.id(), "kind": s.kind.name() })).collect::<Vec<_>>(),
+            "triggers": triggers,
+            "next_run": next,
+            "running": app.runner.running(name),
+            "last_run": last,
+        }));
+    }
+    let broken: BTreeMap<String, &Vec<String>> = project.broken.iter().map(|(k, v)| (k.display().to_string(), v)).collect();
+    axum::Json(json!({ "pipelines": out, "broken": broken })).into_response()
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    pipeline: Option<String>,
+    status: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+    match app.runner.store().runs(q.pipeline.as_deref(), q.limit) {
+        Ok(runs) => axum::Json(json!({ "runs": runs.into_iter().filter(|r| q.status.as_ref().is_none_or(|s| *s == r.status)).collect::<Vec<_>>() })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// One run with its per-step metrics and checks.
+async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    let store = app.runner.store();
+    match (store.run(&id), store.step_metrics(&id), store.checks(&id)) {
+        (Ok(Some(run)), Ok(steps), Ok(checks)) => axum::Json(json!({ "run": run, "steps": steps, "checks": checks })).into_response(),
+        (Ok(None), ..) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    pipeline: String,
+    run: Option<String>,
+    step: Option<String>,
+}
+
+async fn dead_letters(State(app): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Response {
+    let filter = DeadLetterFilter { run_id: q.run, step: q.step, id: None };
+    match app.runner.store().dead_letters_matching(&q.pipeline, &filter) {
+        Ok(letters) => axum::Json(json!({ "dead_letters": letters })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TriggerQuery {
+    /// Answer when the run has ended, with its outcome, instead of at once.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/pipelines/{name}/runs` with an optional JSON object of variables.
+async fn trigger(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<TriggerQuery>, body: Bytes) -> Response {
+    let variables = match variables(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    start(&app, &name, "api", variables, q.wait).await
+}
+
+/// `POST /hooks/{name}`: the webhook trigger whose `name` matches, authenticated as it says.
+async fn hook(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<TriggerQuery>, headers: HeaderMap, body: Bytes) -> Response {
+    let found = app.runner.project().pipelines.iter().find_map(|(pipeline, entry)| {
+        entry.pipeline.triggers.iter().find_map(|t| t.webhook.clone().filter(|w| w.name.value == name)).map(|w| (pipeline.clone(), w))
+    });
+    let response = match found {
+        None => error(StatusCode::NOT_FOUND, format!("no webhook `{name}`")),
+        Some((pipeline, webhook)) => {
+            let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+            match authenticate(&webhook, header, &body, chrono::Utc::now()) {
+                Err(refused @ Refused::TooLarge { .. }) => error(StatusCode::PAYLOAD_TOO_LARGE, refused),
+                Err(refused @ Refused::Unauthorized(_)) => error(StatusCode::UNAUTHORIZED, refused),
+                Err(refused @ Refused::Misconfigured(_)) => internal(refused),
+                Ok(()) => match variables(&body) {
+                    Ok(variables) => start(&app, &pipeline, "webhook", variables, q.wait).await,
+                    Err(e) => error(StatusCode::BAD_REQUEST, e),
+                },
+            }
+        }
+    };
+    app.runner.metrics.hook(&name, response.status().as_u16());
+    response
+}
+
+async fn start(app: &AppState, pipeline: &str, trigger: &str, variables: BTreeMap<String, String>, wait: bool) -> Response {
+    // Variables are checked here, so a bad request gets a 400 rather than a run that fails.
+    let declared = app.runner.project().pipelines.get(pipeline).map(|e| e.pipeline.clone());
+    if let Some(declared) = declared
+        && let Err(e) = weir_engine::resolve_variables(&declared, &variables)
+    {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let handle = match app.runner.trigger(pipeline, trigger, variables) {
+        Ok(handle) => handle,
+        Err(e @ TriggerError::Unknown(_)) => return error(StatusCode::NOT_FOUND, e),
+        Err(e @ TriggerError::Busy { .. }) => return error(StatusCode::CONFLICT, e),
+    };
+    if !wait {
+        return (StatusCode::ACCEPTED, axum::Json(json!({ "pipeline": pipeline, "status": "started" }))).into_response();
+    }
+    match handle.await {
+        Ok(finished) => match finished.result {
+            Ok(report) => axum::Json(json!({ "pipeline": pipeline, "status": "success", "run_id": report.run_id, "steps": report.steps })).into_response(),
+            Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "pipeline": pipeline, "status": "failed", "error": message }))).into_response(),
+        },
+        Err(e) => internal(e),
+    }
+}
+
+/// A JSON object body as `--var` values (strings as they are, other values as JSON text); an empty body is none.
+fn variables(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(BTreeMap::new());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Value::Object(fields) = value else { return Err("the body must be a JSON object of variables".into()) };
+    Ok(fields
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], app.runner.metrics.render()).into_response()
+}

@@ -1,0 +1,75 @@
+//! A project: the pipeline files of one directory, each parsed and checked. A file with mistakes is left out and
+//! its mistakes kept for the API; a changed file replaces its pipeline only once it is valid.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use weir_spec::Pipeline;
+
+/// One valid pipeline and where it came from.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl Entry {
+    /// The directory relative paths in the pipeline start from.
+    pub fn dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_else(|| ".".into())
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Project {
+    /// Valid pipelines by name.
+    pub pipelines: BTreeMap<String, Entry>,
+    /// Files whose latest version has mistakes, as `file:line:col: message`.
+    pub broken: BTreeMap<PathBuf, Vec<String>>,
+    /// Each file's modification time when last read.
+    seen: HashMap<PathBuf, Option<SystemTime>>,
+}
+
+impl Project {
+    /// Loads every `*.yaml`/`*.yml` file directly in `dir`.
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let mut project = Self::default();
+        project.reload(dir)?;
+        Ok(project)
+    }
+
+    /// Re-reads the files that changed since they were read, and new ones. An invalid change is recorded in
+    /// `broken` and the previous version of that pipeline keeps running. Returns the names whose definition changed.
+    pub fn reload(&mut self, dir: &Path) -> std::io::Result<Vec<String>> {
+        let mut changed = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if self.seen.get(&path) == Some(&modified) {
+                continue;
+            }
+            self.seen.insert(path.clone(), modified);
+            match Pipeline::from_file(&path) {
+                Ok(pipeline) => {
+                    self.broken.remove(&path);
+                    let name = pipeline.name().to_string();
+                    // A renamed pipeline leaves its old name.
+                    self.pipelines.retain(|n, e| e.path != path || *n == name);
+                    self.pipelines.insert(name.clone(), Entry { path, pipeline: Arc::new(pipeline) });
+                    changed.push(name);
+                }
+                Err(mistakes) => {
+                    tracing::error!(file = %path.display(), "Pipeline file not loaded (a previous version keeps running): {}", mistakes.join("; "));
+                    self.broken.insert(path, mistakes);
+                }
+            }
+        }
+        Ok(changed)
+    }
+}

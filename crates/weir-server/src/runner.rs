@@ -1,0 +1,163 @@
+//! Starting runs: the per-pipeline limit (`settings.concurrency`, 1 by default: no overlap), the server-wide limit,
+//! and `after:` dependencies, which start a pipeline once everything it waits for has succeeded since it last
+//! started.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use weir_connectors::RunOutcome;
+use weir_engine::{CancellationToken, Engine, RunMetrics, RunOptions, RunReport, StateStore};
+
+use crate::metrics::Metrics;
+use crate::project::Project;
+
+/// How a run started by the server ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub pipeline: String,
+    pub result: Result<RunReport, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("no pipeline `{0}` in this project")]
+    Unknown(String),
+    #[error("pipeline `{pipeline}` has {running} run(s) going, its limit (settings.concurrency)")]
+    Busy { pipeline: String, running: usize },
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    running: HashMap<String, usize>,
+    started: HashMap<String, DateTime<Utc>>,
+    succeeded: HashMap<String, DateTime<Utc>>,
+}
+
+pub struct Runner {
+    engine: Engine,
+    project: RwLock<Project>,
+    state_dir: PathBuf,
+    slots: Arc<Semaphore>,
+    book: Mutex<Book>,
+    pub metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+impl Runner {
+    pub fn new(project: Project, store: Arc<StateStore>, state_dir: PathBuf, max_runs: usize, shutdown: CancellationToken) -> Self {
+        Self {
+            engine: Engine::new(Arc::new(weir_connectors::Builtin), store),
+            project: RwLock::new(project),
+            state_dir,
+            slots: Arc::new(Semaphore::new(max_runs)),
+            book: Mutex::new(Book::default()),
+            metrics: Metrics::default(),
+            shutdown,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<StateStore> {
+        self.engine.store()
+    }
+
+    pub fn project(&self) -> std::sync::RwLockReadGuard<'_, Project> {
+        self.project.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn project_mut(&self) -> std::sync::RwLockWriteGuard<'_, Project> {
+        self.project.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs of `pipeline` going now.
+    pub fn running(&self, pipeline: &str) -> usize {
+        self.book().running.get(pipeline).copied().unwrap_or(0)
+    }
+
+    /// Starts a run of `pipeline` unless it is at its limit; it waits for a server-wide slot before it begins.
+    pub fn trigger(
+        self: &Arc<Self>,
+        pipeline: &str,
+        trigger: &str,
+        variables: BTreeMap<String, String>,
+    ) -> Result<JoinHandle<Finished>, TriggerError> {
+        let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        {
+            let mut book = self.book();
+            let running = book.running.get(pipeline).copied().unwrap_or(0);
+            if running >= entry.pipeline.settings.concurrency {
+                return Err(TriggerError::Busy { pipeline: pipeline.to_string(), running });
+            }
+            book.running.insert(pipeline.to_string(), running + 1);
+            book.started.insert(pipeline.to_string(), Utc::now());
+        }
+        self.metrics.run_started(pipeline);
+        info!(pipeline, trigger, "Triggered {pipeline} ({trigger})");
+        let runner = self.clone();
+        let trigger = trigger.to_string();
+        Ok(tokio::spawn(async move {
+            let _slot = runner.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let options = RunOptions {
+                trigger,
+                variables,
+                memory_limit: None,
+                base_dir: entry.dir(),
+                scratch_root: runner.state_dir.join("tmp"),
+                dry_run: false,
+                packages: runner.state_dir.join("packages"),
+                cancel: runner.shutdown.child_token(),
+            };
+            let metrics = RunMetrics::default();
+            let clock = Instant::now();
+            let result = runner.engine.run(&entry.pipeline, &options, metrics.clone()).await;
+            let outcome = RunOutcome::of(&entry.pipeline, &metrics, &result, clock.elapsed().as_millis() as u64);
+            weir_connectors::send_alerts(&entry.pipeline, &outcome).await;
+            let status = if result.is_ok() { "success" } else { "failed" };
+            let rows: Vec<(String, u64)> = metrics.snapshot();
+            runner.metrics.run_finished(&entry.pipeline.name.value, status, clock.elapsed().as_secs_f64(), &rows, outcome.records_set_aside);
+            let name = entry.pipeline.name().to_string();
+            runner.finished(&name, result.is_ok());
+            Finished { pipeline: name, result: result.map_err(|e| e.to_string()) }
+        }))
+    }
+
+    /// Books a finished run and starts the pipelines waiting on it whose every dependency has now succeeded
+    /// since they last started.
+    fn finished(self: &Arc<Self>, pipeline: &str, succeeded: bool) {
+        let ready: Vec<String> = {
+            let mut book = self.book();
+            if let Some(n) = book.running.get_mut(pipeline) {
+                *n = n.saturating_sub(1);
+            }
+            if !succeeded {
+                return;
+            }
+            book.succeeded.insert(pipeline.to_string(), Utc::now());
+            let project = self.project();
+            project
+                .pipelines
+                .iter()
+                .filter_map(|(name, entry)| {
+                    let waits = entry.pipeline.triggers.iter().find(|t| t.after.iter().any(|a| a.value == pipeline))?;
+                    let since = book.started.get(name);
+                    let all_done = waits.after.iter().all(|a| book.succeeded.get(&a.value).is_some_and(|done| since.is_none_or(|s| done > s)));
+                    all_done.then(|| name.clone())
+                })
+                .collect()
+        };
+        for name in ready {
+            if let Err(e) = self.trigger(&name, &format!("after {pipeline}"), BTreeMap::new()) {
+                warn!(pipeline = %name, "Not started after {pipeline}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! When scheduled pipelines are due. The scheduler is plain data driven by the times it is given, so tests move
+//! its clock by hand; the server's loop feeds it the wall clock.
+
+use chrono::{DateTime, Utc};
+use weir_spec::{CronSchedule, Misfire, Trigger};
+
+use crate::project::Project;
+
+/// A time-based trigger.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Cron(Box<CronSchedule>),
+    Every(std::time::Duration),
+}
+
+impl Schedule {
+    /// The schedule of a trigger, if it is time-based (checked pipelines always parse).
+    pub fn of(trigger: &Trigger) -> Option<Self> {
+        if let Some(cron) = &trigger.cron {
+            let tz = trigger.timezone.as_ref().map(|t| t.value.as_str());
+            return CronSchedule::parse(&cron.value, tz).ok().map(|c| Self::Cron(Box::new(c)));
+        }
+        trigger.every.map(|d| Self::Every(d.0))
+    }
+
+    /// The first fire strictly after `t` (for `every`, counted from `t`).
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Cron(cron) => cron.next_after(t),
+            Self::Every(d) => chrono::Duration::from_std(*d).ok().map(|d| t + d),
+        }
+    }
+}
+
+/// A schedule that came due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fire {
+    pub pipeline: String,
+    /// When it was due; the difference to when it fired is the schedule's lag.
+    pub due: DateTime<Utc>,
+    /// A catch-up run for fires missed while the server was down.
+    pub catch_up: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    pipeline: String,
+    schedule: Schedule,
+    next: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    entries: Vec<Entry>,
+    /// Catch-up fires found when the schedules were (re)built, handed out by the next [`Self::due`].
+    pending: Vec<Fire>,
+}
+
+impl Scheduler {
+    /// The schedules of `project` at `now`. `last_fire` tells when a pipeline last ran on a schedule; a schedule
+    /// that was due since then missed fires, which `misfire` skips or catches up on with one run now.
+    pub fn new(project: &Project, now: DateTime<Utc>, last_fire: impl Fn(&str) -> Option<DateTime<Utc>>) -> Self {
+        let mut scheduler = Self::default();
+        for (name, entry) in &project.pipelines {
+            for trigger in &entry.pipeline.triggers {
+                let Some(schedule) = Schedule::of(trigger) else { continue };
+                let last = last_fire(name);
+                let missed = last.and_then(|l| schedule.next_after(l)).filter(|due| *due <= now);
+                if let Some(due) = missed {
+                    match trigger.misfire {
+                        Misfire::RunOnce => scheduler.pending.push(Fire { pipeline: name.clone(), due, catch_up: true }),
+                        Misfire::Skip => tracing::info!(pipeline = %name, "Skipping the fires missed since {due} (misfire: skip)"),
+                    }
+                }
+                // An interval restarts from its last fire, so a restart does not shift it; a cron is wall-clock.
+                let from = match (&schedule, last) {
+                    (Schedule::Every(_), Some(last)) if missed.is_none() => last,
+                    _ => now,
+                };
+                if let Some(next) = schedule.next_after(from) {
+                    scheduler.entries.push(Entry { pipeline: name.clone(), schedule, next });
+                }
+            }
+        }
+        scheduler
+    }
+
+    /// The next time anything is due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        let pending = self.pending.first().map(|f| f.due);
+        self.entries.iter().map(|e| e.next).chain(pending).min()
+    }
+
+    /// The fires due at `now`, each schedule moved on to its next fire after `now`: a schedule that fell behind by
+    /// several fires (a slow machine, a suspended process) fires once, not once per missed fire.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Fire> {
+        let mut fires = std::mem::take(&mut self.pending);
+        for entry in &mut self.entries {
+            if entry.next > now {
+                continue;
+            }
+            fires.push(Fire { pipeline: entry.pipeline.clone(), due: entry.next, catch_up: false });
+            match entry.schedule.next_after(now) {
+                Some(next) => entry.next = next,
+                None => entry.next = DateTime::<Utc>::MAX_UTC,
+            }
+        }
+        fires
+    }
+
+    /// When `pipeline` next fires, for the API.
+    pub fn next_fire(&self, pipeline: &str) -> Option<DateTime<Utc>> {
+        self.entries.iter().filter(|e| e.pipeline == pipeline).map(|e| e.next).min()
+    }
+}

@@ -89,6 +89,11 @@ enum Command {
         after_help = "Examples:\n  weir dlq list pipeline.yaml              id, step, origin (file:line) and reason\n  weir dlq list pipeline.yaml --run ID --json\n  weir dlq show pipeline.yaml 42           the original record, whole\n  weir dlq purge pipeline.yaml --step checked   delete one step's dead letters (--run ID, --id N, --all)"
     )]
     Dlq(commands::inspect::DlqCommand),
+    /// Run a pipeline once per value of a date or integer variable over a range, oldest first; state is left alone.
+    #[command(
+        after_help = "Examples:\n  weir backfill daily.yaml --var day --from 2024-01-01 --to 2024-01-31\n  weir backfill shards.yaml --var shard --from 0 --to 15 --keep-going"
+    )]
+    Backfill(commands::backfill::BackfillArgs),
     /// Run a directory of pipelines on their triggers (cron, every, after, webhook), with a JSON API and /metrics.
     #[command(
         after_help = "Examples:\n  weir serve pipelines/ --listen 127.0.0.1:8080\n  curl -X POST 127.0.0.1:8080/api/pipelines/orders/runs     (a manual run; ?wait=true answers when it ends)\n  curl 127.0.0.1:8080/api/pipelines                         (next and last run of each)\n  curl 127.0.0.1:8080/metrics                               (Prometheus)"
@@ -165,6 +170,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::State(cmd) => commands::inspect::state(g, cmd),
         Command::Dlq(cmd) => commands::inspect::dlq(g, cmd).await,
         Command::Serve(args) => commands::serve::serve(g, args).await,
+        Command::Backfill(args) => commands::backfill::backfill(g, args).await,
     }
 }
 

@@ -510,3 +510,23 @@ fn dedup_keeps_first_or_last_in_order() {
         assert_eq!(p.read("o.csv"), expected, "keep: {keep}");
     }
 }
+
+#[test]
+fn backfill_runs_once_per_day_and_leaves_state_alone() {
+    let p = Project::new();
+    p.file("data/events.csv", "day,n\n2024-01-01,1\n2024-01-02,2\n2024-01-02,3\n2024-01-03,4\n2024-01-04,5\n");
+    p.file(
+        "daily.yaml",
+        "name: daily\nvariables:\n  day: { type: date, default: \"2024-01-01\" }\nstate:\n  last_run: { type: timestamp, default: \"1970-01-01T00:00:00Z\", update: run_started_at }\nsteps:\n  events:\n    read_csv: { path: data/events.csv, schema: { day: date, n: bigint } }\n  that_day:\n    filter: { input: events, where: \"day = $day\" }\n  out:\n    write_csv: { input: that_day, path: \"out/{{ var.day }}.csv\" }\n",
+    );
+    let log = p.ok_log(&["backfill", "daily.yaml", "--var", "day", "--from", "2024-01-02", "--to", "2024-01-03"]);
+    assert!(log.contains("backfilled 2 values of day"), "{log}");
+    assert_eq!(p.read("out/2024-01-02.csv"), "day,n\n2024-01-02,2\n2024-01-02,3\n");
+    assert_eq!(p.read("out/2024-01-03.csv"), "day,n\n2024-01-03,4\n");
+    assert!(!p.path().join("out/2024-01-01.csv").exists() && !p.path().join("out/2024-01-04.csv").exists());
+    assert!(p.ok(&["state", "get", "daily.yaml"]).trim().ends_with("(default)"), "state did not move");
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "daily.yaml", "--json"])).unwrap();
+    assert!(runs["runs"].as_array().unwrap().iter().all(|r| r["trigger"] == "backfill" && r["status"] == "success"));
+    let wrong = p.fails(&["backfill", "daily.yaml", "--var", "day", "--from", "2024-01-05", "--to", "2024-01-01"], 2);
+    assert!(wrong.contains("--from 2024-01-05 is after --to 2024-01-01"), "{wrong}");
+}

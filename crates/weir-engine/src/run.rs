@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub packages: PathBuf,
     /// Cancels the run (Ctrl-C, SIGTERM): the open batch rolls back and the run is marked failed.
     pub cancel: CancellationToken,
+    /// Whether a successful run saves its new state; backfills of past values do not.
+    pub record_state: bool,
 }
 
 /// What a finished run did.
@@ -239,7 +241,8 @@ impl Engine {
         let duration_ms = clock.elapsed().as_millis() as u64;
         match outcome {
             Ok(state) => {
-                self.store.finish_run(&run_id, name, Ok(&state), &steps)?;
+                let recorded = if options.record_state { state.clone() } else { BTreeMap::new() };
+                self.store.finish_run(&run_id, name, Ok(&recorded), &steps)?;
                 let _ = std::fs::remove_dir_all(options.packages.join(&run_id));
                 log_summary(&steps);
                 info!(pipeline = name, run_id = %run_id, duration_ms, "Pipeline finished in {duration_ms} ms");

@@ -115,6 +115,7 @@ impl Runner {
                 dry_run: false,
                 packages: runner.state_dir.join("packages"),
                 cancel: runner.shutdown.child_token(),
+                record_state: true,
             };
             let metrics = RunMetrics::default();
             let clock = Instant::now();

@@ -1,3 +1,4 @@
+pub mod backfill;
 pub mod init;
 pub mod inspect;
 pub mod run;

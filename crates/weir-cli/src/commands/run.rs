@@ -67,7 +67,7 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The options of a manual run of `loaded`, with no overrides.
-fn options(global: &Global, loaded: &Loaded) -> RunOptions {
+pub fn options(global: &Global, loaded: &Loaded) -> RunOptions {
     RunOptions {
         trigger: "manual".into(),
         variables: BTreeMap::new(),
@@ -77,6 +77,7 @@ fn options(global: &Global, loaded: &Loaded) -> RunOptions {
         dry_run: false,
         packages: loaded.state_dir(global).join("packages"),
         cancel: cancel_on_signal(),
+        record_state: true,
     }
 }
 

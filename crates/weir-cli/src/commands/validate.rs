@@ -38,6 +38,7 @@ async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<we
         dry_run: false,
         packages: std::env::temp_dir(),
         cancel: Default::default(),
+        record_state: false,
     };
     engine.plan(&loaded.pipeline, &options).await
 }

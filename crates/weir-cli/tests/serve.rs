@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use common::postgres::TestDb;
 use common::serve;
 use serde_json::{Value, json};
 
@@ -55,10 +56,15 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[]).await
+    }
+
+    async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["serve", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}"), "--reload-secs", "0.2"])
             .env_remove("WEIR_STATE_DIR")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -193,4 +199,64 @@ async fn a_broken_edit_is_reported_and_the_previous_version_keeps_running() {
     let (status, body) = server.post("/api/pipelines/d/runs?wait=true", &[], "").await;
     assert_eq!(status, 200, "the previous version of d still runs: {body}");
     assert_eq!(body["status"], "success");
+}
+
+#[test]
+fn webhook_records_are_acknowledged_after_commit_and_change_events_apply_in_order() {
+    // The database helper runs its own runtime, so it lives on this thread and is queried from blocking tasks.
+    let db = std::sync::Arc::new(TestDb::new());
+    tokio::runtime::Runtime::new().unwrap().block_on(ingest_and_cdc(db.clone()));
+}
+
+async fn ingest_and_cdc(db: std::sync::Arc<TestDb>) {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "orders.yaml",
+        "name: orders_in\nconnections:\n  db: { kind: postgres, url: \"${DB_URL}\" }\ntriggers:\n  - webhook: { name: orders, token: t0k }\n\
+         steps:\n  events:\n    read_webhook: { records: $.records, schema: { id: bigint, email: text, amount: double } }\n  \
+         checked:\n    on_error: fail\n    validate: { input: events, rules: { amount_positive: { positive: amount } } }\n  \
+         out:\n    write_db: { input: checked, connection: db, table: orders, mode: upsert, keys: [id] }\n",
+    );
+    write(
+        dir.path(),
+        "cdc.yaml",
+        "name: customers_cdc\nconnections:\n  db: { kind: postgres, url: \"${DB_URL}\" }\ntriggers:\n  - webhook: { name: cdc, token: t0k }\n\
+         steps:\n  changes:\n    read_webhook: { format: debezium, schema: { id: bigint, name: text } }\n  \
+         rows:\n    sql: { query: \"SELECT id, name, _deleted FROM changes\" }\n  \
+         out:\n    write_db: { input: rows, connection: db, table: customers, mode: upsert, keys: [id], delete_when: _deleted }\n",
+    );
+    let url = db.url();
+    let server = Server::start_with(dir.path(), &[("DB_URL", &url)]).await;
+    let auth = [("Authorization", "Bearer t0k")];
+
+    // The answer comes after the commit: the rows are there the moment it arrives.
+    let body = r#"{"records": [{"id": 1, "email": "a@x.io", "amount": 10.5}, {"id": 2, "email": "b@x.io", "amount": 3}]}"#;
+    let (status, reply) = server.post("/hooks/orders", &auth, body).await;
+    assert_eq!((status, reply["status"].as_str(), reply["records"].as_u64()), (200, Some("committed"), Some(2)), "{reply}");
+    let count = |db: std::sync::Arc<TestDb>, sql: &'static str| async move { tokio::task::spawn_blocking(move || db.rows(sql)).await.unwrap() };
+    assert_eq!(count(db.clone(), "SELECT id, email, amount FROM orders ORDER BY id").await, ["1|a@x.io|10.5", "2|b@x.io|3"]);
+
+    // A record that does not fit, or fails validation, is refused with the reason, and nothing of its request loads.
+    let (status, reply) = server.post("/hooks/orders", &auth, r#"{"records": [{"id": 3, "amount": 1}, {"id": 4, "amount": "lots"}]}"#).await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("record 2 does not fit"), "{reply}");
+    let (status, reply) = server.post("/hooks/orders", &auth, r#"{"records": [{"id": 5, "amount": 2}, {"id": 6, "amount": -1}]}"#).await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("amount_positive"), "{reply}");
+    assert_eq!(count(db.clone(), "SELECT count(*) FROM orders").await, ["2"]);
+
+    // Debezium events: inserts, an update and a delete, applied in the order sent.
+    let events = r#"[
+        {"op": "c", "after": {"id": 1, "name": "Ada"}, "before": null, "source": {"lsn": 1}},
+        {"op": "c", "after": {"id": 2, "name": "Bob"}, "before": null, "source": {"lsn": 2}},
+        {"payload": {"op": "u", "before": {"id": 1, "name": "Ada"}, "after": {"id": 1, "name": "Ada Lovelace"}}},
+        {"op": "d", "before": {"id": 2, "name": "Bob"}, "after": null}
+    ]"#;
+    let (status, reply) = server.post("/hooks/cdc", &auth, events).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(count(db.clone(), "SELECT id, name FROM customers ORDER BY id").await, ["1|Ada Lovelace"]);
+    let (status, _) = server.post("/hooks/cdc", &auth, r#"[{"op": "r", "after": {"id": 3, "name": "Cy"}}]"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(count(db.clone(), "SELECT id FROM customers ORDER BY id").await, ["1", "3"]);
 }

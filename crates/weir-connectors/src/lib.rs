@@ -38,6 +38,7 @@ impl Connectors for Builtin {
             StepKind::ReadParquet(spec) => sources::parquet::table(session, spec, cx).await,
             StepKind::ReadDb(spec) => database(cx, &spec.connection)?.read(spec, cx).await,
             StepKind::ReadApi(spec) => http::table(session, spec, cx).await,
+            StepKind::ReadWebhook(spec) => sources::webhook::table(spec, cx),
             StepKind::ListFiles(spec) => sinks::copy::list(spec, cx).await,
             StepKind::EnrichApi(spec) => http::enrich(session, spec, cx).await,
             other => unreachable!("{} is not an extract step", other.name()),

@@ -110,6 +110,8 @@ pub struct StepContext {
     pub retry: Option<Retry>,
     /// The batch being loaded, when the run commits its loads batch by batch (`settings.commit_every`).
     pub batch: Option<Batch>,
+    /// The body of the webhook request that started the run, for `read_webhook`.
+    pub payload: Option<Arc<serde_json::Value>>,
     pub(crate) templates: Arc<HashMap<&'static str, HashMap<String, String>>>,
     /// Variables and state by name, for connectors that bind `$name` in their own SQL.
     pub(crate) values: Arc<BTreeMap<String, TypedValue>>,

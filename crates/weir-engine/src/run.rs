@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Whether a successful run saves its new state; backfills of past values do not.
     pub record_state: bool,
+    /// The body of the webhook request that started the run, which `read_webhook` steps read.
+    pub payload: Option<Arc<serde_json::Value>>,
 }
 
 /// What a finished run did.
@@ -130,6 +132,7 @@ impl Shared {
             batch_size: pipeline.settings.batch_size,
             retry: pipeline.settings.retry.clone(),
             batch: None,
+            payload: options.payload.clone(),
             on_error: weir_spec::OnError::Fail,
             dry_run: options.dry_run,
             planning: mode == Mode::Plan,

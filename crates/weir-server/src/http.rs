@@ -12,9 +12,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_engine::DeadLetterFilter;
+use weir_spec::StepKind;
 
 use crate::hooks::{Refused, authenticate};
-use crate::runner::{Runner, TriggerError};
+use crate::runner::{Finished, Runner, TriggerError};
 use crate::schedule::Scheduler;
 
 #[derive(Clone)]
@@ -162,6 +163,7 @@ async fn hook(State(app): State<AppState>, Path(name): Path<String>, Query(q): Q
                 Err(refused @ Refused::TooLarge { .. }) => error(StatusCode::PAYLOAD_TOO_LARGE, refused),
                 Err(refused @ Refused::Unauthorized(_)) => error(StatusCode::UNAUTHORIZED, refused),
                 Err(refused @ Refused::Misconfigured(_)) => internal(refused),
+                Ok(()) if takes_records(&app, &pipeline) => ingest(&app, &pipeline, &body).await,
                 Ok(()) => match variables(&body) {
                     Ok(variables) => start(&app, &pipeline, "webhook", variables, q.wait).await,
                     Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -173,6 +175,39 @@ async fn hook(State(app): State<AppState>, Path(name): Path<String>, Query(q): Q
     response
 }
 
+/// Whether `pipeline` reads its webhook's body as records (a `read_webhook` step) rather than as variables.
+fn takes_records(app: &AppState, pipeline: &str) -> bool {
+    let project = app.runner.project();
+    project.pipelines.get(pipeline).is_some_and(|e| e.pipeline.steps.iter().any(|s| matches!(s.kind, StepKind::ReadWebhook(_))))
+}
+
+/// Runs `pipeline` on the request's records and answers once its loads have committed: 200 with the run and the
+/// records taken, or 422 with why nothing was loaded. A request that finds the pipeline busy waits its turn.
+async fn ingest(app: &AppState, pipeline: &str, body: &[u8]) -> Response {
+    let payload: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
+    };
+    let payload = Arc::new(payload);
+    let handle = loop {
+        match app.runner.trigger(pipeline, "webhook", BTreeMap::new(), Some(payload.clone())) {
+            Ok(handle) => break handle,
+            Err(TriggerError::Busy { .. }) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            Err(e) => return error(StatusCode::NOT_FOUND, e),
+        }
+    };
+    match handle.await {
+        Ok(Finished { result: Ok(report), .. }) => {
+            let records: u64 = report.steps.iter().filter(|s| s.kind == "read_webhook").map(|s| s.rows_out).sum();
+            axum::Json(json!({ "status": "committed", "run_id": report.run_id, "records": records })).into_response()
+        }
+        Ok(Finished { result: Err(message), .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "status": "rejected", "error": message }))).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
 async fn start(app: &AppState, pipeline: &str, trigger: &str, variables: BTreeMap<String, String>, wait: bool) -> Response {
     // Variables are checked here, so a bad request gets a 400 rather than a run that fails.
     let declared = app.runner.project().pipelines.get(pipeline).map(|e| e.pipeline.clone());
@@ -181,7 +216,7 @@ async fn start(app: &AppState, pipeline: &str, trigger: &str, variables: BTreeMa
     {
         return error(StatusCode::BAD_REQUEST, e);
     }
-    let handle = match app.runner.trigger(pipeline, trigger, variables) {
+    let handle = match app.runner.trigger(pipeline, trigger, variables, None) {
         Ok(handle) => handle,
         Err(e @ TriggerError::Unknown(_)) => return error(StatusCode::NOT_FOUND, e),
         Err(e @ TriggerError::Busy { .. }) => return error(StatusCode::CONFLICT, e),

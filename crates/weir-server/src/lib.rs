@@ -73,7 +73,7 @@ async fn schedule_loop(runner: Arc<Runner>, scheduler: Arc<Mutex<Scheduler>>, sh
         };
         for fire in fires {
             runner.metrics.schedule_lag((now - fire.due).to_std().unwrap_or_default().as_secs_f64());
-            if let Err(e) = runner.trigger(&fire.pipeline, "schedule", Default::default()) {
+            if let Err(e) = runner.trigger(&fire.pipeline, "schedule", Default::default(), None) {
                 warn!(pipeline = %fire.pipeline, "Scheduled run skipped: {e}");
             }
         }

@@ -89,6 +89,7 @@ impl Runner {
         pipeline: &str,
         trigger: &str,
         variables: BTreeMap<String, String>,
+        payload: Option<Arc<serde_json::Value>>,
     ) -> Result<JoinHandle<Finished>, TriggerError> {
         let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
         {
@@ -116,6 +117,7 @@ impl Runner {
                 packages: runner.state_dir.join("packages"),
                 cancel: runner.shutdown.child_token(),
                 record_state: true,
+                payload,
             };
             let metrics = RunMetrics::default();
             let clock = Instant::now();
@@ -156,7 +158,7 @@ impl Runner {
                 .collect()
         };
         for name in ready {
-            if let Err(e) = self.trigger(&name, &format!("after {pipeline}"), BTreeMap::new()) {
+            if let Err(e) = self.trigger(&name, &format!("after {pipeline}"), BTreeMap::new(), None) {
                 warn!(pipeline = %name, "Not started after {pipeline}: {e}");
             }
         }

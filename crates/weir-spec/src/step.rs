@@ -43,6 +43,7 @@ pub const STEP_KINDS: &[(&str, Category, &str)] = &[
     ("read_db", Category::Extract, "a table or query of a database connection, with bound parameters and pushdown"),
     ("read_api", Category::Extract, "JSON records from a REST API: auth, pagination, rate limit, retries"),
     ("enrich_api", Category::Extract, "an API lookup per distinct key of an input, joined back as new columns"),
+    ("read_webhook", Category::Extract, "records posted to the pipeline's webhook under weir serve, acknowledged after commit; Debezium events"),
     ("sql", Category::Transform, "DataFusion SQL over any earlier step by its id"),
     ("map", Category::Transform, "new columns from SQL expressions: trim, lower, parse dates, code labels"),
     ("filter", Category::Transform, "keep rows where a SQL condition holds"),
@@ -160,6 +161,7 @@ pub enum StepKind {
     ListFiles(ListFiles),
     ReadApi(Box<ReadApi>),
     EnrichApi(Box<EnrichApi>),
+    ReadWebhook(ReadWebhook),
     Sql(Sql),
     Map(Map),
     Filter(Filter),
@@ -184,6 +186,7 @@ impl StepKind {
             Self::ListFiles(_) => "list_files",
             Self::ReadApi(_) => "read_api",
             Self::EnrichApi(_) => "enrich_api",
+            Self::ReadWebhook(_) => "read_webhook",
             Self::Sql(_) => "sql",
             Self::Map(_) => "map",
             Self::Filter(_) => "filter",
@@ -222,6 +225,7 @@ impl StepKind {
             | Self::ReadDb(_)
             | Self::ListFiles(_)
             | Self::ReadApi(_)
+            | Self::ReadWebhook(_)
             | Self::Sql(_)
             | Self::Execute(_) => None,
             Self::EnrichApi(s) => Some(&s.input),
@@ -280,6 +284,7 @@ step_kinds! {
     "list_files" => ListFiles(ListFiles),
     "read_api" => ReadApi(Box<ReadApi>),
     "enrich_api" => EnrichApi(Box<EnrichApi>),
+    "read_webhook" => ReadWebhook(ReadWebhook),
     "sql" => Sql(Sql),
     "map" => Map(Map),
     "filter" => Filter(Filter),
@@ -766,6 +771,36 @@ file_sink! {
         #[serde(default = "default_row_group_size")]
         pub row_group_size: usize,
     }
+}
+
+/// The records of a request to the pipeline's webhook (`weir serve`, a `webhook` trigger), one row per record;
+/// the request is answered only after the run's loads commit, with 422 and the reason when the run fails.
+/// `weir run --payload body.json` feeds a file instead; without one the table is empty.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadWebhook {
+    /// Column name to SQL type, in order: a request has no file to infer types from, and a record that does not
+    /// fit them fails the request.
+    pub schema: OrderedMap<String>,
+    /// JSONPath of the records in the body; without it the body is an array of records or one record.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub records: Option<Spanned<String>>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// How a webhook record reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// Each record is a row.
+    #[default]
+    Records,
+    /// Each record is a Debezium change event (`op`, `before`, `after`, `source`, at the top or under `payload`):
+    /// the row is the after image (the before image of a delete), with `_op` (`c`, `u`, `d`, `r`) and `_deleted`
+    /// added, ready for `write_db` in upsert mode with `delete_when: _deleted`. Events apply in the order sent.
+    Debezium,
 }
 
 /// List the files a path names: a table of `path` (to read or copy), `name` (relative to the listed directory),

@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// and state does not move.
     #[arg(long, conflicts_with = "resume")]
     pub dry_run: bool,
+    /// A JSON file that `read_webhook` steps read as if it had been posted to the pipeline's webhook: to try a
+    /// webhook pipeline without a server.
+    #[arg(long, value_name = "FILE")]
+    pub payload: Option<PathBuf>,
     /// Go on with a failed, killed or cancelled run: the latest, or the one whose id is given. With
     /// `settings.commit_every` it loads only the batches its destinations have not committed, from the load package
     /// the run staged; otherwise it runs again from the start. It keeps the run's id and variables.
@@ -38,7 +42,16 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.pipeline)?;
     let variables: BTreeMap<String, String> = args.vars.iter().map(|v| parse_var(v)).collect::<anyhow::Result<_>>()?;
     let memory_limit = args.memory_limit.as_deref().map(weir_engine::parse_bytes).transpose().map_err(anyhow::Error::msg)?;
-    let options = RunOptions { variables, memory_limit, dry_run: args.dry_run, ..options(global, &loaded) };
+    let payload = match &args.payload {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let body: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
+            Some(Arc::new(body))
+        }
+        None => None,
+    };
+    let options = RunOptions { variables, memory_limit, dry_run: args.dry_run, payload, ..options(global, &loaded) };
     let store = loaded.store(global)?;
     let store = if args.dry_run { Arc::new(store.scratch_copy(loaded.pipeline.name())?) } else { store };
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
@@ -78,6 +91,7 @@ pub fn options(global: &Global, loaded: &Loaded) -> RunOptions {
         packages: loaded.state_dir(global).join("packages"),
         cancel: cancel_on_signal(),
         record_state: true,
+        payload: None,
     }
 }
 

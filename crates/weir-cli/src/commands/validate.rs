@@ -39,6 +39,7 @@ async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<we
         packages: std::env::temp_dir(),
         cancel: Default::default(),
         record_state: false,
+        payload: None,
     };
     engine.plan(&loaded.pipeline, &options).await
 }

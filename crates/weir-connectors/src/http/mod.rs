@@ -22,6 +22,7 @@ use weir_spec::{HttpMethod, Retry, Spanned};
 pub use alert::{RunOutcome, send_alerts};
 pub use enrich::table as enrich;
 pub use read::table;
+pub(crate) use read::{parse_path, select_records};
 pub use write::write;
 
 use auth::Auth;

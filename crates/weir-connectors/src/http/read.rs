@@ -221,7 +221,7 @@ impl Pager {
 
 /// The nodes `path` selects in a response (a single array node stands for its elements), or without a path the
 /// response itself (its elements, if an array). Every record must be an object.
-pub(super) fn select_records<'a>(body: &'a Value, path: Option<&JsonPath>) -> std::result::Result<Vec<&'a Value>, String> {
+pub(crate) fn select_records<'a>(body: &'a Value, path: Option<&JsonPath>) -> std::result::Result<Vec<&'a Value>, String> {
     let nodes = match path {
         Some(path) => path.query(body).all(),
         None => vec![body],
@@ -236,7 +236,7 @@ pub(super) fn select_records<'a>(body: &'a Value, path: Option<&JsonPath>) -> st
     }
 }
 
-pub(super) fn parse_path(text: &str) -> Result<JsonPath> {
+pub(crate) fn parse_path(text: &str) -> Result<JsonPath> {
     JsonPath::parse(text).map_err(|e| DataFusionError::Plan(format!("`{text}` is not a JSONPath: {e}")))
 }
 

@@ -210,7 +210,7 @@ fn dry_run_shows_ddl_and_merge_and_changes_nothing() {
     let p = postgres_example(&db);
     let log = p.ok_log(&["run", "incremental_sync.yaml", "--dry-run"]);
     for expected in [
-        r#"Creating table: CREATE TABLE "warehouse"."orders" ("id" bigint NOT NULL, "customer_id" integer"#,
+        r#"Creating table: CREATE TABLE IF NOT EXISTS "warehouse"."orders" ("id" bigint NOT NULL, "customer_id" integer"#,
         r#"Merging: INSERT INTO "warehouse"."orders" AS t ("id", "customer_id", "amount", "status", "updated_at")"#,
         "ON CONFLICT (\"id\") DO UPDATE SET",
         "Dry run: rolling back 4 rows",

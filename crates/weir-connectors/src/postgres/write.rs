@@ -103,8 +103,20 @@ async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame, first: bool
     let existing = match target.columns().await? {
         Some(columns) => columns,
         None => {
-            create_table(spec, target, &data_fields).await?;
-            target.columns().await?.expect("the table was just created")
+            // Concurrent first loads (webhook requests, say) would race to create the table: one takes this lock
+            // and creates it, the others wait for its commit and then find the table.
+            target
+                .client
+                .execute("SELECT pg_advisory_xact_lock(hashtext($1))::text", &[&target.quoted])
+                .await
+                .map_err(|e| target.error("cannot lock the creation of", &e))?;
+            match target.columns().await? {
+                Some(columns) => columns,
+                None => {
+                    create_table(spec, target, &data_fields).await?;
+                    target.columns().await?.expect("the table was just created")
+                }
+            }
         }
     };
     let columns = reconcile(spec, target, &data_fields, &existing).await?;
@@ -150,7 +162,8 @@ async fn create_table(spec: &WriteDb, target: &Target<'_>, fields: &[&Field]) ->
     if !spec.keys.is_empty() {
         defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
     }
-    let ddl = format!("CREATE TABLE {} ({})", target.quoted, defs.join(", "));
+    // IF NOT EXISTS: a concurrent load may have created it since this one looked, under the lock above.
+    let ddl = format!("CREATE TABLE IF NOT EXISTS {} ({})", target.quoted, defs.join(", "));
     info!(table = %target.name, "Creating table: {ddl}");
     target.run(&ddl, "cannot create").await?;
     Ok(())

@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # mold links the DataFusion-sized test binaries several times faster than ld.bfd; unixODBC (and its PostgreSQL
-# driver) is what the ODBC connector links against and is tested through.
-if ! command -v mold >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1 \
+# driver) is what the ODBC connector links against and is tested through; headless Chromium renders the dashboard.
+if ! command -v mold >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
   || [ ! -e /usr/include/sql.h ] || ! grep -q '^\[PostgreSQL Unicode\]' /etc/odbcinst.ini 2>/dev/null; then
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends mold gzip unixodbc-dev odbc-postgresql >/dev/null
+  as_root apt-get install -y -qq --no-install-recommends mold gzip unixodbc-dev odbc-postgresql chromium >/dev/null
 fi
 
 # Real object-storage servers for the tests, each started by its test on 127.0.0.1: S3 (moto), Azure Blob (Azurite,

@@ -260,3 +260,80 @@ async fn ingest_and_cdc(db: std::sync::Arc<TestDb>) {
     assert_eq!(status, 200);
     assert_eq!(count(db.clone(), "SELECT id FROM customers ORDER BY id").await, ["1", "3"]);
 }
+
+/// The page at `url` as headless Chromium renders it once its scripts have run.
+fn rendered(url: &str) -> String {
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom", url])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium (Debian's package; the test command installs it)");
+    let page = String::from_utf8(out.stdout).unwrap();
+    // What the scripts drew, without the scripts themselves.
+    let start = page.find(r#"<main id="view">"#).expect("the dashboard's main element");
+    let end = page[start..].find("</main>").map_or(page.len(), |e| start + e);
+    page[start..end].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write(dir.path(), "data/orders.csv", "id,amount\n1,10\n2,-5\n3,7\n4,-1\n");
+    write(
+        dir.path(),
+        "orders.yaml",
+        "name: orders\ndescription: Orders into a CSV\ntriggers:\n  - cron: '0 3 * * *'\n    timezone: Europe/Paris\nsteps:\n  rows:\n    read_csv: { path: data/orders.csv }\n  \
+         checked:\n    validate: { input: rows, rules: { amount_positive: { positive: amount } } }\n  \
+         summary:\n    sql: { query: \"SELECT count(*) AS n FROM checked\" }\n  \
+         out:\n    write_csv: { input: summary, path: out/summary.csv }\n",
+    );
+    write(dir.path(), "broken.yaml", "name: broken\nsteps:\n  a:\n    read_csv: { path: x.csv }\n  b:\n    write_csv: { input: nowhere, path: y.csv }\n");
+    write(dir.path(), "fails.yaml", "name: fails\nsteps:\n  rows:\n    read_csv: { path: data/missing.csv }\n  out:\n    write_csv: { input: rows, path: out/x.csv }\n");
+    let server = Server::start(dir.path()).await;
+    for _ in 0..2 {
+        assert_eq!(server.post("/api/pipelines/orders/runs?wait=true", &[], "").await.0, 200);
+    }
+    assert_eq!(server.post("/api/pipelines/fails/runs?wait=true", &[], "").await.0, 422);
+    let base = server.base.clone();
+    let page = |path: &'static str| {
+        let url = format!("{base}/#{path}");
+        tokio::task::spawn_blocking(move || rendered(&url))
+    };
+
+    let home = page("/").await.unwrap();
+    assert!(home.contains(r#"<tr data-pipeline="orders">"#), "{home}");
+    assert!(home.contains("cron 0 3 * * * (Europe/Paris)"), "{home}");
+    assert!(home.contains(r#"data-status="success""#) && home.contains(r#"data-status="failed""#), "{home}");
+    assert!(home.contains("broken.yaml") && home.contains("nowhere"), "the file with mistakes is listed: {home}");
+
+    let runs = server.get("/api/runs?pipeline=orders").await["runs"].as_array().unwrap().clone();
+    let history = page("/pipeline/orders").await.unwrap();
+    assert_eq!(history.matches("<rect").count(), 4, "two bars in each chart: {history}");
+    assert!(history.contains(runs[0]["run_id"].as_str().unwrap()), "{history}");
+
+    let ok_run = runs[0]["run_id"].as_str().unwrap().to_string();
+    let ok_page = {
+        let url = format!("{base}/#/run/{ok_run}");
+        tokio::task::spawn_blocking(move || rendered(&url)).await.unwrap()
+    };
+    for step in ["rows", "checked", "summary", "out"] {
+        assert!(ok_page.contains(&format!(r#"data-step="{step}" data-outcome="success""#)), "{step}: {ok_page}");
+    }
+    assert_eq!(ok_page.matches("<line").count(), 3, "rows → checked → summary → out: {ok_page}");
+
+    let failed = server.get("/api/runs?pipeline=fails").await["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let failed_page = {
+        let url = format!("{base}/#/run/{failed}");
+        tokio::task::spawn_blocking(move || rendered(&url)).await.unwrap()
+    };
+    assert!(failed_page.contains(r#"data-step="rows" data-outcome="failed""#), "{failed_page}");
+    assert!(failed_page.contains("run-error") && failed_page.contains("missing.csv"), "{failed_page}");
+
+    let letters = page("/dlq/orders").await.unwrap();
+    assert_eq!(letters.matches("<tr data-letter=").count(), 4, "two bad rows per run: {letters}");
+    assert!(letters.contains("amount_positive") && letters.contains("Replay checked"), "{letters}");
+    // The replay button's request: with the rule unchanged, every dead letter fails again and stays.
+    let (status, reply) = server.post("/api/dead-letters/replay?pipeline=orders&step=checked", &[], "").await;
+    assert_eq!((status, reply["failed_again"].as_u64()), (200, Some(4)), "{reply}");
+}

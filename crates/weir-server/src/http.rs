@@ -1,6 +1,6 @@
 //! The HTTP side of `weir serve`: the JSON API, webhook triggers and `/metrics`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_engine::DeadLetterFilter;
-use weir_spec::StepKind;
+use weir_spec::{Pipeline, Step, StepKind};
 
 use crate::hooks::{Refused, authenticate};
 use crate::runner::{Finished, Runner, TriggerError};
@@ -35,7 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}", get(run))
         .route("/api/dead-letters", get(dead_letters))
         .route("/hooks/{name}", post(hook))
+        .route("/api/dead-letters/replay", post(replay))
         .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
         .layer(DefaultBodyLimit::max(BODY_CEILING))
         .with_state(state)
 }
@@ -79,7 +81,7 @@ async fn pipelines(State(app): State<AppState>) -> Response {
             "description": p.description,
             "owner": p.owner,
             "contacts": p.contacts,
-            "steps": p.steps.iter().map(|s| json!({ "id": s.id(), "kind": s.kind.name() })).collect::<Vec<_>>(),
+            "steps": p.steps.iter().map(|s| json!({ "id": s.id(), "kind": s.kind.name(), "inputs": inputs(p, s) })).collect::<Vec<_>>(),
             "triggers": triggers,
             "next_run": next,
             "running": app.runner.running(name),
@@ -250,6 +252,45 @@ fn variables(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
             (k, text)
         })
         .collect())
+}
+
+/// The steps `step` reads, for drawing the DAG: its input, or the step ids a SQL query names.
+fn inputs(pipeline: &Pipeline, step: &Step) -> Vec<String> {
+    if let Some(input) = step.kind.input() {
+        return vec![input.value.clone()];
+    }
+    let StepKind::Sql(sql) = &step.kind else { return Vec::new() };
+    let words: BTreeSet<&str> = sql.query.value.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+    pipeline.steps.iter().map(|s| s.id()).filter(|id| *id != step.id() && words.contains(id)).map(str::to_string).collect()
+}
+
+#[derive(Deserialize)]
+struct ReplayQuery {
+    pipeline: String,
+    step: String,
+}
+
+/// `POST /api/dead-letters/replay?pipeline=&step=`: as `weir dlq replay --step`.
+async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Response {
+    match app.runner.replay(&q.pipeline, &q.step).await {
+        Ok(report) => {
+            let status = if report.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            let body = json!({
+                "run_id": report.run_id,
+                "replayed": report.replayed,
+                "passed": report.passed,
+                "failed_again": report.failed_again,
+                "error": report.error.map(|e| e.to_string()),
+            });
+            (status, axum::Json(body)).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// The dashboard: one page over the JSON API.
+async fn dashboard() -> Response {
+    axum::response::Html(include_str!("dashboard.html")).into_response()
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

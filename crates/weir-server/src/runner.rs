@@ -12,10 +12,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weir_connectors::RunOutcome;
-use weir_engine::{CancellationToken, Engine, RunMetrics, RunOptions, RunReport, StateStore};
+use weir_engine::{CancellationToken, DeadLetterFilter, Engine, ReplayReport, RunMetrics, RunOptions, RunReport, StateStore};
 
 use crate::metrics::Metrics;
-use crate::project::Project;
+use crate::project::{Entry, Project};
 
 /// How a run started by the server ended.
 #[derive(Debug)]
@@ -107,18 +107,7 @@ impl Runner {
         let trigger = trigger.to_string();
         Ok(tokio::spawn(async move {
             let _slot = runner.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let options = RunOptions {
-                trigger,
-                variables,
-                memory_limit: None,
-                base_dir: entry.dir(),
-                scratch_root: runner.state_dir.join("tmp"),
-                dry_run: false,
-                packages: runner.state_dir.join("packages"),
-                cancel: runner.shutdown.child_token(),
-                record_state: true,
-                payload,
-            };
+            let options = RunOptions { trigger, variables, payload, ..runner.options(&entry) };
             let metrics = RunMetrics::default();
             let clock = Instant::now();
             let result = runner.engine.run(&entry.pipeline, &options, metrics.clone()).await;
@@ -131,6 +120,30 @@ impl Runner {
             runner.finished(&name, result.is_ok());
             Finished { pipeline: name, result: result.map_err(|e| e.to_string()) }
         }))
+    }
+
+    fn options(&self, entry: &Entry) -> RunOptions {
+        RunOptions {
+            trigger: "api".into(),
+            variables: BTreeMap::new(),
+            memory_limit: None,
+            base_dir: entry.dir(),
+            scratch_root: self.state_dir.join("tmp"),
+            dry_run: false,
+            packages: self.state_dir.join("packages"),
+            cancel: self.shutdown.child_token(),
+            record_state: true,
+            payload: None,
+        }
+    }
+
+    /// Replays the dead letters of one step of `pipeline` (see `weir dlq replay`).
+    pub async fn replay(&self, pipeline: &str, step: &str) -> anyhow::Result<ReplayReport> {
+        let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        let filter = DeadLetterFilter { step: Some(step.to_string()), ..DeadLetterFilter::default() };
+        let letters = self.store().dead_letters_matching(pipeline, &filter)?;
+        let _slot = self.slots.acquire().await?;
+        Ok(self.engine.replay(&entry.pipeline, &self.options(&entry), RunMetrics::default(), step, &letters).await?)
     }
 
     /// Books a finished run and starts the pipelines waiting on it whose every dependency has now succeeded

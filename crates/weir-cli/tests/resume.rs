@@ -225,3 +225,32 @@ fn a_run_out_of_time_is_cancelled_and_recorded_with_its_step() {
     let runs = p.ok(&["runs", "load.yaml"]);
     assert!(runs.contains("failed") && runs.contains("timed out"), "{runs}");
 }
+
+#[test]
+fn weir_serve_resumes_a_killed_run_on_start() {
+    let db = TestDb::new();
+    let p = project("postgres", "mode: append", "").env("DB_URL", &db.url());
+    let env = [("DB_URL", db.url())];
+    let mut run = Running::start(&p, &env, &["run", "load.yaml"]);
+    run.wait_for("Committed batch 2 of 20");
+    run.child.kill().unwrap();
+    run.finish();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = Running::start(&p, &env, &["serve", ".", "--listen", &listen]);
+    serve.wait_for("Resuming interrupted run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
+        let statuses: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+        if statuses == ["success"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed run was not resumed: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status();
+    serve.finish();
+    assert_eq!(db.rows(CHECK), [expected()], "append mode: nothing loaded twice");
+}

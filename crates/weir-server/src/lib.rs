@@ -44,6 +44,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let store = Arc::new(StateStore::open(&config.state_dir.join("state.db"))?);
     let scheduler = Arc::new(Mutex::new(build_scheduler(&project, &store)));
     let runner = Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
+    runner.resume_interrupted();
 
     tokio::spawn(schedule_loop(runner.clone(), scheduler.clone(), shutdown.clone()));
     tokio::spawn(reload_loop(runner.clone(), scheduler.clone(), config.clone(), shutdown.clone()));

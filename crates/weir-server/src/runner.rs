@@ -91,6 +91,33 @@ impl Runner {
         variables: BTreeMap<String, String>,
         payload: Option<Arc<serde_json::Value>>,
     ) -> Result<JoinHandle<Finished>, TriggerError> {
+        self.start(pipeline, trigger, variables, payload, None)
+    }
+
+    /// Resumes the pipelines' runs whose process died (`weir run` or an earlier `weir serve` killed, a machine
+    /// that lost power): each goes on from its last checkpoint.
+    pub fn resume_interrupted(self: &Arc<Self>) {
+        let names: Vec<String> = self.project().pipelines.keys().cloned().collect();
+        for name in names {
+            let Ok(found) = self.store().resumable_run(&name, None) else { continue };
+            let interrupted = self.store().run(&found.run_id).ok().flatten().and_then(|r| r.error).is_some_and(|e| e.starts_with("interrupted"));
+            if interrupted {
+                info!(pipeline = %name, run_id = %found.run_id, "Resuming interrupted run {}", found.run_id);
+                if let Err(e) = self.start(&name, "resume", BTreeMap::new(), None, Some(found.run_id)) {
+                    warn!(pipeline = %name, "Cannot resume: {e}");
+                }
+            }
+        }
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        pipeline: &str,
+        trigger: &str,
+        variables: BTreeMap<String, String>,
+        payload: Option<Arc<serde_json::Value>>,
+        resume: Option<String>,
+    ) -> Result<JoinHandle<Finished>, TriggerError> {
         let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
         {
             let mut book = self.book();
@@ -110,7 +137,10 @@ impl Runner {
             let options = RunOptions { trigger, variables, payload, ..runner.options(&entry) };
             let metrics = RunMetrics::default();
             let clock = Instant::now();
-            let result = runner.engine.run(&entry.pipeline, &options, metrics.clone()).await;
+            let result = match &resume {
+                Some(run_id) => runner.engine.resume(&entry.pipeline, &options, metrics.clone(), Some(run_id)).await,
+                None => runner.engine.run(&entry.pipeline, &options, metrics.clone()).await,
+            };
             let outcome = RunOutcome::of(&entry.pipeline, &metrics, &result, clock.elapsed().as_millis() as u64);
             weir_connectors::send_alerts(&entry.pipeline, &outcome).await;
             let status = if result.is_ok() { "success" } else { "failed" };

@@ -174,7 +174,8 @@ fn a_killed_upsert_resumes_from_its_checkpoint() {
 #[test]
 fn terminated_database_sessions_are_retried() {
     let db = TestDb::new();
-    let p = project("postgres", "mode: append", ", retry: { max_attempts: 20, delay: 50ms }").env("DB_URL", &db.url());
+    // Waits stay short (max_delay) and sessions are killed less often than a batch takes, so attempts can win.
+    let p = project("postgres", "mode: append", ", retry: { max_attempts: 50, delay: 50ms, max_delay: 200ms }").env("DB_URL", &db.url());
     let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", "load.yaml"]);
     run.wait_for("Committed batch 1 of 20");
     // Terminate Weir's sessions until the run ends.
@@ -186,7 +187,7 @@ fn terminated_database_sessions_are_retried() {
             db.name
         ));
         terminated += hit[0].parse::<u32>().unwrap();
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(300));
     }
     let (code, log) = run.finish();
     assert_eq!(code, Some(0), "{log}");

@@ -26,7 +26,9 @@ impl Loaded {
 
     pub fn store(&self, global: &Global) -> anyhow::Result<Arc<StateStore>> {
         let path = self.state_dir(global).join("state.db");
-        Ok(Arc::new(StateStore::open(&path)?))
+        let store = Arc::new(StateStore::open(&path)?);
+        global.run_logs.attach(store.clone());
+        Ok(store)
     }
 }
 

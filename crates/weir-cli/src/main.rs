@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -44,6 +46,9 @@ struct Global {
     /// Where runs, state and dead letters are kept [default: `.weir/` beside the pipeline file].
     #[arg(long, env = "WEIR_STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
+    /// Where each run's log lines go once a command opens its store.
+    #[arg(skip)]
+    run_logs: weir_engine::LogSink,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -121,9 +126,10 @@ fn init_logging(global: &Global) {
         .add_directive("datafusion=warn".parse().expect("static directive"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let runs = weir_engine::RunLogLayer::new(global.run_logs.clone());
     match global.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Human => builder.with_target(false).compact().init(),
+        LogFormat::Json => builder.json().flatten_event(true).finish().with(runs).init(),
+        LogFormat::Human => builder.with_target(false).compact().finish().with(runs).init(),
     }
 }
 

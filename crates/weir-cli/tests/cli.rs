@@ -527,6 +527,9 @@ fn backfill_runs_once_per_day_and_leaves_state_alone() {
     assert!(p.ok(&["state", "get", "daily.yaml"]).trim().ends_with("(default)"), "state did not move");
     let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "daily.yaml", "--json"])).unwrap();
     assert!(runs["runs"].as_array().unwrap().iter().all(|r| r["trigger"] == "backfill" && r["status"] == "success"));
+    let id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let detail = p.ok(&["runs", "daily.yaml", "--run", &id, "--logs"]);
+    assert!(detail.contains("INFO  Extracted 5 records") && detail.contains("Pipeline finished in"), "the run's own log: {detail}");
     let wrong = p.fails(&["backfill", "daily.yaml", "--var", "day", "--from", "2024-01-05", "--to", "2024-01-01"], 2);
     assert!(wrong.contains("--from 2024-01-05 is after --to 2024-01-01"), "{wrong}");
 }

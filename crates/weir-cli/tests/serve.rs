@@ -321,6 +321,7 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
         assert!(ok_page.contains(&format!(r#"data-step="{step}" data-outcome="success""#)), "{step}: {ok_page}");
     }
     assert_eq!(ok_page.matches("<line").count(), 3, "rows → checked → summary → out: {ok_page}");
+    assert!(ok_page.contains("Transform complete: 2/4 valid") && ok_page.contains("Pipeline finished in"), "the run's log: {ok_page}");
 
     let failed = server.get("/api/runs?pipeline=fails").await["runs"][0]["run_id"].as_str().unwrap().to_string();
     let failed_page = {

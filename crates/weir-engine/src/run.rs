@@ -14,7 +14,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue};
 
 use crate::connector::{Batch, Connectors, PendingLoad, StepContext};
@@ -182,8 +182,13 @@ impl Engine {
         let inputs = self.inputs(pipeline, options, &run_id, chrono::Utc::now(), variables)?;
         let vars_json = serde_json::to_value(&inputs.variables).unwrap_or_default();
         self.store.start_run(&run_id, pipeline.name(), &options.trigger, &vars_json)?;
-        info!(pipeline = pipeline.name(), run_id = %run_id, trigger = %options.trigger, "Run started");
-        self.drive(pipeline, options, inputs, metrics).await
+        let span = tracing::info_span!("run", run_id = %run_id, pipeline = pipeline.name());
+        async {
+            info!(pipeline = pipeline.name(), run_id = %run_id, trigger = %options.trigger, "Run started");
+            self.drive(pipeline, options, inputs, metrics).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Goes on with a failed run (`run_id`, or the pipeline's latest), with the variables it started with: from
@@ -201,8 +206,13 @@ impl Engine {
         let started = chrono::DateTime::parse_from_rfc3339(&found.started_at).map_or_else(|_| chrono::Utc::now(), |t| t.to_utc());
         let inputs = self.inputs(pipeline, options, &found.run_id, started, found.variables)?;
         self.store.restart_run(&found.run_id)?;
-        info!(pipeline = %name, run_id = %found.run_id, "Resuming run {}", found.run_id);
-        self.drive(pipeline, options, inputs, metrics).await
+        let span = tracing::info_span!("run", run_id = %found.run_id, pipeline = %name);
+        async {
+            info!(pipeline = %name, run_id = %found.run_id, "Resuming run {}", found.run_id);
+            self.drive(pipeline, options, inputs, metrics).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs until done, cancelled or out of time, then records the outcome.

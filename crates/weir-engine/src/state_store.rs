@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS checks (
     message     TEXT NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS run_logs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    level       TEXT NOT NULL,
+    message     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_logs_by_run ON run_logs (run_id, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id      TEXT NOT NULL REFERENCES runs (run_id),
     step        TEXT NOT NULL,
@@ -290,6 +298,23 @@ impl StateStore {
             params![run_id, std::process::id()],
         )?;
         Ok(())
+    }
+
+    /// Appends one log line of a run.
+    pub fn add_run_log(&self, run_id: &str, level: &str, message: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO run_logs (run_id, at, level, message) VALUES (?1, ?2, ?3, ?4)",
+            params![run_id, now(), level, message],
+        )?;
+        Ok(())
+    }
+
+    /// A run's log lines in order: `(at, level, message)`.
+    pub fn run_logs(&self, run_id: &str) -> Result<Vec<LogLine>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at, level, message FROM run_logs WHERE run_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([run_id], |r| Ok(LogLine { at: r.get(0)?, level: r.get(1)?, message: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records how a run's data-quality checks went.
@@ -613,6 +638,14 @@ impl StateStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// One line a run logged.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogLine {
+    pub at: String,
+    pub level: String,
+    pub message: String,
 }
 
 /// How one data-quality check of a run went.

@@ -114,10 +114,19 @@ async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Respon
 /// One run with its per-step metrics and checks.
 async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     let store = app.runner.store();
-    match (store.run(&id), store.step_metrics(&id), store.checks(&id)) {
-        (Ok(Some(run)), Ok(steps), Ok(checks)) => axum::Json(json!({ "run": run, "steps": steps, "checks": checks })).into_response(),
-        (Ok(None), ..) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => internal(e),
+    let detail = (|| {
+        let Some(run) = store.run(&id)? else { return Ok(None) };
+        Ok::<_, weir_engine::state_store::StateError>(Some(json!({
+            "run": run,
+            "steps": store.step_metrics(&id)?,
+            "checks": store.checks(&id)?,
+            "logs": store.run_logs(&id)?,
+        })))
+    })();
+    match detail {
+        Ok(Some(detail)) => axum::Json(detail).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => internal(e),
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
-use weir_engine::{CancellationToken, StateStore};
+use weir_engine::{CancellationToken, LogSink, StateStore};
 
 pub use hooks::{Refused, authenticate};
 pub use project::Project;
@@ -35,6 +35,8 @@ pub struct Config {
     pub max_runs: usize,
     /// How often pipeline files are checked for changes.
     pub reload_every: Duration,
+    /// Where the runs' log lines go; the server attaches its store.
+    pub run_logs: LogSink,
 }
 
 /// Serves until `shutdown` is cancelled, then lets running runs stop (they roll back their open batch).
@@ -42,6 +44,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let project = Project::load(&config.project).with_context(|| format!("cannot read {}", config.project.display()))?;
     info!(pipelines = project.pipelines.len(), broken = project.broken.len(), "Loaded {} pipelines", project.pipelines.len());
     let store = Arc::new(StateStore::open(&config.state_dir.join("state.db"))?);
+    config.run_logs.attach(store.clone());
     let scheduler = Arc::new(Mutex::new(build_scheduler(&project, &store)));
     let runner = Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
     runner.resume_interrupted();

@@ -23,6 +23,9 @@ pub struct RunsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// With `--run`: also the run's log lines.
+    #[arg(long, requires = "run")]
+    pub logs: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +111,11 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
             for c in store.checks(run)? {
                 let outcome = if c.passed { "passed".to_string() } else { format!("FAILED ({}): {}", c.severity, c.message) };
                 println!("check {} on {}: {outcome}", c.name, c.step);
+            }
+            if args.logs {
+                for line in store.run_logs(run)? {
+                    println!("{} {:<5} {}", line.at, line.level, line.message);
+                }
             }
         }
         return Ok(ExitCode::SUCCESS);

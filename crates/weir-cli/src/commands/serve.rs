@@ -33,6 +33,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode>
         listen: args.listen,
         max_runs: args.max_runs.max(1),
         reload_every: Duration::from_secs_f64(args.reload_secs.max(0.1)),
+        run_logs: global.run_logs.clone(),
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

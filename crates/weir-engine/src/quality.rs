@@ -34,10 +34,13 @@ impl CheckResult {
     }
 }
 
-/// Runs every check of `pipeline` against the tables registered in `ctx`.
+/// Runs the checks of `pipeline` whose step is registered in `ctx` (a replay plans only part of the pipeline).
 pub async fn run_checks(pipeline: &Pipeline, ctx: &SessionContext, params: &ParamValues) -> Result<Vec<CheckResult>> {
     let mut results = Vec::new();
     for (name, check) in &pipeline.checks {
+        if !ctx.table_exist(check.step.value.as_str())? {
+            continue;
+        }
         let failures = failures(check, ctx, params)
             .await
             .map_err(|e| DataFusionError::Context(format!("check `{name}`"), Box::new(e)))?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::catalog::MemTable;
-use tracing::info;
+use tracing::{Instrument, info};
 use weir_spec::{Dag, Pipeline, StepKind};
 
 use crate::error::{EngineError, attribute};
@@ -75,10 +75,15 @@ impl Engine {
         info!(pipeline = %name, run_id = %run_id, "Replaying {} dead letters of `{step}`", letters.len());
 
         let replay = ReplayInput { input, table, steps };
-        let (outcome, rows) = match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, Some(&replay)).await {
-            Ok(planned) => (self.execute(pipeline, options, &inputs, &planned).await, step_rows(pipeline, &planned)),
-            Err(err) => (Err(err), Vec::new()),
-        };
+        let span = tracing::info_span!("run", run_id = %run_id, pipeline = %name);
+        let (outcome, rows) = async {
+            match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, Some(&replay)).await {
+                Ok(planned) => (self.execute(pipeline, options, &inputs, &planned).await, step_rows(pipeline, &planned)),
+                Err(err) => (Err(err), Vec::new()),
+            }
+        }
+        .instrument(span)
+        .await;
         let _ = std::fs::remove_dir_all(&inputs.scratch_dir);
         // A replay never moves state: the run records none.
         let no_state = BTreeMap::new();

@@ -17,12 +17,15 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
     committed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, step))";
 
-/// Creates the checkpoint table if missing, outside the batch's transaction.
+/// Creates the checkpoint table if missing, outside the batch's transaction. Looked up first, so batches after
+/// the first do not each earn a "relation already exists" notice.
 pub async fn create(client: &Client, connection: &str) -> Result<()> {
-    client
-        .batch_execute(CREATE)
-        .await
-        .map_err(|e| pg_error(&format!("cannot create the checkpoint table weir_checkpoints on `{connection}`"), &e))
+    let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot create the checkpoint table weir_checkpoints on `{connection}`"), &e);
+    let exists: Option<String> = client.query_one("SELECT to_regclass('weir_checkpoints')::text", &[]).await.map_err(failed)?.get(0);
+    if exists.is_none() {
+        client.batch_execute(CREATE).await.map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Records `batch` as committed, inside the transaction that commits its rows.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use weir_engine::StateStore;
+use weir_engine::{DeadLetters, Engine, StateStore};
 use weir_spec::Pipeline;
 
 use crate::Global;
@@ -29,6 +29,12 @@ impl Loaded {
         let store = Arc::new(StateStore::open(&path)?);
         global.run_logs.attach(store.clone());
         Ok(store)
+    }
+
+    /// Where the pipeline keeps its dead letters (`settings.dead_letters`, else its state store).
+    pub fn dead_letters(&self, global: &Global) -> anyhow::Result<Arc<dyn DeadLetters>> {
+        let engine = Engine::new(Arc::new(weir_connectors::Builtin), self.store(global)?);
+        Ok(engine.dead_letters(&self.pipeline, &self.dir())?)
     }
 }
 

@@ -533,3 +533,33 @@ fn backfill_runs_once_per_day_and_leaves_state_alone() {
     let wrong = p.fails(&["backfill", "daily.yaml", "--var", "day", "--from", "2024-01-05", "--to", "2024-01-01"], 2);
     assert!(wrong.contains("--from 2024-01-05 is after --to 2024-01-01"), "{wrong}");
 }
+
+#[test]
+fn dead_letters_kept_in_ndjson_files_list_replay_and_purge_like_the_embedded_store() {
+    let p = Project::new();
+    p.file("data/orders.csv", "id,amount\n1,10\n2,-5\n3,0\n4,7\n");
+    let pipeline = |rule: &str| {
+        format!(
+            "name: orders\nsettings: {{ dead_letters: {{ path: dlq }} }}\nsteps:\n  rows:\n    read_csv: {{ path: data/orders.csv }}\n  \
+             checked:\n    validate: {{ input: rows, rules: {{ {rule} }} }}\n  out:\n    write_csv: {{ input: checked, path: out/orders.csv, mode: append }}\n"
+        )
+    };
+    p.file("p.yaml", &pipeline("ok: { positive: amount }"));
+    p.ok(&["run", "p.yaml"]);
+    let file = p.read("dlq/orders.ndjson");
+    assert_eq!(file.lines().count(), 2, "{file}");
+    assert!(file.contains(r#""record":{"amount":-5,"id":2}"#) && file.contains("failed rules: ok"), "{file}");
+    let listed = p.dlq("p.yaml");
+    assert_eq!(listed.iter().map(|l| l["id"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    assert!(p.ok(&["dlq", "show", "p.yaml", "2"]).contains(r#""amount": 0"#));
+
+    // Zero is fine now: order 3 goes through and leaves the file; order 2 stays with one more retry.
+    p.file("p.yaml", &pipeline("ok: { expr: \"amount >= 0\" }"));
+    let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
+    assert!(log.contains("1 went through and were removed, 1 failed again"), "{log}");
+    let left = p.dlq("p.yaml");
+    assert_eq!((left.len(), left[0]["record"]["id"].as_i64(), left[0]["retry_count"].as_i64()), (1, Some(2), Some(1)), "{left:?}");
+    assert!(p.read("dlq/orders.ndjson").contains(r#""retry_count":1"#));
+    assert!(p.ok(&["dlq", "purge", "p.yaml", "--all"]).contains("purged 1"));
+    assert_eq!(p.read("dlq/orders.ndjson"), "");
+}

@@ -214,3 +214,24 @@ fn dead_letters_replay_through_the_fixed_pipeline_until_the_queue_is_empty() {
     let triggers: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["trigger"].as_str().unwrap()).collect();
     assert_eq!(triggers, ["replay", "replay", "manual"]);
 }
+
+#[test]
+fn dead_letters_kept_in_a_sqlite_table() {
+    let p = Project::new();
+    p.file("data/orders.csv", "id,email,amount\n1,a@x.io,10\n2,b@x.io,-1\n");
+    validated_orders(&p, "amount_positive: { positive: amount }");
+    let pipeline = p.read("orders.yaml");
+    // The destination's own file cannot hold them: its load holds SQLite's one writer for the whole run.
+    p.file("orders.yaml", &pipeline.replace("steps:", "settings: { dead_letters: { connection: db } }\nsteps:"));
+    assert!(p.fails(&["run", "orders.yaml"], 2).contains("`db` is also loaded by this pipeline"));
+    let with_table = pipeline
+        .replace("steps:", "settings: { dead_letters: { connection: dlq } }\nsteps:")
+        .replace("connections:\n", "connections:\n  dlq: { kind: sqlite, url: dlq.sqlite }\n");
+    p.file("orders.yaml", &with_table);
+    p.ok(&["run", "orders.yaml"]);
+    let dlq = |sql: &str| Connection::open(p.path().join("dlq.sqlite")).unwrap().query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
+    assert_eq!(dlq("SELECT step || '|' || retry_count FROM weir_dead_letters"), "checked|0");
+    assert_eq!(p.dlq("orders.yaml")[0]["record"]["id"], 2);
+    assert!(p.ok(&["dlq", "purge", "orders.yaml", "--step", "checked"]).contains("purged 1"));
+    assert_eq!(dlq("SELECT CAST(count(*) AS TEXT) FROM weir_dead_letters"), "0");
+}

@@ -11,6 +11,7 @@ mod sinks;
 mod sources;
 mod sqlite;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
-use weir_engine::{Connectors, PendingLoad, StepContext};
+use weir_engine::{Connectors, DeadLetters, PendingLoad, ResolvedConnection, StepContext};
 use datafusion::common::plan_err;
 use weir_spec::{Execute, ReadDb, Spanned, Step, StepKind, WriteDb};
 
@@ -73,6 +74,10 @@ impl Connectors for Builtin {
             StepKind::WriteDb(spec) => database(cx, &spec.connection)?.committed_batches(spec, cx).await,
             _ => Ok(0),
         }
+    }
+
+    fn dead_letter_table(&self, connection: ResolvedConnection, table: &str, base_dir: &Path) -> Result<Arc<dyn DeadLetters>> {
+        common::dead_letter_table::open(connection, table, base_dir)
     }
 }
 

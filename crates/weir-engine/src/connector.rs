@@ -14,7 +14,8 @@ use datafusion::prelude::SessionContext;
 use weir_spec::{Connection, OnError, Retry, RetryOn, Spanned, Step, Template, TypedValue, interpolate_env};
 
 use crate::metrics::StepCounters;
-use crate::state_store::{NewDeadLetter, StateStore};
+use crate::dead_letters::DeadLetters;
+use crate::state_store::NewDeadLetter;
 
 /// Extract and load steps, by kind.
 #[async_trait]
@@ -38,6 +39,11 @@ pub trait Connectors: Send + Sync {
     /// checkpoint it keeps beside the data.
     async fn committed_batches(&self, _step: &Step, _cx: &StepContext) -> Result<u64> {
         Ok(0)
+    }
+
+    /// A dead-letter store in `table` of a database connection (`settings.dead_letters.connection`).
+    fn dead_letter_table(&self, connection: ResolvedConnection, _table: &str, _base_dir: &Path) -> Result<Arc<dyn DeadLetters>> {
+        Err(DataFusionError::Plan(format!("connection `{}` cannot hold dead letters in this build", connection.name)))
     }
 }
 
@@ -116,7 +122,7 @@ pub struct StepContext {
     /// Variables and state by name, for connectors that bind `$name` in their own SQL.
     pub(crate) values: Arc<BTreeMap<String, TypedValue>>,
     pub(crate) connections: Arc<BTreeMap<String, Connection>>,
-    pub(crate) store: Arc<StateStore>,
+    pub(crate) dead_letters: Arc<dyn DeadLetters>,
     pub(crate) counters: Arc<StepCounters>,
 }
 
@@ -158,24 +164,7 @@ impl StepContext {
 
     /// A connection with its `${ENV}` references read from the environment.
     pub fn connection(&self, name: &str) -> Result<ResolvedConnection> {
-        let conn = self
-            .connections
-            .get(name)
-            .ok_or_else(|| DataFusionError::Plan(format!("unknown connection `{name}`")))?;
-        let resolve = |text: &str| {
-            interpolate_env(text, |var| std::env::var(var).ok()).map(Secret).map_err(|var| {
-                DataFusionError::Plan(format!("connection `{name}` needs environment variable `{var}`, which is not set"))
-            })
-        };
-        Ok(ResolvedConnection {
-            name: name.to_string(),
-            kind: conn.kind.value.clone(),
-            url: match &conn.url {
-                Some(url) => resolve(&url.value)?,
-                None => Secret(String::new()),
-            },
-            options: conn.options.iter().map(|(k, v)| Ok((k.clone(), resolve(&v.value)?))).collect::<Result<_>>()?,
-        })
+        resolve_connection(&self.connections, name)
     }
 
     /// The step's counters, for connectors that count what the engine cannot see (retried requests).
@@ -203,14 +192,33 @@ impl StepContext {
                 Ok(())
             }
             OnError::DeadLetter => {
-                self.store
-                    .add_dead_letters(&self.pipeline, &self.run_id, &letters)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                self.dead_letters
+                    .add(&self.pipeline, &self.run_id, &letters)
+                    .map_err(|e| DataFusionError::External(format!("cannot keep dead letters: {e}").into()))?;
                 self.counters.add_invalid(letters.len() as u64);
                 Ok(())
             }
         }
     }
+}
+
+/// Connection `name` of `connections` with its `${ENV}` references read from the environment.
+pub(crate) fn resolve_connection(connections: &BTreeMap<String, Connection>, name: &str) -> Result<ResolvedConnection> {
+    let conn = connections.get(name).ok_or_else(|| DataFusionError::Plan(format!("unknown connection `{name}`")))?;
+    let resolve = |text: &str| {
+        interpolate_env(text, |var| std::env::var(var).ok()).map(Secret).map_err(|var| {
+            DataFusionError::Plan(format!("connection `{name}` needs environment variable `{var}`, which is not set"))
+        })
+    };
+    Ok(ResolvedConnection {
+        name: name.to_string(),
+        kind: conn.kind.value.clone(),
+        url: match &conn.url {
+            Some(url) => resolve(&url.value)?,
+            None => Secret(String::new()),
+        },
+        options: conn.options.iter().map(|(k, v)| Ok((k.clone(), resolve(&v.value)?))).collect::<Result<_>>()?,
+    })
 }
 
 /// A connection ready to open. Its values may hold secrets, so they print as `***`.

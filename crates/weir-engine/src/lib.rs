@@ -4,6 +4,7 @@
 //! Sources and sinks come from a [`Connectors`] implementation; the engine itself knows no external system.
 
 mod connector;
+mod dead_letters;
 mod error;
 mod materialize;
 mod metrics;
@@ -18,6 +19,7 @@ pub mod state_store;
 mod transforms;
 
 pub use connector::{Batch, Connectors, PendingLoad, ResolvedConnection, Secret, StepContext, Transient, truncate};
+pub use dead_letters::{DeadLetters, DlqResult, by_step, purge};
 pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
 pub use params::{resolve_variables, timestamp_micros, to_scalar};

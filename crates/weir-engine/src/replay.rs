@@ -12,6 +12,7 @@ use datafusion::catalog::MemTable;
 use tracing::{Instrument, info};
 use weir_spec::{Dag, Pipeline, StepKind};
 
+use crate::dead_letters::settle_replay;
 use crate::error::{EngineError, attribute};
 use crate::metrics::RunMetrics;
 use crate::params::resolve_variables;
@@ -93,8 +94,9 @@ impl Engine {
             Some((message, stage)) => Err((message.as_str(), stage.as_deref())),
         };
         self.store().finish_run(&run_id, &name, recorded, &rows)?;
-        let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
-        let failed_again = self.store().settle_replay(&name, step, &ids, &run_id, outcome.is_ok())?;
+        let store = self.dead_letters(pipeline, &options.base_dir)?;
+        let failed_again = settle_replay(&*store, &name, step, letters, &run_id, outcome.is_ok())
+            .map_err(|e| EngineError::Input { pipeline: name.clone(), message: format!("cannot settle the replayed dead letters: {e}") })?;
         Ok(ReplayReport {
             run_id,
             replayed: letters.len(),

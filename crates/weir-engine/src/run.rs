@@ -2,7 +2,7 @@
 //! and the new state together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue};
 
-use crate::connector::{Batch, Connectors, PendingLoad, StepContext};
+use crate::connector::{Batch, Connectors, PendingLoad, StepContext, resolve_connection};
+use crate::dead_letters::{DeadLetters, NdjsonDeadLetters};
 use crate::error::{EngineError, attribute};
 use crate::materialize::materialize;
 use crate::metrics::{RunMetrics, StepCounters, StepTable};
@@ -122,7 +123,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(engine: &Engine, pipeline: &Pipeline, options: &RunOptions, inputs: &RunInputs, mode: Mode) -> Self {
+    fn new(engine: &Engine, pipeline: &Pipeline, options: &RunOptions, inputs: &RunInputs, mode: Mode) -> Result<Self, EngineError> {
+        // A dry run records nothing: its dead letters go to the scratch store it was given.
+        let dead_letters: Arc<dyn DeadLetters> =
+            if options.dry_run || mode == Mode::Plan { engine.store.clone() } else { engine.dead_letters(pipeline, &options.base_dir)? };
         let base = StepContext {
             pipeline: pipeline.name().to_string(),
             step: String::new(),
@@ -139,10 +143,10 @@ impl Shared {
             templates: Arc::new(template_values(pipeline, inputs)),
             values: Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect()),
             connections: Arc::new(pipeline.connections.clone()),
-            store: engine.store.clone(),
+            dead_letters,
             counters: Arc::default(),
         };
-        Self { base }
+        Ok(Self { base })
     }
 
     fn context(&self, step: &Step, counters: Arc<StepCounters>) -> StepContext {
@@ -157,6 +161,23 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<StateStore> {
         &self.store
+    }
+
+    /// Where `pipeline` keeps its dead letters: `settings.dead_letters`, else the embedded store. `base_dir` is the
+    /// pipeline file's directory, which a relative path starts from.
+    pub fn dead_letters(&self, pipeline: &Pipeline, base_dir: &Path) -> Result<Arc<dyn DeadLetters>, EngineError> {
+        let input_err = |message: String| EngineError::Input { pipeline: pipeline.name().to_string(), message };
+        let Some(target) = &pipeline.settings.dead_letters else { return Ok(self.store.clone()) };
+        match (&target.path, &target.connection) {
+            (Some(path), _) => Ok(Arc::new(NdjsonDeadLetters::new(base_dir.join(&path.value)))),
+            (None, Some(name)) => {
+                let connection = resolve_connection(&pipeline.connections, &name.value).map_err(|e| input_err(format!("settings.dead_letters: {e}")))?;
+                self.connectors
+                    .dead_letter_table(connection, &target.table, base_dir)
+                    .map_err(|e| input_err(format!("settings.dead_letters: {}", crate::error::user_message(&e))))
+            }
+            (None, None) => Ok(self.store.clone()),
+        }
     }
 
     /// Plans every step without running anything: SQL parses, columns resolve, sources are reachable.
@@ -376,7 +397,7 @@ impl Engine {
             *readers.entry(check.step.value.as_str()).or_default() += 1;
         }
         let params = sql_params(&inputs.variables, &inputs.state);
-        let shared = Shared::new(self, pipeline, options, inputs, mode);
+        let shared = Shared::new(self, pipeline, options, inputs, mode)?;
         let mut sinks = Vec::new();
         let mut actions = Vec::new();
 
@@ -517,7 +538,7 @@ impl Engine {
         dir: &std::path::Path,
         manifest: &Manifest,
     ) -> Result<(), EngineError> {
-        let shared = Shared::new(self, pipeline, options, inputs, Mode::Run);
+        let shared = Shared::new(self, pipeline, options, inputs, Mode::Run)?;
         let session = SessionContext::new();
         let by_category = |category| pipeline.steps.iter().filter(move |s| s.kind.category() == category);
         let loads = by_category(Category::Load).map(|step| {

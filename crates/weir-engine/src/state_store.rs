@@ -139,7 +139,7 @@ pub struct StepMetricsRow {
 }
 
 /// A record that could not be processed, kept with why.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     pub id: i64,
     pub pipeline: String,
@@ -480,26 +480,6 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn dead_letters(&self, pipeline: &str, run_id: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, pipeline, run_id, step, record, error, origin, created_at, retry_count FROM dead_letters
-             WHERE pipeline = ?1 AND (?2 IS NULL OR run_id = ?2) ORDER BY id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![pipeline, run_id, limit as i64], dead_letter_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Deletes a pipeline's dead letters that match every filter given (all of them with none); returns how many.
-    pub fn purge_dead_letters(&self, pipeline: &str, filter: &DeadLetterFilter) -> Result<usize> {
-        let conn = self.conn();
-        Ok(conn.execute(
-            "DELETE FROM dead_letters WHERE pipeline = ?1 AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR step = ?3)
-             AND (?4 IS NULL OR id = ?4)",
-            params![pipeline, filter.run_id, filter.step, filter.id],
-        )?)
-    }
-
     /// A pipeline's dead letters that match every filter given, oldest first.
     pub fn dead_letters_matching(&self, pipeline: &str, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
         let conn = self.conn();
@@ -512,53 +492,25 @@ impl StateStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Settles the dead letters `replayed` of `step` after replay run `run_id`. If it succeeded, those the step set
-    /// aside again (the same record, as a new dead letter of that run) keep their place with the new reason and one
-    /// more retry, and the rest are removed; if it failed, all stay with one more retry. Returns how many failed
-    /// again.
-    pub fn settle_replay(&self, pipeline: &str, step: &str, replayed: &[i64], run_id: &str, succeeded: bool) -> Result<usize> {
+    /// Deletes these dead letters of `pipeline`; returns how many there were.
+    pub fn remove_dead_letters(&self, pipeline: &str, ids: &[i64]) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let again: Vec<(i64, String, String)> = tx
-            .prepare("SELECT id, record, error FROM dead_letters WHERE pipeline = ?1 AND run_id = ?2 AND step = ?3 ORDER BY id")?
-            .query_map(params![pipeline, run_id, step], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut failed_again = 0;
-        for &id in replayed {
-            let record: String = tx.query_row("SELECT record FROM dead_letters WHERE id = ?1", [id], |r| r.get(0))?;
-            let twin = again.iter().find(|(new, r, _)| *r == record && !replayed.contains(new));
-            match twin {
-                Some((new, _, error)) if succeeded => {
-                    tx.execute("UPDATE dead_letters SET retry_count = retry_count + 1, error = ?2 WHERE id = ?1", params![id, error])?;
-                    tx.execute("DELETE FROM dead_letters WHERE id = ?1", [new])?;
-                    failed_again += 1;
-                }
-                _ if succeeded => {
-                    tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
-                }
-                _ => {
-                    tx.execute("UPDATE dead_letters SET retry_count = retry_count + 1 WHERE id = ?1", [id])?;
-                    failed_again += 1;
-                }
-            }
-        }
-        if !succeeded {
-            // The failed run loaded nothing; its dead letters of this step repeat the replayed ones.
-            tx.execute("DELETE FROM dead_letters WHERE pipeline = ?1 AND run_id = ?2 AND step = ?3", params![pipeline, run_id, step])?;
+        let mut removed = 0;
+        for id in ids {
+            removed += tx.execute("DELETE FROM dead_letters WHERE pipeline = ?1 AND id = ?2", params![pipeline, id])?;
         }
         tx.commit()?;
-        Ok(failed_again)
+        Ok(removed)
     }
 
-    pub fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row(
-                "SELECT id, pipeline, run_id, step, record, error, origin, created_at, retry_count FROM dead_letters WHERE id = ?1",
-                [id],
-                dead_letter_from_row,
-            )
-            .optional()?)
+    /// Counts one more retry of a dead letter, with its new reason when given.
+    pub fn count_dead_letter_retry(&self, pipeline: &str, id: i64, error: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE dead_letters SET retry_count = retry_count + 1, error = coalesce(?3, error) WHERE pipeline = ?1 AND id = ?2",
+            params![pipeline, id, error],
+        )?;
+        Ok(())
     }
 
     pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {

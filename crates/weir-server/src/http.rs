@@ -139,9 +139,10 @@ struct DeadLetterQuery {
 
 async fn dead_letters(State(app): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Response {
     let filter = DeadLetterFilter { run_id: q.run, step: q.step, id: None };
-    match app.runner.store().dead_letters_matching(&q.pipeline, &filter) {
+    let letters = app.runner.dead_letters(&q.pipeline).and_then(|store| store.matching(&q.pipeline, &filter).map_err(anyhow::Error::from_boxed));
+    match letters {
         Ok(letters) => axum::Json(json!({ "dead_letters": letters })).into_response(),
-        Err(e) => internal(e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weir_connectors::RunOutcome;
-use weir_engine::{CancellationToken, DeadLetterFilter, Engine, ReplayReport, RunMetrics, RunOptions, RunReport, StateStore};
+use weir_engine::{CancellationToken, DeadLetterFilter, DeadLetters, Engine, ReplayReport, RunMetrics, RunOptions, RunReport, StateStore};
 
 use crate::metrics::Metrics;
 use crate::project::{Entry, Project};
@@ -167,11 +167,17 @@ impl Runner {
         }
     }
 
+    /// Where `pipeline` keeps its dead letters.
+    pub fn dead_letters(&self, pipeline: &str) -> anyhow::Result<Arc<dyn DeadLetters>> {
+        let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        Ok(self.engine.dead_letters(&entry.pipeline, &entry.dir())?)
+    }
+
     /// Replays the dead letters of one step of `pipeline` (see `weir dlq replay`).
     pub async fn replay(&self, pipeline: &str, step: &str) -> anyhow::Result<ReplayReport> {
         let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
         let filter = DeadLetterFilter { step: Some(step.to_string()), ..DeadLetterFilter::default() };
-        let letters = self.store().dead_letters_matching(pipeline, &filter)?;
+        let letters = self.dead_letters(pipeline)?.matching(pipeline, &filter).map_err(anyhow::Error::from_boxed)?;
         let _slot = self.slots.acquire().await?;
         Ok(self.engine.replay(&entry.pipeline, &self.options(&entry), RunMetrics::default(), step, &letters).await?)
     }

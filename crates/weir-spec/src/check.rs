@@ -180,6 +180,25 @@ fn check_triggers(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnost
             }
         }
     }
+    if let Some(target) = &pipeline.settings.dead_letters {
+        match (&target.path, &target.connection) {
+            (Some(_), None) => {}
+            (None, Some(name)) if !pipeline.connections.contains_key(&name.value) => {
+                out.push(Diagnostic::at(name, format!("settings.dead_letters: unknown connection `{}`", name.value)));
+            }
+            (None, Some(name))
+                if pipeline.connections[&name.value].kind.value == "sqlite"
+                    && pipeline.steps.iter().any(|s| matches!(&s.kind, StepKind::WriteDb(w) if w.connection.value == name.value)) =>
+            {
+                out.push(
+                    Diagnostic::at(name, format!("settings.dead_letters: `{}` is also loaded by this pipeline", name.value))
+                        .with_hint("SQLite has one writer and a load holds it for the whole run: use another SQLite file, or `path`"),
+                );
+            }
+            (None, Some(_)) => {}
+            _ => out.push(Diagnostic::new(Pos::of(&pipeline.name), "settings.dead_letters: give exactly one of `path` and `connection`")),
+        }
+    }
     if pipeline.settings.concurrency == 0 {
         out.push(Diagnostic::new(Pos::of(&pipeline.name), "settings.concurrency must be at least 1"));
     }

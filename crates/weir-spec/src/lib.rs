@@ -23,7 +23,7 @@ pub use api::{Backoff, Duration, EnrichApi, HttpMethod, Paginate, ReadApi, Retry
 pub use check::{CONNECTION_KINDS, Environment, check};
 pub use dag::Dag;
 pub use diagnostic::{Diagnostic, Pos};
-pub use model::{Alert, AlertOn, Check, Connection, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate, Variable};
+pub use model::{Alert, AlertOn, Check, Connection, DeadLetterTarget, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate, Variable};
 pub use serde_saphyr::Spanned;
 pub use step::*;
 pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, Trigger, Webhook};

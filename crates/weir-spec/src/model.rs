@@ -234,6 +234,9 @@ pub struct Settings {
     /// Runs of this pipeline `weir serve` lets run at once; a trigger that finds that many running is skipped.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Where dead letters are kept instead of the embedded store: NDJSON files, or a table of a database connection.
+    #[serde(default)]
+    pub dead_letters: Option<DeadLetterTarget>,
     /// The longest a run may take, e.g. `30m`. Past it the run is cancelled (an open batch rolls back) and marked
     /// failed with the step it was in.
     #[serde(default)]
@@ -248,9 +251,29 @@ fn default_concurrency() -> usize {
     1
 }
 
+/// A dead-letter store other than the embedded one. Give `path` or `connection`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterTarget {
+    /// A directory of NDJSON files, one per pipeline (`<path>/<pipeline>.ndjson`), relative to the pipeline file.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// A PostgreSQL or SQLite connection whose `table` holds them (created when missing).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    #[serde(default = "default_dead_letter_table")]
+    pub table: String,
+}
+
+fn default_dead_letter_table() -> String {
+    "weir_dead_letters".into()
+}
+
 impl Default for Settings {
     fn default() -> Self {
-        Self { batch_size: default_batch_size(), memory_limit: None, retry: None, commit_every: None, concurrency: default_concurrency(), timeout: None }
+        Self { batch_size: default_batch_size(), memory_limit: None, retry: None, commit_every: None, concurrency: default_concurrency(), dead_letters: None, timeout: None }
     }
 }
 

@@ -180,7 +180,9 @@ pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::List { pipeline, run, limit, json } => {
             let loaded = load(&pipeline)?;
-            let letters = loaded.store(global)?.dead_letters(loaded.pipeline.name(), run.as_deref(), limit)?;
+            let filter = DeadLetterFilter { run_id: run, ..DeadLetterFilter::default() };
+            let mut letters = loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
+            letters.truncate(limit);
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else {
@@ -196,12 +198,14 @@ pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
             }
             let loaded = load(&pipeline)?;
             let filter = DeadLetterFilter { run_id: run, step, id };
-            let purged = loaded.store(global)?.purge_dead_letters(loaded.pipeline.name(), &filter)?;
+            let purged = weir_engine::purge(&*loaded.dead_letters(global)?, loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
             println!("purged {purged} dead letters");
         }
         DlqCommand::Show { pipeline, id } => {
             let loaded = load(&pipeline)?;
-            let letter = loaded.store(global)?.dead_letter(id)?.with_context(|| format!("no dead letter {id}"))?;
+            let filter = DeadLetterFilter { id: Some(id), ..DeadLetterFilter::default() };
+            let found = loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
+            let letter = found.into_iter().next().with_context(|| format!("no dead letter {id}"))?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use weir_connectors::RunOutcome;
-use weir_engine::{CancellationToken, DeadLetter, DeadLetterFilter, Engine, RunMetrics, RunOptions};
+use weir_engine::{CancellationToken, DeadLetterFilter, Engine, RunMetrics, RunOptions};
 
 use crate::load::{Loaded, load, parse_var};
 use crate::progress::Progress;
@@ -98,20 +98,15 @@ pub fn options(global: &Global, loaded: &Loaded) -> RunOptions {
 /// `weir dlq replay`: the matching dead letters, step by step.
 pub async fn replay(global: &Global, pipeline: &Path, filter: DeadLetterFilter) -> anyhow::Result<ExitCode> {
     let loaded = load(pipeline)?;
-    let store = loaded.store(global)?;
-    let letters = store.dead_letters_matching(loaded.pipeline.name(), &filter)?;
+    let letters = loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
     if letters.is_empty() {
         eprintln!("no dead letters to replay");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut by_step: BTreeMap<String, Vec<DeadLetter>> = BTreeMap::new();
-    for letter in letters {
-        by_step.entry(letter.step.clone()).or_default().push(letter);
-    }
-    let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
+    let engine = Engine::new(Arc::new(weir_connectors::Builtin), loaded.store(global)?);
     let options = options(global, &loaded);
     let mut failed = None;
-    for (step, letters) in by_step {
+    for (step, letters) in weir_engine::by_step(letters) {
         let report = engine.replay(&loaded.pipeline, &options, RunMetrics::default(), &step, &letters).await?;
         match report.error {
             None => eprintln!(

@@ -1,4 +1,5 @@
 pub mod column_builder;
+pub mod dead_letter_table;
 pub mod db_load;
 pub mod db_scan;
 pub mod files;

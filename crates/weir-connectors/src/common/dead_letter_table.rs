@@ -1,0 +1,214 @@
+//! `settings.dead_letters: { connection, table }`: dead letters in a table of a PostgreSQL or SQLite connection,
+//! created when missing. The statements are the same on both (`CAST`, `$n` parameters); the engine calls these
+//! synchronously from inside a run, so PostgreSQL work runs on the runtime's blocking section.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use weir_engine::state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter};
+use weir_engine::{DeadLetters, DlqResult, ResolvedConnection, Secret};
+
+const COLUMNS: &str = "id, pipeline, run_id, step, record, error, origin, created_at, retry_count";
+
+/// The store for `connection`'s `table`.
+pub fn open(connection: ResolvedConnection, table: &str, base_dir: &Path) -> Result<Arc<dyn DeadLetters>> {
+    if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        return Err(DataFusionError::Plan(format!("`{table}` is not a table name (letters, digits, `_`, `.`)")));
+    }
+    let quoted = table.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".");
+    match connection.kind.as_str() {
+        "postgres" => Ok(Arc::new(Table { at: Place::Postgres(connection.url), table: quoted })),
+        "sqlite" => {
+            let url = connection.url.expose();
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            let path = if path.starts_with('/') { PathBuf::from(path) } else { base_dir.join(path) };
+            Ok(Arc::new(Table { at: Place::Sqlite(path), table: quoted }))
+        }
+        other => Err(DataFusionError::Plan(format!(
+            "connection `{}` is {other}; dead letters go to a PostgreSQL or SQLite table, or to NDJSON files (`path`)",
+            connection.name
+        ))),
+    }
+}
+
+enum Place {
+    Postgres(Secret),
+    Sqlite(PathBuf),
+}
+
+struct Table {
+    at: Place,
+    table: String,
+}
+
+/// A parameter of the shared statements.
+enum Param {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl Table {
+    fn create(&self) -> String {
+        let id = match self.at {
+            Place::Postgres(_) => "bigserial PRIMARY KEY",
+            Place::Sqlite(_) => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        };
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (id {id}, pipeline TEXT NOT NULL, run_id TEXT NOT NULL, step TEXT NOT NULL, \
+             record TEXT NOT NULL, error TEXT NOT NULL, origin TEXT, created_at TEXT NOT NULL, retry_count INTEGER NOT NULL DEFAULT 0)",
+            self.table
+        )
+    }
+
+    /// Runs statements in order, in one transaction, after making sure the table exists; returns the rows of the
+    /// last and the rows each affected.
+    fn run(&self, statements: &[(String, Vec<Param>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+        match &self.at {
+            Place::Sqlite(path) => {
+                let mut db = rusqlite::Connection::open(path)?;
+                db.busy_timeout(std::time::Duration::from_secs(30))?;
+                db.execute_batch(&self.create())?;
+                let tx = db.transaction()?;
+                let mut rows = Vec::new();
+                let mut affected = 0;
+                for (sql, params) in statements {
+                    let values: Vec<rusqlite::types::Value> = params
+                        .iter()
+                        .map(|p| match p {
+                            Param::Text(t) => t.clone().map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
+                            Param::Int(i) => i.map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Integer),
+                        })
+                        .collect();
+                    let mut stmt = tx.prepare(sql)?;
+                    if stmt.column_count() == 0 {
+                        affected += stmt.execute(rusqlite::params_from_iter(values))? as u64;
+                    } else {
+                        rows = stmt
+                            .query_map(rusqlite::params_from_iter(values), |r| {
+                                Ok(letter(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+                            })?
+                            .collect::<Result<_, _>>()?;
+                    }
+                }
+                tx.commit()?;
+                Ok((rows, affected))
+            }
+            Place::Postgres(url) => {
+                let url = url.expose().to_string();
+                let create = self.create();
+                let work = async move {
+                    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    let exists: Option<String> = client.query_one("SELECT to_regclass($1)::text", &[&self_table(&create)]).await?.get(0);
+                    if exists.is_none() {
+                        client.batch_execute(&create).await?;
+                    }
+                    let tx = client.transaction().await?;
+                    let mut rows = Vec::new();
+                    let mut affected = 0;
+                    for (sql, params) in statements {
+                        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+                            .iter()
+                            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                                match p {
+                                    Param::Text(t) => Box::new(t.clone()),
+                                    Param::Int(i) => Box::new(*i),
+                                }
+                            })
+                            .collect();
+                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+                        if sql.starts_with("SELECT") {
+                            rows = tx
+                                .query(sql.as_str(), &refs)
+                                .await?
+                                .iter()
+                                .map(|r| letter(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get::<_, i32>(8) as i64))
+                                .collect();
+                        } else {
+                            affected += tx.execute(sql.as_str(), &refs).await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok::<_, tokio_postgres::Error>((rows, affected))
+                };
+                let handle = tokio::runtime::Handle::current();
+                Ok(tokio::task::block_in_place(|| handle.block_on(work))?)
+            }
+        }
+    }
+}
+
+/// The table name inside a `CREATE TABLE IF NOT EXISTS <name> (` statement, for `to_regclass`.
+fn self_table(create: &str) -> String {
+    create.trim_start_matches("CREATE TABLE IF NOT EXISTS ").split(" (").next().unwrap_or_default().to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn letter(
+    id: i64,
+    pipeline: String,
+    run_id: String,
+    step: String,
+    record: String,
+    error: String,
+    origin: Option<String>,
+    created_at: String,
+    retry_count: i64,
+) -> DeadLetter {
+    let record = serde_json::from_str(&record).unwrap_or(serde_json::Value::String(record));
+    DeadLetter { id, pipeline, run_id, step, record, error, origin, created_at, retry_count }
+}
+
+impl DeadLetters for Table {
+    fn add(&self, pipeline: &str, run_id: &str, letters: &[NewDeadLetter]) -> DlqResult<()> {
+        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let sql = format!("INSERT INTO {} (pipeline, run_id, step, record, error, origin, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)", self.table);
+        let statements: Vec<(String, Vec<Param>)> = letters
+            .iter()
+            .map(|l| {
+                let params = vec![
+                    Param::Text(Some(pipeline.to_string())),
+                    Param::Text(Some(run_id.to_string())),
+                    Param::Text(Some(l.step.clone())),
+                    Param::Text(Some(l.record.to_string())),
+                    Param::Text(Some(l.error.clone())),
+                    Param::Text(l.origin.clone()),
+                    Param::Text(Some(created.clone())),
+                ];
+                (sql.clone(), params)
+            })
+            .collect();
+        self.run(&statements).map(drop)
+    }
+
+    fn matching(&self, pipeline: &str, filter: &DeadLetterFilter) -> DlqResult<Vec<DeadLetter>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE pipeline = $1 AND (CAST($2 AS TEXT) IS NULL OR run_id = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR step = $3) AND (CAST($4 AS BIGINT) IS NULL OR id = $4) ORDER BY id",
+            self.table
+        );
+        let params = vec![
+            Param::Text(Some(pipeline.to_string())),
+            Param::Text(filter.run_id.clone()),
+            Param::Text(filter.step.clone()),
+            Param::Int(filter.id),
+        ];
+        Ok(self.run(&[(sql, params)])?.0)
+    }
+
+    fn remove(&self, pipeline: &str, ids: &[i64]) -> DlqResult<usize> {
+        let sql = format!("DELETE FROM {} WHERE pipeline = $1 AND id = $2", self.table);
+        let statements: Vec<_> = ids.iter().map(|id| (sql.clone(), vec![Param::Text(Some(pipeline.to_string())), Param::Int(Some(*id))])).collect();
+        Ok(self.run(&statements)?.1 as usize)
+    }
+
+    fn retried(&self, pipeline: &str, id: i64, error: Option<&str>) -> DlqResult<()> {
+        let sql = format!(
+            "UPDATE {} SET retry_count = retry_count + 1, error = coalesce(CAST($3 AS TEXT), error) WHERE pipeline = $1 AND id = $2",
+            self.table
+        );
+        let params = vec![Param::Text(Some(pipeline.to_string())), Param::Int(Some(id)), Param::Text(error.map(str::to_string))];
+        self.run(&[(sql, params)]).map(drop)
+    }
+}

@@ -175,7 +175,7 @@ fn a_killed_upsert_resumes_from_its_checkpoint() {
 fn terminated_database_sessions_are_retried() {
     let db = TestDb::new();
     // Waits stay short (max_delay), so the retries do not outlast the test.
-    let p = project("postgres", "mode: append", ", retry: { max_attempts: 50, delay: 50ms, max_delay: 200ms }").env("DB_URL", &db.url());
+    let p = project("postgres", "mode: append, retry: { max_attempts: 50, delay: 50ms, max_delay: 200ms }", "").env("DB_URL", &db.url());
     let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", "load.yaml"]);
     run.wait_for("Committed batch 1 of 20");
     // Terminate Weir's busy sessions: watch closely until three were hit, then let the run finish.

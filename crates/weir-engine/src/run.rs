@@ -597,7 +597,11 @@ impl Engine {
         if done > 0 {
             info!(pipeline = pipeline.name(), step = id, "`{id}` committed {done} of {} batches before: going on from there", parts.len());
         }
-        let retry = pipeline.settings.retry.clone().unwrap_or_default();
+        let own = match &step.kind {
+            StepKind::WriteDb(spec) => spec.retry.clone(),
+            _ => None,
+        };
+        let retry = own.or_else(|| pipeline.settings.retry.clone()).unwrap_or_default();
         let mut rows_before: u64 = parts[..done.min(parts.len())].iter().sum();
         for (index, rows) in parts.iter().enumerate().skip(done) {
             let cx = StepContext { batch: Some(Batch { index: index as u64, rows_before }), ..cx.clone() };

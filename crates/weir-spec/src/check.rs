@@ -318,6 +318,7 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
             }
             StepKind::WriteDb(w) => {
+                check_retry(w.retry.as_ref(), "retry", step.kind_pos, out);
                 check_connection_ref(pipeline, &w.connection, out);
                 let needs_keys = matches!(w.mode, DbWriteMode::Upsert | DbWriteMode::Delete);
                 if needs_keys && w.keys.is_empty() {

@@ -910,6 +910,10 @@ pub struct WriteDb {
     /// Add `_weir_run_id` and `_weir_loaded_at` columns, so every row says which run loaded it and when.
     #[serde(default)]
     pub audit_columns: bool,
+    /// How a batch (`settings.commit_every`) that meets a lost connection, a serialization failure or a deadlock is
+    /// tried again; `settings.retry` when absent.
+    #[serde(default)]
+    pub retry: Option<crate::api::Retry>,
 }
 
 /// One SQL statement on a database connection, run after every load of the run has committed (so it sees what

@@ -40,8 +40,9 @@ impl Project {
         Ok(project)
     }
 
-    /// Re-reads the files that changed since they were read, and new ones. An invalid change is recorded in
-    /// `broken` and the previous version of that pipeline keeps running. Returns the names whose definition changed.
+    /// Re-reads the files that changed since they were read, and new ones, and forgets deleted ones. An invalid
+    /// change is recorded in `broken` and the previous version of that pipeline keeps running. Returns the names
+    /// whose definition changed or went away.
     pub fn reload(&mut self, dir: &Path) -> std::io::Result<Vec<String>> {
         let mut changed = Vec::new();
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -49,6 +50,14 @@ impl Project {
             .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
             .collect();
         files.sort();
+        // A deleted file takes its pipeline (and its schedules) with it.
+        let gone: Vec<String> = self.pipelines.iter().filter(|(_, e)| !files.contains(&e.path)).map(|(n, _)| n.clone()).collect();
+        for name in gone {
+            self.pipelines.remove(&name);
+            changed.push(name);
+        }
+        self.broken.retain(|path, _| files.contains(path));
+        self.seen.retain(|path, _| files.contains(path));
         for path in files {
             let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
             if self.seen.get(&path) == Some(&modified) {

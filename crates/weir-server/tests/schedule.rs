@@ -83,3 +83,12 @@ fn an_interval_keeps_its_rhythm_across_a_restart() {
     let s = Scheduler::new(&project, at("2026-11-25T12:05:00Z"), |_| Some(at("2026-11-25T12:00:00Z")));
     assert_eq!(s.next_fire("p"), Some(at("2026-11-25T12:15:00Z")));
 }
+
+#[test]
+fn a_deleted_file_takes_its_schedule_with_it() {
+    let (dir, mut project) = project("{ every: 15m }");
+    std::fs::remove_file(dir.path().join("p.yaml")).unwrap();
+    assert_eq!(project.reload(dir.path()).unwrap(), ["p"]);
+    assert!(project.pipelines.is_empty());
+    assert_eq!(Scheduler::new(&project, at("2026-11-25T12:00:00Z"), |_| None).next_due(), None);
+}

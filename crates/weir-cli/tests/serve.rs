@@ -165,6 +165,18 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
     let steps: Vec<&str> = detail["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(steps, ["rows", "out"]);
 
+    // Every GET path of the OpenAPI document answers as it says (path parameters filled from this run).
+    let openapi = server.get("/api/openapi.json").await;
+    let paths = openapi["paths"].as_object().unwrap();
+    assert!(paths.len() >= 7, "{openapi}");
+    for (path, ops) in paths {
+        if ops.get("get").is_none() {
+            continue;
+        }
+        let url = path.replace("{id}", run_id) + if path == "/api/dead-letters" { "?pipeline=a" } else { "" };
+        let status = server.http.get(format!("{}{url}", server.base)).send().await.unwrap().status().as_u16();
+        assert_eq!(status, 200, "GET {url}");
+    }
     let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     for line in [
         "weir_runs_total{pipeline=\"d\",status=\"success\"} 1",

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dead-letters", get(dead_letters))
         .route("/hooks/{name}", post(hook))
         .route("/api/dead-letters/replay", post(replay))
+        .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/", get(dashboard))
         .layer(DefaultBodyLimit::max(BODY_CEILING))
@@ -296,6 +297,11 @@ async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Re
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// The API's OpenAPI document, written by hand beside the routes above.
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], include_str!("openapi.json")).into_response()
 }
 
 /// The dashboard: one page over the JSON API.

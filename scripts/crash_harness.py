@@ -241,22 +241,26 @@ def main():
             source, sink, inject = SCENARIOS[name]
             n += 1
             base = Trial(args, workdir, n, source, sink)
-            started = time.time()
-            out = base.run()
-            baseline = time.time() - started
-            if out.returncode != 0 or base.result(sink) != (args.rows, args.rows, digest):
-                sys.exit(f"{name}: the uninterrupted run is wrong:\n{out.stderr[-3000:]}")
-            base.drop()
+            try:
+                started = time.time()
+                out = base.run()
+                baseline = time.time() - started
+                if out.returncode != 0 or base.result(sink) != (args.rows, args.rows, digest):
+                    sys.exit(f"{name}: the uninterrupted run is wrong:\n{out.stderr[-3000:]}")
+            finally:
+                base.drop()
             hit = lost = duplicated = ok = 0
             for _ in range(args.trials):
                 n += 1
                 trial = Trial(args, workdir, n, source, sink)
-                hit += bool(inject(trial, baseline))
-                count, distinct, got = trial.result(sink)
+                try:
+                    hit += bool(inject(trial, baseline))
+                    count, distinct, got = trial.result(sink)
+                finally:
+                    trial.drop()
                 lost += args.rows - distinct
                 duplicated += count - distinct
                 ok += got == digest
-                trial.drop()
             failed |= lost > 0 or duplicated > 0 or ok < args.trials
             print(f"{name:<16} {args.trials:>6} {hit:>10} {lost:>10} {duplicated:>10} {ok:>8}/{args.trials:<2} {baseline:>10.1f}", flush=True)
     finally:

@@ -283,3 +283,38 @@ fn dead_letters_kept_in_a_postgres_table_round_trip_through_replay() {
     assert_eq!(db.rows("SELECT count(*) FROM dlq"), ["0"]);
     assert_eq!(db.rows("SELECT id FROM orders ORDER BY id"), ["1", "2", "3"]);
 }
+
+/// A port that drops its first `refused` connections at once, then forwards to the local PostgreSQL: a server
+/// that is restarting.
+fn flaky_postgres(refused: usize) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { continue };
+            if n < refused {
+                drop(client);
+                continue;
+            }
+            let server = std::net::TcpStream::connect("127.0.0.1:5432").unwrap();
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut c_read, &mut s_write));
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || std::io::copy(&mut s_read, &mut c_write));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_load_waits_out_a_server_that_drops_its_first_connections() {
+    let db = TestDb::new();
+    let port = flaky_postgres(2);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{}", db.name);
+    let p = Project::new().env("DB_URL", &url);
+    let file = load_csv(&p, "postgres", "id,name\n1,a\n2,b\n", "mode: append, retry: { max_attempts: 5, delay: 20ms }");
+    let log = p.ok_log(&["run", &file]);
+    assert!(log.contains("connection `db`") && log.contains("retrying"), "{log}");
+    assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|a", "2|b"]);
+    assert_eq!(p.retries(&file, "out"), 2, "two dropped connections, two retries");
+}

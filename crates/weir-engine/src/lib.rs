@@ -25,7 +25,7 @@ pub use metrics::{RunMetrics, StepCounters};
 pub use params::{resolve_variables, timestamp_micros, to_scalar};
 pub use quality::CheckResult;
 pub use replay::ReplayReport;
-pub use retry::{retry_delays, with_retries};
+pub use retry::{Patience, retry_delays, with_retries};
 pub use run_logs::{LogSink, RunLogLayer};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes};
 pub use tokio_util::sync::CancellationToken;

@@ -8,7 +8,7 @@ use datafusion::error::{DataFusionError, Result};
 use tracing::warn;
 use weir_spec::{Backoff, Retry};
 
-use crate::connector::Transient;
+use crate::connector::{StepContext, Transient};
 use crate::metrics::StepCounters;
 
 /// The waits before each retry under `retry`: fixed, or doubling with jitter up to `max_delay`.
@@ -28,16 +28,16 @@ pub fn retry_delays(retry: &Retry) -> Box<dyn Iterator<Item = Duration> + Send> 
 
 /// Runs `attempt` until it succeeds, fails in a way that is not [`Transient`] or that `retry` does not cover, or
 /// runs out of attempts. Each retried failure is logged with its reason and counted in `counters`.
-pub async fn with_retries<F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, mut attempt: F) -> Result<()>
+pub async fn with_retries<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<()>>,
+    Fut: Future<Output = Result<T>>,
 {
     let mut delays = retry_delays(retry);
     let mut made = 1;
     loop {
         let err = match attempt().await {
-            Ok(()) => return Ok(()),
+            Ok(value) => return Ok(value),
             Err(e) => e,
         };
         let covered = Transient::find(&err).filter(|t| retry.retry_on.contains(&t.kind));
@@ -51,5 +51,29 @@ where
             _ if made > 1 => return Err(DataFusionError::Context(format!("{what} failed after {made} attempts"), Box::new(err))),
             _ => return Err(DataFusionError::Context(what.to_string(), Box::new(err))),
         }
+    }
+}
+
+/// How a step waits out a database that refuses or drops connections for a moment: its retry policy, and the
+/// counters its retries are counted in.
+#[derive(Debug, Clone)]
+pub struct Patience {
+    retry: Retry,
+    counters: std::sync::Arc<StepCounters>,
+}
+
+impl Patience {
+    /// The step's own policy, else the pipeline's (`settings.retry`), else the default.
+    pub fn of(cx: &StepContext, own: Option<&Retry>) -> Self {
+        Self { retry: own.or(cx.retry.as_ref()).cloned().unwrap_or_default(), counters: cx.counters() }
+    }
+
+    /// Opens something (a connection), retrying the failures the policy covers.
+    pub async fn open<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        with_retries(&self.retry, what, &self.counters, attempt).await
     }
 }

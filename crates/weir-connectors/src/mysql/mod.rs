@@ -13,7 +13,7 @@ use datafusion::error::DataFusionError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 use tracing::info;
-use weir_engine::{ResolvedConnection, StepContext, Transient};
+use weir_engine::{Patience, ResolvedConnection, StepContext, Transient};
 use weir_spec::{Execute, RetryOn};
 
 use crate::common::sql_params::{Style, bind_values};
@@ -25,7 +25,7 @@ pub use write::{committed_batches, write};
 pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
     let conn = cx.connection(&spec.connection.value)?;
     let (sql, params) = bind_values(&spec.sql.value, Style::Question, cx, types::param)?;
-    let mut client = connect(&conn).await?;
+    let mut client = connect(&conn, &Patience::of(cx, None)).await?;
     let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
     client.exec_drop(sql.as_str(), params).await.map_err(|e| my_error(&format!("MySQL `{}` failed the statement", conn.name), e))?;
     let rows = client.affected_rows();
@@ -35,7 +35,12 @@ pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusion
 }
 
 /// Opens a session in UTC, so TIMESTAMP columns read and write instants unchanged.
-async fn connect(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {
+/// Opens a connection, waiting out a server that refuses connections as `patience` allows.
+async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Conn, DataFusionError> {
+    patience.open(&format!("connection `{}`", conn.name), || connect_once(conn)).await
+}
+
+async fn connect_once(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {
     // The URL parser's messages never contain the URL, which may hold a password.
     let opts = Opts::from_url(conn.url.expose())
         .map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;

@@ -13,7 +13,7 @@ use datafusion::sql::unparser::dialect::MySqlDialect;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
 use tokio::sync::mpsc::Sender;
-use weir_engine::{ResolvedConnection, StepContext};
+use weir_engine::{Patience, ResolvedConnection, StepContext};
 use weir_spec::ReadDb;
 
 use super::types::{append, arrow_type, param};
@@ -34,7 +34,8 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
         params.push((name.clone(), param(value).map_err(|e| DataFusionError::Plan(format!("`${name}`: {e}")))?));
     }
 
-    let mut client = connect(&conn).await?;
+    let patience = Patience::of(cx, None);
+    let mut client = connect(&conn, &patience).await?;
     let statement = client
         .prep(format!("SELECT * FROM {from}"))
         .await
@@ -56,7 +57,7 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
         flavor: &FLAVOR,
         connection,
         params: param_names,
-        query: Arc::new(MyQuery { conn, params }),
+        query: Arc::new(MyQuery { conn, patience, params }),
         from,
         schema: Arc::new(Schema::new(fields)),
         batch_size: cx.batch_size,
@@ -66,6 +67,7 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
 #[derive(Debug)]
 struct MyQuery {
     conn: ResolvedConnection,
+    patience: Patience,
     /// One entry per `?`, in order (a name used twice appears twice).
     params: Vec<(String, Value)>,
 }
@@ -73,7 +75,7 @@ struct MyQuery {
 #[async_trait]
 impl Query for MyQuery {
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
-        let mut client = connect(&self.conn).await?;
+        let mut client = connect(&self.conn, &self.patience).await?;
         let params = if self.params.is_empty() {
             Params::Empty
         } else {

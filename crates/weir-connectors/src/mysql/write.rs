@@ -15,7 +15,7 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value};
 use tracing::info;
-use weir_engine::{Batch, PendingLoad, StepContext};
+use weir_engine::{Batch, Patience, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::types::{arrow_type, ddl_type, values};
@@ -35,7 +35,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let input = db_load::with_audit_columns(spec, cx, input)?;
     let schema = input.schema().inner().clone();
     let fields = db_load::data_fields(spec, &schema)?;
-    let mut client = connect(&conn).await?;
+    let mut client = connect(&conn, &Patience::of(cx, spec.retry.as_ref())).await?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
 
     let Some(columns) = prepare_table(spec, &mut client, &target, &fields, cx.dry_run).await? else {
@@ -350,7 +350,7 @@ async fn record_checkpoint(client: &mut Conn, cx: &StepContext, batch: Batch, ro
 /// The batches of run `cx.run_id` that a batch-loading `write_db` on MySQL has committed.
 pub async fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
     let conn = cx.connection(&spec.connection.value)?;
-    let mut client = connect(&conn).await?;
+    let mut client = connect(&conn, &Patience::of(cx, spec.retry.as_ref())).await?;
     let failed = |e| my_error(&format!("cannot read the checkpoint of `{}` on `{}`", cx.step, conn.name), e);
     let exists: Option<u64> = client
         .query_first("SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'weir_checkpoints'")

@@ -14,7 +14,7 @@ use datafusion::error::DataFusionError;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
-use weir_engine::{ResolvedConnection, StepContext, Transient, timestamp_micros};
+use weir_engine::{Patience, ResolvedConnection, StepContext, Transient, timestamp_micros};
 use weir_spec::{Execute, RetryOn, TypedValue};
 
 use crate::common::sql_params::{Style, bind_named};
@@ -25,7 +25,7 @@ pub use write::write;
 /// The batches of run `cx.run_id` that a batch-loading `write_db` on PostgreSQL has committed.
 pub async fn committed_batches(spec: &weir_spec::WriteDb, cx: &StepContext) -> Result<u64, DataFusionError> {
     let conn = cx.connection(&spec.connection.value)?;
-    checkpoint::committed(&connect(&conn).await?, cx, &conn.name).await
+    checkpoint::committed(&connect(&conn, &Patience::of(cx, spec.retry.as_ref())).await?, cx, &conn.name).await
 }
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
@@ -34,7 +34,7 @@ pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusion
     let bound = bind_named(&spec.sql.value, Style::Dollar, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
     let params: Vec<Param> =
         bound.names.iter().map(|name| Param { name, value: cx.value(name).expect("bind_named checked the name") }).collect();
-    let client = connect(&conn).await?;
+    let client = connect(&conn, &Patience::of(cx, None)).await?;
     let rows = client
         .execute_raw(bound.sql.as_str(), params.iter().map(|p| p as &dyn ToSql))
         .await
@@ -43,8 +43,13 @@ pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusion
     Ok(rows)
 }
 
-/// Opens a client; the connection's task ends when the client is dropped.
-async fn connect(conn: &ResolvedConnection) -> Result<Client, DataFusionError> {
+/// Opens a client, waiting out a server that refuses connections as `patience` allows; the connection's task ends
+/// when the client is dropped.
+async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Client, DataFusionError> {
+    patience.open(&format!("connection `{}`", conn.name), || connect_once(conn)).await
+}
+
+async fn connect_once(conn: &ResolvedConnection) -> Result<Client, DataFusionError> {
     let (client, connection) = tokio_postgres::connect(conn.url.expose(), NoTls)
         .await
         .map_err(|e| pg_error(&format!("cannot connect to `{}`", conn.name), &e))?;

@@ -13,7 +13,7 @@ use datafusion::sql::unparser::dialect::PostgreSqlDialect;
 use futures::TryStreamExt;
 use tokio::sync::mpsc::Sender;
 use tokio_postgres::types::ToSql;
-use weir_engine::{ResolvedConnection, StepContext};
+use weir_engine::{Patience, ResolvedConnection, StepContext};
 use weir_spec::{ReadDb, TypedValue};
 
 use super::types::{Decode, RawValue, arrow_type};
@@ -31,7 +31,8 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
     let params: Vec<(String, TypedValue)> =
         names.into_iter().map(|n| (n.clone(), cx.value(&n).cloned().expect("bind_named checked the name"))).collect();
 
-    let client = connect(&conn).await?;
+    let patience = Patience::of(cx, None);
+    let client = connect(&conn, &patience).await?;
     let statement = client
         .prepare(&format!("SELECT * FROM {from}"))
         .await
@@ -53,7 +54,7 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
     let schema = Arc::new(Schema::new(fields));
     let connection = conn.name.clone();
     let param_names = params.iter().map(|(n, _)| n.clone()).collect();
-    let query = PgQuery { conn, params, decoders: decoders.into_iter().zip(schema.fields().iter().map(|f| f.name().clone())).collect() };
+    let query = PgQuery { conn, patience, params, decoders: decoders.into_iter().zip(schema.fields().iter().map(|f| f.name().clone())).collect() };
     Ok(Arc::new(DbTable {
         flavor: &FLAVOR,
         connection,
@@ -68,6 +69,7 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
 #[derive(Debug)]
 struct PgQuery {
     conn: ResolvedConnection,
+    patience: Patience,
     params: Vec<(String, TypedValue)>,
     /// Every column of the relation by name, with its decoder; a scan reads a subset.
     decoders: Vec<(Decode, String)>,
@@ -76,7 +78,7 @@ struct PgQuery {
 #[async_trait]
 impl Query for PgQuery {
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
-        let client = connect(&self.conn).await?;
+        let client = connect(&self.conn, &self.patience).await?;
         let params: Vec<Param> = self.params.iter().map(|(name, value)| Param { name, value }).collect();
         let rows = client
             .query_raw(sql, params.iter().map(|p| p as &dyn ToSql))

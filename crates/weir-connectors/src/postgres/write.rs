@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::info;
-use weir_engine::{Batch, PendingLoad, StepContext};
+use weir_engine::{Batch, Patience, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::types::{arrow_type, ddl_type};
@@ -28,7 +28,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let conn = cx.connection(&spec.connection.value)?;
     let table = cx.render(&spec.table)?;
     let input = db_load::with_audit_columns(spec, cx, input)?;
-    let client = connect(&conn).await?;
+    let client = connect(&conn, &Patience::of(cx, spec.retry.as_ref())).await?;
     if cx.batch.is_some() {
         checkpoint::create(&client, &conn.name).await?;
     }

@@ -20,6 +20,8 @@ Examples:
   weir run pipeline.yaml --var day=2024-01-15
   weir runs pipeline.yaml                  history with per-step row counts
   weir dlq list pipeline.yaml              records that were set aside, with reasons
+  weir run pipeline.yaml --resume          go on with a failed or killed run from its last checkpoint
+  weir serve pipelines/                    run a directory of pipelines on their triggers, with an API
 
 Exit codes: 0 ok, 1 the pipeline has mistakes, 2 error.";
 
@@ -91,7 +93,7 @@ enum Command {
     /// Browse the dead-letter store: records set aside with their reasons.
     #[command(
         subcommand,
-        after_help = "Examples:\n  weir dlq list pipeline.yaml              id, step, origin (file:line) and reason\n  weir dlq list pipeline.yaml --run ID --json\n  weir dlq show pipeline.yaml 42           the original record, whole\n  weir dlq purge pipeline.yaml --step checked   delete one step's dead letters (--run ID, --id N, --all)"
+        after_help = "Examples:\n  weir dlq list pipeline.yaml              id, step, origin (file:line) and reason\n  weir dlq list pipeline.yaml --run ID --json\n  weir dlq show pipeline.yaml 42           the original record, whole\n  weir dlq replay pipeline.yaml            after a fix: send them through again; those that pass are removed\n  weir dlq purge pipeline.yaml --step checked   delete one step's dead letters (--run ID, --id N, --all)"
     )]
     Dlq(commands::inspect::DlqCommand),
     /// Run a pipeline once per value of a date or integer variable over a range, oldest first; state is left alone.

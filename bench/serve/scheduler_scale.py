@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from serving import free_port, peak_rss_mib, wait_until_up
 
 PIPELINE = """name: p{n}
 triggers:
@@ -68,28 +69,17 @@ def main():
     for n in range(args.pipelines):
         with open(os.path.join(project, f"p{n}.yaml"), "w") as f:
             f.write(PIPELINE.format(n=n))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     started = time.time()
     log = open(os.path.join(project, "serve.log"), "w+")
     server = subprocess.Popen([args.weir, "-q", "serve", project, "--listen", f"127.0.0.1:{port}", "--max-runs", str(args.max_runs),
                                "--reload-secs", "10"], stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
-        while True:
-            try:
-                metrics(port)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    log.seek(0)
-                    sys.exit(log.read())
-                time.sleep(0.2)
+        wait_until_up(port, server, log)
         loaded = time.time() - started
         time.sleep(args.seconds)
         text = metrics(port)
-        with open(f"/proc/{server.pid}/status") as f:
-            rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+        rss = peak_rss_mib(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -14,12 +14,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+
+from serving import free_port, peak_rss_mib, wait_until_up
 
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "weir_bench_webhook"
@@ -41,11 +40,6 @@ def psql(db, sql):
     subprocess.run(["psql", f"{PG}/{db}", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20)
@@ -64,24 +58,17 @@ def main():
     project = tempfile.mkdtemp(prefix="weir-webhook-")
     with open(os.path.join(project, "events.yaml"), "w") as f:
         f.write(PIPELINE % {"concurrency": args.concurrency})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, DB_URL=f"{PG}/{DB}", HOOK_TOKEN="bench-token")
     server = subprocess.Popen([weir, "-q", "serve", project, "--listen", f"127.0.0.1:{port}", "--max-runs", str(args.concurrency)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/pipelines", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_up(port, server)
         url = f"http://127.0.0.1:{port}/hooks/events"
         out = subprocess.run([load, url, "bench-token", str(args.seconds), str(args.concurrency), str(args.batch), f"{PG}/{DB}", "events"],
                              capture_output=True, text=True, check=True)
         result = json.loads(out.stdout)
-        result["server_peak_rss_mib"] = round(rss_kb(server.pid) / 1024, 1)
+        result["server_peak_rss_mib"] = round(peak_rss_mib(server.pid), 1)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::json::ReaderBuilder;
 use datafusion::catalog::MemTable;
 use tracing::{Instrument, info};
 use weir_spec::{Dag, Pipeline, StepKind};
@@ -16,6 +15,7 @@ use crate::dead_letters::settle_replay;
 use crate::error::{EngineError, attribute};
 use crate::metrics::RunMetrics;
 use crate::params::resolve_variables;
+use crate::records::records_table;
 use crate::run::{Engine, Mode, ReplayInput, RunOptions, step_rows};
 use crate::state_store::DeadLetter;
 
@@ -66,7 +66,7 @@ impl Engine {
         let schema: SchemaRef = df.schema().inner().clone();
         let steps = replayed_steps(&planned.dag, step, &input);
         drop(planned);
-        let table = Arc::new(records_table(letters, schema).map_err(input_err)?);
+        let table = Arc::new(records(letters, schema).map_err(input_err)?);
 
         let run_id = uuid::Uuid::now_v7().to_string();
         let variables = resolve_variables(pipeline, &options.variables).map_err(input_err)?;
@@ -132,20 +132,13 @@ fn replayed_steps(dag: &Dag, failing: &str, input: &str) -> BTreeSet<String> {
 }
 
 /// The dead letters' records as one table of the step input's schema.
-fn records_table(letters: &[DeadLetter], schema: SchemaRef) -> Result<MemTable, String> {
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(letters.len().max(1))
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    for letter in letters {
-        if !letter.record.is_object() {
-            return Err(format!("dead letter {} holds no record to replay: {}", letter.id, letter.record));
-        }
-        let line = format!("{}\n", letter.record);
-        decoder
-            .decode(line.as_bytes())
-            .map_err(|e| format!("dead letter {}: its record no longer fits the step's input: {e}", letter.id))?;
+fn records(letters: &[DeadLetter], schema: SchemaRef) -> Result<MemTable, String> {
+    if let Some(letter) = letters.iter().find(|l| !l.record.is_object()) {
+        return Err(format!("dead letter {} holds no record to replay: {}", letter.id, letter.record));
     }
-    let batch = decoder.flush().map_err(|e| e.to_string())?;
-    MemTable::try_new(schema, vec![batch.into_iter().collect()]).map_err(|e| e.to_string())
+    let rows: Vec<serde_json::Value> = letters.iter().map(|l| l.record.clone()).collect();
+    records_table(schema, &rows).map_err(|bad| match bad.position {
+        Some(p) => format!("dead letter {}: its record no longer fits the step's input: {}", letters[p - 1].id, bad.reason),
+        None => format!("the dead letters no longer fit the step's input: {}", bad.reason),
+    })
 }

@@ -331,15 +331,7 @@ impl Engine {
             cx.counters.set_rows(pending.rows());
             Ok::<_, EngineError>((step.id(), pending))
         });
-        let results = futures::future::join_all(loads).await;
-        let mut ready: Vec<(&str, Box<dyn PendingLoad>)> = Vec::new();
-        let mut failure: Option<EngineError> = None;
-        for result in results {
-            match result {
-                Ok(p) => ready.push(p),
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
+        let (ready, mut failure): (Vec<(&str, Box<dyn PendingLoad>)>, _) = split(futures::future::join_all(loads).await);
         if failure.is_none() {
             failure = check_invalid_budgets(pipeline, &planned.metrics).err();
         }
@@ -384,13 +376,7 @@ impl Engine {
     ) -> Result<Planned, EngineError> {
         let name = pipeline.name().to_string();
         let ctx = session(pipeline, options)?;
-        let dag = Dag::build(pipeline, |step| match &step.kind {
-            StepKind::Sql(sql) => transforms::sql_inputs(&ctx, &sql.query.value).map_err(|e| {
-                Diagnostic::new(Pos::of(&sql.query), format!("step `{}`: SQL does not parse: {e}", step.id()))
-            }),
-            _ => Ok(Vec::new()),
-        })
-        .map_err(|diagnostics| EngineError::Spec { pipeline: name.clone(), diagnostics })?;
+        let dag = build_dag(&ctx, pipeline)?;
         let mut readers = dag.readers();
         // A check reads its step too: a checked step that a load also reads is materialized, and runs once.
         for check in pipeline.checks.values() {
@@ -504,16 +490,8 @@ impl Engine {
             cx.counters.set_rows(parts.iter().sum());
             Ok::<_, EngineError>((step.id().to_string(), parts))
         });
-        let mut parts = BTreeMap::new();
-        let mut failure = None;
-        for result in futures::future::join_all(staged).await {
-            match result {
-                Ok((step, p)) => {
-                    parts.insert(step, p);
-                }
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
+        let (parts, failure) = split(futures::future::join_all(staged).await);
+        let parts: BTreeMap<String, Vec<u64>> = parts.into_iter().collect();
         let steps = step_rows(pipeline, &planned);
         let checked = match failure {
             Some(err) => Err(err),
@@ -554,11 +532,7 @@ impl Engine {
                 self.load_staged(pipeline, inputs, step, &cx, session, dir, parts).await.map_err(|e| attribute(pipeline.name(), step.id(), e))
             }
         });
-        let mut failure = None;
-        for result in futures::future::join_all(loads).await {
-            failure = failure.or(result.err());
-        }
-        if let Some(err) = failure {
+        if let (_, Some(err)) = split(futures::future::join_all(loads).await) {
             return Err(err);
         }
         for step in by_category(Category::Action) {
@@ -645,6 +619,19 @@ impl Engine {
     }
 }
 
+/// The successes of steps that all ran to their end, and the first failure among them.
+fn split<T>(results: Vec<Result<T, EngineError>>) -> (Vec<T>, Option<EngineError>) {
+    let mut done = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(value) => done.push(value),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    (done, failure)
+}
+
 fn external(e: crate::state_store::StateError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -718,6 +705,20 @@ fn session(pipeline: &Pipeline, options: &RunOptions) -> Result<SessionContext, 
         message: format!("cannot set up the runtime: {e}"),
     })?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// The pipeline's steps and what each reads, with SQL steps' inputs taken from their parsed queries.
+pub fn step_graph(pipeline: &Pipeline) -> Result<Dag, EngineError> {
+    build_dag(&SessionContext::new(), pipeline)
+}
+
+fn build_dag(ctx: &SessionContext, pipeline: &Pipeline) -> Result<Dag, EngineError> {
+    Dag::build(pipeline, |step| match &step.kind {
+        StepKind::Sql(sql) => transforms::sql_inputs(ctx, &sql.query.value)
+            .map_err(|e| Diagnostic::new(Pos::of(&sql.query), format!("step `{}`: SQL does not parse: {e}", step.id()))),
+        _ => Ok(Vec::new()),
+    })
+    .map_err(|diagnostics| EngineError::Spec { pipeline: pipeline.name().to_string(), diagnostics })
 }
 
 /// Parses `512MB`, `2GiB`, `1048576`.

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_engine::DeadLetterFilter;
-use weir_spec::{Pipeline, Step, StepKind};
+use weir_spec::{Pipeline, StepKind};
 
 use crate::hooks::{Refused, authenticate};
 use crate::runner::{Finished, Runner, TriggerError};
@@ -82,7 +82,7 @@ async fn pipelines(State(app): State<AppState>) -> Response {
             "description": p.description,
             "owner": p.owner,
             "contacts": p.contacts,
-            "steps": p.steps.iter().map(|s| json!({ "id": s.id(), "kind": s.kind.name(), "inputs": inputs(p, s) })).collect::<Vec<_>>(),
+            "steps": steps(p),
             "triggers": triggers,
             "next_run": next,
             "running": app.runner.running(name),
@@ -265,14 +265,17 @@ fn variables(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
         .collect())
 }
 
-/// The steps `step` reads, for drawing the DAG: its input, or the step ids a SQL query names.
-fn inputs(pipeline: &Pipeline, step: &Step) -> Vec<String> {
-    if let Some(input) = step.kind.input() {
-        return vec![input.value.clone()];
-    }
-    let StepKind::Sql(sql) = &step.kind else { return Vec::new() };
-    let words: BTreeSet<&str> = sql.query.value.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
-    pipeline.steps.iter().map(|s| s.id()).filter(|id| *id != step.id() && words.contains(id)).map(str::to_string).collect()
+/// The steps with what each reads, for drawing the DAG (a self-join's input once).
+fn steps(pipeline: &Pipeline) -> Vec<Value> {
+    let dag = weir_engine::step_graph(pipeline).ok();
+    pipeline
+        .steps
+        .iter()
+        .map(|s| {
+            let inputs: BTreeSet<&String> = dag.as_ref().and_then(|d| d.inputs.get(s.id())).into_iter().flatten().collect();
+            json!({ "id": s.id(), "kind": s.kind.name(), "inputs": inputs })
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

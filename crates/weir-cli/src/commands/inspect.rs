@@ -67,27 +67,39 @@ pub enum DlqCommand {
     /// removed; those that fail again stay, with one more retry and the new reason.
     Replay {
         pipeline: PathBuf,
-        #[arg(long)]
-        run: Option<String>,
-        #[arg(long)]
-        step: Option<String>,
-        #[arg(long)]
-        id: Option<i64>,
+        #[command(flatten)]
+        which: Selection,
     },
     /// Delete dead letters (after the records were fixed at the source, say): those of one run, one step or one
     /// id, or every one with `--all`.
     Purge {
         pipeline: PathBuf,
-        #[arg(long)]
-        run: Option<String>,
-        #[arg(long)]
-        step: Option<String>,
-        #[arg(long)]
-        id: Option<i64>,
+        #[command(flatten)]
+        which: Selection,
         /// Delete every dead letter of the pipeline.
         #[arg(long, conflicts_with_all = ["run", "step", "id"])]
         all: bool,
     },
+}
+
+/// Which dead letters: those of one run, one step or one id; every one of the pipeline with none given.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Only those of this run.
+    #[arg(long)]
+    run: Option<String>,
+    /// Only those this step set aside.
+    #[arg(long)]
+    step: Option<String>,
+    /// Only this one.
+    #[arg(long)]
+    id: Option<i64>,
+}
+
+impl Selection {
+    fn filter(self) -> DeadLetterFilter {
+        DeadLetterFilter { run_id: self.run, step: self.step, id: self.id }
+    }
 }
 
 pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
@@ -175,8 +187,8 @@ pub fn state(global: &Global, cmd: StateCommand) -> anyhow::Result<ExitCode> {
 
 pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DlqCommand::Replay { pipeline, run, step, id } => {
-            return crate::commands::run::replay(global, &pipeline, DeadLetterFilter { run_id: run, step, id }).await;
+        DlqCommand::Replay { pipeline, which } => {
+            return crate::commands::run::replay(global, &pipeline, which.filter()).await;
         }
         DlqCommand::List { pipeline, run, limit, json } => {
             let loaded = load(&pipeline)?;
@@ -192,12 +204,12 @@ pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        DlqCommand::Purge { pipeline, run, step, id, all } => {
-            if !all && run.is_none() && step.is_none() && id.is_none() {
+        DlqCommand::Purge { pipeline, which, all } => {
+            let filter = which.filter();
+            if !all && filter.run_id.is_none() && filter.step.is_none() && filter.id.is_none() {
                 bail!("say which dead letters to delete: --run ID, --step STEP, --id N, or --all");
             }
             let loaded = load(&pipeline)?;
-            let filter = DeadLetterFilter { run_id: run, step, id };
             let purged = weir_engine::purge(&*loaded.dead_letters(global)?, loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
             println!("purged {purged} dead letters");
         }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::error::{DataFusionError, Result};
 use weir_engine::state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter};
@@ -18,12 +19,12 @@ pub fn open(connection: ResolvedConnection, table: &str, base_dir: &Path) -> Res
     }
     let quoted = table.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".");
     match connection.kind.as_str() {
-        "postgres" => Ok(Arc::new(Table { at: Place::Postgres(connection.url), table: quoted })),
+        "postgres" => Ok(Arc::new(Table { at: Place::Postgres(connection.url), table: quoted, created: AtomicBool::new(false) })),
         "sqlite" => {
             let url = connection.url.expose();
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
             let path = if path.starts_with('/') { PathBuf::from(path) } else { base_dir.join(path) };
-            Ok(Arc::new(Table { at: Place::Sqlite(path), table: quoted }))
+            Ok(Arc::new(Table { at: Place::Sqlite(path), table: quoted, created: AtomicBool::new(false) }))
         }
         other => Err(DataFusionError::Plan(format!(
             "connection `{}` is {other}; dead letters go to a PostgreSQL or SQLite table, or to NDJSON files (`path`)",
@@ -40,6 +41,8 @@ enum Place {
 struct Table {
     at: Place,
     table: String,
+    /// Set once the table is known to exist, so later operations skip the check.
+    created: AtomicBool,
 }
 
 /// A parameter of the shared statements.
@@ -62,13 +65,16 @@ impl Table {
     }
 
     /// Runs statements in order, in one transaction, after making sure the table exists; returns the rows of the
-    /// last and the rows each affected.
+    /// last query and the rows the others affected.
     fn run(&self, statements: &[(String, Vec<Param>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
         match &self.at {
             Place::Sqlite(path) => {
                 let mut db = rusqlite::Connection::open(path)?;
                 db.busy_timeout(std::time::Duration::from_secs(30))?;
-                db.execute_batch(&self.create())?;
+                if !self.created.load(Ordering::Relaxed) {
+                    db.execute_batch(&self.create())?;
+                    self.created.store(true, Ordering::Relaxed);
+                }
                 let tx = db.transaction()?;
                 let mut rows = Vec::new();
                 let mut affected = 0;
@@ -96,13 +102,16 @@ impl Table {
             }
             Place::Postgres(url) => {
                 let url = url.expose().to_string();
-                let create = self.create();
                 let work = async move {
                     let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
                     tokio::spawn(connection);
-                    let exists: Option<String> = client.query_one("SELECT to_regclass($1)::text", &[&self_table(&create)]).await?.get(0);
-                    if exists.is_none() {
-                        client.batch_execute(&create).await?;
+                    if !self.created.load(Ordering::Relaxed) {
+                        // Looked up first: `IF NOT EXISTS` on an existing table earns a notice in the log.
+                        let exists: Option<String> = client.query_one("SELECT to_regclass($1)::text", &[&self.table]).await?.get(0);
+                        if exists.is_none() {
+                            client.batch_execute(&self.create()).await?;
+                        }
+                        self.created.store(true, Ordering::Relaxed);
                     }
                     let tx = client.transaction().await?;
                     let mut rows = Vec::new();
@@ -137,11 +146,6 @@ impl Table {
             }
         }
     }
-}
-
-/// The table name inside a `CREATE TABLE IF NOT EXISTS <name> (` statement, for `to_regclass`.
-fn self_table(create: &str) -> String {
-    create.trim_start_matches("CREATE TABLE IF NOT EXISTS ").split(" (").next().unwrap_or_default().to_string()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,14 +3,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::json::ReaderBuilder;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use serde_json::{Map, Value};
-use weir_engine::StepContext;
+use weir_engine::{StepContext, records_table};
 use weir_spec::{ReadWebhook, WebhookFormat};
 
 use crate::http::{parse_path, select_records};
@@ -35,34 +32,16 @@ pub fn table(spec: &ReadWebhook, cx: &StepContext) -> Result<Arc<dyn TableProvid
     };
     let path = spec.records.as_ref().map(|p| parse_path(&p.value)).transpose()?;
     let records = select_records(body, path.as_ref()).map_err(DataFusionError::Execution)?;
-    let mut lines = Vec::new();
-    for (i, record) in records.into_iter().enumerate() {
-        let row = match spec.format {
-            WebhookFormat::Records => record.clone(),
-            WebhookFormat::Debezium => change_row(record).map_err(|e| DataFusionError::Execution(format!("record {}: {e}", i + 1)))?,
-        };
-        lines.push(row.to_string());
-    }
-    let batch = match decode(&schema, &lines) {
-        Ok(batch) => batch,
-        // Decoding reports a bad value without its record: find it, one record at a time.
-        Err(e) => {
-            let bad = lines.iter().position(|line| decode(&schema, std::slice::from_ref(line)).is_err());
-            let which = bad.map_or_else(String::new, |i| format!("record {} ", i + 1));
-            return Err(DataFusionError::Execution(format!("{which}does not fit the declared schema: {e}")));
-        }
-    };
-    Ok(Arc::new(MemTable::try_new(schema, vec![batch.into_iter().collect()])?))
-}
-
-/// NDJSON lines as one batch of `schema`.
-fn decode(schema: &SchemaRef, lines: &[String]) -> std::result::Result<Option<RecordBatch>, ArrowError> {
-    let mut decoder = ReaderBuilder::new(schema.clone()).with_batch_size(lines.len().max(1)).build_decoder()?;
-    for line in lines {
-        decoder.decode(line.as_bytes())?;
-        decoder.decode(b"\n")?;
-    }
-    decoder.flush()
+    let rows = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| match spec.format {
+            WebhookFormat::Records => Ok(record.clone()),
+            WebhookFormat::Debezium => change_row(record).map_err(|e| DataFusionError::Execution(format!("record {}: {e}", i + 1))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let table = records_table(schema, &rows).map_err(|bad| DataFusionError::Execution(bad.to_string()))?;
+    Ok(Arc::new(table))
 }
 
 /// A Debezium change event as a row: its after image (before image for a delete), `_op` and `_deleted`.

@@ -563,3 +563,17 @@ fn dead_letters_kept_in_ndjson_files_list_replay_and_purge_like_the_embedded_sto
     assert!(p.ok(&["dlq", "purge", "p.yaml", "--all"]).contains("purged 1"));
     assert_eq!(p.read("dlq/orders.ndjson"), "");
 }
+
+#[test]
+fn a_webhook_run_resumes_only_with_its_payload() {
+    let p = Project::new();
+    p.file("p.yaml", "name: hook\nsteps:\n  events:\n    read_webhook: { records: $.events, schema: { id: bigint } }\n  out:\n    write_csv: { input: events, path: out.csv }\n");
+    p.file("bad.json", r#"{"events": [{"id": 1}, {"id": "x"}]}"#);
+    let failed = p.fails(&["run", "p.yaml", "--payload", "bad.json"], 2);
+    assert!(failed.contains("pipeline `hook`, step `events`: record 2 does not fit the declared schema"), "{failed}");
+    let refused = p.fails(&["run", "p.yaml", "--resume"], 2);
+    assert!(refused.contains("whose records are not kept"), "{refused}");
+    p.file("good.json", r#"{"events": [{"id": 1}, {"id": 2}]}"#);
+    p.ok(&["run", "p.yaml", "--resume", "--payload", "good.json"]);
+    assert_eq!(p.read("out.csv"), "id\n1\n2\n");
+}

@@ -224,6 +224,17 @@ impl Engine {
     ) -> Result<RunReport, EngineError> {
         let name = pipeline.name().to_string();
         let found = self.store.resumable_run(&name, run_id).map_err(|message| EngineError::Input { pipeline: name.clone(), message })?;
+        // A webhook request's records are not kept: without them the run would load nothing and call it done.
+        if options.payload.is_none() && pipeline.steps.iter().any(|s| matches!(s.kind, StepKind::ReadWebhook(_))) {
+            return Err(EngineError::Input {
+                pipeline: name,
+                message: format!(
+                    "run {} read a webhook request, whose records are not kept: its sender was not acknowledged and \
+                     sends them again; to load a saved copy, resume with --payload FILE",
+                    found.run_id
+                ),
+            });
+        }
         let started = chrono::DateTime::parse_from_rfc3339(&found.started_at).map_or_else(|_| chrono::Utc::now(), |t| t.to_utc());
         let inputs = self.inputs(pipeline, options, &found.run_id, started, found.variables)?;
         self.store.restart_run(&found.run_id)?;

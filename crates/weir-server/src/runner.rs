@@ -97,7 +97,14 @@ impl Runner {
     /// Resumes the pipelines' runs whose process died (`weir run` or an earlier `weir serve` killed, a machine
     /// that lost power): each goes on from its last checkpoint.
     pub fn resume_interrupted(self: &Arc<Self>) {
-        let names: Vec<String> = self.project().pipelines.keys().cloned().collect();
+        // A run fed by a webhook request cannot be resumed without it; its sender, never acknowledged, sends again.
+        let names: Vec<String> = self
+            .project()
+            .pipelines
+            .iter()
+            .filter(|(_, e)| !e.pipeline.steps.iter().any(|s| matches!(s.kind, weir_spec::StepKind::ReadWebhook(_))))
+            .map(|(n, _)| n.clone())
+            .collect();
         for name in names {
             let Ok(found) = self.store().resumable_run(&name, None) else { continue };
             let interrupted = self.store().run(&found.run_id).ok().flatten().and_then(|r| r.error).is_some_and(|e| e.starts_with("interrupted"));

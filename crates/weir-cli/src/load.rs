@@ -25,8 +25,8 @@ impl Loaded {
     }
 
     pub fn store(&self, global: &Global) -> anyhow::Result<Arc<StateStore>> {
-        let path = self.state_dir(global).join("state.db");
-        let store = Arc::new(StateStore::open(&path)?);
+        let location = global.state_location(&self.state_dir(global));
+        let store = Arc::new(StateStore::at(&location).with_context(|| format!("cannot open the state store {location}"))?);
         global.run_logs.attach(store.clone());
         Ok(store)
     }

@@ -48,9 +48,17 @@ struct Global {
     /// Where runs, state and dead letters are kept [default: `.weir/` beside the pipeline file].
     #[arg(long, env = "WEIR_STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
+    /// The state store: a SQLite file, or `postgres://…` for a store several `weir serve` instances (and `weir
+    /// run`s) share [default: `state.db` in the state directory].
+    #[arg(long, env = "WEIR_STATE", global = true, value_name = "PATH|postgres://…", value_parser = parse_state)]
+    state: Option<weir_engine::StateLocation>,
     /// Where each run's log lines go once a command opens its store.
     #[arg(skip)]
     run_logs: weir_engine::LogSink,
+}
+
+fn parse_state(text: &str) -> Result<weir_engine::StateLocation, String> {
+    Ok(weir_engine::StateLocation::parse(text))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -109,6 +117,11 @@ enum Command {
 }
 
 impl Global {
+    /// The state store given by `--state`, else `state.db` in `state_dir`.
+    fn state_location(&self, state_dir: &std::path::Path) -> weir_engine::StateLocation {
+        self.state.clone().unwrap_or_else(|| weir_engine::StateLocation::File(state_dir.join("state.db")))
+    }
+
     fn log_level(&self) -> tracing::Level {
         match i16::from(self.verbose) - i16::from(self.quiet) {
             i16::MIN..=-2 => tracing::Level::ERROR,

@@ -318,3 +318,33 @@ fn a_load_waits_out_a_server_that_drops_its_first_connections() {
     assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|a", "2|b"]);
     assert_eq!(p.retries(&file, "out"), 2, "two dropped connections, two retries");
 }
+
+#[test]
+fn a_state_store_in_postgres_keeps_runs_state_logs_and_dead_letters() {
+    let db = TestDb::new();
+    let p = Project::example("orders").env("WEIR_STATE", &db.url());
+    p.ok(&["run", "pipeline.yaml"]);
+    assert!(!p.path().join(".weir/state.db").exists(), "nothing is kept in the embedded store");
+    assert_eq!(db.rows("SELECT pipeline, status, trigger FROM weir.runs"), ["orders|success|manual"]);
+
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--json"])).unwrap();
+    let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--json"])).unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"raw_orders"), "steps in the order they ran: {names:?}");
+    assert!(p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--logs"]).contains("Run "), "log lines are kept");
+    assert!(p.ok(&["state", "get", "pipeline.yaml"]).contains("last_run = "));
+
+    let letters = p.dlq("pipeline.yaml");
+    assert!(!letters.is_empty(), "the example sets bad rows aside");
+    let stored = db.rows("SELECT count(*) FROM weir.dead_letters");
+    assert_eq!(stored, [letters.len().to_string()]);
+    let id = letters[0]["id"].as_i64().unwrap().to_string();
+    p.ok(&["dlq", "purge", "pipeline.yaml", "--id", &id]);
+    assert_eq!(p.dlq("pipeline.yaml").len(), letters.len() - 1);
+
+    // The password of the URL is never printed, even when the store cannot be reached.
+    let p = p.env("WEIR_STATE", "postgres://weir:hunter2@127.0.0.1:1/state");
+    let out = p.fails(&["runs", "pipeline.yaml"], 2);
+    assert!(out.contains("postgres://weir:***@127.0.0.1:1/state") && !out.contains("hunter2"), "{out}");
+}

@@ -243,17 +243,72 @@ fn weir_serve_resumes_a_killed_run_on_start() {
     let listen = format!("127.0.0.1:{port}");
     let mut serve = Running::start(&p, &env, &["serve", ".", "--listen", &listen]);
     serve.wait_for("Resuming interrupted run");
+    wait_for_one_successful_run(&p, "the killed run was not resumed");
+    let _ = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status();
+    serve.finish();
+    assert_eq!(db.rows(CHECK), [expected()], "append mode: nothing loaded twice");
+}
+
+/// Waits until `load.yaml` has one run and it succeeded (a resumed run keeps its id).
+fn wait_for_one_successful_run(p: &Project, failure: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
         let statuses: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
         if statuses == ["success"] {
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "the killed run was not resumed: {statuses:?}");
+        assert!(Instant::now() < deadline, "{failure}: {statuses:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status();
-    serve.finish();
-    assert_eq!(db.rows(CHECK), [expected()], "append mode: nothing loaded twice");
+}
+
+/// `POST path` to a server on 127.0.0.1; the status line of its answer.
+fn post(listen: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(listen).unwrap();
+    write!(stream, "POST {path} HTTP/1.1\r\nHost: {listen}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+fn free_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn two_instances_share_a_postgres_store_fire_each_schedule_once_and_take_over_a_killed_run() {
+    let db = TestDb::new();
+    let p = project("postgres", "mode: append", "").env("DB_URL", &db.url()).env("WEIR_STATE", &db.url());
+    p.file("data/one.csv", "id\n1\n").file(
+        "tick.yaml",
+        "name: tick\ntriggers:\n  - every: 1s\nsteps:\n  one:\n    read_csv: { path: data/one.csv }\n  out:\n    write_csv: { input: one, path: out/tick.csv }\n",
+    );
+    let env = [("DB_URL", db.url()), ("WEIR_STATE", db.url())];
+    let serve = |listen: &str| Running::start(&p, &env, &["serve", ".", "--listen", listen, "--lease-secs", "3", "--max-runs", "2"]);
+    let (listen_a, listen_b) = (free_listen(), free_listen());
+    let mut a = serve(&listen_a);
+    a.wait_for("Serving on");
+    let mut b = serve(&listen_b);
+    b.wait_for("Serving on");
+
+    assert!(post(&listen_a, "/api/pipelines/load/runs").contains("202"), "instance A starts the load");
+    a.wait_for("Committed batch 2 of 20");
+    a.child.kill().unwrap();
+    let (_, log_a) = a.finish();
+
+    b.wait_for("Resuming interrupted run");
+    wait_for_one_successful_run(&p, &format!("instance B did not finish A's run; A's log:\n{log_a}"));
+    let _ = Command::new("kill").args(["-TERM", &b.child.id().to_string()]).status();
+    let (_, log_b) = b.finish();
+    assert!(log_b.contains("batches before: going on from there") && !log_b.contains("committed 0 of"), "B went on from A's checkpoint:\n{log_b}");
+    assert_eq!(db.rows(CHECK), [expected()], "append mode: B loaded only the batches A had not committed");
+
+    // Both instances ran `tick` every second: each fire was claimed by one of them and ran once.
+    let fires: u64 = db.rows("SELECT count(*) FROM weir.schedule_fires WHERE pipeline = 'tick'")[0].parse().unwrap();
+    let runs = db.rows("SELECT count(*) FROM weir.runs WHERE pipeline = 'tick' AND trigger = 'schedule'");
+    assert!(fires >= 3, "tick fired {fires} times");
+    assert_eq!(runs, [fires.to_string()], "one run per fire");
 }

@@ -1,5 +1,5 @@
 //! Weir's engine: turns a checked [`weir_spec::Pipeline`] into DataFusion plans, one table per step, runs its
-//! loads, and records runs, metrics, state and dead letters in the embedded [`StateStore`].
+//! loads, and records runs, metrics, state and dead letters in the [`StateStore`] (embedded, or shared in PostgreSQL).
 //!
 //! Sources and sinks come from a [`Connectors`] implementation; the engine itself knows no external system.
 
@@ -31,4 +31,4 @@ pub use retry::{Patience, retry_delays, with_retries};
 pub use run_logs::{LogSink, RunLogLayer};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes, step_graph};
 pub use tokio_util::sync::CancellationToken;
-pub use state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateStore, StepMetricsRow};
+pub use state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateLocation, StateStore, StepMetricsRow};

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
-use weir_engine::{CancellationToken, LogSink, StateStore};
+use weir_engine::{CancellationToken, LogSink, StateLocation, StateStore};
 
 pub use hooks::{Refused, authenticate};
 pub use project::Project;
@@ -28,8 +28,14 @@ pub use schedule::{Fire, Schedule, Scheduler};
 pub struct Config {
     /// The directory of pipeline files.
     pub project: PathBuf,
-    /// Where the state store, scratch files and load packages live (default `<project>/.weir`).
+    /// Where scratch files and load packages live (default `<project>/.weir`); instances sharing a store must
+    /// share this directory too, so one can resume another's staged loads.
     pub state_dir: PathBuf,
+    /// The state store: a SQLite file (default `<state_dir>/state.db`) or a PostgreSQL database that several
+    /// instances share.
+    pub state: StateLocation,
+    /// How long an instance of a shared store may miss heartbeats before its runs are taken over.
+    pub lease: Duration,
     pub listen: SocketAddr,
     /// Runs at once across all pipelines.
     pub max_runs: usize,
@@ -43,12 +49,14 @@ pub struct Config {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let project = Project::load(&config.project).with_context(|| format!("cannot read {}", config.project.display()))?;
     info!(pipelines = project.pipelines.len(), broken = project.broken.len(), "Loaded {} pipelines", project.pipelines.len());
-    let store = Arc::new(StateStore::open(&config.state_dir.join("state.db"))?);
+    let store = Arc::new(StateStore::at(&config.state).with_context(|| format!("cannot open the state store {}", config.state))?);
+    info!(instance = store.instance(), "State store: {} ({})", config.state, if store.is_shared() { "shared" } else { "embedded" });
     config.run_logs.attach(store.clone());
     let scheduler = Arc::new(Mutex::new(build_scheduler(&project, &store)));
     let runner = Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
     runner.resume_interrupted();
 
+    tokio::spawn(takeover_loop(runner.clone(), config.lease, shutdown.clone()));
     tokio::spawn(schedule_loop(runner.clone(), scheduler.clone(), shutdown.clone()));
     tokio::spawn(reload_loop(runner.clone(), scheduler.clone(), config.clone(), shutdown.clone()));
 
@@ -61,7 +69,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
 fn build_scheduler(project: &Project, store: &StateStore) -> Scheduler {
     let last_fire = |pipeline: &str| -> Option<DateTime<Utc>> {
-        let text = store.last_started(pipeline, "schedule").ok().flatten()?;
+        let text = store.last_fire(pipeline).ok().flatten()?;
         DateTime::parse_from_rfc3339(&text).ok().map(|t| t.to_utc())
     };
     Scheduler::new(project, Utc::now(), last_fire)
@@ -75,16 +83,32 @@ async fn schedule_loop(runner: Arc<Runner>, scheduler: Arc<Mutex<Scheduler>>, sh
             let mut s = scheduler.lock().unwrap_or_else(|p| p.into_inner());
             (s.due(now), s.next_due())
         };
-        for fire in fires {
-            runner.metrics.schedule_lag((now - fire.due).to_std().unwrap_or_default().as_secs_f64());
-            if let Err(e) = runner.trigger(&fire.pipeline, "schedule", Default::default(), None) {
-                warn!(pipeline = %fire.pipeline, "Scheduled run skipped: {e}");
-            }
+        if !fires.is_empty() {
+            runner.fire(fires);
         }
         let wait = next.and_then(|n| (n - Utc::now()).to_std().ok()).unwrap_or(Duration::ZERO).min(Duration::from_secs(1));
         tokio::select! {
             () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Marks the runs of processes and instances that are gone as interrupted, and resumes them here: a `weir run`
+/// killed while this server runs, or, in a shared store, the runs of an instance that stopped heartbeating.
+async fn takeover_loop(runner: Arc<Runner>, lease: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(weir_engine::state_store::postgres::HEARTBEAT * 2) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match runner.store().mark_abandoned_runs(lease) {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => {
+                warn!(runs = ?gone, "Found {} abandoned run(s)", gone.len());
+                runner.resume_interrupted();
+            }
+            Err(e) => warn!("Cannot check for abandoned runs: {e}"),
         }
     }
 }

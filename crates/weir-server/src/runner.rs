@@ -10,12 +10,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use weir_connectors::RunOutcome;
 use weir_engine::{CancellationToken, DeadLetterFilter, DeadLetters, Engine, ReplayReport, RunMetrics, RunOptions, RunReport, StateStore};
 
 use crate::metrics::Metrics;
 use crate::project::{Entry, Project};
+use crate::schedule::Fire;
 
 /// How a run started by the server ended.
 #[derive(Debug)]
@@ -94,24 +95,80 @@ impl Runner {
         self.start(pipeline, trigger, variables, payload, None)
     }
 
+    /// Starts the runs of schedules' fires, each once across every instance sharing the store: the fires are
+    /// claimed in the store first (one transaction), which also refuses a fire while its pipeline has its limit of
+    /// runs going on any instance. A refused fire is skipped, as the misfire policy `skip` would.
+    pub fn fire(self: &Arc<Self>, fires: Vec<Fire>) {
+        let shared = self.store().is_shared();
+        let wanted: Vec<(Fire, usize, String)> = {
+            let project = self.project();
+            fires
+                .into_iter()
+                .filter_map(|fire| {
+                    let limit = project.pipelines.get(&fire.pipeline)?.pipeline.settings.concurrency;
+                    // With others sharing the store, a fire goes to an instance that can start it now, not one that
+                    // would hold it while waiting for a slot.
+                    if shared && (self.slots.available_permits() == 0 || self.running(&fire.pipeline) >= limit) {
+                        debug!(pipeline = %fire.pipeline, "No free slot here; another instance may take the fire");
+                        return None;
+                    }
+                    let due = fire.due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    Some((fire, limit, due))
+                })
+                .collect()
+        };
+        let claims: Vec<(&str, &str, usize)> = wanted.iter().map(|(f, limit, due)| (f.pipeline.as_str(), due.as_str(), *limit)).collect();
+        let claimed = match self.store().claim_fires(&claims) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                warn!("Cannot claim {} scheduled fire(s) in the state store: {e}", claims.len());
+                return;
+            }
+        };
+        for ((fire, _, due), claimed) in wanted.iter().zip(claimed) {
+            if !claimed {
+                debug!(pipeline = %fire.pipeline, %due, "Fire taken by another instance, or the pipeline is at its limit");
+                continue;
+            }
+            self.metrics.schedule_lag((Utc::now() - fire.due).to_std().unwrap_or_default().as_secs_f64());
+            if let Err(e) = self.trigger(&fire.pipeline, "schedule", BTreeMap::new(), None) {
+                warn!(pipeline = %fire.pipeline, "Scheduled run skipped: {e}");
+            }
+        }
+    }
+
     /// Resumes the pipelines' runs whose process died (`weir run` or an earlier `weir serve` killed, a machine
-    /// that lost power): each goes on from its last checkpoint.
+    /// that lost power, an instance sharing the store that stopped heartbeating): each is claimed, so one
+    /// instance resumes it, and goes on from its last checkpoint.
     pub fn resume_interrupted(self: &Arc<Self>) {
         // A run fed by a webhook request cannot be resumed without it; its sender, never acknowledged, sends again.
-        let names: Vec<String> = self
+        let names: Vec<(String, usize)> = self
             .project()
             .pipelines
             .iter()
             .filter(|(_, e)| !e.pipeline.steps.iter().any(|s| matches!(s.kind, weir_spec::StepKind::ReadWebhook(_))))
-            .map(|(n, _)| n.clone())
+            .map(|(n, e)| (n.clone(), e.pipeline.settings.concurrency))
             .collect();
-        for name in names {
+        for (name, limit) in names {
             let Ok(found) = self.store().resumable_run(&name, None) else { continue };
             let interrupted = self.store().run(&found.run_id).ok().flatten().and_then(|r| r.error).is_some_and(|e| e.starts_with("interrupted"));
-            if interrupted {
-                info!(pipeline = %name, run_id = %found.run_id, "Resuming interrupted run {}", found.run_id);
-                if let Err(e) = self.start(&name, "resume", BTreeMap::new(), None, Some(found.run_id)) {
-                    warn!(pipeline = %name, "Cannot resume: {e}");
+            if !interrupted || self.running(&name) >= limit {
+                continue;
+            }
+            match self.store().claim_interrupted(&found.run_id) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!(pipeline = %name, "Cannot claim run {}: {e}", found.run_id);
+                    continue;
+                }
+            }
+            info!(pipeline = %name, run_id = %found.run_id, "Resuming interrupted run {}", found.run_id);
+            if let Err(e) = self.start(&name, "resume", BTreeMap::new(), None, Some(found.run_id.clone())) {
+                warn!(pipeline = %name, "Cannot resume: {e}");
+                let released = format!("interrupted: not resumed by {} ({e})", self.store().instance());
+                if let Err(e) = self.store().finish_run(&found.run_id, &name, Err((&released, None)), &[]) {
+                    warn!(pipeline = %name, "Cannot release run {}: {e}", found.run_id);
                 }
             }
         }

@@ -23,11 +23,15 @@ impl Schedule {
         trigger.every.map(|d| Self::Every(d.0))
     }
 
-    /// The first fire strictly after `t` (for `every`, counted from `t`).
+    /// The first fire strictly after `t`. An interval fires on a grid counted from the Unix epoch (`every: 15m` at
+    /// :00, :15, :30 and :45), so every instance sharing a store, and every restart, agrees on its fire times.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Self::Cron(cron) => cron.next_after(t),
-            Self::Every(d) => chrono::Duration::from_std(*d).ok().map(|d| t + d),
+            Self::Every(d) => {
+                let step = i64::try_from(d.as_millis()).ok().filter(|s| *s > 0)?;
+                DateTime::from_timestamp_millis((t.timestamp_millis().div_euclid(step) + 1) * step)
+            }
         }
     }
 }
@@ -72,12 +76,7 @@ impl Scheduler {
                         Misfire::Skip => tracing::info!(pipeline = %name, "Skipping the fires missed since {due} (misfire: skip)"),
                     }
                 }
-                // An interval restarts from its last fire, so a restart does not shift it; a cron is wall-clock.
-                let from = match (&schedule, last) {
-                    (Schedule::Every(_), Some(last)) if missed.is_none() => last,
-                    _ => now,
-                };
-                if let Some(next) = schedule.next_after(from) {
+                if let Some(next) = schedule.next_after(now) {
                     scheduler.entries.push(Entry { pipeline: name.clone(), schedule, next });
                 }
             }

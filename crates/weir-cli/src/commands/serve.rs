@@ -24,11 +24,18 @@ pub struct ServeArgs {
     /// How often pipeline files are checked for changes, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub reload_secs: f64,
+    /// With a shared store (`--state postgres://…`): seconds an instance may miss its heartbeat (written every
+    /// second) before another instance takes its runs over and resumes them from their last checkpoint.
+    #[arg(long, default_value_t = 15.0)]
+    pub lease_secs: f64,
 }
 
 pub async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = global.state_dir.clone().unwrap_or_else(|| args.project.join(".weir"));
     let config = weir_server::Config {
-        state_dir: global.state_dir.clone().unwrap_or_else(|| args.project.join(".weir")),
+        state: global.state_location(&state_dir),
+        state_dir,
+        lease: Duration::from_secs_f64(args.lease_secs.max(3.0)),
         project: args.project,
         listen: args.listen,
         max_runs: args.max_runs.max(1),

@@ -204,3 +204,13 @@ steps:
     assert!(p.ok_log(&["run", "p.yaml"]).contains("Action complete: 1 rows affected"));
     assert_eq!(db.rows("SELECT id FROM orders WHERE note = 'archived'"), ["1"]);
 }
+
+#[test]
+fn rows_mariadb_refuses_go_to_the_dead_letters() {
+    let db = TestMyDb::new();
+    db.exec(common::REFUSING_TABLE);
+    let p = Project::new().env("DB_URL", &db.url());
+    let refused = common::refused_rows(&p, "mysql");
+    assert!(refused[0].1.contains("Duplicate entry") && refused[1].1.contains("cannot be null") && refused[2].1.contains("CONSTRAINT"), "{refused:?}");
+    assert_eq!(db.rows("SELECT count(*), sum(amount) FROM t"), [format!("{}|{}", 1 + 197, 1 + (2..=200).sum::<i64>() - 17 - 50)]);
+}

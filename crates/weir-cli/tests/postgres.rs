@@ -348,3 +348,64 @@ fn a_state_store_in_postgres_keeps_runs_state_logs_and_dead_letters() {
     let out = p.fails(&["runs", "pipeline.yaml"], 2);
     assert!(out.contains("postgres://weir:***@127.0.0.1:1/state") && !out.contains("hunter2"), "{out}");
 }
+
+#[test]
+fn rows_the_database_refuses_go_to_the_dead_letters_and_replay_once_it_is_fixed() {
+    let db = TestDb::new();
+    db.exec("CREATE TABLE t (id bigint PRIMARY KEY, email text NOT NULL, amount bigint CHECK (amount >= 0)); INSERT INTO t VALUES (1, 'old@x.io', 1)");
+    let p = Project::new().env("DB_URL", &db.url());
+    let mut csv = String::from("id,email,amount\n");
+    for id in 2..=1000 {
+        let (email, amount) = match id {
+            17 => (String::new(), 5),
+            500 => (format!("u{id}@x.io"), -3),
+            _ => (format!("u{id}@x.io"), id),
+        };
+        csv.push_str(&format!("{id},{email},{amount}\n"));
+    }
+    csv.push_str("1,dup@x.io,9\n");
+    p.file("data/in.csv", &csv);
+    let pipeline = |mode: &str, on_error: &str| {
+        format!(
+            "name: load\nconnections:\n  db: {{ kind: postgres, url: \"${{DB_URL}}\" }}\nsteps:\n  rows:\n    read_csv: {{ path: data/in.csv }}\n  \
+             out:\n    on_error: {on_error}\n    write_db: {{ input: rows, connection: db, table: t, mode: {mode}, keys: [id] }}\n"
+        )
+    };
+    p.file("p.yaml", &pipeline("append", "fail"));
+    let out = p.fails(&["run", "p.yaml"], 2);
+    assert!(out.contains("violates"), "on_error: fail stops at the first refusal:\n{out}");
+    assert_eq!(db.rows("SELECT count(*) FROM t"), ["1"], "and loads nothing");
+
+    p.file("p.yaml", &pipeline("append", "dead_letter"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(db.rows("SELECT count(*), sum(amount) FROM t"), [format!("{}|{}", 1 + 997, 1 + (2..=1000).sum::<i64>() - 17 - 500)]);
+    let letters = p.dlq("p.yaml");
+    let mut refused: Vec<(i64, String)> =
+        letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap().to_string())).collect();
+    refused.sort();
+    assert_eq!(refused.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 17, 500], "{refused:?}");
+    assert!(refused[0].1.contains("duplicate key") && refused[1].1.contains("not-null") && refused[2].1.contains("t_amount_check"), "{refused:?}");
+    assert_eq!(letters[0]["step"], "out");
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--json"])).unwrap();
+    let id = runs["runs"][0]["run_id"].as_str().unwrap();
+    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--run", id, "--json"])).unwrap();
+    let out = steps.iter().find(|s| s["step"] == "out").unwrap();
+    assert_eq!((out["rows_out"].as_u64(), out["rows_invalid"].as_u64()), (Some(997), Some(3)), "{out}");
+
+    // The destination is fixed: the empty email and the negative amount are allowed now. The duplicate key is still
+    // refused in append mode, and stays with one more retry.
+    db.exec("ALTER TABLE t ALTER COLUMN email DROP NOT NULL; ALTER TABLE t DROP CONSTRAINT t_amount_check");
+    let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
+    assert!(log.contains("2 went through and were removed, 1 failed again"), "{log}");
+    let left = p.dlq("p.yaml");
+    assert_eq!((left.len(), left[0]["record"]["id"].as_i64(), left[0]["retry_count"].as_i64()), (1, Some(1), Some(1)));
+    assert_eq!(db.rows("SELECT count(*) FROM t"), ["1000"]);
+
+    // In upsert mode the duplicate key is an update, and a refused row is isolated the same way.
+    db.exec("ALTER TABLE t ADD CONSTRAINT small CHECK (amount < 2000)");
+    p.file("data/in.csv", "id,email,amount\n1,dup@x.io,9\n2,a@x.io,5000\n3,b@x.io,3\n");
+    p.file("p.yaml", &pipeline("upsert", "skip"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(db.rows("SELECT id, amount FROM t WHERE id <= 3 ORDER BY id"), ["1|9", "2|2", "3|3"]);
+    assert_eq!(p.dlq("p.yaml").len(), 1, "skip keeps no new dead letter");
+}

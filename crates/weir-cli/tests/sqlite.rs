@@ -235,3 +235,12 @@ fn dead_letters_kept_in_a_sqlite_table() {
     assert!(p.ok(&["dlq", "purge", "orders.yaml", "--step", "checked"]).contains("purged 1"));
     assert_eq!(dlq("SELECT CAST(count(*) AS TEXT) FROM weir_dead_letters"), "0");
 }
+
+#[test]
+fn rows_sqlite_refuses_go_to_the_dead_letters() {
+    let p = Project::new().env("DB_URL", "sqlite://db.sqlite");
+    Connection::open(p.path().join("db.sqlite")).unwrap().execute_batch(common::REFUSING_TABLE).unwrap();
+    let refused = common::refused_rows(&p, "sqlite");
+    assert!(refused[0].1.contains("UNIQUE constraint failed") && refused[1].1.contains("NOT NULL") && refused[2].1.contains("CHECK"), "{refused:?}");
+    assert_eq!(rows(&p, "SELECT count(*), sum(amount) FROM t"), [format!("{}|{}", 1 + 197, 1 + (2..=200).sum::<i64>() - 17 - 50)]);
+}

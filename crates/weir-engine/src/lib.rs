@@ -31,4 +31,5 @@ pub use retry::{Patience, retry_delays, with_retries};
 pub use run_logs::{LogSink, RunLogLayer};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes, step_graph};
 pub use tokio_util::sync::CancellationToken;
+pub use transforms::rows_as_json;
 pub use state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateLocation, StateStore, StepMetricsRow};

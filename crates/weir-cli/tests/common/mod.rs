@@ -163,3 +163,29 @@ pub fn over_budget(p: &Project, kind: &str) -> String {
     );
     "budget.yaml".to_string()
 }
+
+/// The DDL of table `t` for [`refused_rows`]: a key, a NOT NULL column and a CHECK, holding id 1.
+pub const REFUSING_TABLE: &str =
+    "CREATE TABLE t (id BIGINT PRIMARY KEY, email VARCHAR(100) NOT NULL, amount BIGINT CHECK (amount >= 0)); INSERT INTO t VALUES (1, 'old@x.io', 1)";
+
+/// Appends 200 rows into [`REFUSING_TABLE`] of a `kind` connection with `on_error: dead_letter`: id 1 repeats the
+/// table's key, id 17 has no email, id 50 a negative amount. The rest must load and those three must be dead
+/// letters of step `out` naming the database's reason; returns the reasons by id.
+pub fn refused_rows(p: &Project, kind: &str) -> Vec<(i64, String)> {
+    let mut csv = String::from("id,email,amount\n1,dup@x.io,9\n");
+    for id in 2..=200 {
+        let email = if id == 17 { String::new() } else { format!("u{id}@x.io") };
+        let amount = if id == 50 { -3 } else { id };
+        csv.push_str(&format!("{id},{email},{amount}\n"));
+    }
+    let file = load_csv(p, kind, &csv, "mode: append");
+    p.file(&file, &p.read(&file).replace("  out:\n", "  out:\n    on_error: dead_letter\n"));
+    p.ok(&["run", &file]);
+    let letters = p.dlq(&file);
+    assert!(letters.iter().all(|l| l["step"] == "out"), "{letters:?}");
+    let mut refused: Vec<(i64, String)> =
+        letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap().to_string())).collect();
+    refused.sort();
+    assert_eq!(refused.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 17, 50], "{refused:?}");
+    refused
+}

@@ -8,8 +8,12 @@ use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::lit;
-use weir_engine::StepContext;
+use datafusion::arrow::array::RecordBatch;
+use weir_engine::{NewDeadLetter, StepContext};
 use weir_spec::WriteDb;
+
+/// The columns [`with_audit_columns`] adds.
+pub const AUDIT_COLUMNS: [&str; 2] = ["_weir_run_id", "_weir_loaded_at"];
 
 /// The input, with `_weir_run_id` and `_weir_loaded_at` when the step asks for them.
 pub fn with_audit_columns(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<DataFrame> {
@@ -18,7 +22,25 @@ pub fn with_audit_columns(spec: &WriteDb, cx: &StepContext, input: DataFrame) ->
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
     let loaded_at = ScalarValue::TimestampMicrosecond(Some(now), Some("UTC".into()));
-    input.with_column("_weir_run_id", lit(cx.run_id.clone()))?.with_column("_weir_loaded_at", lit(loaded_at))
+    input.with_column(AUDIT_COLUMNS[0], lit(cx.run_id.clone()))?.with_column(AUDIT_COLUMNS[1], lit(loaded_at))
+}
+
+/// A row of `batch` the destination refused, as the step's dead letter: the row as the step was given it (without
+/// the audit columns Weir added) and the database's reason. `position` counts the load's rows from 1.
+pub fn refused_row(cx: &StepContext, batch: &RecordBatch, row: usize, position: u64, destination: (&str, &str), why: &str) -> Result<NewDeadLetter> {
+    let (table, connection) = destination;
+    let mut record = weir_engine::rows_as_json(&batch.slice(row, 1))?.pop().unwrap_or_default();
+    if let Some(fields) = record.as_object_mut() {
+        for audit in AUDIT_COLUMNS {
+            fields.remove(audit);
+        }
+    }
+    Ok(NewDeadLetter {
+        step: cx.step.clone(),
+        record,
+        error: format!("`{table}` refused the row: {why}"),
+        origin: Some(format!("row {position} of the load into `{table}` on `{connection}`")),
+    })
 }
 
 /// The input columns that go into the table: all but the delete flag. Fails when a key or the flag is missing.

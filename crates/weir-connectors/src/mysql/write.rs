@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value};
 use tracing::info;
 use weir_engine::{Batch, Patience, PendingLoad, StepContext};
-use weir_spec::{DbWriteMode, WriteDb};
+use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::types::{arrow_type, ddl_type, values};
 use super::{connect, my_error, quote_ident, quote_table};
@@ -46,7 +46,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
         client.query_drop(CHECKPOINTS).await.map_err(|e| my_error(&format!("cannot create weir_checkpoints on `{}`", conn.name), e))?;
     }
     target.run(&mut client, "START TRANSACTION", "cannot start a transaction on").await?;
-    let loaded = match load(spec, &mut client, &target, &columns, input, Batch::is_first(cx.batch)).await {
+    let loaded = match load(spec, cx, &mut client, &target, &columns, input).await {
         Ok(rows) => match cx.batch {
             Some(batch) => record_checkpoint(&mut client, cx, batch, rows, &conn.name).await.map(|()| rows),
             None => Ok(rows),
@@ -206,17 +206,17 @@ fn create_table(spec: &WriteDb, target: &Target, fields: &[&Field]) -> Result<St
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
 /// the table before.
-async fn load(spec: &WriteDb, client: &mut Conn, target: &Target, columns: &[Field], input: DataFrame, first: bool) -> Result<u64> {
-    if spec.mode == DbWriteMode::Replace && first {
+async fn load(spec: &WriteDb, cx: &StepContext, client: &mut Conn, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {
+    if spec.mode == DbWriteMode::Replace && Batch::is_first(cx.batch) {
         // Not TRUNCATE: MySQL commits it at once, and readers would see an empty table.
         target.run(client, &format!("DELETE FROM {}", target.quoted), "cannot empty").await?;
     }
     let names: Vec<String> = columns.iter().map(|c| c.name().clone()).collect();
     let key_indices: Vec<usize> =
         spec.keys.iter().map(|k| names.iter().position(|n| n == k).expect("keys were checked against the input")).collect();
-    let statement = Statement { target, names: &names, key_indices: &key_indices };
+    let statement = Statement { target, names: &names, key_indices: &key_indices, isolate: cx.on_error != OnError::Fail };
     let mut stream = input.execute_stream().await?;
-    let (mut rows, mut deleted) = (0u64, 0u64);
+    let (mut rows, mut deleted, mut refused_rows) = (0u64, 0u64, 0u64);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let values = columns
@@ -229,8 +229,9 @@ async fn load(spec: &WriteDb, client: &mut Conn, target: &Target, columns: &[Fie
             })
             .collect::<Result<Vec<_>>>()?;
         let n = batch.num_rows();
+        let mut refused = Vec::new();
         match spec.mode {
-            DbWriteMode::Append | DbWriteMode::Replace => statement.insert(client, &values, 0..n, false).await?,
+            DbWriteMode::Append | DbWriteMode::Replace => refused = statement.insert(client, &values, 0..n, false).await?,
             DbWriteMode::Delete => deleted += statement.delete(client, &values, 0..n).await?,
             DbWriteMode::Upsert => {
                 // Runs of rows with the same delete flag, applied in input order so the last event per key wins.
@@ -242,16 +243,23 @@ async fn load(spec: &WriteDb, client: &mut Conn, target: &Target, columns: &[Fie
                     if flagged {
                         deleted += statement.delete(client, &values, start..end).await?;
                     } else {
-                        statement.insert(client, &values, start..end, true).await?;
+                        refused.extend(statement.insert(client, &values, start..end, true).await?);
                     }
                     start = end;
                 }
             }
         }
+        let letters = refused
+            .iter()
+            .map(|(r, why)| db_load::refused_row(cx, &batch, *r, rows + *r as u64 + 1, (&target.name, &target.connection), why))
+            .collect::<Result<Vec<_>>>()?;
+        refused_rows += letters.len() as u64;
+        cx.reject(letters)?;
         rows += n as u64;
     }
-    info!(table = %target.name, rows, deleted, "Wrote {rows} rows to {} ({deleted} deleted)", target.name);
-    Ok(rows)
+    let loaded = rows - refused_rows;
+    info!(table = %target.name, rows, deleted, refused = refused_rows, "Wrote {loaded} of {rows} rows to {} ({deleted} deleted)", target.name);
+    Ok(loaded)
 }
 
 /// The `delete_when` column as booleans (NULL is false), if the step has one.
@@ -269,6 +277,8 @@ struct Statement<'a> {
     target: &'a Target,
     names: &'a [String],
     key_indices: &'a [usize],
+    /// Whether rows the database refuses are handed back (`on_error` other than `fail`) rather than failing the load.
+    isolate: bool,
 }
 
 impl Statement<'_> {
@@ -276,7 +286,10 @@ impl Statement<'_> {
         ROWS_PER_STATEMENT.min(MAX_PARAMS / columns.max(1)).max(1)
     }
 
-    async fn insert(&self, client: &mut Conn, values: &[Vec<Value>], rows: Range<usize>, upsert: bool) -> Result<()> {
+    /// Inserts `rows` of the batch; returns the rows the database refused for their data, with its reason, when
+    /// isolating. InnoDB undoes only a failed statement, so a refused statement is split in halves until the
+    /// refused rows stand alone.
+    async fn insert(&self, client: &mut Conn, values: &[Vec<Value>], rows: Range<usize>, upsert: bool) -> Result<Vec<(usize, String)>> {
         let columns = self.names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ");
         let row = format!("({})", vec!["?"; self.names.len()].join(", "));
         let on_duplicate = if upsert {
@@ -290,17 +303,30 @@ impl Statement<'_> {
             String::new()
         };
         let step = self.rows_per_statement(self.names.len());
-        for start in rows.clone().step_by(step) {
-            let end = (start + step).min(rows.end);
+        let mut pending: Vec<Range<usize>> = rows.clone().step_by(step).map(|start| start..(start + step).min(rows.end)).rev().collect();
+        let mut refused = Vec::new();
+        while let Some(Range { start, end }) = pending.pop() {
             let sql = format!(
                 "INSERT INTO {} ({columns}) VALUES {}{on_duplicate}",
                 self.target.quoted,
                 vec![row.as_str(); end - start].join(", ")
             );
             let params: Vec<Value> = (start..end).flat_map(|r| values.iter().map(move |c| c[r].clone())).collect();
-            client.exec_drop(sql, Params::Positional(params)).await.map_err(|e| self.rows_error("cannot insert into", start, end, e))?;
+            match client.exec_drop(sql, Params::Positional(params)).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) if self.isolate && matches!(&e.state[..2], "22" | "23") => {
+                    if end - start > 1 {
+                        let middle = start + (end - start) / 2;
+                        pending.push(middle..end);
+                        pending.push(start..middle);
+                    } else {
+                        refused.push((start, format!("{} (error {}, SQLSTATE {})", e.message, e.code, e.state)));
+                    }
+                }
+                Err(e) => return Err(self.rows_error("cannot insert into", start, end, e)),
+            }
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Deletes the rows whose keys appear in `rows` of the input; returns how many were deleted.

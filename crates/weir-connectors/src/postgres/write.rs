@@ -2,6 +2,10 @@
 //! (or, with `settings.commit_every`, one per batch, which records its checkpoint in `weir_checkpoints`):
 //! create or evolve the table, then binary COPY straight into it (`append`, `replace`) or into a temporary staging
 //! table that one `INSERT … ON CONFLICT` / `DELETE … USING` applies (`upsert`, `delete`).
+//!
+//! With `on_error: dead_letter` (or `skip`), `append`, `replace` and `upsert` go through the staging table, and a
+//! statement the database refuses for its rows (a constraint or a data error) is split in halves under savepoints
+//! until the refused rows stand alone: they go to the step's dead letters with the database's reason, the rest load.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,8 +19,8 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::info;
-use weir_engine::{Batch, Patience, PendingLoad, StepContext};
-use weir_spec::{DbWriteMode, WriteDb};
+use weir_engine::{Batch, NewDeadLetter, Patience, PendingLoad, StepContext};
+use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::types::{arrow_type, ddl_type};
 use super::{checkpoint, connect, copy, pg_error, quote_ident, quote_table};
@@ -34,7 +38,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     }
     let target = Target { client: &client, name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
     target.run("BEGIN", "cannot start a transaction on").await?;
-    let loaded = match load(spec, &target, input, Batch::is_first(cx.batch)).await {
+    let loaded = match load(spec, cx, &target, input, Batch::is_first(cx.batch)).await {
         Ok(rows) => match cx.batch {
             Some(batch) => checkpoint::record(&client, cx, batch, rows, &conn.name).await.map(|()| rows),
             None => Ok(rows),
@@ -96,7 +100,7 @@ struct LoadColumn {
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
 /// the table before.
-async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame, first: bool) -> Result<u64> {
+async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: DataFrame, first: bool) -> Result<u64> {
     let input_schema: SchemaRef = input.schema().inner().clone();
     let data_fields = db_load::data_fields(spec, &input_schema)?;
 
@@ -123,7 +127,15 @@ async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame, first: bool
 
     let names = |cols: &[&LoadColumn]| cols.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let all: Vec<&LoadColumn> = columns.iter().collect();
+    let isolate = cx.on_error != OnError::Fail && spec.delete_when.is_none();
     let rows = match spec.mode {
+        DbWriteMode::Append | DbWriteMode::Replace if isolate => {
+            if spec.mode == DbWriteMode::Replace && first {
+                target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
+            }
+            let insert = format!("INSERT INTO {} ({})", target.quoted, names(&all));
+            apply_isolating(spec, cx, target, &all, (&insert, ""), input, |e| target.error("cannot load into", e)).await?
+        }
         DbWriteMode::Append => copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?,
         DbWriteMode::Replace => {
             if first {
@@ -131,7 +143,7 @@ async fn load(spec: &WriteDb, target: &Target<'_>, input: DataFrame, first: bool
             }
             copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?
         }
-        DbWriteMode::Upsert => upsert(spec, target, &all, input).await?,
+        DbWriteMode::Upsert => upsert(spec, cx, target, &all, input).await?,
         DbWriteMode::Delete => {
             let keys: Vec<&LoadColumn> = columns.iter().filter(|c| spec.keys.contains(&c.name)).collect();
             stage(target, &keys, false).await?;
@@ -244,25 +256,27 @@ async fn stage(target: &Target<'_>, columns: &[&LoadColumn], with_delete_flag: b
             "cannot stage rows for",
         )
         .await?;
-    if with_delete_flag {
-        target
-            .run(
-                "ALTER TABLE weir_stage ADD COLUMN weir_delete boolean, ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY",
-                "cannot stage rows for",
-            )
-            .await?;
-    }
+    // The order rows arrived in: the last event per key wins, and refused rows are found by their place.
+    let extra = if with_delete_flag { "ADD COLUMN weir_delete boolean, " } else { "" };
+    target
+        .run(&format!("ALTER TABLE weir_stage {extra}ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY"), "cannot stage rows for")
+        .await?;
     Ok(())
 }
 
-async fn upsert(spec: &WriteDb, target: &Target<'_>, columns: &[&LoadColumn], input: DataFrame) -> Result<u64> {
+async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: &[&LoadColumn], input: DataFrame) -> Result<u64> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let flag = spec.delete_when.as_deref();
+    let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+    if cx.on_error != OnError::Fail && flag.is_none() {
+        let insert = format!("INSERT INTO {} AS t ({names})", target.quoted);
+        let conflict = format!(" ON CONFLICT ({keys}) {}", conflict_action(spec, columns));
+        return apply_isolating(spec, cx, target, columns, (&insert, &conflict), input, |e| upsert_error(target, &keys, e)).await;
+    }
     stage(target, columns, flag.is_some()).await?;
     let copy_columns = if flag.is_some() { format!("{names}, weir_delete") } else { names.clone() };
     let rows = copy_in(target, &format!("weir_stage ({copy_columns})"), columns, flag, input).await?;
 
-    let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     // With deletes, several events per key are expected (a CDC stream): the last one wins.
     let source = if flag.is_some() {
         target
@@ -285,32 +299,107 @@ async fn upsert(spec: &WriteDb, target: &Target<'_>, columns: &[&LoadColumn], in
     } else {
         "weir_stage"
     };
-    let others: Vec<&&LoadColumn> = columns.iter().filter(|c| !spec.keys.contains(&c.name)).collect();
-    let action = if others.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        let set = others.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-        let old = others.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-        let new = others.iter().map(|c| format!("EXCLUDED.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-        // Only rows that really change are rewritten: fewer dead tuples, and `updated` counts real changes.
-        format!("DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})")
-    };
+    let action = conflict_action(spec, columns);
     let sql = format!("INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action}", target.quoted);
     info!(table = %target.name, "Merging: {sql}");
-    let changed = target.client.execute(&sql, &[]).await.map_err(|e| {
-        let hint = match e.code() {
-            Some(c) if *c == SqlState::INVALID_COLUMN_REFERENCE => {
-                format!(". Upsert needs a primary key or unique index on ({keys}) of `{}`", target.name)
-            }
-            Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
-                ". The input has several rows with the same key: add a dedup step before this one".to_string()
-            }
-            _ => return target.error("cannot upsert into", &e),
-        };
-        DataFusionError::External(format!("{}{hint}", target.error("cannot upsert into", &e)).into())
-    })?;
+    let changed = target.client.execute(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
     info!(table = %target.name, staged = rows, changed, "Upserted {rows} rows into {}: {changed} inserted or changed", target.name);
     Ok(rows)
+}
+
+/// An upsert's failure, with a hint where the cause is common.
+fn upsert_error(target: &Target<'_>, keys: &str, e: &tokio_postgres::Error) -> DataFusionError {
+    let hint = match e.code() {
+        Some(c) if *c == SqlState::INVALID_COLUMN_REFERENCE => {
+            format!(". Upsert needs a primary key or unique index on ({keys}) of `{}`", target.name)
+        }
+        Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
+            ". The input has several rows with the same key: add a dedup step before this one".to_string()
+        }
+        _ => return target.error("cannot upsert into", e),
+    };
+    DataFusionError::External(format!("{}{hint}", target.error("cannot upsert into", e)).into())
+}
+
+/// What an upsert does with a row whose key exists: update the other columns, only where they differ (fewer dead
+/// tuples, and the changed count counts real changes).
+fn conflict_action(spec: &WriteDb, columns: &[&LoadColumn]) -> String {
+    let others: Vec<&&LoadColumn> = columns.iter().filter(|c| !spec.keys.contains(&c.name)).collect();
+    if others.is_empty() {
+        return "DO NOTHING".to_string();
+    }
+    let set = others.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+    let old = others.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+    let new = others.iter().map(|c| format!("EXCLUDED.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+    format!("DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})")
+}
+
+/// Stages the input, then applies it with `insert` (`INSERT INTO t (columns)`, followed by `SELECT … FROM
+/// weir_stage` and the `ON CONFLICT` clause, if any) in ranges of staged rows: a range the database refuses for its
+/// data is rolled back to its savepoint and split, down to single rows, which are handed to the step's `on_error`
+/// with the reason. Any other failure is `fail`'s. Returns the rows loaded.
+async fn apply_isolating(
+    spec: &WriteDb,
+    cx: &StepContext,
+    target: &Target<'_>,
+    columns: &[&LoadColumn],
+    (insert, conflict): (&str, &str),
+    input: DataFrame,
+    fail: impl Fn(&tokio_postgres::Error) -> DataFusionError,
+) -> Result<u64> {
+    let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    stage(target, columns, false).await?;
+    let staged = copy_in(target, &format!("weir_stage ({names})"), columns, None, input).await?;
+    // A dead letter holds the row as the step was given it, without the audit columns Weir added.
+    let record_columns = columns
+        .iter()
+        .filter(|c| !(spec.audit_columns && db_load::AUDIT_COLUMNS.contains(&c.name.as_str())))
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut ranges = vec![(1i64, staged as i64)];
+    let mut refused = Vec::new();
+    while let Some((first, last)) = ranges.pop() {
+        if first > last {
+            continue;
+        }
+        target.run("SAVEPOINT weir_rows", "cannot set a savepoint on").await?;
+        let sql = format!("{insert} SELECT {names} FROM weir_stage WHERE weir_seq BETWEEN {first} AND {last}{conflict}");
+        match target.client.execute(&sql, &[]).await {
+            Ok(_) => {
+                target.run("RELEASE SAVEPOINT weir_rows", "cannot release a savepoint on").await?;
+            }
+            Err(e) if e.code().is_some_and(|c| matches!(&c.code()[..2], "22" | "23")) => {
+                target.run("ROLLBACK TO SAVEPOINT weir_rows", "cannot roll back to a savepoint on").await?;
+                target.run("RELEASE SAVEPOINT weir_rows", "cannot release a savepoint on").await?;
+                if first < last {
+                    let middle = first + (last - first) / 2;
+                    ranges.push((middle + 1, last));
+                    ranges.push((first, middle));
+                    continue;
+                }
+                let record: String = target
+                    .client
+                    .query_one(&format!("SELECT row_to_json(r)::text FROM (SELECT {record_columns} FROM weir_stage WHERE weir_seq = $1) r"), &[&first])
+                    .await
+                    .map_err(|e| target.error("cannot read a refused row back from the staging of", &e))?
+                    .get(0);
+                refused.push(NewDeadLetter {
+                    step: cx.step.clone(),
+                    record: serde_json::from_str(&record).map_err(|e| DataFusionError::External(Box::new(e)))?,
+                    error: format!("`{}` refused the row: {}", target.name, super::pg_message(&e)),
+                    origin: Some(format!("row {first} of the load into `{}` on `{}`", target.name, target.connection)),
+                });
+            }
+            Err(e) => return Err(fail(&e)),
+        }
+    }
+    let loaded = staged - refused.len() as u64;
+    if !refused.is_empty() {
+        info!(table = %target.name, refused = refused.len(), "`{}` refused {} of {staged} rows; {loaded} loaded", target.name, refused.len());
+    }
+    cx.reject(refused)?;
+    Ok(loaded)
 }
 
 fn key_match(keys: &[String]) -> String {

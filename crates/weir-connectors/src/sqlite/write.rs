@@ -1,7 +1,8 @@
 //! `write_db` on SQLite: one `BEGIN IMMEDIATE` transaction holds the DDL and every row, committed only when the
 //! whole run succeeds. Rows go through cached prepared statements in input order: `INSERT` (`append`, `replace`
 //! after `DELETE`), `INSERT … ON CONFLICT (keys) DO UPDATE` (`upsert`), `DELETE … WHERE keys = …` (`delete` and the
-//! `delete_when` rows of an upsert).
+//! `delete_when` rows of an upsert). With `on_error: dead_letter` (or `skip`), a row the database refuses (a
+//! constraint) goes to the step's dead letters and the rest load: SQLite undoes only the refused statement.
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -14,7 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use tracing::info;
 use weir_engine::{Batch, PendingLoad, StepContext};
-use weir_spec::{DbWriteMode, WriteDb};
+use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, sqlite_error};
 use crate::common::db_load::{self, canonical};
@@ -31,7 +32,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
     db.execute_batch("BEGIN IMMEDIATE").map_err(|e| target.error("cannot start a transaction on", e))?;
     let loaded = match prepare_table(spec, &db, &target, &fields) {
-        Ok(columns) => load(spec, &mut db, &target, &columns, input, Batch::is_first(cx.batch)).await,
+        Ok(columns) => load(spec, cx, &mut db, &target, &columns, input).await,
         Err(e) => Err(e),
     };
     let loaded = match (loaded, cx.batch) {
@@ -132,8 +133,8 @@ fn create_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fie
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
 /// the table before.
-async fn load(spec: &WriteDb, db: &mut Connection, target: &Target, columns: &[Field], input: DataFrame, first: bool) -> Result<u64> {
-    if spec.mode == DbWriteMode::Replace && first {
+async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {
+    if spec.mode == DbWriteMode::Replace && Batch::is_first(cx.batch) {
         db.execute_batch(&format!("DELETE FROM {}", target.quoted)).map_err(|e| target.error("cannot empty", e))?;
     }
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name())).collect();
@@ -157,8 +158,9 @@ async fn load(spec: &WriteDb, db: &mut Connection, target: &Target, columns: &[F
         key_indices.iter().map(|i| format!("{} = ?", names[*i])).collect::<Vec<_>>().join(" AND ")
     );
 
+    let isolate = cx.on_error != OnError::Fail;
     let mut stream = input.execute_stream().await?;
-    let (mut rows, mut deleted) = (0u64, 0usize);
+    let (mut rows, mut deleted, mut refused_rows) = (0u64, 0usize, 0u64);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let values = columns
@@ -181,6 +183,7 @@ async fn load(spec: &WriteDb, db: &mut Connection, target: &Target, columns: &[F
             None => None,
         };
         let written = rows;
+        let mut refused = Vec::new();
         // SQLite calls block; they run on this worker while the other workers go on.
         tokio::task::block_in_place(|| -> Result<()> {
             let mut insert = db.prepare_cached(if spec.mode == DbWriteMode::Upsert { &upsert } else { &insert })
@@ -201,17 +204,28 @@ async fn load(spec: &WriteDb, db: &mut Connection, target: &Target, columns: &[F
                     (Some(statement), true) => {
                         deleted += statement.execute(params_from_iter(key_indices.iter().map(|k| &values[*k][r]))).map_err(row_error)?;
                     }
-                    _ => {
-                        insert.execute(params_from_iter(values.iter().map(|c| &c[r]))).map_err(row_error)?;
-                    }
+                    _ => match insert.execute(params_from_iter(values.iter().map(|c| &c[r]))) {
+                        Ok(_) => {}
+                        Err(e) if isolate && e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                            refused.push((r, e.to_string()));
+                        }
+                        Err(e) => return Err(row_error(e)),
+                    },
                 }
             }
             Ok(())
         })?;
+        let letters = refused
+            .iter()
+            .map(|(r, why)| db_load::refused_row(cx, &batch, *r, written + *r as u64 + 1, (&target.name, &target.connection), why))
+            .collect::<Result<Vec<_>>>()?;
+        refused_rows += letters.len() as u64;
+        cx.reject(letters)?;
         rows += batch.num_rows() as u64;
     }
-    info!(table = %target.name, rows, deleted, "Wrote {rows} rows to {} ({deleted} deleted)", target.name);
-    Ok(rows)
+    let loaded = rows - refused_rows;
+    info!(table = %target.name, rows, deleted, refused = refused_rows, "Wrote {loaded} of {rows} rows to {} ({deleted} deleted)", target.name);
+    Ok(loaded)
 }
 
 /// One column of a batch as SQLite values; `array` already has its [`db_load::canonical_type`].

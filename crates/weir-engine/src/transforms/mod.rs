@@ -8,4 +8,4 @@ mod validate;
 pub use dedup::dedup;
 pub use map::{filter, map};
 pub use sql::{plan_sql, sql_inputs};
-pub use validate::ValidateTable;
+pub use validate::{ValidateTable, rows_as_json};

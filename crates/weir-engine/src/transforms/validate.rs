@@ -245,7 +245,7 @@ impl ValidateExec {
 }
 
 /// Rows of a batch as JSON objects, for dead letters.
-pub(crate) fn rows_as_json(batch: &RecordBatch) -> Result<Vec<serde_json::Value>> {
+pub fn rows_as_json(batch: &RecordBatch) -> Result<Vec<serde_json::Value>> {
     let mut writer = ArrayWriter::new(Vec::new());
     writer.write(batch)?;
     writer.finish()?;

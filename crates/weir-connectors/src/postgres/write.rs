@@ -250,18 +250,15 @@ fn widened(table: &Type, input: &DataType) -> Option<String> {
 /// A temporary table for the rows to apply, dropped at commit.
 async fn stage(target: &Target<'_>, columns: &[&LoadColumn], with_delete_flag: bool) -> Result<()> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    target
-        .run(
-            &format!("CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA", target.quoted),
-            "cannot stage rows for",
-        )
-        .await?;
-    // The order rows arrived in: the last event per key wins, and refused rows are found by their place.
+    // `weir_seq` is the order rows arrived in: the last event per key wins, and refused rows are found by their
+    // place. Both statements go in one round trip.
     let extra = if with_delete_flag { "ADD COLUMN weir_delete boolean, " } else { "" };
-    target
-        .run(&format!("ALTER TABLE weir_stage {extra}ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY"), "cannot stage rows for")
-        .await?;
-    Ok(())
+    let sql = format!(
+        "CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA; \
+         ALTER TABLE weir_stage {extra}ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY",
+        target.quoted
+    );
+    target.client.batch_execute(&sql).await.map_err(|e| target.error("cannot stage rows for", &e))
 }
 
 async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: &[&LoadColumn], input: DataFrame) -> Result<u64> {

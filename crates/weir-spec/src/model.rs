@@ -259,7 +259,7 @@ pub struct DeadLetterTarget {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub path: Option<Spanned<String>>,
-    /// A PostgreSQL or SQLite connection whose `table` holds them (created when missing).
+    /// A PostgreSQL, MySQL/MariaDB or SQLite connection whose `table` holds them (created when missing).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub connection: Option<Spanned<String>>,

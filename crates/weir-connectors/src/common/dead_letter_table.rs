@@ -1,6 +1,7 @@
-//! `settings.dead_letters: { connection, table }`: dead letters in a table of a PostgreSQL or SQLite connection,
-//! created when missing. The statements are the same on both (`CAST`, `$n` parameters); the engine calls these
-//! synchronously from inside a run, so PostgreSQL work runs on the runtime's blocking section.
+//! `settings.dead_letters: { connection, table }`: dead letters in a table of a PostgreSQL, MySQL/MariaDB or SQLite
+//! connection, created when missing. The statements are written once (`CAST`, `$n` parameters; for MySQL the
+//! parameters become `?` and the casts its own); the engine calls these synchronously from inside a run, so
+//! PostgreSQL and MySQL work runs on the runtime's blocking section.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,10 @@ pub fn open(connection: ResolvedConnection, table: &str, base_dir: &Path) -> Res
     let quoted = table.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".");
     match connection.kind.as_str() {
         "postgres" => Ok(Arc::new(Table { at: Place::Postgres(connection.url), table: quoted, created: AtomicBool::new(false) })),
+        "mysql" => {
+            let quoted = table.split('.').map(|p| format!("`{p}`")).collect::<Vec<_>>().join(".");
+            Ok(Arc::new(Table { at: Place::Mysql(connection.url), table: quoted, created: AtomicBool::new(false) }))
+        }
         "sqlite" => {
             let url = connection.url.expose();
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
@@ -27,7 +32,7 @@ pub fn open(connection: ResolvedConnection, table: &str, base_dir: &Path) -> Res
             Ok(Arc::new(Table { at: Place::Sqlite(path), table: quoted, created: AtomicBool::new(false) }))
         }
         other => Err(DataFusionError::Plan(format!(
-            "connection `{}` is {other}; dead letters go to a PostgreSQL or SQLite table, or to NDJSON files (`path`)",
+            "connection `{}` is {other}; dead letters go to a PostgreSQL, MySQL or SQLite table, or to NDJSON files (`path`)",
             connection.name
         ))),
     }
@@ -35,6 +40,7 @@ pub fn open(connection: ResolvedConnection, table: &str, base_dir: &Path) -> Res
 
 enum Place {
     Postgres(Secret),
+    Mysql(Secret),
     Sqlite(PathBuf),
 }
 
@@ -55,6 +61,7 @@ impl Table {
     fn create(&self) -> String {
         let id = match self.at {
             Place::Postgres(_) => "bigserial PRIMARY KEY",
+            Place::Mysql(_) => "BIGINT AUTO_INCREMENT PRIMARY KEY",
             Place::Sqlite(_) => "INTEGER PRIMARY KEY AUTOINCREMENT",
         };
         format!(
@@ -144,7 +151,77 @@ impl Table {
                 let handle = tokio::runtime::Handle::current();
                 Ok(tokio::task::block_in_place(|| handle.block_on(work))?)
             }
+            Place::Mysql(url) => {
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::block_in_place(|| handle.block_on(self.run_mysql(url, statements)))
+            }
         }
+    }
+
+    async fn run_mysql(&self, url: &Secret, statements: &[(String, Vec<Param>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+        use mysql_async::prelude::Queryable;
+        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(url.expose())?).await?;
+        if !self.created.load(Ordering::Relaxed) {
+            conn.query_drop(self.create()).await?;
+            self.created.store(true, Ordering::Relaxed);
+        }
+        let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+        let mut rows = Vec::new();
+        let mut affected = 0;
+        for (sql, params) in statements {
+            let (sql, order) = mysql_statement(sql);
+            let values: Vec<mysql_async::Value> = order
+                .iter()
+                .map(|i| match &params[*i] {
+                    Param::Text(t) => t.clone().map_or(mysql_async::Value::NULL, |t| mysql_async::Value::Bytes(t.into_bytes())),
+                    Param::Int(n) => n.map_or(mysql_async::Value::NULL, mysql_async::Value::Int),
+                })
+                .collect();
+            if sql.starts_with("SELECT") {
+                type Columns = (i64, String, String, String, String, String, Option<String>, String, i64);
+                let found: Vec<Columns> = tx.exec(sql, values).await?;
+                rows = found.into_iter().map(|(a, b, c, d, e, f, g, h, i)| letter(a, b, c, d, e, f, g, h, i)).collect();
+            } else {
+                tx.exec_drop(sql, values).await?;
+                affected += tx.affected_rows();
+            }
+        }
+        tx.commit().await?;
+        conn.disconnect().await?;
+        Ok((rows, affected))
+    }
+}
+
+/// A statement in MySQL's terms: `$n` parameters become `?` (returned: which parameter each one is, as a `$n` may
+/// repeat), and casts name MySQL's types.
+fn mysql_statement(sql: &str) -> (String, Vec<usize>) {
+    let sql = sql.replace(" AS TEXT)", " AS CHAR)").replace(" AS BIGINT)", " AS SIGNED)");
+    let mut out = String::with_capacity(sql.len());
+    let mut order = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut n = 0;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                n = n * 10 + d as usize;
+                chars.next();
+            }
+            out.push('?');
+            order.push(n - 1);
+        } else {
+            out.push(c);
+        }
+    }
+    (out, order)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mysql_statements_repeat_their_parameters() {
+        let (sql, order) = super::mysql_statement("SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2) AND (CAST($3 AS BIGINT) IS NULL)");
+        assert_eq!(sql, "SELECT 1 WHERE a = ? AND (CAST(? AS CHAR) IS NULL OR b = ?) AND (CAST(? AS SIGNED) IS NULL)");
+        assert_eq!(order, [0, 1, 1, 2]);
     }
 }
 

@@ -219,15 +219,7 @@ fn rows_mariadb_refuses_go_to_the_dead_letters() {
 fn dead_letters_kept_in_a_mariadb_table_round_trip_through_replay() {
     let db = TestMyDb::new();
     let p = Project::new().env("DB_URL", &db.url());
-    p.file("data/orders.csv", "id,amount\n1,10\n2,-5\n3,0\n");
-    let pipeline = |rule: &str| {
-        format!(
-            "name: orders\nconnections:\n  db: {{ kind: mysql, url: \"${{DB_URL}}\" }}\nsettings: {{ dead_letters: {{ connection: db, table: dlq }} }}\n\
-             steps:\n  rows:\n    read_csv: {{ path: data/orders.csv }}\n  checked:\n    validate: {{ input: rows, rules: {{ {rule} }} }}\n  \
-             out:\n    write_db: {{ input: checked, connection: db, table: orders, mode: upsert, keys: [id] }}\n"
-        )
-    };
-    p.file("p.yaml", &pipeline("ok: { positive: amount }"));
+    common::dead_letter_table_pipeline(&p, "mysql", "ok: { positive: amount }");
     p.ok(&["run", "p.yaml"]);
     assert_eq!(db.rows("SELECT step, record, retry_count FROM dlq ORDER BY id"), [
         r#"checked|{"amount":-5,"id":2}|0"#,
@@ -238,7 +230,7 @@ fn dead_letters_kept_in_a_mariadb_table_round_trip_through_replay() {
     let id = letters[0]["id"].as_i64().unwrap().to_string();
     assert!(p.ok(&["dlq", "show", "p.yaml", &id]).contains("failed rules: ok"), "one dead letter by id");
 
-    p.file("p.yaml", &pipeline("ok: { expr: \"amount > -1\" }"));
+    common::dead_letter_table_pipeline(&p, "mysql", "ok: { expr: \"amount > -1\" }");
     let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
     assert!(log.contains("1 went through and were removed, 1 failed again"), "{log}");
     assert_eq!(db.rows("SELECT step, record, retry_count FROM dlq"), [r#"checked|{"amount":-5,"id":2}|1"#]);

@@ -261,15 +261,7 @@ steps:
 fn dead_letters_kept_in_a_postgres_table_round_trip_through_replay() {
     let db = TestDb::new();
     let p = Project::new().env("DB_URL", &db.url());
-    p.file("data/orders.csv", "id,amount\n1,10\n2,-5\n3,0\n");
-    let pipeline = |rule: &str| {
-        format!(
-            "name: orders\nconnections:\n  db: {{ kind: postgres, url: \"${{DB_URL}}\" }}\nsettings: {{ dead_letters: {{ connection: db, table: dlq }} }}\n\
-             steps:\n  rows:\n    read_csv: {{ path: data/orders.csv }}\n  checked:\n    validate: {{ input: rows, rules: {{ {rule} }} }}\n  \
-             out:\n    write_db: {{ input: checked, connection: db, table: orders, mode: upsert, keys: [id] }}\n"
-        )
-    };
-    p.file("p.yaml", &pipeline("ok: { positive: amount }"));
+    common::dead_letter_table_pipeline(&p, "postgres", "ok: { positive: amount }");
     p.ok(&["run", "p.yaml"]);
     assert_eq!(db.rows("SELECT step, record, retry_count FROM dlq ORDER BY id"), [
         r#"checked|{"amount":-5,"id":2}|0"#,
@@ -277,7 +269,7 @@ fn dead_letters_kept_in_a_postgres_table_round_trip_through_replay() {
     ]);
     assert_eq!(p.dlq("p.yaml").len(), 2, "weir dlq reads the table");
 
-    p.file("p.yaml", &pipeline("ok: { expr: \"amount > -100\" }"));
+    common::dead_letter_table_pipeline(&p, "postgres", "ok: { expr: \"amount > -100\" }");
     let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
     assert!(log.contains("2 went through and were removed, 0 failed again"), "{log}");
     assert_eq!(db.rows("SELECT count(*) FROM dlq"), ["0"]);

@@ -189,3 +189,16 @@ pub fn refused_rows(p: &Project, kind: &str) -> Vec<(i64, String)> {
     assert_eq!(refused.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 17, 50], "{refused:?}");
     refused
 }
+
+/// Writes `p.yaml`: `data/orders.csv` (ids 1-3, amounts 10, -5, 0) validated by `rule` and upserted into table
+/// `orders` of a `kind` connection at `$DB_URL`, whose table `dlq` keeps the dead letters.
+pub fn dead_letter_table_pipeline(p: &Project, kind: &str, rule: &str) {
+    p.file("data/orders.csv", "id,amount\n1,10\n2,-5\n3,0\n").file(
+        "p.yaml",
+        &format!(
+            "name: orders\nconnections:\n  db: {{ kind: {kind}, url: \"${{DB_URL}}\" }}\nsettings: {{ dead_letters: {{ connection: db, table: dlq }} }}\n\
+             steps:\n  rows:\n    read_csv: {{ path: data/orders.csv }}\n  checked:\n    validate: {{ input: rows, rules: {{ {rule} }} }}\n  \
+             out:\n    write_db: {{ input: checked, connection: db, table: orders, mode: upsert, keys: [id] }}\n"
+        ),
+    );
+}

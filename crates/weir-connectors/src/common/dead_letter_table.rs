@@ -215,15 +215,6 @@ fn mysql_statement(sql: &str) -> (String, Vec<usize>) {
     (out, order)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mysql_statements_repeat_their_parameters() {
-        let (sql, order) = super::mysql_statement("SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2) AND (CAST($3 AS BIGINT) IS NULL)");
-        assert_eq!(sql, "SELECT 1 WHERE a = ? AND (CAST(? AS CHAR) IS NULL OR b = ?) AND (CAST(? AS SIGNED) IS NULL)");
-        assert_eq!(order, [0, 1, 1, 2]);
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 fn letter(
@@ -291,5 +282,15 @@ impl DeadLetters for Table {
         );
         let params = vec![Param::Text(Some(pipeline.to_string())), Param::Int(Some(id)), Param::Text(error.map(str::to_string))];
         self.run(&[(sql, params)]).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mysql_statements_repeat_their_parameters() {
+        let (sql, order) = super::mysql_statement("SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2) AND (CAST($3 AS BIGINT) IS NULL)");
+        assert_eq!(sql, "SELECT 1 WHERE a = ? AND (CAST(? AS CHAR) IS NULL OR b = ?) AND (CAST(? AS SIGNED) IS NULL)");
+        assert_eq!(order, [0, 1, 1, 2]);
     }
 }

@@ -34,7 +34,7 @@ fn project(dir: &Path, api: SocketAddr) {
     write(dir, "data/in.csv", "id,day\n1,2026-11-25\n");
     let csv_to = |name: &str, triggers: &str| {
         format!(
-            "name: {name}\nvariables:\n  day: {{ type: date, default: \"2026-01-01\" }}\ntriggers:\n{triggers}\nsteps:\n  rows:\n    read_csv: {{ path: data/in.csv }}\n  out:\n    write_csv: {{ input: rows, path: out/{name}.csv }}\n"
+            "name: {name}\nvariables:\n  day: {{ type: date, default: \"2026-01-01\" }}\nstate:\n  last_run: {{ type: timestamp, default: \"1970-01-01T00:00:00Z\", update: run_started_at }}\ntriggers:\n{triggers}\nsteps:\n  rows:\n    read_csv: {{ path: data/in.csv }}\n  out:\n    write_csv: {{ input: rows, path: out/{name}.csv }}\n"
         )
     };
     let api_to = |name: &str| {
@@ -155,10 +155,31 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
     let (second, body) = server.post("/api/pipelines/b/runs", &[], "").await;
     assert_eq!((first, second), (202, 409), "{body}");
 
+    // Cancelled while it waits on the slow API: recorded failed, and cancelling again is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = loop {
+        let runs = server.get("/api/runs?pipeline=b&status=running").await;
+        if let Some(id) = runs["runs"][0]["run_id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "b's second run did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, body) = server.post(&format!("/api/runs/{running}/cancel"), &[], "").await;
+    assert_eq!(status, 202, "{body}");
+    let cancelled = server.runs("b", 2).await.pop().unwrap();
+    assert_eq!((cancelled["run_id"].as_str(), cancelled["status"].as_str()), (Some(running.as_str()), Some("failed")));
+    assert!(cancelled["error"].as_str().unwrap().contains("cancelled"), "{cancelled}");
+    assert_eq!(server.post(&format!("/api/runs/{running}/cancel"), &[], "").await.0, 409, "it is not running any more");
+    assert_eq!(server.post("/api/runs/no-such-run/cancel", &[], "").await.0, 404);
+
     let pipelines = server.get("/api/pipelines").await;
     let names: Vec<&str> = pipelines["pipelines"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "b", "c", "d"]);
     assert_eq!(pipelines["pipelines"][0]["last_run"]["status"], "success");
+    let state = server.get("/api/pipelines/a/state").await;
+    assert_eq!(state["state"]["last_run"]["default"], false, "a's run saved its state: {state}");
+    assert!(state["state"]["last_run"]["value"].as_str().unwrap().starts_with("20"), "{state}");
 
     let run_id = d["run_id"].as_str().unwrap();
     let detail = server.get(&format!("/api/runs/{run_id}")).await;
@@ -168,12 +189,12 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
     // Every GET path of the OpenAPI document answers as it says (path parameters filled from this run).
     let openapi = server.get("/api/openapi.json").await;
     let paths = openapi["paths"].as_object().unwrap();
-    assert!(paths.len() >= 7, "{openapi}");
+    assert!(paths.len() >= 9, "{openapi}");
     for (path, ops) in paths {
         if ops.get("get").is_none() {
             continue;
         }
-        let url = path.replace("{id}", run_id) + if path == "/api/dead-letters" { "?pipeline=a" } else { "" };
+        let url = path.replace("{id}", run_id).replace("{name}", "a") + if path == "/api/dead-letters" { "?pipeline=a" } else { "" };
         let status = server.http.get(format!("{}{url}", server.base)).send().await.unwrap().status().as_u16();
         assert_eq!(status, 200, "GET {url}");
     }

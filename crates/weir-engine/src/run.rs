@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub record_state: bool,
     /// The body of the webhook request that started the run, which `read_webhook` steps read.
     pub payload: Option<Arc<serde_json::Value>>,
+    /// The new run's id, when the caller must know it before the run starts (to cancel it); else a fresh one.
+    pub run_id: Option<String>,
 }
 
 /// What a finished run did.
@@ -195,7 +197,7 @@ impl Engine {
         options: &RunOptions,
         metrics: RunMetrics,
     ) -> Result<RunReport, EngineError> {
-        let run_id = uuid::Uuid::now_v7().to_string();
+        let run_id = options.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let variables = resolve_variables(pipeline, &options.variables).map_err(|message| EngineError::Input {
             pipeline: pipeline.name().to_string(),
             message,

@@ -32,7 +32,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pipelines", get(pipelines))
         .route("/api/pipelines/{name}/runs", post(trigger))
         .route("/api/runs", get(runs))
+        .route("/api/pipelines/{name}/state", get(pipeline_state))
         .route("/api/runs/{id}", get(run))
+        .route("/api/runs/{id}/cancel", post(cancel))
         .route("/api/dead-letters", get(dead_letters))
         .route("/hooks/{name}", post(hook))
         .route("/api/dead-letters/replay", post(replay))
@@ -129,6 +131,46 @@ async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(e) => internal(e),
     }
+}
+
+/// `POST /api/runs/{id}/cancel`: stops a run going in this instance; its open batch rolls back and it is recorded
+/// failed ("cancelled"). Batches it committed stay (`commit_every`), and it is not resumed on its own.
+async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    if app.runner.cancel(&id) {
+        return (StatusCode::ACCEPTED, axum::Json(json!({ "run_id": id, "status": "cancelling" }))).into_response();
+    }
+    match app.runner.store().run(&id) {
+        Ok(Some(run)) if run.status == "running" => {
+            error(StatusCode::CONFLICT, format!("run {id} is going in another process or instance; cancel it there"))
+        }
+        Ok(Some(run)) => error(StatusCode::CONFLICT, format!("run {id} is not running: it is {}", run.status)),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/pipelines/{name}/state`: each declared state value, stored or its default, with when it was saved.
+async fn pipeline_state(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(entry) = app.runner.project().pipelines.get(&name).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no pipeline `{name}` in this project"));
+    };
+    let stored = match app.runner.store().state(&name) {
+        Ok(stored) => stored,
+        Err(e) => return internal(e),
+    };
+    let values: BTreeMap<&String, Value> = entry
+        .pipeline
+        .state
+        .iter()
+        .map(|(key, declared)| {
+            let value = match stored.get(key) {
+                Some(v) => json!({ "value": v.to_string(), "default": false }),
+                None => json!({ "value": declared.value.default.value.to_string(), "default": true }),
+            };
+            (key, value)
+        })
+        .collect();
+    axum::Json(json!({ "pipeline": name, "state": values })).into_response()
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,8 @@ pub enum TriggerError {
 #[derive(Debug, Default)]
 struct Book {
     running: HashMap<String, usize>,
+    /// The runs going in this instance, by id, with what cancels each.
+    live: HashMap<String, CancellationToken>,
     started: HashMap<String, DateTime<Utc>>,
     succeeded: HashMap<String, DateTime<Utc>>,
 }
@@ -192,13 +194,16 @@ impl Runner {
             book.running.insert(pipeline.to_string(), running + 1);
             book.started.insert(pipeline.to_string(), Utc::now());
         }
+        let run_id = resume.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let cancel = self.shutdown.child_token();
+        self.book().live.insert(run_id.clone(), cancel.clone());
         self.metrics.run_started(pipeline);
-        info!(pipeline, trigger, "Triggered {pipeline} ({trigger})");
+        info!(pipeline, trigger, run_id, "Triggered {pipeline} ({trigger})");
         let runner = self.clone();
         let trigger = trigger.to_string();
         Ok(tokio::spawn(async move {
             let _slot = runner.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let options = RunOptions { trigger, variables, payload, ..runner.options(&entry) };
+            let options = RunOptions { trigger, variables, payload, cancel, run_id: Some(run_id.clone()), ..runner.options(&entry) };
             let metrics = RunMetrics::default();
             let clock = Instant::now();
             let result = match &resume {
@@ -211,6 +216,7 @@ impl Runner {
             let rows: Vec<(String, u64)> = metrics.snapshot();
             runner.metrics.run_finished(&entry.pipeline.name.value, status, clock.elapsed().as_secs_f64(), &rows, outcome.records_set_aside);
             let name = entry.pipeline.name().to_string();
+            runner.book().live.remove(&run_id);
             runner.finished(&name, result.is_ok());
             Finished { pipeline: name, result: result.map_err(|e| e.to_string()) }
         }))
@@ -228,6 +234,20 @@ impl Runner {
             cancel: self.shutdown.child_token(),
             record_state: true,
             payload: None,
+            run_id: None,
+        }
+    }
+
+    /// Cancels run `run_id` if it is going in this instance (its open batch rolls back; it is recorded failed,
+    /// "cancelled"); false when it is not.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.book().live.get(run_id) {
+            Some(token) => {
+                info!(run_id, "Cancelling run {run_id}");
+                token.cancel();
+                true
+            }
+            None => false,
         }
     }
 

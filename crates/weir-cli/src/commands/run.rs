@@ -92,6 +92,7 @@ pub fn options(global: &Global, loaded: &Loaded) -> RunOptions {
         cancel: cancel_on_signal(),
         record_state: true,
         payload: None,
+        run_id: None,
     }
 }
 

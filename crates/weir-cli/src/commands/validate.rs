@@ -40,6 +40,7 @@ async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<we
         cancel: Default::default(),
         record_state: false,
         payload: None,
+        run_id: None,
     };
     engine.plan(&loaded.pipeline, &options).await
 }

@@ -200,6 +200,37 @@ fn terminated_database_sessions_are_retried() {
 }
 
 #[test]
+fn a_whole_load_whose_session_is_terminated_starts_over_and_loads_every_row_once() {
+    let db = TestDb::new();
+    let p = project("postgres", "mode: append, retry: { max_attempts: 5, delay: 50ms, max_delay: 200ms }", "").env("DB_URL", &db.url());
+    p.file("load.yaml", &p.read("load.yaml").replace(&format!("commit_every: {BATCH}"), "batch_size: 4096"));
+    let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", "load.yaml"]);
+    run.wait_for("Loading: COPY");
+    let mut terminated = 0;
+    while terminated == 0 && run.child.try_wait().unwrap().is_none() {
+        // Once rows have flowed: the COPY has taken 50,000 of them.
+        let hit = db.rows(&format!(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_progress_copy
+             WHERE datname = '{}' AND tuples_processed > 50000",
+            db.name
+        ));
+        terminated += hit[0].parse::<u32>().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (code, log) = run.finish();
+    assert!(terminated > 0, "the load ended before its session could be terminated:\n{log}");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("the load of `out`") && log.contains("retrying"), "{log}");
+    assert_eq!(db.rows(CHECK), [expected()], "nothing of the broken attempt stayed, nothing is doubled");
+    assert!(p.retries("load.yaml", "out") > 0, "the run record counts the retry");
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
+    let id = runs["runs"][0]["run_id"].as_str().unwrap();
+    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--run", id, "--json"])).unwrap();
+    let extract = steps.iter().find(|s| s["step"] == "rows").unwrap();
+    assert_eq!(extract["rows_out"].as_u64(), Some(ROWS), "the extract's count started over with the load: {extract}");
+}
+
+#[test]
 fn sigterm_cancels_between_checkpoints_and_resume_finishes() {
     let p = project("sqlite", "mode: upsert, keys: [id]", "").env("DB_URL", "dest.db");
     let mut run = Running::start(&p, &[("DB_URL", "dest.db".into())], &["run", "load.yaml"]);

@@ -67,6 +67,13 @@ impl StepCounters {
         self.rows.store(n, Ordering::Relaxed);
     }
 
+    /// Forgets the rows and bytes counted, for a step whose output is read again from the start (a load retried
+    /// whole); the largest cursor value stays, as the same rows come again.
+    pub fn restart_flow(&self) {
+        self.rows.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
     /// Failed attempts the step retried (HTTP requests, database batches).
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)

@@ -27,8 +27,27 @@ pub fn retry_delays(retry: &Retry) -> Box<dyn Iterator<Item = Duration> + Send> 
 }
 
 /// Runs `attempt` until it succeeds, fails in a way that is not [`Transient`] or that `retry` does not cover, or
-/// runs out of attempts. Each retried failure is logged with its reason and counted in `counters`.
-pub async fn with_retries<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, mut attempt: F) -> Result<T>
+/// runs out of attempts. Each retried failure is logged with its reason and counted in `counters`. The error comes
+/// back named by `what`.
+pub async fn with_retries<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    retry_loop(retry, what, counters, attempt, true).await
+}
+
+/// [`with_retries`] for work whose own errors already say where they happened: an error on the first attempt that
+/// is not retried comes back as it was.
+pub async fn with_retries_unnamed<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    retry_loop(retry, what, counters, attempt, false).await
+}
+
+async fn retry_loop<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, mut attempt: F, name_first: bool) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -49,7 +68,8 @@ where
                 made += 1;
             }
             _ if made > 1 => return Err(DataFusionError::Context(format!("{what} failed after {made} attempts"), Box::new(err))),
-            _ => return Err(DataFusionError::Context(what.to_string(), Box::new(err))),
+            _ if name_first => return Err(DataFusionError::Context(what.to_string(), Box::new(err))),
+            _ => return Err(err),
         }
     }
 }

@@ -15,7 +15,7 @@ use datafusion::physical_plan::displayable;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
-use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue};
+use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, OnError, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue};
 
 use crate::connector::{Batch, Connectors, PendingLoad, StepContext, resolve_connection};
 use crate::dead_letters::{DeadLetters, NdjsonDeadLetters};
@@ -24,7 +24,7 @@ use crate::materialize::materialize;
 use crate::metrics::{RunMetrics, StepCounters, StepTable};
 use crate::package::{self, Manifest};
 use crate::quality::run_checks;
-use crate::retry::with_retries;
+use crate::retry::{with_retries, with_retries_unnamed};
 use crate::params::{resolve_state, resolve_variables, sql_params, typed_from_scalar};
 use crate::state_store::{StateStore, StepMetricsRow};
 use crate::transforms;
@@ -78,6 +78,8 @@ pub struct Planned {
     pub ctx: SessionContext,
     pub dag: Dag,
     pub metrics: RunMetrics,
+    /// Steps whose output was written to scratch once, for their several readers.
+    materialized: BTreeSet<String>,
     sinks: Vec<(Step, StepContext)>,
     /// Action steps in file order, run after the loads commit.
     actions: Vec<(Step, StepContext)>,
@@ -139,7 +141,7 @@ impl Shared {
             retry: pipeline.settings.retry.clone(),
             batch: None,
             payload: options.payload.clone(),
-            on_error: weir_spec::OnError::Fail,
+            on_error: OnError::Fail,
             dry_run: options.dry_run,
             planning: mode == Mode::Plan,
             templates: Arc::new(template_values(pipeline, inputs)),
@@ -336,11 +338,26 @@ impl Engine {
     ) -> Result<BTreeMap<String, TypedValue>, EngineError> {
         let name = pipeline.name();
         let loads = planned.sinks.iter().map(|(step, cx)| async {
-            let input = step.kind.input().expect("load steps have an input");
-            let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
+            let input = step.kind.input().expect("load steps have an input").value.as_str();
             info!(pipeline = name, step = step.id(), "Starting load");
             inputs.enter(step.id());
-            let pending = self.connectors.sink(step, cx, df).await.map_err(|e| attribute(name, step.id(), e))?;
+            let load = || async { self.connectors.sink(step, cx, planned.ctx.table(input).await?).await };
+            let pending = match rereadable_upstream(pipeline, planned, input).filter(|_| step.on_error() == OnError::Fail) {
+                // A load whose connection dropped after rows flowed goes again from the start (nothing of it is
+                // committed), reading its input again: its upstream counts start over.
+                Some(upstream) => {
+                    let what = format!("the load of `{}`", step.id());
+                    with_retries_unnamed(&load_retry(pipeline, step), &what, &cx.counters, || async {
+                        for id in &upstream {
+                            planned.metrics.get(id).expect("every planned step has counters").restart_flow();
+                        }
+                        load().await
+                    })
+                    .await
+                }
+                None => load().await,
+            }
+            .map_err(|e| attribute(name, step.id(), e))?;
             cx.counters.set_rows(pending.rows());
             Ok::<_, EngineError>((step.id(), pending))
         });
@@ -399,6 +416,7 @@ impl Engine {
         let shared = Shared::new(self, pipeline, options, inputs, mode)?;
         let mut sinks = Vec::new();
         let mut actions = Vec::new();
+        let mut materialized = BTreeSet::new();
 
         for id in &dag.order {
             if replay.is_some_and(|r| !r.steps.contains(id) && *id != r.input) {
@@ -432,6 +450,7 @@ impl Engine {
             };
             let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(StepTable::new(id, provider, counters));
             let table = if mode == Mode::Run && readers.get(id.as_str()).copied().unwrap_or(0) > 1 {
+                materialized.insert(id.clone());
                 materialize(&ctx, id, table, &inputs.scratch_dir).await.map_err(|e| attribute(&name, id, e))?
             } else {
                 table
@@ -440,7 +459,7 @@ impl Engine {
         }
         // Actions run in file order, whatever the DAG's order.
         actions.sort_by_key(|(step, _): &(Step, StepContext)| pipeline.steps.iter().position(|s| s.id() == step.id()));
-        Ok(Planned { ctx, dag, metrics, sinks, actions })
+        Ok(Planned { ctx, dag, metrics, materialized, sinks, actions })
     }
 }
 
@@ -584,11 +603,7 @@ impl Engine {
         if done > 0 {
             info!(pipeline = pipeline.name(), step = id, "`{id}` committed {done} of {} batches before: going on from there", parts.len());
         }
-        let own = match &step.kind {
-            StepKind::WriteDb(spec) => spec.retry.clone(),
-            _ => None,
-        };
-        let retry = own.or_else(|| pipeline.settings.retry.clone()).unwrap_or_default();
+        let retry = load_retry(pipeline, step);
         let mut rows_before: u64 = parts[..done.min(parts.len())].iter().sum();
         for (index, rows) in parts.iter().enumerate().skip(done) {
             let cx = StepContext { batch: Some(Batch { index: index as u64, rows_before }), ..cx.clone() };
@@ -605,6 +620,35 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The retry policy of a load: its own (`write_db.retry`), else the pipeline's, else the default.
+fn load_retry(pipeline: &Pipeline, step: &Step) -> weir_spec::Retry {
+    let own = match &step.kind {
+        StepKind::WriteDb(spec) => spec.retry.clone(),
+        _ => None,
+    };
+    own.or_else(|| pipeline.settings.retry.clone()).unwrap_or_default()
+}
+
+/// The steps a load of `input` reads again when it is retried whole, if reading them again is harmless: none may
+/// set records aside (`on_error` other than `fail`, which `validate` is by default), or its dead letters would be
+/// kept twice (the same goes for the load itself, which its caller checks). A materialized step is read from its scratch copy, so the walk stops there. `None` when a retry
+/// would repeat a side effect.
+fn rereadable_upstream(pipeline: &Pipeline, planned: &Planned, input: &str) -> Option<Vec<String>> {
+    let mut upstream = Vec::new();
+    let mut pending = vec![input.to_string()];
+    while let Some(id) = pending.pop() {
+        if planned.materialized.contains(&id) || upstream.contains(&id) {
+            continue;
+        }
+        if pipeline.step(&id)?.on_error() != OnError::Fail {
+            return None;
+        }
+        pending.extend(planned.dag.inputs.get(&id).into_iter().flatten().cloned());
+        upstream.push(id);
+    }
+    Some(upstream)
 }
 
 impl Engine {

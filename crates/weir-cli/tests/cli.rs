@@ -577,3 +577,34 @@ fn a_webhook_run_resumes_only_with_its_payload() {
     p.ok(&["run", "p.yaml", "--resume", "--payload", "good.json"]);
     assert_eq!(p.read("out.csv"), "id\n1\n2\n");
 }
+
+#[test]
+fn rows_a_map_fails_on_go_to_the_dead_letters_and_the_rest_go_on() {
+    let p = Project::new();
+    p.file("data/in.csv", "id,day,qty\n1,2024-01-05,3\n2,not a date,4\n3,2024-02-30,5\n4,2024-03-01,99999999999\n5,2024-03-02,6\n");
+    let pipeline = |on_error: &str| {
+        format!(
+            "name: typed\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv, schema: {{ id: bigint, day: text, qty: bigint }} }}\n  typed:\n    on_error: {on_error}\n    \
+             map: {{ input: src, columns: {{ id: id, day: to_date(day), qty: CAST(qty AS INT) }} }}\n  out:\n    write_csv: {{ input: typed, path: out/o.csv }}\n"
+        )
+    };
+    p.file("p.yaml", &pipeline("fail"));
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("step `typed`"), "{err}");
+
+    p.file("p.yaml", &pipeline("dead_letter"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/o.csv"), "id,day,qty\n1,2024-01-05,3\n5,2024-03-02,6\n");
+    let letters = p.dlq("p.yaml");
+    let set_aside: Vec<(i64, &str)> = letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap())).collect();
+    assert_eq!(set_aside.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 3, 4], "{set_aside:?}");
+    assert!(set_aside[0].1.starts_with("`day`: ") && set_aside[2].1.starts_with("`qty`: "), "{set_aside:?}");
+    assert_eq!(letters[0]["record"]["day"], "not a date", "the row as the map was given it");
+
+    // The map learns to keep what it cannot read as NULL; the replay sends the three rows through it again.
+    p.file("p.yaml", &pipeline("dead_letter").replace("to_date(day)", "TRY_CAST(day AS DATE)").replace("CAST(qty AS INT)", "TRY_CAST(qty AS INT)"));
+    let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
+    assert!(log.contains("3 went through and were removed, 0 failed again"), "{log}");
+    assert_eq!(p.read("out/o.csv"), "id,day,qty\n2,,4\n3,,5\n4,2024-03-01,\n");
+    assert!(p.dlq("p.yaml").is_empty());
+}

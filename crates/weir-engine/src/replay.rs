@@ -50,7 +50,7 @@ impl Engine {
         // Only these steps keep the row they were given; others keep what could not be decoded (a CSV line) or a
         // lookup key, which cannot go back in.
         let input = match &failing.kind {
-            StepKind::Validate(_) | StepKind::WriteApi(_) | StepKind::WriteDb(_) => {
+            StepKind::Validate(_) | StepKind::Map(_) | StepKind::WriteApi(_) | StepKind::WriteDb(_) => {
                 failing.kind.input().expect("each has an input").value.clone()
             }
             other => {

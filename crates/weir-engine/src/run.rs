@@ -730,7 +730,19 @@ async fn plan_transform(
     };
     let df: DataFrame = match &step.kind {
         StepKind::Sql(sql) => transforms::plan_sql(ctx, &sql.query.value, params).await?,
-        StepKind::Map(spec) => transforms::map(input().await?, spec, params)?,
+        StepKind::Map(spec) => {
+            let mapped = transforms::map(input().await?, spec, params)?;
+            match (cx.on_error, mapped.logical_plan()) {
+                (OnError::Fail, _) => mapped,
+                // Rows its expressions fail on are set aside before it, so the projection itself cannot fail.
+                (_, datafusion::logical_expr::LogicalPlan::Projection(projection)) => {
+                    let exprs = projection.expr.iter().map(|e| (e.schema_name().to_string(), e.clone())).collect();
+                    let guard = transforms::ValidateTable::rows_that_evaluate(input().await?, exprs, cx);
+                    transforms::map(ctx.read_table(Arc::new(guard))?, spec, params)?
+                }
+                _ => mapped,
+            }
+        }
         StepKind::Filter(spec) => transforms::filter(input().await?, &spec.condition.value, params)?,
         StepKind::Dedup(spec) => transforms::dedup(input().await?, spec)?,
         StepKind::Validate(spec) => {

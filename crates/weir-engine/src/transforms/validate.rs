@@ -1,5 +1,9 @@
 //! The `validate` step: rules compile to boolean DataFusion expressions evaluated batch by batch; rows failing any
 //! rule leave the stream through [`StepContext::reject`] with every failed rule named.
+//!
+//! The same guard stands before a `map` whose `on_error` is not `fail`: a batch on which its expressions evaluate
+//! passes whole; in one on which some fail (a date that does not parse, a cast that overflows), each row is tried
+//! alone and those that fail leave the stream with the column and the error.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,11 +40,21 @@ struct NamedRule {
     expr: Expr,
 }
 
-/// The valid rows of a `validate` step's input.
+/// What a row must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    /// Every rule is true or NULL (`validate`).
+    Rules,
+    /// Every expression evaluates (the guard of a `map`).
+    Evaluates,
+}
+
+/// The valid rows of a `validate` step's input, or the rows a `map`'s expressions evaluate on.
 #[derive(Debug)]
 pub struct ValidateTable {
     input: DataFrame,
     rules: Vec<NamedRule>,
+    test: Test,
     max_invalid: Option<MaxInvalid>,
     cx: StepContext,
 }
@@ -52,7 +66,14 @@ impl ValidateTable {
             .iter()
             .map(|(name, rule)| Ok(NamedRule { name: name.to_string(), expr: rule_expr(&input, rule)? }))
             .collect::<Result<_>>()?;
-        Ok(Self { input, rules, max_invalid: spec.max_invalid, cx })
+        Ok(Self { input, rules, test: Test::Rules, max_invalid: spec.max_invalid, cx })
+    }
+
+    /// The rows of `input` on which every `(output column, expression)` evaluates; the others go to `cx`'s
+    /// `on_error`.
+    pub fn rows_that_evaluate(input: DataFrame, exprs: Vec<(String, Expr)>, cx: StepContext) -> Self {
+        let rules = exprs.into_iter().map(|(name, expr)| NamedRule { name, expr }).collect();
+        Self { input, rules, test: Test::Evaluates, max_invalid: None, cx }
     }
 }
 
@@ -113,6 +134,7 @@ impl TableProvider for ValidateTable {
         let exec: Arc<dyn ExecutionPlan> = Arc::new(ValidateExec {
             input,
             rules: Arc::new(rules),
+            test: self.test,
             max_invalid: self.max_invalid,
             cx: self.cx.clone(),
         });
@@ -142,6 +164,7 @@ type CompiledRules = Arc<Vec<(String, Arc<dyn PhysicalExpr>)>>;
 struct ValidateExec {
     input: Arc<dyn ExecutionPlan>,
     rules: CompiledRules,
+    test: Test,
     max_invalid: Option<MaxInvalid>,
     cx: StepContext,
 }
@@ -149,7 +172,11 @@ struct ValidateExec {
 impl DisplayAs for ValidateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let names: Vec<&str> = self.rules.iter().map(|(n, _)| n.as_str()).collect();
-        write!(f, "WeirValidate: rules=[{}], on_error={:?}", names.join(", "), self.cx.on_error)
+        let what = match self.test {
+            Test::Rules => "rules",
+            Test::Evaluates => "evaluates",
+        };
+        write!(f, "WeirValidate: {what}=[{}], on_error={:?}", names.join(", "), self.cx.on_error)
     }
 }
 
@@ -191,7 +218,10 @@ impl ExecutionPlan for ValidateExec {
         let stream = self.input.execute(partition, context)?;
         let schema = stream.schema();
         let this = self.clone();
-        let checked = stream.map(move |batch| this.check(batch?));
+        let checked = stream.map(move |batch| match this.test {
+            Test::Rules => this.check(batch?),
+            Test::Evaluates => this.evaluates(batch?),
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, checked)))
     }
 }
@@ -241,6 +271,42 @@ impl ValidateExec {
             )));
         }
         Ok(filter_record_batch(&batch, &not(&any_failed)?)?)
+    }
+}
+
+impl ValidateExec {
+    /// The rows of `batch` on which every expression evaluates: all of them when the batch does, else those that
+    /// do alone; the others are handed to the step's error policy with the column and the error.
+    fn evaluates(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let evaluate = |rows: &RecordBatch| -> Vec<String> {
+            self.rules
+                .iter()
+                .filter_map(|(name, expr)| {
+                    expr.evaluate(rows).and_then(|v| v.into_array(rows.num_rows())).err().map(|e| format!("`{name}`: {e}"))
+                })
+                .collect()
+        };
+        let whole = evaluate(&batch);
+        if whole.is_empty() {
+            return Ok(batch);
+        }
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut letters = Vec::new();
+        for row in 0..batch.num_rows() {
+            let one = batch.slice(row, 1);
+            let errors = evaluate(&one);
+            keep.push(errors.is_empty());
+            if !errors.is_empty() {
+                let record = rows_as_json(&one)?.pop().unwrap_or_default();
+                letters.push(NewDeadLetter { step: self.cx.step.clone(), record, error: errors.join("; "), origin: None });
+            }
+        }
+        if letters.is_empty() {
+            // No row fails alone: the failure is the batch's, not a record's.
+            return exec_err!("{}", whole.join("; "));
+        }
+        self.cx.reject(letters)?;
+        Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
     }
 }
 

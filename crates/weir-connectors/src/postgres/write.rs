@@ -146,7 +146,7 @@ async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: Data
         DbWriteMode::Upsert => upsert(spec, cx, target, &all, input).await?,
         DbWriteMode::Delete => {
             let keys: Vec<&LoadColumn> = columns.iter().filter(|c| spec.keys.contains(&c.name)).collect();
-            stage(target, &keys, false).await?;
+            stage(target, &keys, Staging::Rows).await?;
             let rows = copy_in(target, &format!("weir_stage ({})", names(&keys)), &keys, None, input).await?;
             let deleted = target
                 .run(&format!("DELETE FROM {} AS t USING weir_stage AS s WHERE {}", target.quoted, key_match(&spec.keys)), "cannot delete from")
@@ -247,18 +247,29 @@ fn widened(table: &Type, input: &DataType) -> Option<String> {
     })
 }
 
+/// What a staging table holds besides the rows' columns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Staging {
+    Rows,
+    /// `weir_seq`, the order rows arrived in, by which refused rows are found.
+    Numbered,
+    /// `weir_seq` and the `weir_delete` flag of change events, the last event per key winning.
+    ChangeEvents,
+}
+
 /// A temporary table for the rows to apply, dropped at commit.
-async fn stage(target: &Target<'_>, columns: &[&LoadColumn], with_delete_flag: bool) -> Result<()> {
+async fn stage(target: &Target<'_>, columns: &[&LoadColumn], staging: Staging) -> Result<()> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    // `weir_seq` is the order rows arrived in: the last event per key wins, and refused rows are found by their
-    // place. Both statements go in one round trip.
-    let extra = if with_delete_flag { "ADD COLUMN weir_delete boolean, " } else { "" };
-    let sql = format!(
-        "CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA; \
-         ALTER TABLE weir_stage {extra}ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY",
-        target.quoted
-    );
-    target.client.batch_execute(&sql).await.map_err(|e| target.error("cannot stage rows for", &e))
+    let create = format!("CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA", target.quoted);
+    let alter = match staging {
+        Staging::Rows => "",
+        Staging::Numbered => "; ALTER TABLE weir_stage ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY",
+        Staging::ChangeEvents => {
+            "; ALTER TABLE weir_stage ADD COLUMN weir_delete boolean, ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY"
+        }
+    };
+    // One round trip for both statements.
+    target.client.batch_execute(&format!("{create}{alter}")).await.map_err(|e| target.error("cannot stage rows for", &e))
 }
 
 async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: &[&LoadColumn], input: DataFrame) -> Result<u64> {
@@ -270,7 +281,7 @@ async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: 
         let conflict = format!(" ON CONFLICT ({keys}) {}", conflict_action(spec, columns));
         return apply_isolating(spec, cx, target, columns, (&insert, &conflict), input, |e| upsert_error(target, &keys, e)).await;
     }
-    stage(target, columns, flag.is_some()).await?;
+    stage(target, columns, if flag.is_some() { Staging::ChangeEvents } else { Staging::Rows }).await?;
     let copy_columns = if flag.is_some() { format!("{names}, weir_delete") } else { names.clone() };
     let rows = copy_in(target, &format!("weir_stage ({copy_columns})"), columns, flag, input).await?;
 
@@ -345,7 +356,7 @@ async fn apply_isolating(
     fail: impl Fn(&tokio_postgres::Error) -> DataFusionError,
 ) -> Result<u64> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    stage(target, columns, false).await?;
+    stage(target, columns, Staging::Numbered).await?;
     let staged = copy_in(target, &format!("weir_stage ({names})"), columns, None, input).await?;
     // A dead letter holds the row as the step was given it, without the audit columns Weir added.
     let record_columns = columns

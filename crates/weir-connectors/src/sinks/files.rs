@@ -70,12 +70,13 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
     if !directory && !temp.exists() {
         write_empty(&step.kind, &temp, &schema)?;
     }
+    let tag = format!("weir-{}-{}-", cx.run_id, cx.step);
     if let Some(remote) = remote {
         info!(step = %cx.step, rows, "Wrote {rows} rows to a local file to upload to {}", remote.url);
-        return Ok(Box::new(PendingUpload { temp, remote, rows, mode: sink.mode, directory }));
+        return Ok(Box::new(PendingUpload { temp, remote, rows, mode: sink.mode, directory, tag }));
     }
     info!(step = %cx.step, rows, "Wrote {rows} rows to a temporary file beside {}", dest.display());
-    Ok(Box::new(PendingFiles { temp, dest, rows, mode: sink.mode, directory }))
+    Ok(Box::new(PendingFiles { temp, dest, rows, mode: sink.mode, directory, tag }))
 }
 
 /// DataFusion writes nothing for an empty input; a load of zero rows still leaves a readable file (header or schema).
@@ -107,6 +108,8 @@ struct PendingFiles {
     rows: u64,
     mode: WriteMode,
     directory: bool,
+    /// The prefix of the files this run's step appends (see [`move_files`]).
+    tag: String,
 }
 
 #[async_trait]
@@ -130,7 +133,7 @@ impl PendingLoad for PendingFiles {
                 remove(&old);
             }
             (true, WriteMode::Append) => {
-                move_files(&self.temp, &self.dest).map_err(|e| io("cannot add files to", e))?;
+                move_files(&self.temp, &self.dest, &self.tag).map_err(|e| io("cannot add files to", e))?;
                 remove(&self.temp);
             }
         }
@@ -151,6 +154,8 @@ struct PendingUpload {
     rows: u64,
     mode: WriteMode,
     directory: bool,
+    /// The prefix of the objects this run's step appends (see [`move_files`]).
+    tag: String,
 }
 
 #[async_trait]
@@ -168,13 +173,19 @@ impl PendingLoad for PendingUpload {
             remove(&self.temp);
             return Ok(());
         }
-        let old = match self.mode {
-            WriteMode::Overwrite => remote::list_under(store, &self.remote.prefix).await.map_err(failed)?,
-            WriteMode::Append => Vec::new(),
-        };
+        // Replaced: every object under the prefix when overwriting; when appending, those an earlier attempt of this
+        // run's load added.
+        let mut old = remote::list_under(store, &self.remote.prefix).await.map_err(failed)?;
+        if self.mode == WriteMode::Append {
+            old.retain(|key| key.filename().is_some_and(|name| name.starts_with(&self.tag)));
+        }
         let files = if self.temp.exists() { files::under(&self.temp)? } else { Vec::new() };
         let mut written = std::collections::HashSet::new();
         for (local, rel) in &files {
+            let rel = match self.mode {
+                WriteMode::Append => tagged(rel, &self.tag),
+                WriteMode::Overwrite => rel.clone(),
+            };
             let key = rel.split('/').fold(self.remote.prefix.clone(), |key, part| key.join(part));
             remote::upload(store, local, &key).await.map_err(failed)?;
             written.insert(key);
@@ -192,18 +203,72 @@ impl PendingLoad for PendingUpload {
     }
 }
 
-/// Moves every file under `from` to the same relative place under `to`; each file appears whole (rename).
-fn move_files(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
+/// Moves every file under `from` to the same relative place under `to`, its name prefixed with `tag` (the run and
+/// step). Files under `to` that already carry the tag come from an earlier attempt of the same load (a resumed run
+/// cut short after its files moved but before its checkpoint) and are removed first, so appending a run's files
+/// again leaves them once. Each file appears whole (rename).
+fn move_files(from: &Path, to: &Path, tag: &str) -> std::io::Result<()> {
+    if to.exists() {
+        remove_tagged(to, tag)?;
+    }
+    move_tagged(from, to, tag)
+}
+
+fn remove_tagged(dir: &Path, tag: &str) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            move_files(&entry.path(), &target)?;
-        } else {
-            std::fs::rename(entry.path(), target)?;
+            remove_tagged(&entry.path(), tag)?;
+        } else if entry.file_name().to_string_lossy().starts_with(tag) {
+            std::fs::remove_file(entry.path())?;
         }
     }
     Ok(())
 }
 
+fn move_tagged(from: &Path, to: &Path, tag: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() {
+            move_tagged(&entry.path(), &to.join(name), tag)?;
+        } else {
+            std::fs::rename(entry.path(), to.join(format!("{tag}{name}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// `a/b/file` → `a/b/{tag}file`.
+fn tagged(rel: &str, tag: &str) -> String {
+    match rel.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/{tag}{name}"),
+        None => format!("{tag}{rel}"),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<String> {
+        files::under(dir).unwrap().into_iter().map(|(_, rel)| rel).collect()
+    }
+
+    #[test]
+    fn appending_a_runs_files_again_leaves_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dest, temp) = (dir.path().join("out"), dir.path().join("temp"));
+        std::fs::create_dir_all(dest.join("day=1")).unwrap();
+        std::fs::write(dest.join("day=1/earlier-run.csv"), "x").unwrap();
+        for attempt in ["a", "b"] {
+            std::fs::create_dir_all(temp.join("day=1")).unwrap();
+            std::fs::write(temp.join(format!("day=1/{attempt}.csv")), attempt).unwrap();
+            move_files(&temp, &dest, "weir-r1-out-").unwrap();
+        }
+        assert_eq!(files(&dest), ["day=1/earlier-run.csv", "day=1/weir-r1-out-b.csv"], "the second attempt replaced the first");
+        assert_eq!(tagged("day=1/x.parquet", "t-"), "day=1/t-x.parquet");
+    }
+}

@@ -608,3 +608,31 @@ fn rows_a_map_fails_on_go_to_the_dead_letters_and_the_rest_go_on() {
     assert_eq!(p.read("out/o.csv"), "id,day,qty\n2,,4\n3,,5\n4,2024-03-01,\n");
     assert!(p.dlq("p.yaml").is_empty());
 }
+
+#[test]
+fn replay_leaves_alone_the_dead_letters_of_a_failed_run_whose_input_was_read_again() {
+    let p = Project::new();
+    p.file("data/in.csv", "id,amount\n1,10\n2,-5\n3,-7\n");
+    let pipeline = |rule: &str, max_invalid: u32| {
+        format!(
+            "name: checked\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv }}\n  valid:\n    validate: {{ input: src, rules: {{ ok: {rule} }}, max_invalid: {max_invalid} }}\n  \
+             out:\n    write_csv: {{ input: valid, path: out/o.csv }}\n"
+        )
+    };
+    p.file("p.yaml", &pipeline("{ positive: amount }", 1));
+    p.fails(&["run", "p.yaml"], 2);
+    p.file("p.yaml", &pipeline("{ positive: amount }", 5));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.dlq("p.yaml").len(), 4, "each run set rows 2 and 3 aside");
+
+    p.file("p.yaml", &pipeline("{ expr: \"amount > -100\" }", 5));
+    let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
+    assert!(log.contains("2 dead letters of `valid` are of runs that failed and were left alone"), "{log}");
+    assert!(log.contains("2 went through and were removed"), "{log}");
+    assert_eq!(p.read("out/o.csv"), "id,amount\n2,-5\n3,-7\n", "each set-aside row loaded once");
+    let left = p.dlq("p.yaml");
+    assert_eq!(left.len(), 2);
+    let failed_run = left[0]["run_id"].as_str().unwrap().to_string();
+    p.ok(&["dlq", "purge", "p.yaml", "--run", &failed_run]);
+    assert!(p.dlq("p.yaml").is_empty());
+}

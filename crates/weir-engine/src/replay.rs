@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
-use tracing::{Instrument, info};
+use tracing::{Instrument, info, warn};
 use weir_spec::{Dag, Pipeline, StepKind};
 
 use crate::dead_letters::settle_replay;
@@ -22,8 +22,11 @@ use crate::state_store::DeadLetter;
 /// What a replay did.
 #[derive(Debug)]
 pub struct ReplayReport {
-    pub run_id: String,
+    /// The replay's run; none when no dead letter was replayable.
+    pub run_id: Option<String>,
     pub replayed: usize,
+    /// Dead letters left alone because the run that set them aside failed (see [`Engine::replay`]).
+    pub skipped: usize,
     /// Dead letters that went through and were removed.
     pub passed: usize,
     /// Dead letters that failed again and stay, retry count incremented.
@@ -33,7 +36,9 @@ pub struct ReplayReport {
 }
 
 impl Engine {
-    /// Replays `letters`, all set aside by `step`.
+    /// Replays `letters`, all set aside by `step`. Those of a run that failed are left alone: a failed run
+    /// committed nothing (or is resumed, and then succeeds), so the run that reads its input again sets the same
+    /// records aside again, and replaying both copies would load them twice.
     pub async fn replay(
         &self,
         pipeline: &Pipeline,
@@ -43,6 +48,19 @@ impl Engine {
         letters: &[DeadLetter],
     ) -> Result<ReplayReport, EngineError> {
         let name = pipeline.name().to_string();
+        let (letters, skipped) = of_successful_runs(self.store(), letters)?;
+        if !skipped.is_empty() {
+            warn!(
+                pipeline = %name,
+                runs = ?skipped,
+                "Leaving alone dead letters of `{step}` from runs that failed: running the pipeline reads their records again (`weir dlq purge --run ID` removes them)"
+            );
+        }
+        let skipped = skipped.values().sum();
+        if letters.is_empty() {
+            return Ok(ReplayReport { run_id: None, replayed: 0, skipped, passed: 0, failed_again: 0, error: None });
+        }
+        let letters = letters.as_slice();
         let input_err = |message: String| EngineError::Input { pipeline: name.clone(), message };
         let failing = pipeline
             .step(step)
@@ -100,13 +118,38 @@ impl Engine {
         let failed_again = settle_replay(&*store, &name, step, letters, &run_id, outcome.is_ok())
             .map_err(|e| EngineError::Input { pipeline: name.clone(), message: format!("cannot settle the replayed dead letters: {e}") })?;
         Ok(ReplayReport {
-            run_id,
+            run_id: Some(run_id),
             replayed: letters.len(),
+            skipped,
             passed: if outcome.is_ok() { letters.len() - failed_again } else { 0 },
             failed_again,
             error: outcome.err(),
         })
     }
+}
+
+/// `letters` split into those of runs that succeeded (or that the store no longer knows) and, by failed run, how
+/// many of the others there are.
+fn of_successful_runs(store: &crate::StateStore, letters: &[DeadLetter]) -> Result<(Vec<DeadLetter>, BTreeMap<String, usize>), EngineError> {
+    let mut status: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut kept = Vec::new();
+    let mut skipped = BTreeMap::new();
+    for letter in letters {
+        let succeeded = match status.get(letter.run_id.as_str()) {
+            Some(s) => *s,
+            None => {
+                let s = store.run(&letter.run_id)?.is_none_or(|r| r.status == "success");
+                status.insert(&letter.run_id, s);
+                s
+            }
+        };
+        if succeeded {
+            kept.push(letter.clone());
+        } else {
+            *skipped.entry(letter.run_id.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok((kept, skipped))
 }
 
 /// The steps a replay of `failing`'s dead letters runs: `failing`, everything downstream of it, and whatever those

@@ -334,6 +334,7 @@ async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Re
             let body = json!({
                 "run_id": report.run_id,
                 "replayed": report.replayed,
+                "skipped": report.skipped,
                 "passed": report.passed,
                 "failed_again": report.failed_again,
                 "error": report.error.map(|e| e.to_string()),

@@ -109,13 +109,18 @@ pub async fn replay(global: &Global, pipeline: &Path, filter: DeadLetterFilter) 
     let mut failed = None;
     for (step, letters) in weir_engine::by_step(letters) {
         let report = engine.replay(&loaded.pipeline, &options, RunMetrics::default(), &step, &letters).await?;
+        if report.skipped > 0 {
+            eprintln!("{} dead letters of `{step}` are of runs that failed and were left alone (see the log)", report.skipped);
+        }
+        let run = report.run_id.as_deref().unwrap_or("-");
         match report.error {
+            None if report.run_id.is_none() => {}
             None => eprintln!(
-                "replayed {} dead letters of `{step}` in run {}: {} went through and were removed, {} failed again and stay",
-                report.replayed, report.run_id, report.passed, report.failed_again
+                "replayed {} dead letters of `{step}` in run {run}: {} went through and were removed, {} failed again and stay",
+                report.replayed, report.passed, report.failed_again
             ),
             Some(err) => {
-                eprintln!("replay of {} dead letters of `{step}` failed (run {}); they stay: {err}", report.replayed, report.run_id);
+                eprintln!("replay of {} dead letters of `{step}` failed (run {run}); they stay: {err}", report.replayed);
                 failed = Some(err);
             }
         }

@@ -45,12 +45,13 @@ struct Global {
     /// `human` on a terminal, `json` (one object per line) for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "WEIR_LOG_FORMAT", global = true)]
     log_format: LogFormat,
-    /// Where runs, state and dead letters are kept [default: `.weir/` beside the pipeline file].
+    /// Where the embedded state store (unless `--state` names another), scratch files and load packages are kept
+    /// [default: `.weir/` beside the pipeline file].
     #[arg(long, env = "WEIR_STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
     /// The state store: a SQLite file, or `postgres://…` for a store several `weir serve` instances (and `weir
     /// run`s) share [default: `state.db` in the state directory].
-    #[arg(long, env = "WEIR_STATE", global = true, value_name = "PATH|postgres://…", value_parser = parse_state)]
+    #[arg(long, env = "WEIR_STATE", hide_env_values = true, global = true, value_name = "PATH|postgres://…", value_parser = parse_state)]
     state: Option<weir_engine::StateLocation>,
     /// Where each run's log lines go once a command opens its store.
     #[arg(skip)]
@@ -111,7 +112,7 @@ enum Command {
     Backfill(commands::backfill::BackfillArgs),
     /// Run a directory of pipelines on their triggers (cron, every, after, webhook), with a JSON API and /metrics.
     #[command(
-        after_help = "Examples:\n  weir serve pipelines/ --listen 127.0.0.1:8080\n  curl -X POST 127.0.0.1:8080/api/pipelines/orders/runs     (a manual run; ?wait=true answers when it ends)\n  curl 127.0.0.1:8080/api/pipelines                         (next and last run of each)\n  curl 127.0.0.1:8080/metrics                               (Prometheus)"
+        after_help = "Examples:\n  weir serve pipelines/ --listen 127.0.0.1:8080\n  WEIR_STATE=postgres://weir@db/weir weir serve pipelines/   (on several machines: they share runs, schedules and takeovers)\n  curl -X POST 127.0.0.1:8080/api/pipelines/orders/runs     (a manual run; ?wait=true answers when it ends)\n  curl 127.0.0.1:8080/api/pipelines                         (next and last run of each)\n  curl 127.0.0.1:8080/metrics                               (Prometheus)"
     )]
     Serve(commands::serve::ServeArgs),
 }

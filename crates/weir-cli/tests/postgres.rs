@@ -339,6 +339,8 @@ fn a_state_store_in_postgres_keeps_runs_state_logs_and_dead_letters() {
     let p = p.env("WEIR_STATE", "postgres://weir:hunter2@127.0.0.1:1/state");
     let out = p.fails(&["runs", "pipeline.yaml"], 2);
     assert!(out.contains("postgres://weir:***@127.0.0.1:1/state") && !out.contains("hunter2"), "{out}");
+    let help = p.ok(&["serve", "--help"]);
+    assert!(help.contains("WEIR_STATE") && !help.contains("hunter2"), "--help names the variable, not its value:\n{help}");
 }
 
 #[test]

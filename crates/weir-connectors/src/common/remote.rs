@@ -217,6 +217,10 @@ fn build_store(url: &Url, conn: Option<&ResolvedConnection>) -> Result<Arc<dyn O
         }
         "http" | "https" => {
             let mut builder = object_store::http::HttpBuilder::new().with_url(url.origin().ascii_serialization());
+            if url.scheme() == "http" {
+                // The URL says plain HTTP; object_store refuses it unless told.
+                builder = builder.with_config(object_store::ClientConfigKey::AllowHttp, "true");
+            }
             for (key, value) in options {
                 builder = builder.with_config(key.parse().map_err(|e| bad_key(key, e))?, value);
             }

@@ -238,3 +238,21 @@ fn dead_letters_kept_in_a_mariadb_table_round_trip_through_replay() {
     assert_eq!(db.rows("SELECT count(*) FROM dlq"), ["0"]);
     assert_eq!(db.rows("SELECT id FROM orders ORDER BY id"), ["1", "3"]);
 }
+
+#[test]
+fn a_narrower_column_is_widened_keeping_its_null_default_and_auto_increment() {
+    let db = TestMyDb::new();
+    db.exec("CREATE TABLE t (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL DEFAULT 7, f FLOAT)");
+    let p = Project::new().env("DB_URL", &db.url());
+    let frozen = p.fails(&["run", &load_csv(&p, "mysql", "id,n,f\n3000000000,4000000000,1.25\n", "mode: append, schema_evolution: freeze")], 2);
+    assert!(frozen.contains("column `n`: the input has Int64, the table has long"), "{frozen}");
+    p.ok(&["run", &load_csv(&p, "mysql", "id,n,f\n3000000000,4000000000,1.25\n", "mode: append")]);
+    assert_eq!(db.rows("SELECT id, n, f FROM t"), ["3000000000|4000000000|1.25"]);
+    assert_eq!(
+        db.rows(
+            "SELECT column_name, column_type, is_nullable, COALESCE(column_default, 'NULL'), extra FROM information_schema.columns
+             WHERE table_schema = DATABASE() AND table_name = 't' ORDER BY ordinal_position"
+        ),
+        ["id|bigint(20)|NO|NULL|auto_increment", "n|bigint(20)|NO|7|", "f|double|YES|NULL|"]
+    );
+}

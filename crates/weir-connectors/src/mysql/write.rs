@@ -113,6 +113,29 @@ impl Target {
         ))
     }
 
+    /// What `MODIFY COLUMN` must restate of `column` besides its type: ` NOT NULL`, ` DEFAULT …`, ` AUTO_INCREMENT`.
+    async fn column_attributes(&self, client: &mut Conn, column: &str) -> Result<String> {
+        let (db, name) = self.schema_and_name();
+        let found: Option<(String, Option<String>, String)> = client
+            .exec_first(
+                "SELECT is_nullable, column_default, extra FROM information_schema.columns
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND column_name = ?",
+                (db, name, column),
+            )
+            .await
+            .map_err(|e| self.error("cannot describe", e))?;
+        let Some((nullable, default, extra)) = found else { return Ok(String::new()) };
+        let mut kept = String::from(if nullable == "NO" { " NOT NULL" } else { " NULL" });
+        // MariaDB keeps a default as an expression (`NULL` when there is none); MySQL as its value.
+        if let Some(default) = default.filter(|d| d != "NULL") {
+            kept.push_str(&format!(" DEFAULT {default}"));
+        }
+        if extra.to_lowercase().contains("auto_increment") {
+            kept.push_str(" AUTO_INCREMENT");
+        }
+        Ok(kept)
+    }
+
     /// Whether a primary key or unique index covers exactly `keys`, which `ON DUPLICATE KEY UPDATE` needs.
     async fn has_unique_key(&self, client: &mut Conn, keys: &[String]) -> Result<bool> {
         let (db, name) = self.schema_and_name();
@@ -153,19 +176,29 @@ async fn prepare_table(
             target.columns(client).await?.expect("the table was just created")
         }
     };
-    let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, &existing, &|_, _| false)?;
-    let added: Vec<String> = planned
-        .iter()
-        .filter(|(_, change)| *change == ColumnChange::Add)
-        .map(|(f, _)| {
-            let ty = ddl_type(f.data_type(), false).ok_or_else(|| {
-                DataFusionError::Plan(format!("new column `{}` is {}, which has no MySQL type in Weir yet", f.name(), f.data_type()))
-            })?;
-            Ok(format!("ADD COLUMN {} {ty}", quote_ident(f.name())))
-        })
-        .collect::<Result<_>>()?;
-    if !added.is_empty() {
-        let ddl = format!("ALTER TABLE {} {}", target.quoted, added.join(", "));
+    let can_widen = |column: &TableColumn, input: &DataType| column.arrow.as_ref().is_some_and(|t| widened(t, input).is_some());
+    let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, &existing, &can_widen)?;
+    let mut changes = Vec::new();
+    for (f, change) in &planned {
+        match change {
+            ColumnChange::Fits => {}
+            ColumnChange::Add => {
+                let ty = ddl_type(f.data_type(), false).ok_or_else(|| {
+                    DataFusionError::Plan(format!("new column `{}` is {}, which has no MySQL type in Weir yet", f.name(), f.data_type()))
+                })?;
+                changes.push(format!("ADD COLUMN {} {ty}", quote_ident(f.name())));
+            }
+            ColumnChange::Widen => {
+                let table = existing.iter().find(|c| c.name == *f.name()).and_then(|c| c.arrow.as_ref()).expect("only existing columns widen");
+                let ty = widened(table, f.data_type()).expect("plan checked can_widen");
+                // MODIFY restates the whole column: keep its NULL, default and auto-increment as they are.
+                let kept = target.column_attributes(client, f.name()).await?;
+                changes.push(format!("MODIFY COLUMN {} {ty}{kept}", quote_ident(f.name())));
+            }
+        }
+    }
+    if !changes.is_empty() {
+        let ddl = format!("ALTER TABLE {} {}", target.quoted, changes.join(", "));
         if dry_run {
             info!(table = %target.name, "Dry run: would evolve the table, then load: {ddl}");
             return Ok(None);
@@ -181,6 +214,17 @@ async fn prepare_table(
         )));
     }
     Ok(Some(planned.into_iter().map(|(f, _)| f).collect()))
+}
+
+/// The wider column type that holds both the table's values and the input's, for `schema_evolution: evolve`.
+fn widened(table: &DataType, input: &DataType) -> Option<&'static str> {
+    use DataType::*;
+    Some(match (table, input) {
+        (Int8 | Int16, Int32 | UInt8 | UInt16) => "INT",
+        (Int8 | Int16 | Int32, Int64 | UInt32) => "BIGINT",
+        (Float32, Float64 | Int32 | Int64) => "DOUBLE",
+        _ => return None,
+    })
 }
 
 /// The `CREATE TABLE` statement for the input's columns.

@@ -403,3 +403,34 @@ fn rows_the_database_refuses_go_to_the_dead_letters_and_replay_once_it_is_fixed(
     assert_eq!(db.rows("SELECT id, amount FROM t WHERE id <= 3 ORDER BY id"), ["1|9", "2|2", "3|3"]);
     assert_eq!(p.dlq("p.yaml").len(), 1, "skip keeps no new dead letter");
 }
+
+#[test]
+fn a_batch_loaded_again_keeps_its_refused_row_once() {
+    let db = TestDb::new();
+    // Row 20,001 (the first of batch 3) breaks the CHECK. Batch 3's first COMMIT fails with a serialization
+    // failure (a deferred trigger counting inserted rows), after its refused row was set aside, so batch 3 is
+    // loaded a second time and refuses that row again.
+    db.exec(
+        "CREATE TABLE t (id bigint PRIMARY KEY, amount bigint CHECK (amount >= 0));
+         CREATE SEQUENCE inserted;
+         CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF nextval('inserted') = 20001 THEN RAISE EXCEPTION 'try again' USING ERRCODE = '40001'; END IF; RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER fail_once AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_once();",
+    );
+    let mut csv = String::from("id,amount\n");
+    for id in 1..=30_000 {
+        csv.push_str(&format!("{id},{}\n", if id == 20_001 { -1 } else { id }));
+    }
+    let p = Project::new().env("DB_URL", &db.url());
+    p.file("data/rows.csv", &csv).file(
+        "load.yaml",
+        "name: load\nsettings: { commit_every: 10000 }\nconnections:\n  db: { kind: postgres, url: \"${DB_URL}\" }\nsteps:\n  rows:\n    read_csv: { path: data/rows.csv }\n  \
+         out:\n    on_error: dead_letter\n    write_db: { input: rows, connection: db, table: t, mode: append, retry: { max_attempts: 3, delay: 10ms, retry_on: [conflict] } }\n",
+    );
+    let log = p.ok_log(&["run", "load.yaml"]);
+    assert!(log.contains("try again") && log.contains("retrying"), "batch 3 was loaded again:\n{log}");
+    assert_eq!(db.rows("SELECT count(*), count(DISTINCT id) FROM t"), ["29999|29999"]);
+    let letters = p.dlq("load.yaml");
+    assert_eq!(letters.len(), 1, "one dead letter for the one refused row: {letters:?}");
+    assert_eq!(letters[0]["origin"], "row 20001 of the load into `t` on `db`");
+}

@@ -15,7 +15,7 @@ use weir_spec::{Connection, OnError, Retry, RetryOn, Spanned, Step, Template, Ty
 
 use crate::metrics::StepCounters;
 use crate::dead_letters::DeadLetters;
-use crate::state_store::NewDeadLetter;
+use crate::state_store::{DeadLetterFilter, NewDeadLetter};
 
 /// Extract and load steps, by kind.
 #[async_trait]
@@ -174,7 +174,8 @@ impl StepContext {
 
     /// Hands over records this step could not process, following its `on_error`: fail on the first, count and drop
     /// them, or keep them in the dead-letter store. Nothing is dropped silently: skipped and dead-lettered records
-    /// are counted as `rows_invalid`.
+    /// are counted as `rows_invalid`. In a batch of a batched load (which is loaded again after a retry or a
+    /// resume), a dead letter already kept for the same record at the same place is not kept twice.
     pub fn reject(&self, letters: Vec<NewDeadLetter>) -> Result<()> {
         let Some(first) = letters.first() else { return Ok(()) };
         match self.on_error {
@@ -192,13 +193,24 @@ impl StepContext {
                 Ok(())
             }
             OnError::DeadLetter => {
-                self.dead_letters
-                    .add(&self.pipeline, &self.run_id, &letters)
-                    .map_err(|e| DataFusionError::External(format!("cannot keep dead letters: {e}").into()))?;
+                let kept = |e: crate::dead_letters::BoxError| DataFusionError::External(format!("cannot keep dead letters: {e}").into());
+                let letters = match self.batch {
+                    Some(_) => self.not_kept_yet(letters).map_err(kept)?,
+                    None => letters,
+                };
+                self.dead_letters.add(&self.pipeline, &self.run_id, &letters).map_err(kept)?;
                 self.counters.add_invalid(letters.len() as u64);
                 Ok(())
             }
         }
+    }
+
+    /// `letters` without those this run's step already kept for the same record at the same place.
+    fn not_kept_yet(&self, letters: Vec<NewDeadLetter>) -> crate::DlqResult<Vec<NewDeadLetter>> {
+        let filter = DeadLetterFilter { run_id: Some(self.run_id.clone()), step: Some(self.step.clone()), id: None };
+        let kept: std::collections::HashSet<(Option<String>, String)> =
+            self.dead_letters.matching(&self.pipeline, &filter)?.into_iter().map(|l| (l.origin, l.record.to_string())).collect();
+        Ok(letters.into_iter().filter(|l| !kept.contains(&(l.origin.clone(), l.record.to_string()))).collect())
     }
 }
 

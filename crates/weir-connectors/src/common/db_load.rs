@@ -26,9 +26,10 @@ pub fn with_audit_columns(spec: &WriteDb, cx: &StepContext, input: DataFrame) ->
 }
 
 /// A row of `batch` the destination refused, as the step's dead letter: the row as the step was given it (without
-/// the audit columns Weir added) and the database's reason. `position` counts the load's rows from 1.
+/// the audit columns Weir added) and the database's reason. `position` counts this call's rows from 1.
 pub fn refused_row(cx: &StepContext, batch: &RecordBatch, row: usize, position: u64, destination: (&str, &str), why: &str) -> Result<NewDeadLetter> {
     let (table, connection) = destination;
+    let position = load_position(cx, position);
     let mut record = weir_engine::rows_as_json(&batch.slice(row, 1))?.pop().unwrap_or_default();
     if let Some(fields) = record.as_object_mut() {
         for audit in AUDIT_COLUMNS {
@@ -41,6 +42,12 @@ pub fn refused_row(cx: &StepContext, batch: &RecordBatch, row: usize, position: 
         error: format!("`{table}` refused the row: {why}"),
         origin: Some(format!("row {position} of the load into `{table}` on `{connection}`")),
     })
+}
+
+/// The place of a row in the whole load: `position` within this call, after the batches before it. A refused row's
+/// place is its identity when a batch is loaded again (see [`StepContext::reject`]).
+pub fn load_position(cx: &StepContext, position: u64) -> u64 {
+    cx.batch.map_or(0, |b| b.rows_before) + position
 }
 
 /// The input columns that go into the table: all but the delete flag. Fails when a key or the flag is missing.

@@ -396,7 +396,12 @@ async fn apply_isolating(
                     step: cx.step.clone(),
                     record: serde_json::from_str(&record).map_err(|e| DataFusionError::External(Box::new(e)))?,
                     error: format!("`{}` refused the row: {}", target.name, super::pg_message(&e)),
-                    origin: Some(format!("row {first} of the load into `{}` on `{}`", target.name, target.connection)),
+                    origin: Some(format!(
+                        "row {} of the load into `{}` on `{}`",
+                        db_load::load_position(cx, first as u64),
+                        target.name,
+                        target.connection
+                    )),
                 });
             }
             Err(e) => return Err(fail(&e)),

@@ -336,3 +336,49 @@ fn csv_ndjson_and_parquet_read_over_http() {
     let err = p.fails(&["run", "p.yaml"], 2);
     assert!(err.contains("nothing.csv"), "a missing file names its URL:\n{err}");
 }
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs (scripts/test.sh installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn https_reads_verify_the_server_against_the_trusted_roots() {
+    // A test CA, and a certificate for 127.0.0.1 it signed; Python's HTTP server serves `www/` with it.
+    let tls = tempfile::tempdir().unwrap();
+    let dir = tls.path();
+    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=weir test CA"]);
+    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext"]);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/orders.csv"), "id,amount\n1,10.5\n2,7\n").unwrap();
+    let script = format!(
+        "import http.server, ssl, functools, sys\n\
+         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory='{www}')\n\
+         server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), handler)\n\
+         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         context.load_cert_chain('{dir}/server.pem', '{dir}/server.key')\n\
+         server.socket = context.wrap_socket(server.socket, server_side=True)\n\
+         server.serve_forever()\n",
+        www = dir.join("www").display(),
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("serve.py"), script).unwrap();
+    let serve_py = dir.join("serve.py").display().to_string();
+    let (_server, port) = Process::start("python3", &[&serve_py, "{port}"]);
+    let ca = dir.join("ca.pem").display().to_string();
+    until_ok(Command::new("curl").args(["-sf", "--cacert", &ca, &format!("https://127.0.0.1:{port}/orders.csv")]), "the HTTPS server");
+
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        &format!("name: over_https\nsteps:\n  orders:\n    read_csv: {{ path: \"https://127.0.0.1:{port}/orders.csv\" }}\n  out:\n    write_csv: {{ input: orders, path: out/o.csv }}\n"),
+    );
+    let untrusted = p.fails(&["run", "p.yaml"], 2);
+    assert!(untrusted.to_lowercase().contains("certificate"), "a server the trusted roots do not vouch for is refused:\n{untrusted}");
+    let p = p.env("SSL_CERT_FILE", &ca);
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("out/o.csv"), "id,amount\n1,10.5\n2,7.0\n");
+}

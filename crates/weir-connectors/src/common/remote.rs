@@ -71,11 +71,13 @@ impl Remote {
     /// The objects the path names: the object itself, or everything under the prefix that matches the glob.
     /// Names starting with `.` or `_` are skipped, as they are in local directories.
     pub async fn objects(&self) -> Result<Vec<ObjectMeta>> {
-        if self.pattern.is_none()
-            && !self.prefix.as_ref().is_empty()
-            && let Ok(meta) = self.store.head(&self.prefix).await
-        {
-            return Ok(vec![meta]);
+        if self.pattern.is_none() && !self.prefix.as_ref().is_empty() {
+            match self.store.head(&self.prefix).await {
+                Ok(meta) => return Ok(vec![meta]),
+                // Not an object: perhaps a directory of them, listed below.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(external(e)),
+            }
         }
         let glob = self.pattern.as_deref().map(|p| files::glob_matcher(p, &self.url)).transpose()?;
         let listed: Vec<_> = self.store.list(Some(&self.prefix)).try_collect().await.map_err(external)?;
@@ -236,7 +238,23 @@ fn plan(name: &str, e: object_store::Error) -> DataFusionError {
 }
 
 fn external(e: object_store::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
+    DataFusionError::External(with_causes(&e).into())
+}
+
+/// An error's message followed by its causes, which object_store's own message leaves out (a certificate the
+/// trusted roots do not vouch for, a refused connection).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]

@@ -319,7 +319,18 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
         "name: orders\ndescription: Orders into a CSV\ntriggers:\n  - cron: '0 3 * * *'\n    timezone: Europe/Paris\nsteps:\n  rows:\n    read_csv: { path: data/orders.csv }\n  \
          checked:\n    validate: { input: rows, rules: { amount_positive: { positive: amount } } }\n  \
          summary:\n    sql: { query: \"SELECT count(*) AS n FROM checked\" }\n  \
-         out:\n    write_csv: { input: summary, path: out/summary.csv }\n",
+         out:\n    write_csv: { input: summary, path: out/summary.csv }\n\
+         state:\n  last_run: { type: timestamp, default: \"1970-01-01T00:00:00Z\", update: run_started_at }\n",
+    );
+    // A run that takes long enough to be seen going.
+    let slow = serve(Router::new().route("/slow", get(|| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        axum::Json(json!({ "data": [] }))
+    })));
+    write(
+        dir.path(),
+        "slow.yaml",
+        &format!("name: slow\nsteps:\n  rows:\n    read_api: {{ url: \"http://{slow}/slow\", records: $.data, timeout: 60s }}\n  out:\n    write_csv: {{ input: rows, path: out/slow.csv }}\n"),
     );
     write(dir.path(), "broken.yaml", "name: broken\nsteps:\n  a:\n    read_csv: { path: x.csv }\n  b:\n    write_csv: { input: nowhere, path: y.csv }\n");
     write(dir.path(), "fails.yaml", "name: fails\nsteps:\n  rows:\n    read_csv: { path: data/missing.csv }\n  out:\n    write_csv: { input: rows, path: out/x.csv }\n");
@@ -343,6 +354,7 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
     let runs = server.get("/api/runs?pipeline=orders").await["runs"].as_array().unwrap().clone();
     let history = page("/pipeline/orders").await.unwrap();
     assert_eq!(history.matches("<rect").count(), 4, "two bars in each chart: {history}");
+    assert!(history.contains(r#"<tr data-state="last_run"><td>last_run</td><td>20"#) && history.contains("stored"), "{history}");
     assert!(history.contains(runs[0]["run_id"].as_str().unwrap()), "{history}");
 
     let ok_run = runs[0]["run_id"].as_str().unwrap().to_string();
@@ -363,6 +375,23 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
     };
     assert!(failed_page.contains(r#"data-step="rows" data-outcome="failed""#), "{failed_page}");
     assert!(failed_page.contains("run-error") && failed_page.contains("missing.csv"), "{failed_page}");
+
+    // A run going shows a cancel button; the button's request stops it.
+    assert_eq!(server.post("/api/pipelines/slow/runs", &[], "").await.0, 202);
+    let going = loop {
+        if let Some(id) = server.get("/api/runs?pipeline=slow&status=running").await["runs"][0]["run_id"].as_str() {
+            break id.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let going_page = {
+        let url = format!("{base}/#/run/{going}");
+        tokio::task::spawn_blocking(move || rendered(&url)).await.unwrap()
+    };
+    assert!(going_page.contains(&format!(r#"<button data-cancel="{going}">Cancel run</button>"#)), "{going_page}");
+    assert_eq!(server.post(&format!("/api/runs/{going}/cancel"), &[], "").await.0, 202);
+    let cancelled = server.runs("slow", 1).await.pop().unwrap();
+    assert!(cancelled["error"].as_str().unwrap().contains("cancelled"), "{cancelled}");
 
     let letters = page("/dlq/orders").await.unwrap();
     assert_eq!(letters.matches("<tr data-letter=").count(), 4, "two bad rows per run: {letters}");

@@ -45,6 +45,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--shared-state", action="store_true",
+                        help="keep the server's state store in PostgreSQL (schema weir of the benchmark database), as instances sharing one do")
     target = os.environ.get("CARGO_TARGET_DIR", "/var/tmp/weir-target")
     parser.add_argument("--bin-dir", default=f"{target}/release")
     args = parser.parse_args()
@@ -60,7 +62,8 @@ def main():
         f.write(PIPELINE % {"concurrency": args.concurrency})
     port = free_port()
     env = dict(os.environ, DB_URL=f"{PG}/{DB}", HOOK_TOKEN="bench-token")
-    server = subprocess.Popen([weir, "-q", "serve", project, "--listen", f"127.0.0.1:{port}", "--max-runs", str(args.concurrency)],
+    state = ["--state", f"{PG}/{DB}"] if args.shared_state else []
+    server = subprocess.Popen([weir, "-q", "serve", project, "--listen", f"127.0.0.1:{port}", "--max-runs", str(args.concurrency), *state],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_up(port, server)
@@ -74,7 +77,8 @@ def main():
         server.wait(timeout=30)
         psql("postgres", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         shutil.rmtree(project, ignore_errors=True)
-    print(f"concurrency {args.concurrency}, {args.batch} events per request, {args.seconds:.0f} s")
+    store = "PostgreSQL (shared)" if args.shared_state else "SQLite (embedded)"
+    print(f"concurrency {args.concurrency}, {args.batch} events per request, {args.seconds:.0f} s, state store {store}")
     print(f"requests {result['requests']} (refused {result['refused']}), events acknowledged {result['events_acked']}")
     print(f"events/s {result['events_per_second']:.0f} (goal 20000: ratio {result['events_per_second'] / 20000:.2f})")
     print(f"ack latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms (goal < 50), max {result['max_ms']:.1f} ms")

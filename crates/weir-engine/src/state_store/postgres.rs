@@ -5,11 +5,12 @@
 //! API is synchronous, like SQLite's. So one thread per store owns the connection and serves requests over a
 //! channel; between requests it writes the instance's heartbeat, which tells other instances this one is alive.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use ::postgres::types::{ToSql, Type};
-use ::postgres::{Client, NoTls};
+use ::postgres::{Client, NoTls, Statement};
 
 use super::db::{Arg, Dialect, Row, Sql, Val};
 use super::{Result, StateError, now};
@@ -109,6 +110,8 @@ struct Worker {
     instance: String,
     client: Client,
     in_transaction: bool,
+    /// Statements prepared on this connection, by their SQL: the store runs the same few over and over.
+    prepared: HashMap<String, Statement>,
 }
 
 impl Worker {
@@ -121,7 +124,7 @@ impl Worker {
             }
         };
         let _ = ready.send(Ok(()));
-        let mut worker = Self { url, instance, client, in_transaction: false };
+        let mut worker = Self { url, instance, client, in_transaction: false, prepared: HashMap::new() };
         let mut last_beat = Instant::now();
         loop {
             match inbox.recv_timeout(HEARTBEAT) {
@@ -146,8 +149,7 @@ impl Worker {
 
     fn serve(&mut self, op: Op) -> Result<Reply> {
         if !self.in_transaction && self.client.is_closed() {
-            self.client = connect(&self.url)?;
-            self.client.batch_execute("SET search_path TO weir").map_err(pg)?;
+            self.reconnect()?;
         }
         match op {
             Op::Begin => {
@@ -161,18 +163,37 @@ impl Worker {
                 self.client.batch_execute(sql).map_err(pg)?;
                 Ok(Reply::Count(0))
             }
-            Op::Execute(sql, args) => Ok(Reply::Count(self.client.execute(&placeholders(&sql), &bind(&args)).map_err(pg)?)),
+            Op::Execute(sql, args) => {
+                let statement = self.statement(&sql)?;
+                Ok(Reply::Count(self.client.execute(&statement, &bind(&args)).map_err(pg)?))
+            }
             Op::Query(sql, args) => {
-                let rows = self.client.query(&placeholders(&sql), &bind(&args)).map_err(pg)?;
+                let statement = self.statement(&sql)?;
+                let rows = self.client.query(&statement, &bind(&args)).map_err(pg)?;
                 Ok(Reply::Rows(rows.iter().map(row).collect::<Result<_>>()?))
             }
         }
     }
 
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(&placeholders(sql)).map_err(pg)?;
+        self.prepared.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        self.client = connect(&self.url)?;
+        self.client.batch_execute("SET search_path TO weir").map_err(pg)?;
+        self.prepared.clear();
+        Ok(())
+    }
+
     fn beat(&mut self) -> Result<()> {
         if self.client.is_closed() {
-            self.client = connect(&self.url)?;
-            self.client.batch_execute("SET search_path TO weir").map_err(pg)?;
+            self.reconnect()?;
         }
         self.client.execute("UPDATE instances SET heartbeat_at = $2 WHERE id = $1", &[&self.instance, &now()]).map_err(pg)?;
         Ok(())

@@ -711,3 +711,52 @@ fn explain_reads_one_page_at_most_and_none_when_the_schema_is_declared() {
     p.ok(&["run", "p.yaml"]);
     expected_ids(&p, 1..=6);
 }
+
+#[test]
+fn offset_and_page_pagination_fetch_pages_ahead_and_drop_those_past_the_end() {
+    #[derive(Clone, Default)]
+    struct Load {
+        going: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+    async fn slowly(load: &Load) {
+        load.requests.fetch_add(1, Ordering::SeqCst);
+        let now = load.going.fetch_add(1, Ordering::SeqCst) + 1;
+        load.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        load.going.fetch_sub(1, Ordering::SeqCst);
+    }
+    async fn offset(State(load): State<Load>, Query(q): Params) -> Response {
+        slowly(&load).await;
+        let (offset, limit): (u64, u64) = (q["offset"].parse().unwrap(), q["limit"].parse().unwrap());
+        let records = if offset >= 95 { vec![] } else { customers(offset + 1, (offset + limit).min(95)) };
+        axum::Json(json!({ "results": records })).into_response()
+    }
+    async fn page(State(load): State<Load>, Query(q): Params) -> Response {
+        slowly(&load).await;
+        let page: u64 = q["page"].parse().unwrap();
+        // Pages past the last are an error here: the pages fetched ahead past the end are never looked at.
+        if page > 10 {
+            return (StatusCode::NOT_FOUND, "no such page").into_response();
+        }
+        axum::Json(json!({ "results": customers((page - 1) * 10 + 1, (page * 10).min(95)) })).into_response()
+    }
+    for (route, api) in [
+        ("/offset", "url: /offset\nrecords: $.results\nconcurrency: 4\npaginate: { offset: { limit: 10 } }"),
+        ("/page", "url: /page\nrecords: $.results\nconcurrency: 4\npaginate: { page: { size_param: per_page, size: 10 } }"),
+    ] {
+        let load = Load::default();
+        let app = match route {
+            "/offset" => Router::new().route(route, get(offset)),
+            _ => Router::new().route(route, get(page)),
+        };
+        let addr = serve(app.with_state(load.clone()));
+        let p = Project::new();
+        p.file("p.yaml", &pipeline(addr, "", &indent(api), "id, name"));
+        p.ok(&["run", "p.yaml"]);
+        expected_ids(&p, 1..=95);
+        assert!(load.most.load(Ordering::SeqCst) >= 2, "{route}: pages were fetched one at a time");
+        assert_eq!(load.requests.load(Ordering::SeqCst), 12, "{route}: three rounds of four pages, the last two past the end");
+    }
+}

@@ -80,6 +80,11 @@ http_step! {
         /// Stop after this many pages, even if the API has more.
         #[serde(default)]
         pub max_pages: Option<u64>,
+        /// Pages fetched at once with `offset` or `page` pagination, whose requests need no earlier answer: pages
+        /// are fetched ahead, written in order, and paging stops at the first short or empty page (pages fetched
+        /// past it are dropped). Other styles fetch one page at a time. Default 1.
+        #[serde(default)]
+        pub concurrency: Option<usize>,
         /// Turn nested objects into `parent.child` columns instead of structs.
         #[serde(default)]
         pub flatten: bool,

@@ -40,35 +40,43 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
     let spill = cx.scratch_dir.join(format!("{}.api.ndjson", cx.step));
     let mut out = BufWriter::new(File::create(&spill)?);
     let (mut pages, mut total) = (0u64, 0u64);
-    loop {
-        let page = client.send(&request).await?;
-        pages += 1;
-        let shown = &request.url;
-        let body = parse_body(&page.body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
-        let records = pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
-        for record in &records {
-            serde_json::to_writer(&mut out, record).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            out.write_all(b"\n")?;
-        }
-        total += records.len() as u64;
-        debug!(step = %cx.step, page = pages, records = records.len(), "fetched {shown}");
-        if pages % 1000 == 0 {
-            info!(step = %cx.step, pages, records = total, "Fetched {pages} pages, {total} records so far");
-        }
-        if cx.planning {
-            // One page shows the columns; explaining a pipeline must not read a whole API.
-            break;
-        }
-        if spec.max_pages.is_some_and(|max| pages >= max) {
-            info!(step = %cx.step, "Stopping at max_pages ({pages}); the API may have more");
-            break;
-        }
-        if pager.has_more(&body) == Some(false) {
-            break;
-        }
-        match pager.next(&request, &page, &body, records.len())? {
-            Some(next) => request = next,
-            None => break,
+    // One page at a time, unless the style knows the next pages' requests without their predecessors' answers.
+    let window = if pager.predictable() && !cx.planning { spec.concurrency.unwrap_or(1).max(1) as u64 } else { 1 };
+    'paging: loop {
+        let ahead = spec.max_pages.map_or(window, |max| window.min(max.saturating_sub(pages)).max(1));
+        let requests: Vec<Request> = (0..ahead).map(|k| pager.ahead(&request, k)).collect();
+        let answers = futures::future::join_all(requests.iter().map(|r| client.send(r))).await;
+        for (sent, answer) in requests.iter().zip(answers) {
+            // A page fetched past the last one is never looked at, nor its error.
+            let page = answer?;
+            pages += 1;
+            let shown = &sent.url;
+            let body = parse_body(&page.body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+            let records = pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+            for record in &records {
+                serde_json::to_writer(&mut out, record).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                out.write_all(b"\n")?;
+            }
+            total += records.len() as u64;
+            debug!(step = %cx.step, page = pages, records = records.len(), "fetched {shown}");
+            if pages % 1000 == 0 {
+                info!(step = %cx.step, pages, records = total, "Fetched {pages} pages, {total} records so far");
+            }
+            if cx.planning {
+                // One page shows the columns; explaining a pipeline must not read a whole API.
+                break 'paging;
+            }
+            if spec.max_pages.is_some_and(|max| pages >= max) {
+                info!(step = %cx.step, "Stopping at max_pages ({pages}); the API may have more");
+                break 'paging;
+            }
+            if pager.has_more(&body) == Some(false) {
+                break 'paging;
+            }
+            match pager.next(sent, &page, &body, records.len())? {
+                Some(next) => request = next,
+                None => break 'paging,
+            }
         }
     }
     out.flush()?;
@@ -158,6 +166,23 @@ impl Pager {
             _ => {}
         }
         request
+    }
+
+    /// Whether the requests of later pages follow from the current one alone (offsets and page numbers), so they
+    /// can be sent before its answer arrives.
+    fn predictable(&self) -> bool {
+        matches!(self.style, Some(Style::Offset { .. } | Style::Page { .. }))
+    }
+
+    /// The request `k` pages after `request` (the current page), assuming the pages between are full.
+    fn ahead(&self, request: &Request, k: u64) -> Request {
+        let mut later = request.clone();
+        match &self.style {
+            Some(Style::Offset { param, limit, offset, .. }) => set_param(&mut later.url, param, &(offset + k * limit).to_string()),
+            Some(Style::Page { param, page, .. }) => set_param(&mut later.url, param, &(page + k).to_string()),
+            _ => {}
+        }
+        later
     }
 
     /// The records of one page; without `records:` the page itself must be an array.

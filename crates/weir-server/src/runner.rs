@@ -114,7 +114,7 @@ impl Runner {
                         debug!(pipeline = %fire.pipeline, "No free slot here; another instance may take the fire");
                         return None;
                     }
-                    let due = fire.due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let due = weir_engine::state_store::timestamp(fire.due);
                     Some((fire, limit, due))
                 })
                 .collect()

@@ -25,29 +25,37 @@ pub fn with_audit_columns(spec: &WriteDb, cx: &StepContext, input: DataFrame) ->
     input.with_column(AUDIT_COLUMNS[0], lit(cx.run_id.clone()))?.with_column(AUDIT_COLUMNS[1], lit(loaded_at))
 }
 
-/// A row of `batch` the destination refused, as the step's dead letter: the row as the step was given it (without
-/// the audit columns Weir added) and the database's reason. `position` counts this call's rows from 1.
-pub fn refused_row(cx: &StepContext, batch: &RecordBatch, row: usize, position: u64, destination: (&str, &str), why: &str) -> Result<NewDeadLetter> {
+/// The dead letter of a row the destination refused: the row as the step was given it, the database's reason, and
+/// the row's place in the whole load (`position` counts this load call's rows from 1; batches before it are added).
+/// The place is the dead letter's identity when a batch is loaded again (see [`StepContext::reject`]).
+pub fn refused_letter(cx: &StepContext, record: serde_json::Value, position: u64, destination: (&str, &str), why: &str) -> NewDeadLetter {
     let (table, connection) = destination;
-    let position = load_position(cx, position);
-    let mut record = weir_engine::rows_as_json(&batch.slice(row, 1))?.pop().unwrap_or_default();
-    if let Some(fields) = record.as_object_mut() {
-        for audit in AUDIT_COLUMNS {
-            fields.remove(audit);
-        }
-    }
-    Ok(NewDeadLetter {
+    let position = cx.batch.map_or(0, |b| b.rows_before) + position;
+    NewDeadLetter {
         step: cx.step.clone(),
         record,
         error: format!("`{table}` refused the row: {why}"),
         origin: Some(format!("row {position} of the load into `{table}` on `{connection}`")),
-    })
+    }
 }
 
-/// The place of a row in the whole load: `position` within this call, after the batches before it. A refused row's
-/// place is its identity when a batch is loaded again (see [`StepContext::reject`]).
-pub fn load_position(cx: &StepContext, position: u64) -> u64 {
-    cx.batch.map_or(0, |b| b.rows_before) + position
+/// Hands the rows of `batch` the destination refused (`(row, reason)`) to the step's `on_error`, each without the
+/// audit columns Weir added; `before` rows of this load call came before the batch. Returns how many there were.
+pub fn reject_refused(cx: &StepContext, batch: &RecordBatch, refused: &[(usize, String)], before: u64, destination: (&str, &str)) -> Result<u64> {
+    let letters = refused
+        .iter()
+        .map(|(row, why)| {
+            let mut record = weir_engine::rows_as_json(&batch.slice(*row, 1))?.pop().unwrap_or_default();
+            if let Some(fields) = record.as_object_mut() {
+                for audit in AUDIT_COLUMNS {
+                    fields.remove(audit);
+                }
+            }
+            Ok(refused_letter(cx, record, before + *row as u64 + 1, destination, why))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    cx.reject(letters)?;
+    Ok(refused.len() as u64)
 }
 
 /// The input columns that go into the table: all but the delete flag. Fails when a key or the flag is missing.

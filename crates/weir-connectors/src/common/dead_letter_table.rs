@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::error::{DataFusionError, Result};
-use weir_engine::state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter};
+use weir_engine::state_store::{Arg, DeadLetter, DeadLetterFilter, NewDeadLetter};
 use weir_engine::{DeadLetters, DlqResult, ResolvedConnection, Secret};
 
 const COLUMNS: &str = "id, pipeline, run_id, step, record, error, origin, created_at, retry_count";
@@ -51,12 +51,6 @@ struct Table {
     created: AtomicBool,
 }
 
-/// A parameter of the shared statements.
-enum Param {
-    Text(Option<String>),
-    Int(Option<i64>),
-}
-
 impl Table {
     fn create(&self) -> String {
         let id = match self.at {
@@ -73,7 +67,7 @@ impl Table {
 
     /// Runs statements in order, in one transaction, after making sure the table exists; returns the rows of the
     /// last query and the rows the others affected.
-    fn run(&self, statements: &[(String, Vec<Param>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+    fn run(&self, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
         match &self.at {
             Place::Sqlite(path) => {
                 let mut db = rusqlite::Connection::open(path)?;
@@ -86,19 +80,12 @@ impl Table {
                 let mut rows = Vec::new();
                 let mut affected = 0;
                 for (sql, params) in statements {
-                    let values: Vec<rusqlite::types::Value> = params
-                        .iter()
-                        .map(|p| match p {
-                            Param::Text(t) => t.clone().map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
-                            Param::Int(i) => i.map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Integer),
-                        })
-                        .collect();
                     let mut stmt = tx.prepare(sql)?;
                     if stmt.column_count() == 0 {
-                        affected += stmt.execute(rusqlite::params_from_iter(values))? as u64;
+                        affected += stmt.execute(rusqlite::params_from_iter(params))? as u64;
                     } else {
                         rows = stmt
-                            .query_map(rusqlite::params_from_iter(values), |r| {
+                            .query_map(rusqlite::params_from_iter(params), |r| {
                                 Ok(letter(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
                             })?
                             .collect::<Result<_, _>>()?;
@@ -124,16 +111,7 @@ impl Table {
                     let mut rows = Vec::new();
                     let mut affected = 0;
                     for (sql, params) in statements {
-                        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
-                            .iter()
-                            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                                match p {
-                                    Param::Text(t) => Box::new(t.clone()),
-                                    Param::Int(i) => Box::new(*i),
-                                }
-                            })
-                            .collect();
-                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(Arg::as_postgres).collect();
                         if sql.starts_with("SELECT") {
                             rows = tx
                                 .query(sql.as_str(), &refs)
@@ -158,7 +136,7 @@ impl Table {
         }
     }
 
-    async fn run_mysql(&self, url: &Secret, statements: &[(String, Vec<Param>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+    async fn run_mysql(&self, url: &Secret, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
         use mysql_async::prelude::Queryable;
         let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(url.expose())?).await?;
         if !self.created.load(Ordering::Relaxed) {
@@ -173,8 +151,8 @@ impl Table {
             let values: Vec<mysql_async::Value> = order
                 .iter()
                 .map(|i| match &params[*i] {
-                    Param::Text(t) => t.clone().map_or(mysql_async::Value::NULL, |t| mysql_async::Value::Bytes(t.into_bytes())),
-                    Param::Int(n) => n.map_or(mysql_async::Value::NULL, mysql_async::Value::Int),
+                    Arg::Text(t) => t.clone().map_or(mysql_async::Value::NULL, |t| mysql_async::Value::Bytes(t.into_bytes())),
+                    Arg::Int(n) => n.map_or(mysql_async::Value::NULL, mysql_async::Value::Int),
                 })
                 .collect();
             if sql.starts_with("SELECT") {
@@ -236,17 +214,17 @@ impl DeadLetters for Table {
     fn add(&self, pipeline: &str, run_id: &str, letters: &[NewDeadLetter]) -> DlqResult<()> {
         let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let sql = format!("INSERT INTO {} (pipeline, run_id, step, record, error, origin, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)", self.table);
-        let statements: Vec<(String, Vec<Param>)> = letters
+        let statements: Vec<(String, Vec<Arg>)> = letters
             .iter()
             .map(|l| {
                 let params = vec![
-                    Param::Text(Some(pipeline.to_string())),
-                    Param::Text(Some(run_id.to_string())),
-                    Param::Text(Some(l.step.clone())),
-                    Param::Text(Some(l.record.to_string())),
-                    Param::Text(Some(l.error.clone())),
-                    Param::Text(l.origin.clone()),
-                    Param::Text(Some(created.clone())),
+                    Arg::from(pipeline),
+                    Arg::from(run_id),
+                    Arg::from(&l.step),
+                    Arg::from(l.record.to_string()),
+                    Arg::from(&l.error),
+                    Arg::from(l.origin.as_ref()),
+                    Arg::from(&created),
                 ];
                 (sql.clone(), params)
             })
@@ -261,17 +239,17 @@ impl DeadLetters for Table {
             self.table
         );
         let params = vec![
-            Param::Text(Some(pipeline.to_string())),
-            Param::Text(filter.run_id.clone()),
-            Param::Text(filter.step.clone()),
-            Param::Int(filter.id),
+            Arg::from(pipeline),
+            Arg::from(filter.run_id.as_ref()),
+            Arg::from(filter.step.as_ref()),
+            Arg::from(filter.id),
         ];
         Ok(self.run(&[(sql, params)])?.0)
     }
 
     fn remove(&self, pipeline: &str, ids: &[i64]) -> DlqResult<usize> {
         let sql = format!("DELETE FROM {} WHERE pipeline = $1 AND id = $2", self.table);
-        let statements: Vec<_> = ids.iter().map(|id| (sql.clone(), vec![Param::Text(Some(pipeline.to_string())), Param::Int(Some(*id))])).collect();
+        let statements: Vec<_> = ids.iter().map(|id| (sql.clone(), vec![Arg::from(pipeline), Arg::from(*id)])).collect();
         Ok(self.run(&statements)?.1 as usize)
     }
 
@@ -280,7 +258,7 @@ impl DeadLetters for Table {
             "UPDATE {} SET retry_count = retry_count + 1, error = coalesce(CAST($3 AS TEXT), error) WHERE pipeline = $1 AND id = $2",
             self.table
         );
-        let params = vec![Param::Text(Some(pipeline.to_string())), Param::Int(Some(id)), Param::Text(error.map(str::to_string))];
+        let params = vec![Arg::from(pipeline), Arg::from(id), Arg::from(error)];
         self.run(&[(sql, params)]).map(drop)
     }
 }

@@ -293,12 +293,7 @@ async fn load(spec: &WriteDb, cx: &StepContext, client: &mut Conn, target: &Targ
                 }
             }
         }
-        let letters = refused
-            .iter()
-            .map(|(r, why)| db_load::refused_row(cx, &batch, *r, rows + *r as u64 + 1, (&target.name, &target.connection), why))
-            .collect::<Result<Vec<_>>>()?;
-        refused_rows += letters.len() as u64;
-        cx.reject(letters)?;
+        refused_rows += db_load::reject_refused(cx, &batch, &refused, rows, (&target.name, &target.connection))?;
         rows += n as u64;
     }
     let loaded = rows - refused_rows;

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::info;
-use weir_engine::{Batch, NewDeadLetter, Patience, PendingLoad, StepContext};
+use weir_engine::{Batch, Patience, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::types::{arrow_type, ddl_type};
@@ -392,17 +392,9 @@ async fn apply_isolating(
                     .await
                     .map_err(|e| target.error("cannot read a refused row back from the staging of", &e))?
                     .get(0);
-                refused.push(NewDeadLetter {
-                    step: cx.step.clone(),
-                    record: serde_json::from_str(&record).map_err(|e| DataFusionError::External(Box::new(e)))?,
-                    error: format!("`{}` refused the row: {}", target.name, super::pg_message(&e)),
-                    origin: Some(format!(
-                        "row {} of the load into `{}` on `{}`",
-                        db_load::load_position(cx, first as u64),
-                        target.name,
-                        target.connection
-                    )),
-                });
+                let record = serde_json::from_str(&record).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let why = super::pg_message(&e);
+                refused.push(db_load::refused_letter(cx, record, first as u64, (&target.name, &target.connection), &why));
             }
             Err(e) => return Err(fail(&e)),
         }

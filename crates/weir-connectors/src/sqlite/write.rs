@@ -215,12 +215,7 @@ async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Ta
             }
             Ok(())
         })?;
-        let letters = refused
-            .iter()
-            .map(|(r, why)| db_load::refused_row(cx, &batch, *r, written + *r as u64 + 1, (&target.name, &target.connection), why))
-            .collect::<Result<Vec<_>>>()?;
-        refused_rows += letters.len() as u64;
-        cx.reject(letters)?;
+        refused_rows += db_load::reject_refused(cx, &batch, &refused, written, (&target.name, &target.connection))?;
         rows += batch.num_rows() as u64;
     }
     let loaded = rows - refused_rows;

@@ -137,11 +137,31 @@ impl Dialect {
     }
 }
 
-/// A statement parameter.
+/// A statement parameter: text or a 64-bit integer, either possibly NULL. Also what the dead-letter tables of
+/// connections bind.
 #[derive(Debug, Clone)]
-pub(crate) enum Arg {
+pub enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
+}
+
+impl Arg {
+    /// The parameter for the `postgres`/`tokio-postgres` clients.
+    pub fn as_postgres(&self) -> &(dyn ::postgres::types::ToSql + Sync) {
+        match self {
+            Self::Text(t) => t,
+            Self::Int(n) => n,
+        }
+    }
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Self::Text(t) => t.to_sql(),
+            Self::Int(n) => n.to_sql(),
+        }
+    }
 }
 
 impl From<&str> for Arg {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use weir_spec::TypedValue;
 
+pub use db::Arg;
 use db::{Dialect, Row, Sql, args};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +80,24 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
+/// How the store writes a time: RFC 3339 in UTC to the millisecond, one fixed width, so text order is time order
+/// in both databases.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    timestamp(chrono::Utc::now())
+}
+
+/// [`timestamp`] of `age` ago.
+fn ago(age: Duration) -> String {
+    timestamp(chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or_default())
+}
+
+/// This machine's name, for instance names and the instances table.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
 
 /// How long a claimed fire whose run has not started yet holds the pipeline's place (see
@@ -152,8 +169,7 @@ impl StateStore {
     /// process id is checked under `/proc`. In a shared store, by its instance's heartbeat: silent for longer than
     /// `lease`, it is gone. Returns the runs marked.
     pub fn mark_abandoned_runs(&self, lease: Duration) -> Result<Vec<String>> {
-        let stale = (chrono::Utc::now() - chrono::Duration::from_std(lease).unwrap_or_default())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let stale = ago(lease);
         self.tx(|db| {
             let gone: Vec<(String, String)> = match db.dialect() {
                 Dialect::Sqlite => db
@@ -218,8 +234,7 @@ impl StateStore {
     /// [`Self::claim_fire`] for many fires in one transaction (a minute's cron fires of thousands of pipelines).
     pub fn claim_fires(&self, fires: &[(&str, &str, usize)]) -> Result<Vec<bool>> {
         let claimed_at = now();
-        let grace = (chrono::Utc::now() - chrono::Duration::from_std(CLAIM_GRACE).unwrap_or_default())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let grace = ago(CLAIM_GRACE);
         self.tx(|db| {
             let mut claimed = Vec::with_capacity(fires.len());
             for (pipeline, due, limit) in fires {
@@ -709,8 +724,7 @@ pub struct ResumableRun {
 /// A name for this process in a store: its host, process id and a random part, so a restarted process with a
 /// reused pid is not mistaken for the one before.
 fn new_instance() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[20..])
+    format!("{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[20..])
 }
 
 /// Whether a process of this machine is alive. Where that cannot be told (no `/proc`), every process is.

@@ -13,7 +13,7 @@ use ::postgres::types::{ToSql, Type};
 use ::postgres::{Client, NoTls, Statement};
 
 use super::db::{Arg, Dialect, Row, Sql, Val};
-use super::{Result, StateError, now};
+use super::{Result, StateError, ago, hostname, now};
 
 /// How often an instance writes its heartbeat. Another instance takes a run over once the heartbeat of the
 /// instance running it is older than its lease, which is kept several times this.
@@ -212,9 +212,9 @@ fn prepare(client: &mut Client, instance: &str) -> Result<()> {
     let created = client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS weir; SET search_path TO weir; {}", Dialect::Postgres.schema()));
     client.batch_execute("SELECT pg_advisory_unlock(hashtext('weir state schema'))").map_err(pg)?;
     created.map_err(pg)?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = hostname();
     let at = now();
-    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let day_ago = ago(Duration::from_secs(24 * 3600));
     client
         .execute(
             "DELETE FROM instances WHERE heartbeat_at < $1
@@ -253,12 +253,7 @@ fn placeholders(sql: &str) -> String {
 }
 
 fn bind(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter()
-        .map(|a| match a {
-            Arg::Text(t) => t as &(dyn ToSql + Sync),
-            Arg::Int(n) => n as &(dyn ToSql + Sync),
-        })
-        .collect()
+    args.iter().map(Arg::as_postgres).collect()
 }
 
 fn row(r: &::postgres::Row) -> Result<Row> {

@@ -66,17 +66,6 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 struct SqliteTx<'c>(Transaction<'c>);
 
-fn bind(args: &[Arg]) -> Vec<rusqlite::types::Value> {
-    use rusqlite::types::Value;
-    args.iter()
-        .map(|a| match a {
-            Arg::Text(Some(t)) => Value::Text(t.clone()),
-            Arg::Int(Some(n)) => Value::Integer(*n),
-            Arg::Text(None) | Arg::Int(None) => Value::Null,
-        })
-        .collect()
-}
-
 impl Sql for SqliteTx<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
@@ -84,13 +73,13 @@ impl Sql for SqliteTx<'_> {
 
     fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
         let mut stmt = self.0.prepare_cached(sql)?;
-        Ok(stmt.execute(rusqlite::params_from_iter(bind(args)))? as u64)
+        Ok(stmt.execute(rusqlite::params_from_iter(args))? as u64)
     }
 
     fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
         let mut stmt = self.0.prepare_cached(sql)?;
         let width = stmt.column_count();
-        let mut rows = stmt.query(rusqlite::params_from_iter(bind(args)))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let values = (0..width)

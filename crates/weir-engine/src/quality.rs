@@ -1,8 +1,9 @@
-//! Data-quality checks (`checks:`): each assertion of a check is one counting query over the checked step's table,
-//! run after every load is prepared and before any commits. A checked step that a load also reads is materialized
+//! Data-quality checks (`checks:`): counting queries over the checked step's table, run after every load is
+//! prepared and before any commits: one pass counts rows, NULLs per column and rows breaking the condition
+//! together; uniqueness needs a grouping of its own. A checked step that a load also reads is materialized
 //! once (as a fan-out), so checking never runs a step twice.
 
-use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::array::Int64Array;
 use datafusion::common::ParamValues;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
@@ -57,46 +58,53 @@ pub async fn run_checks(pipeline: &Pipeline, ctx: &SessionContext, params: &Para
 
 async fn failures(check: &Check, ctx: &SessionContext, params: &ParamValues) -> Result<Vec<String>> {
     let table = quote(&check.step.value);
+    // One scan: the row count, then the NULLs of each `not_null` column, then the rows breaking `condition`.
+    let mut counted = vec!["count(*)".to_string()];
+    counted.extend(check.not_null.iter().map(|column| format!("count(*) FILTER (WHERE {} IS NULL)", quote(column))));
+    counted.extend(check.condition.iter().map(|condition| format!("count(*) FILTER (WHERE NOT ({condition}))")));
+    let tally = counts(ctx, &format!("SELECT {} FROM {table}", counted.join(", ")), params).await?;
+    let (rows, nulls, violating) = (tally[0], &tally[1..=check.not_null.len()], tally.get(check.not_null.len() + 1));
+
     let mut failures = Vec::new();
-    if check.min_rows.is_some() || check.max_rows.is_some() {
-        let rows = count(ctx, &format!("SELECT count(*) FROM {table}"), params).await?;
-        if let Some(min) = check.min_rows.filter(|min| rows < *min) {
-            failures.push(format!("{rows} rows, fewer than min_rows {min}"));
-        }
-        if let Some(max) = check.max_rows.filter(|max| rows > *max) {
-            failures.push(format!("{rows} rows, more than max_rows {max}"));
-        }
+    if let Some(min) = check.min_rows.filter(|min| rows < *min) {
+        failures.push(format!("{rows} rows, fewer than min_rows {min}"));
+    }
+    if let Some(max) = check.max_rows.filter(|max| rows > *max) {
+        failures.push(format!("{rows} rows, more than max_rows {max}"));
     }
     if !check.unique.is_empty() {
         let columns = check.unique.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {table} GROUP BY {columns} HAVING count(*) > 1)");
-        let repeated = count(ctx, &sql, params).await?;
+        let repeated = counts(ctx, &sql, params).await?[0];
         if repeated > 0 {
             failures.push(format!("{repeated} values of ({}) appear more than once", check.unique.join(", ")));
         }
     }
-    for column in &check.not_null {
-        let nulls = count(ctx, &format!("SELECT count(*) FROM {table} WHERE {} IS NULL", quote(column)), params).await?;
-        if nulls > 0 {
-            failures.push(format!("{nulls} rows with `{column}` NULL"));
-        }
+    for (column, nulls) in check.not_null.iter().zip(nulls).filter(|(_, n)| **n > 0) {
+        failures.push(format!("{nulls} rows with `{column}` NULL"));
     }
-    if let Some(condition) = &check.condition {
-        let violating = count(ctx, &format!("SELECT count(*) FROM {table} WHERE NOT ({condition})"), params).await?;
-        if violating > 0 {
-            failures.push(format!("{violating} rows where `{condition}` is false"));
-        }
+    if let (Some(condition), Some(violating)) = (&check.condition, violating.filter(|v| **v > 0)) {
+        failures.push(format!("{violating} rows where `{condition}` is false"));
     }
     Ok(failures)
 }
 
-async fn count(ctx: &SessionContext, sql: &str, params: &ParamValues) -> Result<u64> {
+/// The counts in the one row `sql` returns, in its column order.
+async fn counts(ctx: &SessionContext, sql: &str, params: &ParamValues) -> Result<Vec<u64>> {
     let batches = plan_sql(ctx, sql, params).await?.collect().await?;
-    let value = batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().filter(|a| !a.is_empty()).map(|a| a.value(0)))
-        .unwrap_or(0);
-    Ok(value as u64)
+    let Some(row) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Err(DataFusionError::Internal(format!("`{sql}` returned no row")));
+    };
+    row.columns()
+        .iter()
+        .map(|column| {
+            column
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0) as u64)
+                .ok_or_else(|| DataFusionError::Internal(format!("`{sql}` returned a {} count", column.data_type())))
+        })
+        .collect()
 }
 
 fn quote(ident: &str) -> String {

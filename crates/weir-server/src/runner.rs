@@ -35,11 +35,16 @@ pub enum TriggerError {
 
 #[derive(Debug, Default)]
 struct Book {
-    running: HashMap<String, usize>,
-    /// The runs going in this instance, by id, with what cancels each.
-    live: HashMap<String, CancellationToken>,
+    /// The runs going in this instance, by id: their pipeline and what cancels them.
+    live: HashMap<String, (String, CancellationToken)>,
     started: HashMap<String, DateTime<Utc>>,
     succeeded: HashMap<String, DateTime<Utc>>,
+}
+
+impl Book {
+    fn running(&self, pipeline: &str) -> usize {
+        self.live.values().filter(|(p, _)| p == pipeline).count()
+    }
 }
 
 pub struct Runner {
@@ -83,7 +88,7 @@ impl Runner {
 
     /// Runs of `pipeline` going now.
     pub fn running(&self, pipeline: &str) -> usize {
-        self.book().running.get(pipeline).copied().unwrap_or(0)
+        self.book().running(pipeline)
     }
 
     /// Starts a run of `pipeline` unless it is at its limit; it waits for a server-wide slot before it begins.
@@ -185,18 +190,17 @@ impl Runner {
         resume: Option<String>,
     ) -> Result<JoinHandle<Finished>, TriggerError> {
         let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        let run_id = resume.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let cancel = self.shutdown.child_token();
         {
             let mut book = self.book();
-            let running = book.running.get(pipeline).copied().unwrap_or(0);
+            let running = book.running(pipeline);
             if running >= entry.pipeline.settings.concurrency {
                 return Err(TriggerError::Busy { pipeline: pipeline.to_string(), running });
             }
-            book.running.insert(pipeline.to_string(), running + 1);
+            book.live.insert(run_id.clone(), (pipeline.to_string(), cancel.clone()));
             book.started.insert(pipeline.to_string(), Utc::now());
         }
-        let run_id = resume.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let cancel = self.shutdown.child_token();
-        self.book().live.insert(run_id.clone(), cancel.clone());
         self.metrics.run_started(pipeline);
         info!(pipeline, trigger, run_id, "Triggered {pipeline} ({trigger})");
         let runner = self.clone();
@@ -216,8 +220,7 @@ impl Runner {
             let rows: Vec<(String, u64)> = metrics.snapshot();
             runner.metrics.run_finished(&entry.pipeline.name.value, status, clock.elapsed().as_secs_f64(), &rows, outcome.records_set_aside);
             let name = entry.pipeline.name().to_string();
-            runner.book().live.remove(&run_id);
-            runner.finished(&name, result.is_ok());
+            runner.finished(&name, &run_id, result.is_ok());
             Finished { pipeline: name, result: result.map_err(|e| e.to_string()) }
         }))
     }
@@ -242,7 +245,7 @@ impl Runner {
     /// "cancelled"); false when it is not.
     pub fn cancel(&self, run_id: &str) -> bool {
         match self.book().live.get(run_id) {
-            Some(token) => {
+            Some((_, token)) => {
                 info!(run_id, "Cancelling run {run_id}");
                 token.cancel();
                 true
@@ -268,12 +271,10 @@ impl Runner {
 
     /// Books a finished run and starts the pipelines waiting on it whose every dependency has now succeeded
     /// since they last started.
-    fn finished(self: &Arc<Self>, pipeline: &str, succeeded: bool) {
+    fn finished(self: &Arc<Self>, pipeline: &str, run_id: &str, succeeded: bool) {
         let ready: Vec<String> = {
             let mut book = self.book();
-            if let Some(n) = book.running.get_mut(pipeline) {
-                *n = n.saturating_sub(1);
-            }
+            book.live.remove(run_id);
             if !succeeded {
                 return;
             }

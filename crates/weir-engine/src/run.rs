@@ -342,7 +342,7 @@ impl Engine {
             info!(pipeline = name, step = step.id(), "Starting load");
             inputs.enter(step.id());
             let load = || async { self.connectors.sink(step, cx, planned.ctx.table(input).await?).await };
-            let pending = match rereadable_upstream(pipeline, planned, input).filter(|_| step.on_error() == OnError::Fail) {
+            let pending = match rereadable(pipeline, planned, step.id()) {
                 // A load whose connection dropped after rows flowed goes again from the start (nothing of it is
                 // committed), reading its input again: its upstream counts start over.
                 Some(upstream) => {
@@ -631,13 +631,13 @@ fn load_retry(pipeline: &Pipeline, step: &Step) -> weir_spec::Retry {
     own.or_else(|| pipeline.settings.retry.clone()).unwrap_or_default()
 }
 
-/// The steps a load of `input` reads again when it is retried whole, if reading them again is harmless: none may
-/// set records aside (`on_error` other than `fail`, which `validate` is by default), or its dead letters would be
-/// kept twice (the same goes for the load itself, which its caller checks). A materialized step is read from its scratch copy, so the walk stops there. `None` when a retry
-/// would repeat a side effect.
-fn rereadable_upstream(pipeline: &Pipeline, planned: &Planned, input: &str) -> Option<Vec<String>> {
+/// The steps a retry of `load` as a whole runs again (the load and what it reads, back to the materialized steps,
+/// which are read from their scratch copy), if running them again is harmless: none may set records aside
+/// (`on_error` other than `fail`, which `validate` is by default), or those would be kept twice. `None` when a
+/// retry would repeat such a side effect.
+fn rereadable(pipeline: &Pipeline, planned: &Planned, load: &str) -> Option<Vec<String>> {
     let mut upstream = Vec::new();
-    let mut pending = vec![input.to_string()];
+    let mut pending = vec![load.to_string()];
     while let Some(id) = pending.pop() {
         if planned.materialized.contains(&id) || upstream.contains(&id) {
             continue;

@@ -158,10 +158,10 @@ impl Runner {
             .collect();
         for (name, limit) in names {
             let Ok(found) = self.store().resumable_run(&name, None) else { continue };
-            let interrupted = self.store().run(&found.run_id).ok().flatten().and_then(|r| r.error).is_some_and(|e| e.starts_with("interrupted"));
-            if !interrupted || self.running(&name) >= limit {
+            if self.running(&name) >= limit {
                 continue;
             }
+            // The claim takes only a run that was interrupted (not one that failed on its own), and only once.
             match self.store().claim_interrupted(&found.run_id) {
                 Ok(true) => {}
                 Ok(false) => continue,

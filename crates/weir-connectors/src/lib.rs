@@ -7,6 +7,8 @@ mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod postgres;
+mod sftp;
+mod sharepoint;
 mod sinks;
 mod sources;
 mod sqlite;

@@ -103,7 +103,7 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
 
 /// Connection kinds this build understands, and what they are.
 /// Connection kinds that hold files.
-const OBJECT_STORE_KINDS: &[&str] = &["s3", "azure", "gcs", "http"];
+const OBJECT_STORE_KINDS: &[&str] = &["s3", "azure", "gcs", "http", "sftp", "sharepoint"];
 
 pub const CONNECTION_KINDS: &[(&str, &str)] = &[
     ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
@@ -113,6 +113,8 @@ pub const CONNECTION_KINDS: &[(&str, &str)] = &[
     ("s3", "S3 or an S3-compatible store, for `s3://bucket/key` paths: options `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`"),
     ("azure", "Azure Blob Storage, for `az://container/key` paths: options `account_name`, `access_key` (or `use_emulator: true`), `endpoint`"),
     ("gcs", "Google Cloud Storage, for `gs://bucket/key` paths: options `service_account_path` (or `service_account_key`), `base_url`"),
+    ("sftp", "an SFTP server, for `sftp://user@host:22/absolute/path` paths: options `private_key_path` (or `private_key`, `password`), `known_hosts` (or `host_key_fingerprint`)"),
+    ("sharepoint", "a SharePoint site, for `sharepoint://Library/path` paths: options `site`, `tenant_id`, `client_id`, `client_secret` (or `bearer_token`)"),
     ("odbc", "any ODBC driver (Oracle, SQL Server, ...): `url: \"Driver={...};Server=...;Pwd=${PASSWORD}\"`"),
 ];
 

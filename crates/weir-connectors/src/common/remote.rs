@@ -1,4 +1,5 @@
-//! Files on object storage (`s3://`, `az://`/`abfs://`, `gs://`, `http(s)://`) through the `object_store` crate.
+//! Files on object storage (`s3://`, `az://`/`abfs://`, `gs://`, `http(s)://`) through the `object_store` crate,
+//! and on SFTP servers (`sftp://`) and SharePoint (`sharepoint://`) through Weir's own object stores.
 //!
 //! Reads are staged: the objects a path names are streamed into the run's scratch directory (keeping their
 //! relative paths, so Hive partitions and globs work unchanged) and read there by the same readers as local
@@ -8,7 +9,8 @@
 //!
 //! Credentials come from the step's connection (`kind: s3 | azure | gcs | http`, options named as object_store
 //! names them: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, `account_name`, …), on
-//! top of the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
+//! top of the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`); `kind: sftp | sharepoint` take
+//! the options their modules describe.
 
 use std::path::Path as LocalPath;
 use std::sync::Arc;
@@ -27,7 +29,9 @@ use super::files;
 
 /// Whether a rendered path is an object-store URL rather than a local path.
 pub fn is_remote(path: &str) -> bool {
-    ["s3://", "s3a://", "az://", "azure://", "abfs://", "abfss://", "gs://", "http://", "https://"].iter().any(|s| path.starts_with(s))
+    ["s3://", "s3a://", "az://", "azure://", "abfs://", "abfss://", "gs://", "http://", "https://", "sftp://", "sharepoint://"]
+        .iter()
+        .any(|s| path.starts_with(s))
 }
 
 /// An object store and the location of a path inside it.
@@ -63,8 +67,9 @@ impl Remote {
         }
         let parsed = Url::parse(base).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
         let store = build_store(&parsed, conn.as_ref())?;
+        // The URL's path is percent-encoded (`Shared%20Reports`); keys are not.
         let key = parsed.path().trim_matches('/');
-        let prefix = Path::parse(key).map_err(|e| DataFusionError::Plan(format!("`{url}`: {e}")))?;
+        let prefix = Path::from_url_path(key).map_err(|e| DataFusionError::Plan(format!("`{url}`: {e}")))?;
         Ok(Self { store, url: url.to_string(), base: base.to_string(), prefix, pattern })
     }
 
@@ -227,6 +232,17 @@ fn build_store(url: &Url, conn: Option<&ResolvedConnection>) -> Result<Arc<dyn O
                 builder = builder.with_config(key.parse().map_err(|e| bad_key(key, e))?, value);
             }
             Arc::new(builder.build().map_err(|e| plan(&name, e))?)
+        }
+        "sftp" => {
+            let config = crate::sftp::SftpConfig::new(url, &options).map_err(|e| DataFusionError::Plan(format!("{name}: {e}")))?;
+            Arc::new(crate::sftp::SftpStore::new(config))
+        }
+        "sharepoint" => {
+            let options: Vec<(&str, weir_engine::Secret)> =
+                conn.map(|c| c.options.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()).unwrap_or_default();
+            let library = percent_encoding::percent_decode_str(url.host_str().unwrap_or_default()).decode_utf8_lossy();
+            let store = crate::sharepoint::SharePointStore::new(&library, &options);
+            Arc::new(store.map_err(|e| DataFusionError::Plan(format!("{name}: {e}")))?)
         }
         other => return Err(DataFusionError::Plan(format!("no object store for `{other}://` URLs"))),
     };

@@ -90,14 +90,18 @@ impl Auth {
                     },
                 }
             }
-            Some(_) => Auth::OAuth2(OAuth2 {
-                token_url: option("token_url").expect("chosen by it"),
-                client_id: option("client_id").ok_or_else(|| missing("client_id"))?,
-                client_secret: option("client_secret").ok_or_else(|| missing("client_secret"))?,
-                scope: option("scope"),
-                token: Mutex::new(None),
-            }),
+            Some(_) => Auth::client_credentials(
+                option("token_url").expect("chosen by it"),
+                option("client_id").ok_or_else(|| missing("client_id"))?,
+                option("client_secret").ok_or_else(|| missing("client_secret"))?,
+                option("scope"),
+            ),
         })
+    }
+
+    /// OAuth2 client credentials, for connections that name their options otherwise (SharePoint).
+    pub fn client_credentials(token_url: Secret, client_id: Secret, client_secret: Secret, scope: Option<Secret>) -> Self {
+        Auth::OAuth2(OAuth2 { token_url, client_id, client_secret, scope, token: Mutex::new(None) })
     }
 
     pub async fn apply(&self, http: &reqwest::Client, request: RequestBuilder) -> Result<RequestBuilder> {

@@ -102,6 +102,12 @@ impl Client {
 
     /// Sends `request` until it succeeds, fails in a way the policy does not retry, or runs out of attempts.
     pub async fn send(&self, request: &Request) -> Result<Page> {
+        Ok(self.send_expecting(request, &[]).await?.expect("no status is expected"))
+    }
+
+    /// As [`Client::send`], but a response with one of the `expected` failure statuses (a 404 that means "no such
+    /// file") is an answer: returned at once, never retried.
+    pub async fn send_expecting(&self, request: &Request, expected: &[StatusCode]) -> Result<std::result::Result<Page, StatusCode>> {
         let mut delays = weir_engine::retry_delays(&self.retry);
         let mut attempt = 1;
         loop {
@@ -109,7 +115,8 @@ impl Client {
                 pacing.lock().await.tick().await;
             }
             let failure = match self.attempt(request).await? {
-                Ok(page) => return Ok(page),
+                Ok(page) => return Ok(Ok(page)),
+                Err(Failure::Status { status, .. }) if expected.contains(&status) => return Ok(Err(status)),
                 Err(failure) => failure,
             };
             let unauthorized = matches!(&failure, Failure::Status { status, .. } if *status == StatusCode::UNAUTHORIZED);
@@ -149,7 +156,10 @@ impl Client {
             builder = builder.header(name, value);
         }
         if let Some(body) = &request.body {
-            builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+            if !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+            }
+            builder = builder.body(body.clone());
         }
         let builder = self.auth.apply(&self.http, builder).await?;
         let response = match builder.send().await {

@@ -2,8 +2,8 @@
 //! `write_api` steps, and the alerts a run sends.
 
 mod alert;
-mod auth;
-mod client;
+pub(crate) mod auth;
+pub(crate) mod client;
 mod enrich;
 mod read;
 mod write;

@@ -434,3 +434,51 @@ fn a_batch_loaded_again_keeps_its_refused_row_once() {
     assert_eq!(letters.len(), 1, "one dead letter for the one refused row: {letters:?}");
     assert_eq!(letters[0]["origin"], "row 20001 of the load into `t` on `db`");
 }
+
+/// The machine's PostgreSQL has TLS on with Debian's self-signed "snakeoil" certificate, issued for `localhost`:
+/// each `sslmode` is checked against what the server saw (`pg_stat_ssl`) and what the certificate allows.
+#[test]
+fn sslmode_encrypts_and_checks_the_server_certificate_as_libpq_does() {
+    let db = TestDb::new();
+    assert_eq!(db.rows("SHOW ssl"), ["on"], "this test needs the server's TLS (Debian's default, ssl = on)");
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    // A project whose one connection goes to `url`; the pipeline records whether the server saw TLS.
+    let project = |url: &str| {
+        let p = Project::new().env("DB_URL", url);
+        p.file(
+            "p.yaml",
+            "name: tls\nconnections:\n  db: { kind: postgres, url: \"${DB_URL}\" }\nsteps:\n  seen:\n    \
+             read_db: { connection: db, query: \"SELECT ssl::text AS encrypted FROM pg_stat_ssl WHERE pid = pg_backend_pid()\" }\n  \
+             out:\n    write_csv: { input: seen, path: out/tls.csv }\n",
+        );
+        p
+    };
+    let run = |url: String| {
+        let p = project(&url);
+        p.ok(&["run", "p.yaml"]);
+        p.read("out/tls.csv")
+    };
+    let name = &db.name;
+    assert_eq!(run(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=disable")), "encrypted\nfalse\n");
+    assert_eq!(run(format!("postgres://postgres@127.0.0.1:5432/{name}")), "encrypted\ntrue\n", "prefer, the default, encrypts");
+    assert_eq!(run(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=require")), "encrypted\ntrue\n");
+    assert_eq!(
+        run(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-ca&sslrootcert={snakeoil}")),
+        "encrypted\ntrue\n",
+        "verify-ca does not compare the name"
+    );
+    assert_eq!(
+        run(format!("postgres://postgres@localhost:5432/{name}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={snakeoil}")),
+        "encrypted\ntrue\n",
+        "verify-full: the certificate names localhost"
+    );
+
+    let refused = |url: String| project(&url).fails(&["run", "p.yaml"], 2);
+    let err = refused(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-full&sslrootcert={snakeoil}"));
+    assert!(err.contains("connection `db`") && err.to_lowercase().contains("certificate"), "not issued for 127.0.0.1:\n{err}");
+    let err = refused(format!("postgres://postgres@localhost:5432/{name}?hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt"));
+    assert!(err.contains("UnknownIssuer"), "the public roots did not sign the server's certificate:\n{err}");
+    assert!(!err.contains("attempts"), "a refused certificate is not retried:\n{err}");
+    let err = refused(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-ca&sslrootcert=/nonexistent/root.crt"));
+    assert!(err.contains("sslrootcert /nonexistent/root.crt"), "{err}");
+}

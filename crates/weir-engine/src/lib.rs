@@ -10,6 +10,7 @@ mod materialize;
 mod metrics;
 mod package;
 mod params;
+pub mod postgres_tls;
 mod quality;
 mod records;
 mod replay;

@@ -95,9 +95,9 @@ impl Table {
                 Ok((rows, affected))
             }
             Place::Postgres(url) => {
-                let url = url.expose().to_string();
+                let target = weir_engine::postgres_tls::connect(url.expose())?;
                 let work = async move {
-                    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    let (mut client, connection) = tokio_postgres::connect(&target.url, target.tls).await?;
                     tokio::spawn(connection);
                     if !self.created.load(Ordering::Relaxed) {
                         // Looked up first: `IF NOT EXISTS` on an existing table earns a notice in the log.

@@ -12,7 +12,7 @@ use std::error::Error as StdError;
 use bytes::BytesMut;
 use datafusion::error::DataFusionError;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{info, warn};
 use weir_engine::{Patience, ResolvedConnection, StepContext, Transient, timestamp_micros};
 use weir_spec::{Execute, RetryOn, TypedValue};
@@ -50,7 +50,9 @@ async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Clien
 }
 
 async fn connect_once(conn: &ResolvedConnection) -> Result<Client, DataFusionError> {
-    let (client, connection) = tokio_postgres::connect(conn.url.expose(), NoTls)
+    let target = weir_engine::postgres_tls::connect(conn.url.expose())
+        .map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;
+    let (client, connection) = tokio_postgres::connect(&target.url, target.tls)
         .await
         .map_err(|e| pg_error(&format!("cannot connect to `{}`", conn.name), &e))?;
     let name = conn.name.clone();
@@ -70,8 +72,13 @@ fn pg_error(context: &str, e: &tokio_postgres::Error) -> DataFusionError {
     let transient = match state {
         Some("40001" | "40P01") => Some(RetryOn::Conflict),
         Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => Some(RetryOn::Connection),
-        None if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) => Some(RetryOn::Connection),
-        _ => None,
+        None if e.is_closed() => Some(RetryOn::Connection),
+        // A refused certificate comes as invalid data: waiting does not change it.
+        None => match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            Some(io) if io.kind() != std::io::ErrorKind::InvalidData => Some(RetryOn::Connection),
+            _ => None,
+        },
+        Some(_) => None,
     };
     match transient {
         Some(kind) => Transient::error(kind, format!("{context}: {message}")),

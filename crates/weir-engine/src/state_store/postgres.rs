@@ -10,7 +10,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use ::postgres::types::{ToSql, Type};
-use ::postgres::{Client, NoTls, Statement};
+use ::postgres::{Client, Statement};
 
 use super::db::{Arg, Dialect, Row, Sql, Val};
 use super::{Result, StateError, ago, hostname, now};
@@ -201,7 +201,9 @@ impl Worker {
 }
 
 fn connect(url: &str) -> Result<Client> {
-    Client::connect(url, NoTls).map_err(|e| StateError::Postgres(format!("cannot connect to state store {}: {e}", redact(url))))
+    let failed = |e: String| StateError::Postgres(format!("cannot connect to state store {}: {e}", redact(url)));
+    let target = crate::postgres_tls::connect(url).map_err(failed)?;
+    Client::connect(&target.url, target.tls).map_err(|e| failed(e.to_string()))
 }
 
 /// Creates the tables (one instance at a time: concurrent `CREATE … IF NOT EXISTS` can collide) and registers

@@ -2,6 +2,8 @@
 //! [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod common;
+#[cfg(feature = "duckdb")]
+mod duckdb;
 mod http;
 mod mysql;
 #[cfg(feature = "odbc")]
@@ -88,6 +90,8 @@ enum Database {
     Postgres,
     MySql,
     Sqlite,
+    #[cfg(feature = "duckdb")]
+    DuckDb,
     #[cfg(feature = "odbc")]
     Odbc,
 }
@@ -98,6 +102,13 @@ fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> 
         "postgres" => Ok(Database::Postgres),
         "mysql" => Ok(Database::MySql),
         "sqlite" => Ok(Database::Sqlite),
+        #[cfg(feature = "duckdb")]
+        "duckdb" => Ok(Database::DuckDb),
+        #[cfg(not(feature = "duckdb"))]
+        "duckdb" => plan_err!(
+            "connection `{}` is DuckDB, which this build of weir leaves out; build it with `--features duckdb` (see the README)",
+            conn.name
+        ),
         #[cfg(feature = "odbc")]
         "odbc" => Ok(Database::Odbc),
         #[cfg(not(feature = "odbc"))]
@@ -115,6 +126,8 @@ impl Database {
             Self::Postgres => postgres::table(spec, cx).await,
             Self::MySql => mysql::table(spec, cx).await,
             Self::Sqlite => sqlite::table(spec, cx).await,
+            #[cfg(feature = "duckdb")]
+            Self::DuckDb => duckdb::table(spec, cx).await,
             #[cfg(feature = "odbc")]
             Self::Odbc => odbc::table(spec, cx).await,
         }
@@ -125,6 +138,8 @@ impl Database {
             Self::Postgres => postgres::execute(spec, cx).await,
             Self::MySql => mysql::execute(spec, cx).await,
             Self::Sqlite => sqlite::execute(spec, cx).await,
+            #[cfg(feature = "duckdb")]
+            Self::DuckDb => duckdb::execute(spec, cx).await,
             #[cfg(feature = "odbc")]
             Self::Odbc => odbc::execute(spec, cx).await,
         }
@@ -135,6 +150,8 @@ impl Database {
     fn checkpoints(&self) -> bool {
         match self {
             Self::Postgres | Self::MySql | Self::Sqlite => true,
+            #[cfg(feature = "duckdb")]
+            Self::DuckDb => true,
             #[cfg(feature = "odbc")]
             Self::Odbc => false,
         }
@@ -145,6 +162,8 @@ impl Database {
             Self::Postgres => postgres::committed_batches(spec, cx).await,
             Self::MySql => mysql::committed_batches(spec, cx).await,
             Self::Sqlite => sqlite::committed_batches(spec, cx),
+            #[cfg(feature = "duckdb")]
+            Self::DuckDb => duckdb::committed_batches(spec, cx),
             #[cfg(feature = "odbc")]
             Self::Odbc => Ok(0),
         }
@@ -155,6 +174,8 @@ impl Database {
             Self::Postgres => postgres::write(spec, cx, input).await,
             Self::MySql => mysql::write(spec, cx, input).await,
             Self::Sqlite => sqlite::write(spec, cx, input).await,
+            #[cfg(feature = "duckdb")]
+            Self::DuckDb => duckdb::write(spec, cx, input).await,
             #[cfg(feature = "odbc")]
             Self::Odbc => odbc::write(spec, cx, input).await,
         }

@@ -86,9 +86,7 @@ pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64> {
 /// Describes the step's relation by preparing it (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = FLAVOR.relation(spec, cx)?;
-    let params: Vec<(String, TypedValue)> =
-        names.into_iter().map(|n| (n.clone(), cx.value(&n).cloned().expect("bind_named checked the name"))).collect();
+    let (from, params) = FLAVOR.relation_with_values(spec, cx, |v| Ok(v.clone()))?;
     let (describe_conn, sql) = (conn.clone(), format!("SELECT * FROM {from}"));
     let schema = blocking(move || {
         let connection = connect(&describe_conn)?;

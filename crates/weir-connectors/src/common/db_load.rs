@@ -75,6 +75,40 @@ pub fn data_fields<'a>(spec: &WriteDb, schema: &'a Schema) -> Result<Vec<&'a Fie
     Ok(fields)
 }
 
+/// A database's column type for `field` (`ddl_type` is told whether the column is a key), or a plan error naming
+/// the column and the system when Weir has none.
+pub fn column_type(field: &Field, is_key: bool, system: &str, ddl_type: &dyn Fn(&DataType, bool) -> Option<String>) -> Result<String> {
+    ddl_type(field.data_type(), is_key).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "column `{}` is {}, which has no {system} column type in Weir yet; cast it in a sql step",
+            field.name(),
+            field.data_type()
+        ))
+    })
+}
+
+/// The column list of a table Weir creates for `fields`: each column with its type, the keys `NOT NULL` and
+/// together the primary key.
+pub fn column_definitions(
+    spec: &WriteDb,
+    fields: &[&Field],
+    system: &str,
+    quote: fn(&str) -> String,
+    ddl_type: &dyn Fn(&DataType, bool) -> Option<String>,
+) -> Result<String> {
+    let mut defs = Vec::new();
+    for f in fields {
+        let is_key = spec.keys.contains(f.name());
+        let ty = column_type(f, is_key, system, ddl_type)?;
+        let not_null = if is_key { " NOT NULL" } else { "" };
+        defs.push(format!("{} {ty}{not_null}", quote(f.name())));
+    }
+    if !spec.keys.is_empty() {
+        defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
+    }
+    Ok(defs.join(", "))
+}
+
 /// The Arrow type a column is cast to before a row-by-row driver sends it: few types, each with one encoding in
 /// every driver.
 pub fn canonical_type(ty: &DataType) -> DataType {

@@ -22,7 +22,7 @@ use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::Dialect;
 use tokio::sync::mpsc::Sender;
 use weir_engine::StepContext;
-use weir_spec::{DbRelation, ReadDb};
+use weir_spec::{DbRelation, ReadDb, TypedValue};
 
 use super::column_builder::ColumnBuilder;
 use super::sql_params::{Style, bind_named};
@@ -62,6 +62,24 @@ impl Flavor {
             }
             None => plan_err!("a read_db step needs exactly one of `table` and `query`"),
         }
+    }
+
+    /// [`Flavor::relation`] with the bound values, each converted for the database's driver.
+    pub fn relation_with_values<V>(
+        &self,
+        spec: &ReadDb,
+        cx: &StepContext,
+        convert: impl Fn(&TypedValue) -> std::result::Result<V, String>,
+    ) -> Result<(String, Vec<(String, V)>)> {
+        let (from, names) = self.relation(spec, cx)?;
+        let values = names
+            .into_iter()
+            .map(|name| {
+                let value = convert(cx.value(&name).expect("bind_named checked the name"));
+                value.map(|v| (name.clone(), v)).map_err(|e| DataFusionError::Plan(format!("`${name}`: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok((from, values))
     }
 }
 

@@ -8,7 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::plan_err;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::sql::unparser::dialect::MySqlDialect;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
@@ -27,12 +27,7 @@ static FLAVOR: Flavor =
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = FLAVOR.relation(spec, cx)?;
-    let mut params = Vec::new();
-    for name in names {
-        let value = cx.value(&name).expect("bind_named checked the name");
-        params.push((name.clone(), param(value).map_err(|e| DataFusionError::Plan(format!("`${name}`: {e}")))?));
-    }
+    let (from, params) = FLAVOR.relation_with_values(spec, cx, param)?;
 
     let patience = Patience::of(cx, None);
     let mut client = connect(&conn, &patience).await?;

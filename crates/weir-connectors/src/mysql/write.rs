@@ -183,9 +183,7 @@ async fn prepare_table(
         match change {
             ColumnChange::Fits => {}
             ColumnChange::Add => {
-                let ty = ddl_type(f.data_type(), false).ok_or_else(|| {
-                    DataFusionError::Plan(format!("new column `{}` is {}, which has no MySQL type in Weir yet", f.name(), f.data_type()))
-                })?;
+                let ty = db_load::column_type(f, false, "MySQL", &ddl_type)?;
                 changes.push(format!("ADD COLUMN {} {ty}", quote_ident(f.name())));
             }
             ColumnChange::Widen => {
@@ -229,23 +227,8 @@ fn widened(table: &DataType, input: &DataType) -> Option<&'static str> {
 
 /// The `CREATE TABLE` statement for the input's columns.
 fn create_table(spec: &WriteDb, target: &Target, fields: &[&Field]) -> Result<String> {
-    let mut defs = Vec::new();
-    for f in fields {
-        let is_key = spec.keys.contains(f.name());
-        let ty = ddl_type(f.data_type(), is_key).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "column `{}` is {}, which has no MySQL column type in Weir yet; cast it in a sql step",
-                f.name(),
-                f.data_type()
-            ))
-        })?;
-        let not_null = if is_key { " NOT NULL" } else { "" };
-        defs.push(format!("{} {ty}{not_null}", quote_ident(f.name())));
-    }
-    if !spec.keys.is_empty() {
-        defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
-    }
-    Ok(format!("CREATE TABLE {} ({}) ENGINE=InnoDB", target.quoted, defs.join(", ")))
+    let defs = db_load::column_definitions(spec, fields, "MySQL", quote_ident, &ddl_type)?;
+    Ok(format!("CREATE TABLE {} ({defs}) ENGINE=InnoDB", target.quoted))
 }
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty

@@ -27,9 +27,7 @@ static FLAVOR: Flavor =
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = FLAVOR.relation(spec, cx)?;
-    let params: Vec<(String, TypedValue)> =
-        names.into_iter().map(|n| (n.clone(), cx.value(&n).cloned().expect("bind_named checked the name"))).collect();
+    let (from, params) = FLAVOR.relation_with_values(spec, cx, |v| Ok(v.clone()))?;
 
     let patience = Patience::of(cx, None);
     let client = connect(&conn, &patience).await?;

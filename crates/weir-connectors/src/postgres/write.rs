@@ -159,23 +159,9 @@ async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: Data
 }
 
 async fn create_table(spec: &WriteDb, target: &Target<'_>, fields: &[&Field]) -> Result<()> {
-    let mut defs = Vec::new();
-    for f in fields {
-        let ty = ddl_type(f.data_type()).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "column `{}` is {}, which has no PostgreSQL column type in Weir yet; cast it in a sql step",
-                f.name(),
-                f.data_type()
-            ))
-        })?;
-        let not_null = if spec.keys.contains(f.name()) { " NOT NULL" } else { "" };
-        defs.push(format!("{} {ty}{not_null}", quote_ident(f.name())));
-    }
-    if !spec.keys.is_empty() {
-        defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
-    }
+    let defs = db_load::column_definitions(spec, fields, "PostgreSQL", quote_ident, &|ty, _| ddl_type(ty))?;
     // IF NOT EXISTS: a concurrent load may have created it since this one looked, under the lock above.
-    let ddl = format!("CREATE TABLE IF NOT EXISTS {} ({})", target.quoted, defs.join(", "));
+    let ddl = format!("CREATE TABLE IF NOT EXISTS {} ({defs})", target.quoted);
     info!(table = %target.name, "Creating table: {ddl}");
     target.run(&ddl, "cannot create").await?;
     Ok(())
@@ -203,13 +189,7 @@ async fn reconcile(
         match change {
             ColumnChange::Fits => {}
             ColumnChange::Add => {
-                let ty = ddl_type(field.data_type()).ok_or_else(|| {
-                    DataFusionError::Plan(format!(
-                        "new column `{}` is {}, which has no PostgreSQL type in Weir yet",
-                        field.name(),
-                        field.data_type()
-                    ))
-                })?;
+                let ty = db_load::column_type(field, false, "PostgreSQL", &|ty, _| ddl_type(ty))?;
                 changes.push(format!("ADD COLUMN {name} {ty}"));
             }
             ColumnChange::Widen => {

@@ -26,12 +26,7 @@ static FLAVOR: Flavor =
 /// Describes the step's relation (reading at most one row) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, names) = FLAVOR.relation(spec, cx)?;
-    let mut params = Vec::new();
-    for name in names {
-        let value = cx.value(&name).expect("bind_named checked the name");
-        params.push((name.clone(), param(value).map_err(|e| DataFusionError::Plan(format!("`${name}`: {e}")))?));
-    }
+    let (from, params) = FLAVOR.relation_with_values(spec, cx, param)?;
     let path = db_path(&conn, cx);
     let db = open(&conn.name, &path)?;
     let describe_error = |e| sqlite_error(&format!("SQLite `{}` cannot prepare the step's query", conn.name), e);

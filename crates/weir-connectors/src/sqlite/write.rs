@@ -99,9 +99,7 @@ fn prepare_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fi
     let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, &existing, &|_, _| false)?;
     for (field, change) in &planned {
         if *change == ColumnChange::Add {
-            let ty = ddl_type(field.data_type()).ok_or_else(|| {
-                DataFusionError::Plan(format!("new column `{}` is {}, which has no SQLite type in Weir yet", field.name(), field.data_type()))
-            })?;
+            let ty = db_load::column_type(field, false, "SQLite", &|ty, _| ddl_type(ty))?;
             let ddl = format!("ALTER TABLE {} ADD COLUMN {} {ty}", target.quoted, quote_ident(field.name()));
             info!(table = %target.name, "Evolving table: {ddl}");
             db.execute_batch(&ddl).map_err(|e| target.error("cannot alter", e))?;
@@ -111,22 +109,8 @@ fn prepare_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fi
 }
 
 fn create_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Field]) -> Result<()> {
-    let mut defs = Vec::new();
-    for f in fields {
-        let ty = ddl_type(f.data_type()).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "column `{}` is {}, which has no SQLite column type in Weir yet; cast it in a sql step",
-                f.name(),
-                f.data_type()
-            ))
-        })?;
-        let not_null = if spec.keys.contains(f.name()) { " NOT NULL" } else { "" };
-        defs.push(format!("{} {ty}{not_null}", quote_ident(f.name())));
-    }
-    if !spec.keys.is_empty() {
-        defs.push(format!("PRIMARY KEY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
-    }
-    let ddl = format!("CREATE TABLE {} ({})", target.quoted, defs.join(", "));
+    let defs = db_load::column_definitions(spec, fields, "SQLite", quote_ident, &|ty, _| ddl_type(ty))?;
+    let ddl = format!("CREATE TABLE {} ({defs})", target.quoted);
     info!(table = %target.name, "Creating table: {ddl}");
     db.execute_batch(&ddl).map_err(|e| target.error("cannot create", e))
 }

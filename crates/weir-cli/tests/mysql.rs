@@ -256,3 +256,85 @@ fn a_narrower_column_is_widened_keeping_its_null_default_and_auto_increment() {
         ["id|bigint(20)|NO|NULL|auto_increment", "n|bigint(20)|NO|7|", "f|double|YES|NULL|"]
     );
 }
+
+/// A private MariaDB with TLS on (the machine's has it off), on a free port of 127.0.0.1, with a certificate for
+/// 127.0.0.1 from a test CA; stopped when dropped.
+struct TlsMariaDb {
+    process: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsMariaDb {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        common::test_certificates(d);
+        let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
+        let data = d.join("data");
+        let installed = std::process::Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db (Debian's mariadb-server, on this machine) runs");
+        assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let process = std::process::Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", d.join("mariadb.sock").display()))
+            .arg(format!("--port={port}"))
+            .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
+            .arg(format!("--ssl-cert={}", d.join("server.pem").display()))
+            .arg(format!("--ssl-key={}", d.join("server.key").display()))
+            .arg(format!("--ssl-ca={}", d.join("ca.pem").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mariadbd runs");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "the TLS MariaDB did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self { process, port, dir }
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[test]
+fn ssl_mode_encrypts_and_checks_the_server_certificate() {
+    let server = TlsMariaDb::start();
+    let ca = server.dir.path().join("ca.pem").display().to_string();
+    let project = |query: &str| {
+        let p = Project::new().env("DB_URL", &format!("mysql://root@127.0.0.1:{}/mysql?{query}", server.port));
+        p.file(
+            "p.yaml",
+            "name: tls\nconnections:\n  db: { kind: mysql, url: \"${DB_URL}\" }\nsteps:\n  seen:\n    \
+             read_db: { connection: db, query: \"SELECT VARIABLE_VALUE AS cipher FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_CIPHER'\" }\n  \
+             out:\n    write_csv: { input: seen, path: out/tls.csv }\n",
+        );
+        p
+    };
+    let cipher = |query: &str| {
+        let p = project(query);
+        p.ok(&["run", "p.yaml"]);
+        p.read("out/tls.csv").lines().nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(cipher("ssl-mode=DISABLED"), "\"\"", "not encrypted: an empty cipher");
+    assert!(cipher("ssl-mode=REQUIRED").starts_with("TLS_"), "encrypted, certificate not checked");
+    assert!(cipher(&format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}")).starts_with("TLS_"), "signed by the CA, issued for 127.0.0.1");
+
+    let err = project("ssl-mode=VERIFY_CA").fails(&["run", "p.yaml"], 2);
+    assert!(err.contains("connection `db`") && err.to_lowercase().contains("certificate"), "a CA the public roots do not hold:\n{err}");
+    assert!(!err.contains("attempts"), "a refused certificate is not retried:\n{err}");
+}

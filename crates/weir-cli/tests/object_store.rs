@@ -337,21 +337,12 @@ fn csv_ndjson_and_parquet_read_over_http() {
     assert!(err.contains("nothing.csv"), "a missing file names its URL:\n{err}");
 }
 
-/// Runs openssl with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs (scripts/test.sh installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn https_reads_verify_the_server_against_the_trusted_roots() {
     // A test CA, and a certificate for 127.0.0.1 it signed; Python's HTTP server serves `www/` with it.
     let tls = tempfile::tempdir().unwrap();
     let dir = tls.path();
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=weir test CA"]);
-    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext"]);
+    common::test_certificates(dir);
     std::fs::create_dir_all(dir.join("www")).unwrap();
     std::fs::write(dir.join("www/orders.csv"), "id,amount\n1,10.5\n2,7\n").unwrap();
     let script = format!(

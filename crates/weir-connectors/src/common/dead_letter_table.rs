@@ -138,7 +138,7 @@ impl Table {
 
     async fn run_mysql(&self, url: &Secret, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
         use mysql_async::prelude::Queryable;
-        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(url.expose())?).await?;
+        let mut conn = mysql_async::Conn::new(crate::mysql::opts(url.expose())?).await?;
         if !self.created.load(Ordering::Relaxed) {
             conn.query_drop(self.create()).await?;
             self.created.store(true, Ordering::Relaxed);

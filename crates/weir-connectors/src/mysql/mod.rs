@@ -6,12 +6,13 @@
 //! `DECIMAL(p,s)` → `Decimal128(p,s)` mapping needs it.
 
 mod read;
+mod tls;
 mod types;
 mod write;
 
 use datafusion::error::DataFusionError;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Params};
+use mysql_async::{Conn, Params};
 use tracing::info;
 use weir_engine::{Patience, ResolvedConnection, StepContext, Transient};
 use weir_spec::{Execute, RetryOn};
@@ -19,6 +20,7 @@ use weir_spec::{Execute, RetryOn};
 use crate::common::sql_params::{Style, bind_values};
 
 pub use read::table;
+pub use tls::opts;
 pub use write::{committed_batches, write};
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
@@ -41,9 +43,7 @@ async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Conn,
 }
 
 async fn connect_once(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {
-    // The URL parser's messages never contain the URL, which may hold a password.
-    let opts = Opts::from_url(conn.url.expose())
-        .map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;
+    let opts = tls::opts(conn.url.expose()).map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;
     let mut c = Conn::new(opts).await.map_err(|e| my_error(&format!("cannot connect to `{}`", conn.name), e))?;
     c.query_drop("SET time_zone = '+00:00'").await.map_err(|e| my_error(&format!("cannot set up `{}`", conn.name), e))?;
     Ok(c)
@@ -61,6 +61,9 @@ fn my_error(context: &str, e: mysql_async::Error) -> DataFusionError {
                 _ => None,
             },
         ),
+        // A refused certificate (a TLS error, or invalid data from the handshake) stays refused: not retried.
+        mysql_async::Error::Io(mysql_async::IoError::Tls(_)) => (e.to_string(), None),
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => (e.to_string(), None),
         mysql_async::Error::Io(_) => (e.to_string(), Some(RetryOn::Connection)),
         other => (other.to_string(), None),
     };

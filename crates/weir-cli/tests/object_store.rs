@@ -167,6 +167,43 @@ fn a_failed_run_uploads_nothing_and_a_missing_object_is_a_clear_error() {
 }
 
 #[test]
+fn a_large_file_streams_into_s3_and_appears_only_when_the_run_commits() {
+    let s3 = S3Server::start();
+    let p = Project::new().env("S3_SECRET", "test");
+    // About 24 MB of CSV out: above DataFusion's 10 MiB write buffer, so the file goes up as a multipart upload
+    // while it is written.
+    let mut csv = String::from("id,payload\n");
+    for i in 0..300_000 {
+        csv.push_str(&format!("{i},{}\n", "z".repeat(70)));
+    }
+    p.file("in.csv", &csv);
+    let pipeline = |check: &str| {
+        format!(
+            "name: big\nconnections:\n{}steps:\n  rows:\n    read_csv: {{ path: in.csv }}\n  out:\n    write_csv: {{ input: rows, path: \"s3://{}/out/big.csv\", connection: lake }}\n{check}",
+            s3.connection(),
+            s3.bucket
+        )
+    };
+    // A failed check after the load was prepared: the open upload is aborted, nothing is visible, nothing is left.
+    p.file("p.yaml", &pipeline("checks:\n  small: { step: rows, max_rows: 10 }\n"));
+    p.fails(&["run", "p.yaml"], 2);
+    assert!(s3.keys("out").is_empty(), "nothing visible under the final name");
+    let uploads = Command::new("curl").args(["-sf", &format!("{}/{}?uploads", s3.endpoint, s3.bucket)]).output().unwrap();
+    let uploads = String::from_utf8_lossy(&uploads.stdout);
+    assert!(uploads.contains("ListMultipartUploadsResult") && !uploads.contains("<Upload>"), "no upload left open: {uploads}");
+
+    p.file("p.yaml", &pipeline(""));
+    p.ok(&["run", "p.yaml"]);
+    // Whole: every row once (the order of rows from a parallel scan may differ from the input's).
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert!(sorted(&String::from_utf8(s3.get("out/big.csv")).unwrap()) == sorted(&csv), "the file arrives whole");
+}
+
+#[test]
 fn example_parquet_staged_to_s3() {
     let s3 = S3Server::start();
     let p = Project::example("s3")

@@ -3,6 +3,7 @@ pub mod dead_letter_table;
 pub mod db_load;
 pub mod db_scan;
 pub mod files;
+pub mod held;
 pub mod remote;
 pub mod schema_diff;
 pub mod sql_params;

@@ -4,8 +4,9 @@
 //! Reads are staged: the objects a path names are streamed into the run's scratch directory (keeping their
 //! relative paths, so Hive partitions and globs work unchanged) and read there by the same readers as local
 //! files. That keeps one reader per format, with the file-and-line errors and the dead-letter routing of the
-//! CSV reader, at the cost of local disk the size of the input. Writes go to scratch first and are uploaded
-//! when the run commits, in one PUT or a multipart upload: either way an object is visible only once complete.
+//! CSV reader, at the cost of local disk the size of the input. A single output file streams into the store as
+//! it is written, its upload held open until the run commits (`held.rs`); a directory is written to scratch and
+//! uploaded when the run commits. Either way an object is visible only once complete.
 //!
 //! Credentials come from the step's connection (`kind: s3 | azure | gcs | http`, options named as object_store
 //! names them: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, `account_name`, …), on

@@ -12,10 +12,12 @@ use datafusion::config::{CsvOptions, JsonOptions, TableParquetOptions};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::error::{DataFusionError, Result};
 use object_store::ObjectStoreExt;
+use reqwest::Url;
 use tracing::info;
 use weir_engine::{PendingLoad, StepContext};
 use weir_spec::{Step, StepKind, WriteMode};
 
+use crate::common::held::Held;
 use crate::common::remote::{self, Remote};
 use crate::common::files;
 
@@ -38,10 +40,25 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
     let temp = parent.join(format!(".{file_name}.weir-{}.tmp", cx.run_id));
     let schema: SchemaRef = Arc::clone(input.schema().inner());
 
+    // One remote file streams straight into object storage, its upload held open until the run commits; a
+    // directory is written locally and uploaded at commit (see `PendingUpload`).
+    let held = match &remote {
+        Some(remote) if !directory => {
+            let held = Arc::new(Held::new(remote.store.clone()));
+            let url = Url::parse(&format!("weir-held://{}", cx.step)).map_err(|e| DataFusionError::Plan(format!("step id as a URL host: {e}")))?;
+            input.task_ctx().runtime_env().register_object_store(&url, held.clone());
+            Some((held, format!("{url}/{}", remote.prefix)))
+        }
+        _ => None,
+    };
     let options = DataFrameWriteOptions::new()
         .with_single_file_output(!directory)
         .with_partition_by(sink.partition_by.to_vec());
-    let target = if directory { format!("{}/", temp.display()) } else { temp.display().to_string() };
+    let target = match &held {
+        Some((_, target)) => target.clone(),
+        None if directory => format!("{}/", temp.display()),
+        None => temp.display().to_string(),
+    };
     let result = match &step.kind {
         StepKind::WriteCsv(spec) => {
             let csv = CsvOptions::default().with_has_header(spec.header).with_delimiter(spec.delimiter as u8);
@@ -60,6 +77,9 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
         Ok(b) => b,
         Err(e) => {
             remove(&temp);
+            if let Some((held, _)) = &held {
+                held.abort().await;
+            }
             return Err(e);
         }
     };
@@ -67,13 +87,24 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
         .iter()
         .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
         .sum();
+    if let (Some((held, _)), Some(remote)) = (held, &remote) {
+        if held.is_empty() {
+            // DataFusion wrote nothing for an empty input: a file with the header or schema is held instead.
+            write_empty(&step.kind, &temp, &schema)?;
+            let bytes = std::fs::read(&temp).unwrap_or_default();
+            remove(&temp);
+            held.put(&remote.prefix, bytes.into()).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        info!(step = %cx.step, rows, "Wrote {rows} rows to {}, held until the run commits", remote.url);
+        return Ok(Box::new(PendingHeld { held, url: remote.url.clone(), rows }));
+    }
     if !directory && !temp.exists() {
         write_empty(&step.kind, &temp, &schema)?;
     }
     let tag = format!("weir-{}-{}-", cx.run_id, cx.step);
     if let Some(remote) = remote {
         info!(step = %cx.step, rows, "Wrote {rows} rows to a local file to upload to {}", remote.url);
-        return Ok(Box::new(PendingUpload { temp, remote, rows, mode: sink.mode, directory, tag }));
+        return Ok(Box::new(PendingUpload { temp, remote, rows, mode: sink.mode, tag }));
     }
     info!(step = %cx.step, rows, "Wrote {rows} rows to a temporary file beside {}", dest.display());
     Ok(Box::new(PendingFiles { temp, dest, rows, mode: sink.mode, directory, tag }))
@@ -145,7 +176,31 @@ impl PendingLoad for PendingFiles {
     }
 }
 
-/// A load into object storage, written locally and uploaded at commit. Each object appears whole or not at all
+/// One file streamed into object storage while it was written, made visible at commit (see [`Held`]).
+struct PendingHeld {
+    held: Arc<Held>,
+    url: String,
+    rows: u64,
+}
+
+#[async_trait]
+impl PendingLoad for PendingHeld {
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.held.commit().await.map_err(|e| DataFusionError::Execution(format!("upload to {} failed: {e}", self.url)))?;
+        info!("Uploaded {}", self.url);
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        self.held.abort().await;
+    }
+}
+
+/// A directory loaded into object storage, written locally and uploaded at commit. Each object appears whole or not at all
 /// (one PUT, or a multipart upload completed by its last part); replacing a directory uploads the new objects, then deletes the old ones that remain, so
 /// a reader may briefly see both, never a missing or half-written object.
 struct PendingUpload {
@@ -153,7 +208,6 @@ struct PendingUpload {
     remote: Remote,
     rows: u64,
     mode: WriteMode,
-    directory: bool,
     /// The prefix of the objects this run's step appends (see [`move_files`]).
     tag: String,
 }
@@ -167,12 +221,6 @@ impl PendingLoad for PendingUpload {
     async fn commit(self: Box<Self>) -> Result<()> {
         let store = &*self.remote.store;
         let failed = |e: DataFusionError| DataFusionError::Execution(format!("upload to {} failed: {e}", self.remote.url));
-        if !self.directory {
-            let bytes = remote::upload(store, &self.temp, &self.remote.prefix).await.map_err(failed)?;
-            info!(bytes, "Uploaded {}", self.remote.url);
-            remove(&self.temp);
-            return Ok(());
-        }
         // Replaced: every object under the prefix when overwriting; when appending, those an earlier attempt of this
         // run's load added.
         let mut old = remote::list_under(store, &self.remote.prefix).await.map_err(failed)?;

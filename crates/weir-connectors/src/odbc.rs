@@ -28,7 +28,7 @@ use weir_spec::{DbWriteMode, Execute, ReadDb, SchemaEvolution, TypedValue, Write
 
 use crate::common::db_load;
 use crate::common::db_scan::{DbTable, Flavor, Query};
-use crate::common::sql_params::{Style, bind_values};
+use crate::common::sql_params::{Style, bind_values, quote_ident, quote_table};
 
 fn connect(conn: &ResolvedConnection) -> Result<Connection<'static>> {
     let env = environment().map_err(|e| odbc_error("cannot set up ODBC", e))?;
@@ -43,14 +43,6 @@ fn odbc_error(context: &str, e: impl std::fmt::Display) -> DataFusionError {
 /// Runs blocking ODBC work off the async workers.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| DataFusionError::External(Box::new(e)))?
-}
-
-fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A variable or state value as an ODBC parameter; dates and timestamps as ISO text the driver converts.

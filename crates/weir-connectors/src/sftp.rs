@@ -128,10 +128,6 @@ impl SftpStore {
     pub fn new(config: SftpConfig) -> Self {
         Self { server: Arc::new(Server { config, session: OnceCell::new() }) }
     }
-
-    async fn session(&self) -> object_store::Result<Arc<Session>> {
-        self.server.session().await
-    }
 }
 
 impl fmt::Display for SftpStore {
@@ -379,7 +375,7 @@ impl ObjectStore for SftpStore {
             PutMode::Create => false,
             PutMode::Update(_) => return Err(object_store::Error::NotImplemented { operation: "conditional put".into(), implementer: STORE.into() }),
         };
-        let session = self.session().await?;
+        let session = self.server.session().await?;
         let path = server_path(location);
         let temp = temp_beside(&path);
         let handle = session.create(&temp).await.map_err(|e| error(&path, e))?;
@@ -397,7 +393,7 @@ impl ObjectStore for SftpStore {
     }
 
     async fn put_multipart_opts(&self, location: &Path, _opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let session = self.session().await?;
+        let session = self.server.session().await?;
         let path = server_path(location);
         let temp = temp_beside(&path);
         let handle = session.create(&temp).await.map_err(|e| error(&path, e))?;
@@ -405,7 +401,7 @@ impl ObjectStore for SftpStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        let session = self.session().await?;
+        let session = self.server.session().await?;
         let path = server_path(location);
         let attrs = session.stat(&path).await.map_err(|e| error(&path, e))?;
         if attrs.is_dir() {
@@ -462,7 +458,7 @@ impl ObjectStore for SftpStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let session = self.session().await?;
+        let session = self.server.session().await?;
         let root = prefix.map_or_else(|| "/".to_string(), server_path);
         let entries = session.read_dir(&root).await.map_err(|e| error(&root, e))?;
         let mut listed = ListResult { common_prefixes: Vec::new(), objects: Vec::new() };
@@ -477,7 +473,7 @@ impl ObjectStore for SftpStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        let session = self.session().await?;
+        let session = self.server.session().await?;
         let (source, path) = (server_path(from), server_path(to));
         let size = session.stat(&source).await.map_err(|e| error(&source, e))?.size.unwrap_or(0);
         let input = session.sftp.open(&source, OpenFlags::READ, FileAttributes::empty()).await.map_err(|e| error(&source, e))?.handle;

@@ -47,7 +47,7 @@ impl fmt::Debug for Flavor {
 impl Flavor {
     /// `schema.table` with each part quoted, as written.
     pub fn quote_table(&self, name: &str) -> String {
-        name.split('.').map(self.quote).collect::<Vec<_>>().join(".")
+        super::sql_params::qualified(name, self.quote)
     }
 
     /// What a `read_db` step reads, as a `FROM` item: the quoted table, or the query as a subquery with its

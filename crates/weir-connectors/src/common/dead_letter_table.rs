@@ -26,9 +26,7 @@ pub fn open(connection: ResolvedConnection, table: &str, base_dir: &Path) -> Res
             Ok(Arc::new(Table { at: Place::Mysql(connection.url), table: quoted, created: AtomicBool::new(false) }))
         }
         "sqlite" => {
-            let url = connection.url.expose();
-            let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            let path = if path.starts_with('/') { PathBuf::from(path) } else { base_dir.join(path) };
+            let path = super::files::database_file(connection.url.expose(), "sqlite", base_dir);
             Ok(Arc::new(Table { at: Place::Sqlite(path), table: quoted, created: AtomicBool::new(false) }))
         }
         other => Err(DataFusionError::Plan(format!(

@@ -6,6 +6,22 @@ use datafusion::error::{DataFusionError, Result};
 use globset::{GlobBuilder, GlobMatcher};
 use weir_spec::Compression;
 
+/// The file of an embedded database's connection: `url: sqlite://data/app.db` relative to the pipeline file, or
+/// `sqlite:///var/lib/app.db` absolute (`scheme` is `sqlite`, `duckdb`).
+pub fn database_file(url: &str, scheme: &str, base_dir: &Path) -> PathBuf {
+    let path = url.strip_prefix(scheme).and_then(|rest| rest.strip_prefix("://")).unwrap_or(url);
+    if path.starts_with('/') { PathBuf::from(path) } else { base_dir.join(path) }
+}
+
+/// The rows a DataFusion `write_*` reports in its result batches (one `count` column).
+pub fn rows_written(batches: &[datafusion::arrow::array::RecordBatch]) -> u64 {
+    use datafusion::arrow::array::{Array, UInt64Array};
+    batches
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
+        .sum()
+}
+
 /// One input file and the partition values its directories name.
 #[derive(Debug, Clone)]
 pub struct InputFile {

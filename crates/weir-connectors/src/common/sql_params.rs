@@ -7,6 +7,22 @@ use datafusion::error::DataFusionError;
 use weir_engine::StepContext;
 use weir_spec::TypedValue;
 
+/// An identifier quoted as standard SQL quotes it (PostgreSQL, SQLite, DuckDB, ODBC): `"name"`, with inner
+/// quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A table name as written, optionally schema-qualified (`sales.orders`), each part quoted by `quote`.
+pub fn qualified(name: &str, quote: fn(&str) -> String) -> String {
+    name.split('.').map(quote).collect::<Vec<_>>().join(".")
+}
+
+/// [`qualified`] with standard SQL quoting.
+pub fn quote_table(name: &str) -> String {
+    qualified(name, quote_ident)
+}
+
 /// How a database writes positional parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {

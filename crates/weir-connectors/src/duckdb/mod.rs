@@ -22,7 +22,7 @@ use tracing::info;
 use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
 use weir_spec::{Execute, TypedValue};
 
-use crate::common::sql_params::{Style, bind_values};
+use crate::common::sql_params::{Style, bind_values, quote_ident, quote_table};
 
 pub use read::table;
 pub use write::{committed_batches, write};
@@ -41,9 +41,7 @@ pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusion
 /// The database file of a connection: `url: duckdb://data/app.duckdb` (relative to the pipeline file) or
 /// `duckdb:///var/lib/app.duckdb`.
 fn db_path(conn: &ResolvedConnection, cx: &StepContext) -> PathBuf {
-    let url = conn.url.expose();
-    let path = url.strip_prefix("duckdb://").unwrap_or(url);
-    if path.starts_with('/') { PathBuf::from(path) } else { cx.base_dir.join(path) }
+    crate::common::files::database_file(conn.url.expose(), "duckdb", &cx.base_dir)
 }
 
 /// A connection to the database in `path`. DuckDB lets one process open a file once: every connection of this
@@ -63,14 +61,6 @@ fn open(connection: &str, path: &Path) -> Result<Connection, DataFusionError> {
 
 fn duckdb_error(context: &str, e: duckdb::Error) -> DataFusionError {
     DataFusionError::External(format!("{context}: {e}").into())
-}
-
-fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A variable or state value as a bound parameter.

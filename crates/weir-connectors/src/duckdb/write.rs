@@ -15,7 +15,7 @@ use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::{arrow_type, db_path, ddl_type, duckdb_error, open, quote_ident, quote_table};
-use crate::common::db_load;
+use crate::common::{db_load, files};
 use crate::common::schema_diff::{self, ColumnChange, TableColumn};
 
 /// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
@@ -33,21 +33,22 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let fields = db_load::data_fields(spec, &schema)?;
     let staged = cx.scratch_dir.join(format!("{}.duckdb-{}.parquet", cx.step, cx.batch.map_or(0, |b| b.index)));
     let staged_path = staged.to_string_lossy().into_owned();
-    input.write_parquet(&staged_path, DataFrameWriteOptions::new().with_single_file_output(true), None).await?;
+    let written = input.write_parquet(&staged_path, DataFrameWriteOptions::new().with_single_file_output(true), None).await?;
+    let rows = files::rows_written(&written);
     let db = open(&conn.name, &db_path(&conn, cx))?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
-    let loaded = tokio::task::block_in_place(|| -> Result<u64> {
+    let loaded = tokio::task::block_in_place(|| -> Result<()> {
         db.execute_batch("BEGIN TRANSACTION").map_err(|e| target.error("cannot start a transaction on", e))?;
         let columns = prepare_table(spec, &db, &target, &fields)?;
-        let rows = load(spec, cx, &db, &target, &columns, &staged_path)?;
+        load(spec, cx, &db, &target, &columns, &staged_path, rows)?;
         if let Some(batch) = cx.batch {
             record_checkpoint(&db, cx, batch, rows, &conn.name)?;
         }
-        Ok(rows)
+        Ok(())
     });
     let _ = std::fs::remove_file(&staged);
     match loaded {
-        Ok(rows) => Ok(Box::new(DuckDbPending { db, rows, table, connection: conn.name })),
+        Ok(()) => Ok(Box::new(DuckDbPending { db, rows, table, connection: conn.name })),
         Err(e) => {
             let _ = db.execute_batch("ROLLBACK");
             Err(e)
@@ -114,19 +115,13 @@ fn create_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fie
     db.execute_batch(&ddl).map_err(|e| target.error("cannot create", e))
 }
 
-/// Loads the staged file; returns the rows it held.
-fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, columns: &[Field], staged: &str) -> Result<u64> {
+/// Loads the staged file of `rows` rows.
+fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, columns: &[Field], staged: &str, rows: u64) -> Result<()> {
     let file = format!("read_parquet('{}', file_row_number = true)", staged.replace('\'', "''"));
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name())).collect();
     let names = names.join(", ");
     let keys: Vec<String> = spec.keys.iter().map(|k| quote_ident(k)).collect();
     let on_keys = keys.iter().map(|k| format!("{0}.{k} = s.{k}", target.quoted)).collect::<Vec<_>>().join(" AND ");
-    // The last row of each key in input order: an upsert's outcome is the key's final state, as on the other
-    // databases, where rows apply one after another.
-    let last = format!(
-        "(SELECT * FROM {file} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY file_row_number DESC) = 1)",
-        keys.join(", ")
-    );
     let deleting = |of: &str| spec.delete_when.as_ref().map(|f| format!("coalesce(CAST({of}{} AS BOOLEAN), false)", quote_ident(f)));
     let mut statements = Vec::new();
     match spec.mode {
@@ -138,6 +133,12 @@ fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, colu
             statements.push(format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted));
         }
         DbWriteMode::Upsert => {
+            // The last row of each key in input order: an upsert's outcome is the key's final state, as on the
+            // other databases, where rows apply one after another.
+            let last = format!(
+                "(SELECT * FROM {file} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY file_row_number DESC) = 1)",
+                keys.join(", ")
+            );
             if let Some(deleting) = deleting("s.") {
                 statements.push(format!("DELETE FROM {} USING {last} s WHERE {on_keys} AND {deleting}", target.quoted));
             }
@@ -159,9 +160,8 @@ fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, colu
     for sql in &statements {
         changed += db.execute(sql, []).map_err(|e| target.error("cannot load", e))?;
     }
-    let rows: i64 = db.query_row(&format!("SELECT count(*) FROM {file}"), [], |r| r.get(0)).map_err(|e| target.error("cannot count the rows for", e))?;
     info!(table = %target.name, rows, changed, "Wrote {rows} rows to {} ({changed} rows changed)", target.name);
-    Ok(rows as u64)
+    Ok(())
 }
 
 const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (

@@ -75,7 +75,7 @@ fn my_error(context: &str, e: mysql_async::Error) -> DataFusionError {
 
 /// `` `db`.`table` `` or `` `table` `` as written.
 fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    crate::common::sql_params::qualified(name, quote_ident)
 }
 
 fn quote_ident(name: &str) -> String {

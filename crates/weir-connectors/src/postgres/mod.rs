@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use weir_engine::{Patience, ResolvedConnection, StepContext, Transient, timestamp_micros};
 use weir_spec::{Execute, RetryOn, TypedValue};
 
-use crate::common::sql_params::{Style, bind_named};
+use crate::common::sql_params::{Style, bind_named, quote_ident, quote_table};
 
 pub use read::table;
 pub use write::write;
@@ -106,15 +106,6 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
-}
-
-/// `schema.table` or `table` as quoted identifiers, exactly as written.
-fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A variable or state value bound as a parameter of whatever type PostgreSQL inferred for its placeholder.

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::config::{CsvOptions, JsonOptions, TableParquetOptions};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
@@ -83,10 +82,7 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
             return Err(e);
         }
     };
-    let rows = batches
-        .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
-        .sum();
+    let rows = files::rows_written(&batches);
     if let (Some((held, _)), Some(remote)) = (held, &remote) {
         if held.is_empty() {
             // DataFusion wrote nothing for an empty input: a file with the header or schema is held instead.

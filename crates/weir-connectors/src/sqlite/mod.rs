@@ -21,7 +21,7 @@ use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
 use weir_spec::{Execute, TypedValue};
 
 use crate::common::column_builder::ColumnBuilder;
-use crate::common::sql_params::{Style, bind_values};
+use crate::common::sql_params::{Style, bind_values, quote_ident, quote_table};
 
 pub use read::table;
 pub use write::{committed_batches, write};
@@ -41,9 +41,7 @@ pub async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusion
 /// The database file of a connection: `url: sqlite://data/app.db` (relative to the pipeline file) or
 /// `sqlite:///var/lib/app.db`.
 fn db_path(conn: &ResolvedConnection, cx: &StepContext) -> PathBuf {
-    let url = conn.url.expose();
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    if path.starts_with('/') { PathBuf::from(path) } else { cx.base_dir.join(path) }
+    crate::common::files::database_file(conn.url.expose(), "sqlite", &cx.base_dir)
 }
 
 fn open(connection: &str, path: &Path) -> Result<Connection, DataFusionError> {
@@ -55,15 +53,6 @@ fn open(connection: &str, path: &Path) -> Result<Connection, DataFusionError> {
 
 fn sqlite_error(context: &str, e: rusqlite::Error) -> DataFusionError {
     DataFusionError::External(format!("{context}: {e}").into())
-}
-
-/// `"schema"."table"` or `"table"` as written.
-fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The Arrow type of a column by its declared type (SQLite's affinity rules, plus dates, timestamps, booleans

@@ -7,7 +7,7 @@ use common::postgres::TestDb;
 
 /// A copy of `examples/postgres` with both of its connections pointed at `db`, after running its setup script.
 fn postgres_example(db: &TestDb) -> Project {
-    db.exec(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/postgres/setup.sql")).unwrap());
+    db.exec(&std::fs::read_to_string(format!("{}/../../examples/postgres/setup.sql", common::manifest_dir())).unwrap());
     Project::example("postgres").env("APP_DB_URL", &db.url()).env("WAREHOUSE_DB_URL", &db.url())
 }
 

@@ -23,7 +23,7 @@ impl Project {
     /// A copy of `examples/<name>` so runs never write into the repository.
     pub fn example(name: &str) -> Self {
         let p = Self::new();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+        let src = Path::new(&manifest_dir()).join("../../examples").join(name);
         copy_dir(&src, p.path());
         p
     }
@@ -214,4 +214,10 @@ pub fn test_certificates(dir: &Path) {
     openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext"]);
+}
+
+/// This package's directory, read when the test runs (cargo sets it), not when it was compiled: the build directory
+/// is shared between clones, so a test binary built in another clone must still read this clone's files.
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

@@ -1,6 +1,7 @@
 //! Weir's sources and sinks: one module per system under `sources/` and `sinks/`, shared helpers under `common/`.
 //! [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
+mod clickhouse;
 mod common;
 #[cfg(feature = "duckdb")]
 mod duckdb;
@@ -88,6 +89,7 @@ impl Connectors for Builtin {
 /// The database systems `read_db` and `write_db` reach.
 enum Database {
     Postgres,
+    ClickHouse,
     MySql,
     Sqlite,
     #[cfg(feature = "duckdb")]
@@ -102,6 +104,7 @@ fn database(cx: &StepContext, connection: &Spanned<String>) -> Result<Database> 
         "postgres" => Ok(Database::Postgres),
         "mysql" => Ok(Database::MySql),
         "sqlite" => Ok(Database::Sqlite),
+        "clickhouse" => Ok(Database::ClickHouse),
         #[cfg(feature = "duckdb")]
         "duckdb" => Ok(Database::DuckDb),
         #[cfg(not(feature = "duckdb"))]
@@ -126,6 +129,7 @@ impl Database {
             Self::Postgres => postgres::table(spec, cx).await,
             Self::MySql => mysql::table(spec, cx).await,
             Self::Sqlite => sqlite::table(spec, cx).await,
+            Self::ClickHouse => clickhouse::table(spec, cx).await,
             #[cfg(feature = "duckdb")]
             Self::DuckDb => duckdb::table(spec, cx).await,
             #[cfg(feature = "odbc")]
@@ -138,6 +142,7 @@ impl Database {
             Self::Postgres => postgres::execute(spec, cx).await,
             Self::MySql => mysql::execute(spec, cx).await,
             Self::Sqlite => sqlite::execute(spec, cx).await,
+            Self::ClickHouse => clickhouse::execute(spec, cx).await,
             #[cfg(feature = "duckdb")]
             Self::DuckDb => duckdb::execute(spec, cx).await,
             #[cfg(feature = "odbc")]
@@ -145,11 +150,12 @@ impl Database {
         }
     }
 
-    /// Whether loads keep a checkpoint in the database, in the transaction of each batch. ODBC does not yet: its
-    /// loads stay whole, staged in the load package.
+    /// Whether loads keep a checkpoint in the database, in the transaction of each batch. ODBC does not yet, and
+    /// ClickHouse has no transactions: their loads stay whole.
     fn checkpoints(&self) -> bool {
         match self {
             Self::Postgres | Self::MySql | Self::Sqlite => true,
+            Self::ClickHouse => false,
             #[cfg(feature = "duckdb")]
             Self::DuckDb => true,
             #[cfg(feature = "odbc")]
@@ -162,6 +168,7 @@ impl Database {
             Self::Postgres => postgres::committed_batches(spec, cx).await,
             Self::MySql => mysql::committed_batches(spec, cx).await,
             Self::Sqlite => sqlite::committed_batches(spec, cx),
+            Self::ClickHouse => Ok(0),
             #[cfg(feature = "duckdb")]
             Self::DuckDb => duckdb::committed_batches(spec, cx),
             #[cfg(feature = "odbc")]
@@ -174,6 +181,7 @@ impl Database {
             Self::Postgres => postgres::write(spec, cx, input).await,
             Self::MySql => mysql::write(spec, cx, input).await,
             Self::Sqlite => sqlite::write(spec, cx, input).await,
+            Self::ClickHouse => clickhouse::write(spec, cx, input).await,
             #[cfg(feature = "duckdb")]
             Self::DuckDb => duckdb::write(spec, cx, input).await,
             #[cfg(feature = "odbc")]

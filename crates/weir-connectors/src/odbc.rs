@@ -56,7 +56,7 @@ fn param(value: &TypedValue) -> Box<dyn InputParameter> {
 }
 
 static FLAVOR: Flavor =
-    Flavor { system: "Odbc", dialect: &DefaultDialect {}, placeholders: Style::Question, quote: quote_ident };
+    Flavor { system: "Odbc", dialect: &DefaultDialect {}, placeholders: Style::Question, quote: quote_ident, standard_sql: true };
 
 /// An `execute` step: one statement with `$name` parameters. ODBC drivers do not all report affected rows, so it
 /// returns 0.

@@ -109,6 +109,7 @@ pub const CONNECTION_KINDS: &[(&str, &str)] = &[
     ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
     ("mysql", "MySQL or MariaDB: `url: mysql://user:${MYSQL_PASSWORD}@host:3306/db`"),
     ("sqlite", "SQLite: `url: sqlite://data/app.db` (relative to the pipeline file) or `sqlite:///abs/path.db`"),
+    ("clickhouse", "ClickHouse over HTTP: `url: clickhouse://user:${CH_PASSWORD}@host:8123/db` (HTTPS: `clickhouses://`)"),
     ("duckdb", "DuckDB (builds with the `duckdb` feature): `url: duckdb://data/app.duckdb` (relative to the pipeline file) or `duckdb:///abs/path.duckdb`"),
     ("http", "a REST API: `url: https://api.example.com/v1`, options for auth (`bearer_token: ${TOKEN}`, ...)"),
     ("s3", "S3 or an S3-compatible store, for `s3://bucket/key` paths: options `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`"),

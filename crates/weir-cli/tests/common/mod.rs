@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod clickhouse;
 pub mod mysql;
 pub mod postgres;
 

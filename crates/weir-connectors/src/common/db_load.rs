@@ -25,6 +25,18 @@ pub fn with_audit_columns(spec: &WriteDb, cx: &StepContext, input: DataFrame) ->
     input.with_column(AUDIT_COLUMNS[0], lit(cx.run_id.clone()))?.with_column(AUDIT_COLUMNS[1], lit(loaded_at))
 }
 
+/// Fails a load into a `system` whose loads cannot set single refused rows aside (they load set-based, all or
+/// nothing) when the step asks for that with `on_error`.
+pub fn refuse_row_by_row_errors(cx: &StepContext, system: &str) -> Result<()> {
+    if cx.on_error == weir_spec::OnError::Fail {
+        return Ok(());
+    }
+    Err(DataFusionError::Plan(format!(
+        "step `{}`: {system} loads do not set refused rows aside yet; remove `on_error` (a refused row fails the load)",
+        cx.step
+    )))
+}
+
 /// The dead letter of a row the destination refused: the row as the step was given it, the database's reason, and
 /// the row's place in the whole load (`position` counts this load call's rows from 1; batches before it are added).
 /// The place is the dead letter's identity when a batch is loaded again (see [`StepContext::reject`]).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Column, plan_err};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -36,6 +36,9 @@ pub struct Flavor {
     pub placeholders: Style,
     /// Quotes one identifier.
     pub quote: fn(&str) -> String,
+    /// Whether the database reads standard SQL's casts and date, time and boolean literals, as the unparser
+    /// writes them; filters with them stay in DataFusion where it does not (ClickHouse 18).
+    pub standard_sql: bool,
 }
 
 impl fmt::Debug for Flavor {
@@ -119,7 +122,7 @@ impl TableProvider for DbTable {
         // Inexact: DataFusion still applies each filter, so a difference in semantics can only cost speed.
         Ok(filters
             .iter()
-            .map(|f| match filter_sql(f, self.flavor.dialect) {
+            .map(|f| match filter_sql(f, self.flavor) {
                 Some(_) => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -144,7 +147,7 @@ impl TableProvider for DbTable {
             indices.iter().map(|i| (self.flavor.quote)(self.schema.field(*i).name())).collect::<Vec<_>>().join(", ")
         };
         let mut sql = format!("SELECT {columns} FROM {}", self.from);
-        let pushed: Vec<String> = filters.iter().filter_map(|f| filter_sql(f, self.flavor.dialect)).collect();
+        let pushed: Vec<String> = filters.iter().filter_map(|f| filter_sql(f, self.flavor)).collect();
         if !pushed.is_empty() {
             sql.push_str(&format!(" WHERE {}", pushed.join(" AND ")));
         }
@@ -164,6 +167,7 @@ impl TableProvider for DbTable {
             .map(|(i, name)| match self.flavor.placeholders {
                 Style::Dollar => format!("${}=${name}", i + 1),
                 Style::Question => format!("?=${name}"),
+                Style::ExternalTable => format!("p{}=${name}", i + 1),
             })
             .collect();
         Ok(Arc::new(DbScanExec {
@@ -180,13 +184,18 @@ impl TableProvider for DbTable {
 }
 
 /// A filter in the database's SQL, if it uses only what both engines mean the same by: columns, literals,
-/// comparisons, AND/OR/NOT, IS NULL, IN, BETWEEN, LIKE and casts.
-fn filter_sql(filter: &Expr, dialect: &dyn Dialect) -> Option<String> {
+/// comparisons, AND/OR/NOT, IS NULL, IN, BETWEEN, LIKE and (where the flavor allows) casts.
+fn filter_sql(filter: &Expr, flavor: &Flavor) -> Option<String> {
     let portable = !filter
         .exists(|e| {
             Ok(!match e {
-                Expr::Column(_) | Expr::Literal(..) | Expr::Not(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => true,
-                Expr::Between(_) | Expr::InList(_) | Expr::Like(_) | Expr::Cast(_) => true,
+                Expr::Literal(value, _) => {
+                    let ty = value.data_type();
+                    flavor.standard_sql || !(ty.is_temporal() || ty == DataType::Boolean)
+                }
+                Expr::Column(_) | Expr::Not(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => true,
+                Expr::Between(_) | Expr::InList(_) | Expr::Like(_) => true,
+                Expr::Cast(_) => flavor.standard_sql,
                 Expr::BinaryExpr(b) => matches!(
                     b.op,
                     Operator::Eq
@@ -214,7 +223,7 @@ fn filter_sql(filter: &Expr, dialect: &dyn Dialect) -> Option<String> {
         })
         .ok()?
         .data;
-    let sql = Unparser::new(dialect).with_pretty(true).expr_to_sql(&unqualified).ok()?;
+    let sql = Unparser::new(flavor.dialect).with_pretty(true).expr_to_sql(&unqualified).ok()?;
     Some(format!("({sql})"))
 }
 

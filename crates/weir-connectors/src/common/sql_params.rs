@@ -30,7 +30,13 @@ pub enum Style {
     Dollar,
     /// `?` for each use; a name used twice binds twice.
     Question,
+    /// `(SELECT p1 FROM weir_params)`, ...: a column of a one-row table sent beside the query (ClickHouse's
+    /// external data, for servers without query parameters); a name used twice binds once.
+    ExternalTable,
 }
+
+/// The table [`Style::ExternalTable`] placeholders read from.
+pub const PARAMS_TABLE: &str = "weir_params";
 
 /// The rewritten query and the parameter names in position order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,16 +83,21 @@ pub fn bind_named(sql: &str, style: Style, known: &dyn Fn(&str) -> bool) -> Resu
                 if !known(word) {
                     return Err(format!("`${word}` names no variable or state value"));
                 }
+                let mut position = || match names.iter().position(|n| n == word) {
+                    Some(p) => p + 1,
+                    None => {
+                        names.push(word.to_string());
+                        names.len()
+                    }
+                };
                 match style {
                     Style::Dollar => {
-                        let position = match names.iter().position(|n| n == word) {
-                            Some(p) => p,
-                            None => {
-                                names.push(word.to_string());
-                                names.len() - 1
-                            }
-                        };
-                        out.push_str(&format!("${}", position + 1));
+                        let position = position();
+                        out.push_str(&format!("${position}"));
+                    }
+                    Style::ExternalTable => {
+                        let position = position();
+                        out.push_str(&format!("(SELECT p{position} FROM {PARAMS_TABLE})"));
                     }
                     Style::Question => {
                         names.push(word.to_string());
@@ -171,6 +182,13 @@ mod tests {
         let b = bind_named("a > $last_sync OR b > $last_sync AND c = '$region'", Style::Question, &|_| true).unwrap();
         assert_eq!(b.sql, "a > ? OR b > ? AND c = '$region'");
         assert_eq!(b.names, ["last_sync", "last_sync"]);
+    }
+
+    #[test]
+    fn external_table_columns_bind_once() {
+        let b = bind_named("a > $last_sync OR b > $last_sync AND c = $region", Style::ExternalTable, &|_| true).unwrap();
+        assert_eq!(b.sql, "a > (SELECT p1 FROM weir_params) OR b > (SELECT p1 FROM weir_params) AND c = (SELECT p2 FROM weir_params)");
+        assert_eq!(b.names, ["last_sync", "region"]);
     }
 
     #[test]

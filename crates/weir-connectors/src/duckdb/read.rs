@@ -21,7 +21,7 @@ use crate::common::db_scan::{DbTable, Flavor, Query};
 use crate::common::sql_params::Style;
 
 /// DuckDB's SQL takes PostgreSQL's spelling of the filters DataFusion pushes down, and `$1` placeholders.
-static FLAVOR: Flavor = Flavor { system: "DuckDb", dialect: &PostgreSqlDialect {}, placeholders: Style::Dollar, quote: quote_ident };
+static FLAVOR: Flavor = Flavor { system: "DuckDb", dialect: &PostgreSqlDialect {}, placeholders: Style::Dollar, quote: quote_ident, standard_sql: true };
 
 /// Describes the step's relation and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {

@@ -12,7 +12,7 @@ use datafusion::error::{DataFusionError, Result};
 use duckdb::{Connection, OptionalExt};
 use tracing::info;
 use weir_engine::{Batch, PendingLoad, StepContext};
-use weir_spec::{DbWriteMode, OnError, WriteDb};
+use weir_spec::{DbWriteMode, WriteDb};
 
 use super::{arrow_type, db_path, ddl_type, duckdb_error, open, quote_ident, quote_table};
 use crate::common::{db_load, files};
@@ -21,12 +21,7 @@ use crate::common::schema_diff::{self, ColumnChange, TableColumn};
 /// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
 pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     let conn = cx.connection(&spec.connection.value)?;
-    if cx.on_error != OnError::Fail {
-        return Err(DataFusionError::Plan(format!(
-            "step `{}`: DuckDB loads do not set refused rows aside yet; remove `on_error` (a refused row fails the load)",
-            cx.step
-        )));
-    }
+    db_load::refuse_row_by_row_errors(cx, "DuckDB")?;
     let table = cx.render(&spec.table)?;
     let input = db_load::with_audit_columns(spec, cx, input)?;
     let schema = input.schema().inner().clone();

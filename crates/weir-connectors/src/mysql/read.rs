@@ -22,7 +22,7 @@ use crate::common::db_scan::{BatchSender, DbTable, Flavor, Query};
 use crate::common::sql_params::Style;
 
 static FLAVOR: Flavor =
-    Flavor { system: "MySql", dialect: &MySqlDialect {}, placeholders: Style::Question, quote: quote_ident };
+    Flavor { system: "MySql", dialect: &MySqlDialect {}, placeholders: Style::Question, quote: quote_ident, standard_sql: true };
 
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {

@@ -21,7 +21,7 @@ use crate::common::db_scan::{BatchSender, DbTable, Flavor, Query};
 use crate::common::sql_params::Style;
 
 static FLAVOR: Flavor =
-    Flavor { system: "Sqlite", dialect: &SqliteDialect {}, placeholders: Style::Question, quote: quote_ident };
+    Flavor { system: "Sqlite", dialect: &SqliteDialect {}, placeholders: Style::Question, quote: quote_ident, standard_sql: true };
 
 /// Describes the step's relation (reading at most one row) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {

@@ -127,7 +127,13 @@ fn modes_cdc_deletes_and_schema_evolution() {
     let rows = |sql: &str| ch.rows(sql);
     p.ok(&["run", &load_csv(&p, "clickhouse", "id,name\n1,a\n2,b\n3,c\n", "mode: upsert, keys: [id]")]);
     let events = "id,name,score,deleted\n1,A,1.5,false\n2,b,,true\n4,d,,false\n4,d,,true\n5,e,,true\n5,E,2.5,false\n";
-    p.ok(&["run", &load_csv(&p, "clickhouse", events, "mode: upsert, keys: [id], delete_when: deleted")]);
+    let file = load_csv(&p, "clickhouse", events, "mode: upsert, keys: [id], delete_when: deleted");
+    let planned = p.ok_log(&["run", &file, "--dry-run"]);
+    assert!(planned.contains("Dry run: would stage the rows (CREATE TABLE `w`.`t__weir_stage_"), "{planned}");
+    assert!(planned.contains("then commit: ALTER TABLE `w`.`t` DELETE WHERE (`id`) IN"), "{planned}");
+    assert_eq!(rows("SELECT count() FROM system.tables WHERE name LIKE '%__weir_%'"), ["0"]);
+    assert_eq!(rows("SELECT id, name FROM w.t FINAL ORDER BY id"), ["1\ta", "2\tb", "3\tc"]);
+    p.ok(&["run", &file]);
     assert_eq!(rows("SELECT id, name, score FROM w.t FINAL ORDER BY id"), ["1\tA\t1.5", "3\tc\t\\N", "5\tE\t2.5"]);
     let frozen = p.fails(&["run", &load_csv(&p, "clickhouse", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
     assert!(frozen.contains("new column `extra` (Utf8)"), "{frozen}");

@@ -56,25 +56,23 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
         target.run(&server, &format!("CREATE TABLE {} {create}", target.quoted), "cannot create").await?;
     }
     let columns = match &existing {
-        Some(existing) => match evolve(spec, &server, &target, &fields, existing, cx.dry_run).await? {
-            Some(columns) => columns,
-            None => return Ok(Box::new(Nothing)),
-        },
+        Some(existing) => evolve(spec, &server, &target, &fields, existing, cx.dry_run).await?,
         None => target.columns(&server).await?.map_or_else(|| new_columns(&fields), |c| Ok(to_ch(&c))).map(|c| planned_only(c, &fields))?,
     };
     if matches!(spec.mode, DbWriteMode::Upsert | DbWriteMode::Delete) {
         target.check_engine(&server, spec).await?;
     }
+    let (staging, ddl) = Staging::plan(spec, cx, &target, &columns, existing.is_some(), &create);
+    let commit = commit_statements(spec, &target, &staging, &columns, existing.is_some());
     if cx.dry_run {
-        info!(table = %target.name, "Dry run: would load into `{}` ({:?})", target.name, spec.mode);
+        let statements: Vec<&str> = commit.iter().map(Statement::sql).collect();
+        info!(table = %target.name, "Dry run: would stage the rows ({ddl}), then commit: {}", statements.join("; "));
         return Ok(Box::new(Nothing));
     }
-
-    let staging = Staging::create(spec, cx, &server, &target, &columns, existing.is_some(), &create).await?;
+    staging.create(&server, &ddl).await?;
     match staging.load(&target, &server, &columns, input).await {
         Ok(rows) => {
             info!(table = %target.name, rows, "Staged {rows} rows for {} in {}", target.name, staging.name);
-            let commit = commit_statements(spec, &target, &staging, &columns, existing.is_some());
             Ok(Box::new(ClickHousePending { server, target, staging, rows, commit }))
         }
         Err(e) => {
@@ -235,8 +233,8 @@ fn planned_only(columns: Vec<(String, ChType)>, fields: &[&Field]) -> Vec<(Strin
     fields.iter().filter_map(|f| columns.iter().find(|(n, _)| n == f.name()).cloned()).collect()
 }
 
-/// Applies the schema evolution policy to an existing table; returns the columns to load in input order, or
-/// `None` on a dry run that would change the table.
+/// Applies the schema evolution policy to an existing table (a dry run only logs the DDL); returns the columns to
+/// load in input order.
 async fn evolve(
     spec: &WriteDb,
     server: &Server,
@@ -244,7 +242,7 @@ async fn evolve(
     fields: &[&Field],
     existing: &[TableColumn],
     dry_run: bool,
-) -> Result<Option<Vec<(String, ChType)>>> {
+) -> Result<Vec<(String, ChType)>> {
     let numeric = |t: &DataType| t.is_integer() || t.is_floating();
     let can_widen = |column: &TableColumn, input: &DataType| {
         column.arrow.as_ref().is_some_and(|t| numeric(t) && numeric(input) && fits(t, input)) && ddl_type(input, true).is_some()
@@ -270,13 +268,13 @@ async fn evolve(
     if !changes.is_empty() {
         let ddl = format!("ALTER TABLE {} {}", target.quoted, changes.join(", "));
         if dry_run {
-            info!(table = %target.name, "Dry run: would evolve the table, then load: {ddl}");
-            return Ok(None);
+            info!(table = %target.name, "Dry run: would evolve the table: {ddl}");
+        } else {
+            info!(table = %target.name, "Evolving table: {ddl}");
+            target.run(server, &ddl, "cannot alter").await?;
         }
-        info!(table = %target.name, "Evolving table: {ddl}");
-        target.run(server, &ddl, "cannot alter").await?;
     }
-    Ok(Some(columns))
+    Ok(columns)
 }
 
 /// Where the rows wait for the commit: a Log table with a row number (and the delete flag), or for `replace` the
@@ -290,18 +288,11 @@ struct Staging {
 }
 
 impl Staging {
-    async fn create(
-        spec: &WriteDb,
-        cx: &StepContext,
-        server: &Server,
-        target: &Target,
-        columns: &[(String, ChType)],
-        exists: bool,
-        create: &str,
-    ) -> Result<Self> {
+    /// The staging table of this load and the DDL that creates it.
+    fn plan(spec: &WriteDb, cx: &StepContext, target: &Target, columns: &[(String, ChType)], exists: bool, create: &str) -> (Self, String) {
         let run: String = cx.run_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
         let mut sent = columns.to_vec();
-        let (staging, ddl) = if spec.mode == DbWriteMode::Replace {
+        if spec.mode == DbWriteMode::Replace {
             let (name, quoted) = target.sibling(&format!("new_{run}"));
             let ddl = match exists {
                 true => format!("CREATE TABLE {quoted} AS {}", target.quoted),
@@ -316,11 +307,13 @@ impl Staging {
             let mut defs: Vec<String> = sent.iter().map(|(n, t)| format!("{} {}", quote_ident(n), type_name(t))).collect();
             defs.push(format!("{} UInt64", quote_ident(ROW_NUMBER)));
             (Self { name, quoted: quoted.clone(), sent, numbered: true }, format!("CREATE TABLE {quoted} ({}) ENGINE = Log", defs.join(", ")))
-        };
+        }
+    }
+
+    async fn create(&self, server: &Server, ddl: &str) -> Result<()> {
         // A table of the same name is the leftover of a crashed attempt of this run.
-        staging.drop_table(server).await;
-        server.query(&ddl, &[], &format!("cannot create the staging table `{}`", staging.name)).await?;
-        Ok(staging)
+        self.drop_table(server).await;
+        server.query(ddl, &[], &format!("cannot create the staging table `{}`", self.name)).await.map(drop)
     }
 
     /// Streams the input into the staging table; returns the rows sent.
@@ -388,6 +381,13 @@ enum Statement {
     Mutation(String),
 }
 
+impl Statement {
+    fn sql(&self) -> &str {
+        let (Self::Sql(sql) | Self::Mutation(sql)) = self;
+        sql
+    }
+}
+
 fn commit_statements(spec: &WriteDb, target: &Target, staging: &Staging, columns: &[(String, ChType)], existed: bool) -> Vec<Statement> {
     let names = columns.iter().map(|(n, _)| quote_ident(n)).collect::<Vec<_>>().join(", ");
     let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
@@ -440,8 +440,7 @@ impl PendingLoad for ClickHousePending {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         for statement in &self.commit {
-            let (Statement::Sql(sql) | Statement::Mutation(sql)) = statement;
-            self.target.run(&self.server, sql, "cannot load").await?;
+            self.target.run(&self.server, statement.sql(), "cannot load").await?;
             if let Statement::Mutation(_) = statement {
                 self.target.wait_for_mutations(&self.server).await?;
             }

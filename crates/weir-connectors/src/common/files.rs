@@ -131,9 +131,9 @@ pub fn compression_of(path: &Path, setting: Compression) -> Compression {
     }
 }
 
-/// Opens a file for reading through its decompressor.
+/// Opens a file for reading through its decompressor (waiting for its bytes while a download writes it).
 pub fn open(path: &Path, compression: Compression) -> Result<Box<dyn std::io::Read + Send>> {
-    let file = std::fs::File::open(path)
+    let file = super::arriving::open(path)
         .map_err(|e| DataFusionError::Execution(format!("cannot open {}: {e}", path.display())))?;
     let file = std::io::BufReader::with_capacity(1 << 20, file);
     Ok(match compression_of(path, compression) {

@@ -1,3 +1,4 @@
+pub mod arriving;
 pub mod column_builder;
 pub mod dead_letter_table;
 pub mod db_load;

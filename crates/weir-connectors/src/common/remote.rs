@@ -4,7 +4,8 @@
 //! Reads are staged: the objects a path names are streamed into the run's scratch directory (keeping their
 //! relative paths, so Hive partitions and globs work unchanged) and read there by the same readers as local
 //! files. That keeps one reader per format, with the file-and-line errors and the dead-letter routing of the
-//! CSV reader, at the cost of local disk the size of the input. A single output file streams into the store as
+//! CSV reader, at the cost of local disk the size of the input. The CSV reader reads a single object while it
+//! downloads (`arriving.rs`), so parsing overlaps the transfer. A single output file streams into the store as
 //! it is written, its upload held open until the run commits (`held.rs`); a directory is written to scratch and
 //! uploaded when the run commits. Either way an object is visible only once complete.
 //!
@@ -103,29 +104,46 @@ impl Remote {
     }
 }
 
-/// A local path to read for `path`: itself when local, or a scratch copy of the objects it names.
-pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &StepContext) -> Result<String> {
+/// A local path to read for `path`: itself when local, or a scratch copy of the objects it names. With
+/// [`Arrival::Streamed`] a single object is returned while it downloads (see `arriving.rs`).
+pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &StepContext, arrival: Arrival) -> Result<String> {
     if !is_remote(&path) {
         return Ok(path);
     }
     let remote = Remote::open(&path, connection, cx)?;
-    let objects: Vec<Path> = remote.objects().await?.into_iter().map(|meta| meta.location).collect();
+    let objects = remote.objects().await?;
     let root = cx.scratch_dir.join(format!("{}.download", cx.step));
-    let mut bytes = 0u64;
-    for object in &objects {
-        let rel = relative(&remote.prefix, object);
-        let local = if rel.is_empty() { root.join(object.filename().unwrap_or("object")) } else { root.join(&rel) };
-        bytes += download(&*remote.store, object, &local).await.map_err(|e| {
-            DataFusionError::Execution(format!("cannot download {object} from {}: {e}", remote.url))
-        })?;
+    let local_of = |object: &Path| match relative(&remote.prefix, object) {
+        rel if rel.is_empty() => root.join(object.filename().unwrap_or("object")),
+        rel => root.join(rel),
+    };
+    if let (Arrival::Streamed, [only]) = (arrival, objects.as_slice()) {
+        let local = local_of(&only.location);
+        super::arriving::begin(remote.store.clone(), only.location.clone(), only.size, &local, remote.url.clone())?;
+        info!(step = %cx.step, bytes = only.size, "Reading {path} as it downloads");
+    } else {
+        let mut bytes = 0u64;
+        for object in &objects {
+            bytes += download(&*remote.store, &object.location, &local_of(&object.location)).await.map_err(|e| {
+                DataFusionError::Execution(format!("cannot download {} from {}: {e}", object.location, remote.url))
+            })?;
+        }
+        info!(step = %cx.step, objects = objects.len(), bytes, "Downloaded {} objects from {path}", objects.len());
     }
-    info!(step = %cx.step, objects = objects.len(), bytes, "Downloaded {} objects from {path}", objects.len());
+    let objects: Vec<Path> = objects.into_iter().map(|meta| meta.location).collect();
     let local = match (&remote.pattern, objects.as_slice()) {
         (None, [only]) if relative(&remote.prefix, only).is_empty() => root.join(only.filename().unwrap_or("object")),
         (Some(pattern), _) => root.join(pattern),
         (None, _) => root.clone(),
     };
     Ok(local.to_string_lossy().into_owned())
+}
+
+/// Whether a reader needs the whole download before it starts, or reads a single object while it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    Whole,
+    Streamed,
 }
 
 /// Copies an object to a local file as one streamed GET. Parallel ranged GETs are not used: some S3-compatible

@@ -23,12 +23,13 @@ use weir_engine::{NewDeadLetter, StepContext};
 use weir_spec::ReadCsv;
 
 use crate::common::files::{self, InputFile};
-use crate::common::remote;
+use crate::common::arriving;
+use crate::common::remote::{self, Arrival};
 use crate::common::types::parse_sql_type;
 
 /// The table of a `read_csv` step.
 pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx).await?;
+    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx, Arrival::Streamed).await?;
     let inputs = files::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
     let file_schema = match &spec.schema {
@@ -83,7 +84,7 @@ fn work_units(inputs: &[InputFile], spec: &ReadCsv) -> Result<Vec<WorkUnit>> {
     let chunk = chunk_bytes();
     let mut units = Vec::new();
     for file in inputs {
-        let size = std::fs::metadata(&file.path)?.len();
+        let size = arriving::size(&file.path)?;
         let plain = files::compression_of(&file.path, spec.compression) == weir_spec::Compression::None;
         if !plain || spec.newlines_in_values || size < 2 * chunk {
             units.push(WorkUnit { file: file.clone(), range: None });
@@ -120,7 +121,7 @@ fn infer(path: &Path, spec: &ReadCsv) -> Result<SchemaRef> {
 /// Line breaks in the first `bytes` of a file.
 fn count_lines(path: &Path, bytes: u64) -> std::io::Result<u64> {
     use std::io::Read;
-    let mut reader = std::fs::File::open(path)?.take(bytes);
+    let mut reader = arriving::open(path)?.take(bytes);
     let mut buf = vec![0u8; 1 << 20];
     let mut lines = 0;
     loop {
@@ -220,7 +221,7 @@ impl<'a> FileReader<'a> {
             return files::open(&self.file.path, self.spec.compression);
         };
         use std::io::{BufRead, Seek};
-        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&self.file.path)?);
+        let mut file = std::io::BufReader::with_capacity(1 << 20, arriving::open(&self.file.path)?);
         file.seek(std::io::SeekFrom::Start(start - 1))?;
         let mut partial = Vec::new();
         let skipped = file.read_until(b'\n', &mut partial)? as u64;

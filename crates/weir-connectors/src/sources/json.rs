@@ -20,7 +20,7 @@ use crate::common::{files, remote};
 use crate::common::types::parse_sql_type;
 
 pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx).await?;
+    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx, remote::Arrival::Whole).await?;
     let inputs = files::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
     let first = &inputs[0].path;

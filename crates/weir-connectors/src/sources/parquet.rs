@@ -14,7 +14,7 @@ use super::listing::listing_table;
 use crate::common::remote;
 
 pub async fn table(session: &SessionContext, spec: &ReadParquet, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx).await?;
+    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx, remote::Arrival::Whole).await?;
     info!(step = %cx.step, "Starting extract from {path}");
     listing_table(session, &path, spec.hive_partitioning, Arc::new(ParquetFormat::default()), None).await
 }

@@ -1,0 +1,212 @@
+//! Local copies of remote objects that readers read while the download is still arriving, so parsing overlaps
+//! the transfer instead of waiting for it. A reader that gets ahead of the download waits for the bytes it asks
+//! for; one that reads past the end of a failed download gets the download's error.
+//!
+//! Downloads in flight are registered by local path, and [`open`] and [`size`] answer for them: the file readers
+//! (`files::open`, the CSV reader's chunked reads) go through these two functions and need not know whether a file
+//! is complete. A finished download leaves the registry; its file is then an ordinary file.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as Key;
+
+static IN_FLIGHT: LazyLock<Mutex<HashMap<PathBuf, Arc<Download>>>> = LazyLock::new(Default::default);
+
+/// A file being written by a download.
+struct Download {
+    /// The object's size, known before the first byte arrives.
+    size: u64,
+    progress: Mutex<Progress>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Progress {
+    written: u64,
+    /// Why the download stopped short.
+    failed: Option<String>,
+}
+
+impl Download {
+    /// Waits until the file holds byte `at` (or the download ended); returns how many bytes it holds from `at`.
+    fn available(&self, at: u64) -> std::io::Result<u64> {
+        let mut progress = self.progress.lock().expect("download progress lock");
+        loop {
+            if progress.written > at || progress.written == self.size {
+                return Ok(progress.written.saturating_sub(at));
+            }
+            if let Some(why) = &progress.failed {
+                return Err(std::io::Error::other(why.clone()));
+            }
+            progress = self.arrived.wait(progress).expect("download progress lock");
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.progress.lock().expect("download progress lock").written += bytes;
+        self.arrived.notify_all();
+    }
+
+    fn fail(&self, why: String) {
+        self.progress.lock().expect("download progress lock").failed = Some(why);
+        self.arrived.notify_all();
+    }
+}
+
+/// Starts downloading `key` (of `size` bytes) into `local`, which exists when this returns; readers may open it
+/// at once. `url` names the object in errors.
+pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url: String) -> std::io::Result<()> {
+    if let Some(parent) = local.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::File::create(local)?;
+    let download = Arc::new(Download { size, progress: Mutex::default(), arrived: Condvar::new() });
+    IN_FLIGHT.lock().expect("downloads lock").insert(local.to_path_buf(), download.clone());
+    let (local, runtime) = (local.to_path_buf(), tokio::runtime::Handle::current());
+    // A thread of its own: each chunk is written with a plain blocking write, and the reader's wait must not hold
+    // up the runtime this download needs.
+    tokio::task::spawn_blocking(move || {
+        let copied = runtime.block_on(async {
+            let mut stream = store.get(&key).await.map_err(|e| e.to_string())?.into_stream();
+            let mut written = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                file.write_all(&chunk).map_err(|e| e.to_string())?;
+                written += chunk.len() as u64;
+                download.advance(chunk.len() as u64);
+            }
+            match written == size {
+                true => Ok(()),
+                false => Err(format!("the object changed while it was read: {written} bytes arrived, {size} were listed")),
+            }
+        });
+        match copied {
+            Ok(()) => {
+                IN_FLIGHT.lock().expect("downloads lock").remove(&local);
+            }
+            Err(why) => download.fail(format!("cannot download {url}: {why}")),
+        }
+    });
+    Ok(())
+}
+
+fn in_flight(path: &Path) -> Option<Arc<Download>> {
+    IN_FLIGHT.lock().expect("downloads lock").get(path).cloned()
+}
+
+/// A reader that can seek.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// Opens `path` for reading, waiting for its bytes where a download is still writing it.
+pub fn open(path: &Path) -> std::io::Result<Box<dyn ReadSeek>> {
+    let file = std::fs::File::open(path)?;
+    Ok(match in_flight(path) {
+        Some(download) => Box::new(ArrivingFile { file, at: 0, download }),
+        None => Box::new(file),
+    })
+}
+
+/// The size `path` has, or will have once its download ends.
+pub fn size(path: &Path) -> std::io::Result<u64> {
+    match in_flight(path) {
+        Some(download) => Ok(download.size),
+        None => Ok(std::fs::metadata(path)?.len()),
+    }
+}
+
+struct ArrivingFile {
+    file: std::fs::File,
+    at: u64,
+    download: Arc<Download>,
+}
+
+impl Read for ArrivingFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.download.available(self.at)?;
+        let wanted = buf.len().min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..wanted])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ArrivingFile {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::Current(delta) => self.at.checked_add_signed(delta),
+            SeekFrom::End(delta) => self.download.size.checked_add_signed(delta),
+        };
+        let at = at.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
+        self.at = self.file.seek(SeekFrom::Start(at))?;
+        Ok(self.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_get_every_byte_of_a_download_in_flight() {
+        let store = Arc::new(InMemory::new());
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        store.put(&Key::from("big.csv"), PutPayload::from(data.clone())).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("big.csv");
+        begin(store, Key::from("big.csv"), data.len() as u64, &local, "mem://big.csv".into()).unwrap();
+        let read = tokio::task::spawn_blocking(move || {
+            assert_eq!(size(&local).unwrap(), 3_000_000);
+            let mut tail = open(&local).unwrap();
+            tail.seek(SeekFrom::Start(2_999_000)).unwrap();
+            let mut end = Vec::new();
+            tail.read_to_end(&mut end).unwrap();
+            let mut all = Vec::new();
+            open(&local).unwrap().read_to_end(&mut all).unwrap();
+            (end, all)
+        });
+        let (end, all) = read.await.unwrap();
+        assert_eq!(end, data[2_999_000..]);
+        assert_eq!(all, data);
+    }
+
+    #[test]
+    fn a_reader_ahead_of_the_download_waits_for_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.csv");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        let download = Arc::new(Download { size: 12, progress: Mutex::default(), arrived: Condvar::new() });
+        let mut reader = ArrivingFile { file: std::fs::File::open(&path).unwrap(), at: 0, download: download.clone() };
+        let feeder = std::thread::spawn(move || {
+            for piece in [&b"id,na"[..], b"me\n1,", b"a\n"] {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                writer.write_all(piece).unwrap();
+                download.advance(piece.len() as u64);
+            }
+        });
+        reader.seek(SeekFrom::Start(6)).unwrap();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        feeder.join().unwrap();
+        assert_eq!(text, "e\n1,a\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_download_is_a_read_error() {
+        let store = Arc::new(InMemory::new());
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("gone.csv");
+        begin(store, Key::from("gone.csv"), 10, &local, "mem://gone.csv".into()).unwrap();
+        let err = tokio::task::spawn_blocking(move || open(&local).unwrap().read_to_end(&mut Vec::new()).unwrap_err()).await.unwrap();
+        assert!(err.to_string().starts_with("cannot download mem://gone.csv: "), "{err}");
+    }
+}

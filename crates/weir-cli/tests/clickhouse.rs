@@ -143,6 +143,11 @@ fn modes_cdc_deletes_and_schema_evolution() {
     assert_eq!(rows("SELECT id, name FROM w.t ORDER BY id"), ["3\tc", "3\tc"]);
     p.ok(&["run", &load_csv(&p, "clickhouse", "id,name\n7,g\n8,h\n", "mode: replace")]);
     assert_eq!(rows("SELECT id, name FROM w.t ORDER BY id"), ["7\tg", "8\th"]);
+    // A replace that creates its table: keys are not Nullable there, and the rows are encoded to match.
+    let file = load_csv(&p, "clickhouse", "id,name\n1,x\n2,\n", "mode: replace, keys: [id]");
+    p.file(&file, &p.read(&file).replace("table: t,", "table: fresh,"));
+    p.ok(&["run", &file]);
+    assert_eq!(rows("SELECT id, name, toTypeName(id) FROM w.fresh ORDER BY id"), ["1\tx\tInt64", "2\t\\N\tInt64"]);
     // An upsert into a table whose engine would keep both rows of a key is refused, naming the engine.
     ch.exec("CREATE TABLE w.plain (id Int64, name String) ENGINE = MergeTree() ORDER BY id");
     let file = load_csv(&p, "clickhouse", "id,name\n1,a\n", "mode: upsert, keys: [id]");

@@ -57,7 +57,10 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     }
     let columns = match &existing {
         Some(existing) => evolve(spec, &server, &target, &fields, existing, cx.dry_run).await?,
-        None => target.columns(&server).await?.map_or_else(|| new_columns(&fields), |c| Ok(to_ch(&c))).map(|c| planned_only(c, &fields))?,
+        None => {
+            let created = target.columns(&server).await?.map_or_else(|| new_columns(spec, &fields), |c| to_ch(&c));
+            planned_only(created, &fields)
+        }
     };
     if matches!(spec.mode, DbWriteMode::Upsert | DbWriteMode::Delete) {
         target.check_engine(&server, spec).await?;
@@ -216,12 +219,10 @@ fn create_table_sql(spec: &WriteDb, fields: &[&Field]) -> Result<String> {
     Ok(format!("({}) ENGINE = {engine}", defs.join(", ")))
 }
 
-/// The columns of a table about to be created for `fields`.
-fn new_columns(fields: &[&Field]) -> Result<Vec<(String, ChType)>> {
-    Ok(fields
-        .iter()
-        .map(|f| (f.name().clone(), ChType::parse(&ddl_type(f.data_type(), false).expect("create_table_sql checked the type")).expect("a known type")))
-        .collect())
+/// The columns of a table about to be created for `fields`, as [`create_table_sql`] creates them.
+fn new_columns(spec: &WriteDb, fields: &[&Field]) -> Vec<(String, ChType)> {
+    let created = |f: &Field| ddl_type(f.data_type(), spec.keys.contains(f.name())).expect("create_table_sql checked the type");
+    fields.iter().map(|f| (f.name().clone(), ChType::parse(&created(f)).expect("a type Weir names"))).collect()
 }
 
 fn to_ch(columns: &[TableColumn]) -> Vec<(String, ChType)> {

@@ -498,16 +498,22 @@ fn invalid_utf8_and_custom_null_markers() {
 #[test]
 fn dedup_keeps_first_or_last_in_order() {
     let p = Project::new();
-    p.file("data/in.csv", "k,v,t\na,1,3\na,2,1\na,3,2\nb,4,1\n");
-    for (keep, expected) in [("first", "k,v\na,2\nb,4\n"), ("last", "k,v\na,1\nb,4\n")] {
-        p.file(
-            "p.yaml",
-            &format!(
-                "name: keep\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv }}\n  d:\n    dedup: {{ input: src, keys: [k], order_by: t, keep: {keep} }}\n  s:\n    sql: {{ query: 'SELECT k, v FROM d ORDER BY k' }}\n  out:\n    write_csv: {{ input: s, path: o.csv }}\n"
-            ),
-        );
-        p.ok(&["run", "p.yaml"]);
-        assert_eq!(p.read("o.csv"), expected, "keep: {keep}");
+    p.file("data/in.csv", "k,v,t\na,1,3\na,2,1\na,3,2\nb,4,1\nc,5,\nc,6,1\n");
+    // One integer ordering column goes through Weir's own aggregate; `t, k` (the same order, as k is the key) through
+    // DataFusion's first_value: both must agree, NULLs last ascending and first descending.
+    let ascending = [("first", "k,v\na,2\nb,4\nc,6\n"), ("last", "k,v\na,1\nb,4\nc,5\n")];
+    let descending = [("first", "k,v\na,1\nb,4\nc,5\n"), ("last", "k,v\na,2\nb,4\nc,6\n")];
+    for (order_by, cases) in [("t", ascending), ("t, k", ascending), ("t DESC", descending), ("t DESC, k", descending)] {
+        for (keep, expected) in cases {
+            p.file(
+                "p.yaml",
+                &format!(
+                    "name: keep\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv }}\n  d:\n    dedup: {{ input: src, keys: [k], order_by: \"{order_by}\", keep: {keep} }}\n  s:\n    sql: {{ query: 'SELECT k, v FROM d ORDER BY k' }}\n  out:\n    write_csv: {{ input: s, path: o.csv }}\n"
+                ),
+            );
+            p.ok(&["run", "p.yaml"]);
+            assert_eq!(p.read("o.csv"), expected, "order_by: {order_by}, keep: {keep}");
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod dedup;
 mod map;
+mod pick;
 mod sql;
 mod validate;
 

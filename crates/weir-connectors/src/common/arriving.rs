@@ -15,6 +15,9 @@ use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as Key;
 
+/// How much arrives between wake-ups of waiting readers.
+const NOTIFY_BYTES: u64 = 1 << 20;
+
 static IN_FLIGHT: LazyLock<Mutex<HashMap<PathBuf, Arc<Download>>>> = LazyLock::new(Default::default);
 
 /// A file being written by a download.
@@ -73,13 +76,18 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
     tokio::task::spawn_blocking(move || {
         let copied = runtime.block_on(async {
             let mut stream = store.get(&key).await.map_err(|e| e.to_string())?.into_stream();
-            let mut written = 0u64;
+            let (mut written, mut told) = (0u64, 0u64);
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| e.to_string())?;
                 file.write_all(&chunk).map_err(|e| e.to_string())?;
                 written += chunk.len() as u64;
-                download.advance(chunk.len() as u64);
+                // Waiting readers are woken once per MiB rather than per network chunk of a few KiB.
+                if written - told >= NOTIFY_BYTES || written == size {
+                    download.advance(written - told);
+                    told = written;
+                }
             }
+            download.advance(written - told);
             match written == size {
                 true => Ok(()),
                 false => Err(format!("the object changed while it was read: {written} bytes arrived, {size} were listed")),

@@ -121,7 +121,9 @@ fn store_for(ty: &DataType) -> Option<Box<dyn Values>> {
         DataType::Timestamp(TimeUnit::Millisecond, _) => primitive!(TimestampMillisecondType),
         DataType::Timestamp(TimeUnit::Microsecond, _) => primitive!(TimestampMicrosecondType),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => primitive!(TimestampNanosecondType),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(Box::new(Text { values: Vec::new(), data_type: ty.clone() })),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            Some(Box::new(Text { spans: Vec::new(), bytes: Vec::new(), data_type: ty.clone() }))
+        }
         _ => None,
     }
 }
@@ -155,42 +157,62 @@ impl<T: ArrowPrimitiveType> Values for Primitive<T> {
     }
 }
 
+/// Text values in one growing buffer: a pick that replaces another appends its bytes (the old ones stay until the
+/// next emit), so no group costs an allocation of its own.
 struct Text {
-    values: Vec<Option<Box<str>>>,
+    spans: Vec<Option<(usize, usize)>>,
+    bytes: Vec<u8>,
     data_type: DataType,
+}
+
+impl Text {
+    fn text(&self, span: (usize, usize)) -> &str {
+        std::str::from_utf8(&self.bytes[span.0..span.1]).expect("copied from valid UTF-8")
+    }
 }
 
 impl Values for Text {
     fn resize(&mut self, groups: usize) {
-        self.values.resize(groups, None);
+        self.spans.resize(groups, None);
     }
 
     fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]) -> Result<()> {
-        let value = |row: usize| -> Option<Box<str>> {
-            array.is_valid(row).then(|| match array.data_type() {
-                DataType::LargeUtf8 => array.as_string::<i64>().value(row).into(),
-                DataType::Utf8View => array.as_string_view().value(row).into(),
-                _ => array.as_string::<i32>().value(row).into(),
-            })
-        };
         for &(group, row) in picks {
-            self.values[group] = value(row);
+            let value: Option<&str> = array.is_valid(row).then(|| match array.data_type() {
+                DataType::LargeUtf8 => array.as_string::<i64>().value(row),
+                DataType::Utf8View => array.as_string_view().value(row),
+                _ => array.as_string::<i32>().value(row),
+            });
+            self.spans[group] = value.map(|text| {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(text.as_bytes());
+                (start, self.bytes.len())
+            });
         }
         Ok(())
     }
 
     fn emit(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let taken = emit_to.take_needed(&mut self.values);
-        let text = taken.iter().map(|v| v.as_deref());
-        Ok(match self.data_type {
+        let taken = emit_to.take_needed(&mut self.spans);
+        let text = taken.iter().map(|span| span.map(|s| self.text(s)));
+        let array: ArrayRef = match self.data_type {
             DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(text)),
             DataType::Utf8View => Arc::new(StringViewArray::from_iter(text)),
             _ => Arc::new(StringArray::from_iter(text)),
-        })
+        };
+        // Keep only the bytes the remaining groups use.
+        let mut kept = Vec::new();
+        for span in self.spans.iter_mut().flatten() {
+            let start = kept.len();
+            kept.extend_from_slice(&self.bytes[span.0..span.1]);
+            *span = (start, kept.len());
+        }
+        self.bytes = kept;
+        Ok(array)
     }
 
     fn size(&self) -> usize {
-        self.values.capacity() * size_of::<Option<Box<str>>>() + self.values.iter().flatten().map(|s| s.len()).sum::<usize>()
+        self.spans.capacity() * size_of::<Option<(usize, usize)>>() + self.bytes.capacity()
     }
 }
 
@@ -330,8 +352,10 @@ mod tests {
             Arc::new(BooleanArray::from(vec![true, true])),
         ];
         acc.merge_batch(&other, &[0, 1], 3).unwrap();
-        let picked = acc.evaluate(EmitTo::All).unwrap();
-        assert_eq!(picked.as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a9"), Some("b1"), None]);
+        let first = acc.evaluate(EmitTo::First(1)).unwrap();
+        assert_eq!(first.as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a9")]);
+        let rest = acc.evaluate(EmitTo::All).unwrap();
+        assert_eq!(rest.as_string::<i32>().iter().collect::<Vec<_>>(), [Some("b1"), None]);
     }
 
     #[test]

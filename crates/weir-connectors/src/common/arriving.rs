@@ -67,7 +67,8 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::File::create(local)?;
+    // Network chunks are a few KiB: they are gathered into one write per MiB, after which readers are woken.
+    let mut file = std::io::BufWriter::with_capacity(NOTIFY_BYTES as usize, std::fs::File::create(local)?);
     let download = Arc::new(Download { size, progress: Mutex::default(), arrived: Condvar::new() });
     IN_FLIGHT.lock().expect("downloads lock").insert(local.to_path_buf(), download.clone());
     let (local, runtime) = (local.to_path_buf(), tokio::runtime::Handle::current());
@@ -81,12 +82,13 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
                 let chunk = chunk.map_err(|e| e.to_string())?;
                 file.write_all(&chunk).map_err(|e| e.to_string())?;
                 written += chunk.len() as u64;
-                // Waiting readers are woken once per MiB rather than per network chunk of a few KiB.
                 if written - told >= NOTIFY_BYTES || written == size {
+                    file.flush().map_err(|e| e.to_string())?;
                     download.advance(written - told);
                     told = written;
                 }
             }
+            file.flush().map_err(|e| e.to_string())?;
             download.advance(written - told);
             match written == size {
                 true => Ok(()),

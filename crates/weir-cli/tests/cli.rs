@@ -511,10 +511,20 @@ fn dedup_keeps_first_or_last_in_order() {
                     "name: keep\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv }}\n  d:\n    dedup: {{ input: src, keys: [k], order_by: \"{order_by}\", keep: {keep} }}\n  s:\n    sql: {{ query: 'SELECT k, v FROM d ORDER BY k' }}\n  out:\n    write_csv: {{ input: s, path: o.csv }}\n"
                 ),
             );
+            assert_eq!(p.ok(&["explain", "p.yaml"]).contains("pick_"), !order_by.contains(','), "order_by: {order_by}");
             p.ok(&["run", "p.yaml"]);
             assert_eq!(p.read("o.csv"), expected, "order_by: {order_by}, keep: {keep}");
         }
     }
+    // Dates rank too (as days).
+    p.file("data/in.csv", "k,v,t\na,1,2024-01-03\na,2,2024-01-01\nb,3,2024-02-01\n");
+    p.file(
+        "p.yaml",
+        "name: keep\nsteps:\n  src:\n    read_csv: { path: data/in.csv, schema: { k: text, v: bigint, t: date } }\n  d:\n    dedup: { input: src, keys: [k], order_by: t DESC }\n  s:\n    sql: { query: 'SELECT k, v FROM d ORDER BY k' }\n  out:\n    write_csv: { input: s, path: o.csv }\n",
+    );
+    assert!(p.ok(&["explain", "p.yaml"]).contains("pick_desc_nulls_first(src.v"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(p.read("o.csv"), "k,v\na,1\nb,3\n");
 }
 
 #[test]

@@ -173,4 +173,13 @@ fn a_failed_run_leaves_no_rows_and_no_staging_table() {
     assert!(err.contains("row 2, column `at`: has a fraction of a second"), "{err}");
     assert_eq!(ch.rows("SELECT count() FROM system.tables WHERE database = 'w' AND name LIKE '%__weir_%'"), ["0"]);
     assert_eq!(ch.rows("SELECT count() FROM w.t"), ["0"]);
+
+    // A query that fails on the server after many rows fails the run: never a short result passed off as whole.
+    p.file(
+        "boom.yaml",
+        "name: boom\nconnections:\n  db: { kind: clickhouse, url: \"${DB_URL}\" }\nsteps:\n  rows:\n    read_db: { connection: db, query: \"SELECT number, throwIf(number = 150000) AS boom FROM system.numbers LIMIT 200000\" }\n  out:\n    write_csv: { input: rows, path: out/boom.csv }\n",
+    );
+    let err = p.fails(&["run", "boom.yaml"], 2);
+    assert!(err.contains("step `rows`") && err.contains("Code: 395"), "{err}");
+    assert!(!p.path().join("out/boom.csv").exists());
 }

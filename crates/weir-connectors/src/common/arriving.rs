@@ -4,7 +4,8 @@
 //!
 //! Downloads in flight are registered by local path, and [`open`] and [`size`] answer for them: the file readers
 //! (`files::open`, the CSV reader's chunked reads) go through these two functions and need not know whether a file
-//! is complete. A finished download leaves the registry; its file is then an ordinary file.
+//! is complete. A finished download leaves the registry; its file is then an ordinary file. A download whose file
+//! is gone (its run ended and took the scratch directory with it) stops at the next MiB.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -76,33 +77,49 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
     // up the runtime this download needs.
     tokio::task::spawn_blocking(move || {
         let copied = runtime.block_on(async {
-            let mut stream = store.get(&key).await.map_err(|e| e.to_string())?.into_stream();
+            let failed = |e: &dyn std::fmt::Display| Stop::Failed(e.to_string());
+            let mut stream = store.get(&key).await.map_err(|e| failed(&e))?.into_stream();
             let (mut written, mut told) = (0u64, 0u64);
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| e.to_string())?;
-                file.write_all(&chunk).map_err(|e| e.to_string())?;
+                let chunk = chunk.map_err(|e| failed(&e))?;
+                file.write_all(&chunk).map_err(|e| failed(&e))?;
                 written += chunk.len() as u64;
                 if written - told >= NOTIFY_BYTES || written == size {
-                    file.flush().map_err(|e| e.to_string())?;
+                    file.flush().map_err(|e| failed(&e))?;
                     download.advance(written - told);
                     told = written;
+                    // The run's scratch directory goes when the run ends: nobody will read the rest.
+                    if !local.exists() {
+                        return Err(Stop::Abandoned);
+                    }
                 }
             }
-            file.flush().map_err(|e| e.to_string())?;
+            file.flush().map_err(|e| failed(&e))?;
             download.advance(written - told);
             match written == size {
                 true => Ok(()),
-                false => Err(format!("the object changed while it was read: {written} bytes arrived, {size} were listed")),
+                false => Err(Stop::Failed(format!("the object changed while it was read: {written} bytes arrived, {size} were listed"))),
             }
         });
         match copied {
             Ok(()) => {
                 IN_FLIGHT.lock().expect("downloads lock").remove(&local);
             }
-            Err(why) => download.fail(format!("cannot download {url}: {why}")),
+            Err(Stop::Abandoned) => {
+                download.fail(format!("the download of {url} stopped: its run ended"));
+                IN_FLIGHT.lock().expect("downloads lock").remove(&local);
+            }
+            Err(Stop::Failed(why)) => download.fail(format!("cannot download {url}: {why}")),
         }
     });
     Ok(())
+}
+
+/// Why a download ended early.
+enum Stop {
+    Failed(String),
+    /// Its file was removed with the run's scratch directory.
+    Abandoned,
 }
 
 fn in_flight(path: &Path) -> Option<Arc<Download>> {
@@ -208,6 +225,28 @@ mod tests {
         reader.read_to_string(&mut text).unwrap();
         feeder.join().unwrap();
         assert_eq!(text, "e\n1,a\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_whose_run_ended_stops() {
+        use object_store::throttle::{ThrottleConfig, ThrottledStore};
+        let memory = InMemory::new();
+        memory.put(&Key::from("big.csv"), PutPayload::from(vec![b'x'; 3 << 20])).await.unwrap();
+        let config = ThrottleConfig { wait_get_per_call: std::time::Duration::from_millis(300), ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("run/big.csv");
+        begin(Arc::new(ThrottledStore::new(memory, config)), Key::from("big.csv"), 3 << 20, &local, "mem://big.csv".into()).unwrap();
+        let download = in_flight(&local).expect("registered while in flight");
+        std::fs::remove_dir_all(dir.path().join("run")).unwrap();
+        for _ in 0..50 {
+            if in_flight(&local).is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(in_flight(&local).is_none(), "the registry lets go of it");
+        let failed = download.progress.lock().unwrap().failed.clone();
+        assert_eq!(failed.as_deref(), Some("the download of mem://big.csv stopped: its run ended"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,10 +57,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     }
     let columns = match &existing {
         Some(existing) => evolve(spec, &server, &target, &fields, existing, cx.dry_run).await?,
-        None => {
-            let created = target.columns(&server).await?.map_or_else(|| new_columns(spec, &fields), |c| to_ch(&c));
-            planned_only(created, &fields)
-        }
+        None => new_columns(spec, &fields),
     };
     if matches!(spec.mode, DbWriteMode::Upsert | DbWriteMode::Delete) {
         target.check_engine(&server, spec).await?;
@@ -223,15 +220,6 @@ fn create_table_sql(spec: &WriteDb, fields: &[&Field]) -> Result<String> {
 fn new_columns(spec: &WriteDb, fields: &[&Field]) -> Vec<(String, ChType)> {
     let created = |f: &Field| ddl_type(f.data_type(), spec.keys.contains(f.name())).expect("create_table_sql checked the type");
     fields.iter().map(|f| (f.name().clone(), ChType::parse(&created(f)).expect("a type Weir names"))).collect()
-}
-
-fn to_ch(columns: &[TableColumn]) -> Vec<(String, ChType)> {
-    columns.iter().filter_map(|c| Some((c.name.clone(), ChType::parse(&c.db_type)?))).collect()
-}
-
-/// `columns` in the order of the input's `fields`, without the table's other columns.
-fn planned_only(columns: Vec<(String, ChType)>, fields: &[&Field]) -> Vec<(String, ChType)> {
-    fields.iter().filter_map(|f| columns.iter().find(|(n, _)| n == f.name()).cloned()).collect()
 }
 
 /// Applies the schema evolution policy to an existing table (a dry run only logs the DDL); returns the columns to

@@ -1,4 +1,5 @@
 pub mod arriving;
+pub mod checkpoints;
 pub mod column_builder;
 pub mod dead_letter_table;
 pub mod db_load;

@@ -15,7 +15,7 @@ use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::{arrow_type, db_path, ddl_type, duckdb_error, open, quote_ident, quote_table};
-use crate::common::{db_load, files};
+use crate::common::{checkpoints, db_load, files};
 use crate::common::schema_diff::{self, ColumnChange, TableColumn};
 
 /// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
@@ -167,13 +167,8 @@ const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
 fn record_checkpoint(db: &Connection, cx: &StepContext, batch: Batch, rows: u64, connection: &str) -> Result<()> {
     let failed = |e| duckdb_error(&format!("cannot record the checkpoint of `{}` on `{connection}`", cx.step), e);
     db.execute_batch(CHECKPOINTS).map_err(failed)?;
-    db.execute(
-        "INSERT INTO weir_checkpoints (pipeline, step, run_id, batches, rows) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (pipeline, step) DO UPDATE SET run_id = excluded.run_id, batches = excluded.batches,
-             rows = excluded.rows, committed_at = now()",
-        duckdb::params![cx.pipeline, cx.step, cx.run_id, batch.index as i64 + 1, (batch.rows_before + rows) as i64],
-    )
-    .map_err(failed)?;
+    let (pipeline, step, run_id, batches, rows) = checkpoints::values(cx, batch, rows);
+    db.execute(checkpoints::RECORD, duckdb::params![pipeline, step, run_id, batches, rows]).map_err(failed)?;
     Ok(())
 }
 
@@ -189,11 +184,7 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
         return Ok(0);
     }
     let batches: Option<i64> = db
-        .query_row(
-            "SELECT batches FROM weir_checkpoints WHERE pipeline = ? AND step = ? AND run_id = ?",
-            duckdb::params![cx.pipeline, cx.step, cx.run_id],
-            |r| r.get(0),
-        )
+        .query_row(checkpoints::LOOKUP, duckdb::params![cx.pipeline, cx.step, cx.run_id], |r| r.get(0))
         .optional()
         .map_err(failed)?;
     Ok(batches.unwrap_or(0) as u64)

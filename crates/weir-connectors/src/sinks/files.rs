@@ -87,7 +87,7 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
         if held.is_empty() {
             // DataFusion wrote nothing for an empty input: a file with the header or schema is held instead.
             write_empty(&step.kind, &temp, &schema)?;
-            let bytes = std::fs::read(&temp).unwrap_or_default();
+            let bytes = std::fs::read(&temp)?;
             remove(&temp);
             held.put(&remote.prefix, bytes.into()).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         }

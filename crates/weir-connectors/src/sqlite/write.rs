@@ -18,6 +18,7 @@ use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, sqlite_error};
+use crate::common::checkpoints;
 use crate::common::db_load::{self, canonical};
 use crate::common::schema_diff::{self, ColumnChange, TableColumn};
 
@@ -238,13 +239,7 @@ const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
 fn record_checkpoint(db: &Connection, cx: &StepContext, batch: Batch, rows: u64, connection: &str) -> Result<()> {
     let failed = |e| sqlite_error(&format!("cannot record the checkpoint of `{}` on `{connection}`", cx.step), e);
     db.execute_batch(CHECKPOINTS).map_err(failed)?;
-    db.execute(
-        "INSERT INTO weir_checkpoints (pipeline, step, run_id, batches, rows) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (pipeline, step) DO UPDATE SET run_id = excluded.run_id, batches = excluded.batches,
-             rows = excluded.rows, committed_at = excluded.committed_at",
-        rusqlite::params![cx.pipeline, cx.step, cx.run_id, batch.index as i64 + 1, (batch.rows_before + rows) as i64],
-    )
-    .map_err(failed)?;
+    db.execute(checkpoints::RECORD, checkpoints::values(cx, batch, rows)).map_err(failed)?;
     Ok(())
 }
 
@@ -260,11 +255,7 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
         return Ok(0);
     }
     let batches: Option<i64> = db
-        .query_row(
-            "SELECT batches FROM weir_checkpoints WHERE pipeline = ?1 AND step = ?2 AND run_id = ?3",
-            rusqlite::params![cx.pipeline, cx.step, cx.run_id],
-            |r| r.get(0),
-        )
+        .query_row(checkpoints::LOOKUP, rusqlite::params![cx.pipeline, cx.step, cx.run_id], |r| r.get(0))
         .optional()
         .map_err(failed)?;
     Ok(batches.unwrap_or(0) as u64)

@@ -91,7 +91,7 @@ impl AggregateUDFImpl for Pick {
 trait Values: Send + Sync {
     fn resize(&mut self, groups: usize);
     /// Copies `array[row]` into each `(group, row)`'s group, in order.
-    fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]) -> Result<()>;
+    fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]);
     fn emit(&mut self, emit_to: EmitTo) -> Result<ArrayRef>;
     fn size(&self) -> usize;
 }
@@ -139,12 +139,11 @@ impl<T: ArrowPrimitiveType> Values for Primitive<T> {
         self.values.resize(groups, None);
     }
 
-    fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]) -> Result<()> {
+    fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]) {
         let array = array.as_primitive::<T>();
         for &(group, row) in picks {
             self.values[group] = array.is_valid(row).then(|| array.value(row));
         }
-        Ok(())
     }
 
     fn emit(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -176,7 +175,7 @@ impl Values for Text {
         self.spans.resize(groups, None);
     }
 
-    fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]) -> Result<()> {
+    fn set(&mut self, array: &ArrayRef, picks: &[(usize, usize)]) {
         for &(group, row) in picks {
             let value: Option<&str> = array.is_valid(row).then(|| match array.data_type() {
                 DataType::LargeUtf8 => array.as_string::<i64>().value(row),
@@ -189,7 +188,6 @@ impl Values for Text {
                 (start, self.bytes.len())
             });
         }
-        Ok(())
     }
 
     fn emit(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -241,7 +239,8 @@ impl PickGroups {
                 picks.push((group, row));
             }
         }
-        self.values.set(values, &picks)
+        self.values.set(values, &picks);
+        Ok(())
     }
 }
 
@@ -279,7 +278,8 @@ impl GroupsAccumulator for PickGroups {
     }
 }
 
-/// The ungrouped form, for plans without grouping keys.
+/// One group's pick, row by row: for value types without a typed store above (booleans, lists, structs), which
+/// DataFusion then aggregates with one of these per group, and for plans without grouping keys.
 #[derive(Debug)]
 struct PickOne {
     order: Order,

@@ -118,9 +118,10 @@ fn not_text() -> String {
     "the bytes are not UTF-8 text; select `hex(column)` or `base64Encode(column)` in the step's query".into()
 }
 
-/// A batch's columns as RowBinary rows of `types`, each followed, when `row_numbers` starts them, by a UInt64 row
-/// number. `names` name the columns in errors.
-pub fn encode(batch: &RecordBatch, types: &[ChType], names: &[&str], row_numbers: Option<u64>, out: &mut Vec<u8>) -> Result<(), String> {
+/// A batch's columns as RowBinary rows of `types`, each followed, when `numbered`, by its UInt64 row number in the
+/// load. `before` rows of the load came before the batch; errors name the row by that count and the column by
+/// `names`.
+pub fn encode(batch: &RecordBatch, types: &[ChType], names: &[&str], before: u64, numbered: bool, out: &mut Vec<u8>) -> Result<(), String> {
     let columns = batch
         .columns()
         .iter()
@@ -134,14 +135,14 @@ pub fn encode(batch: &RecordBatch, types: &[ChType], names: &[&str], row_numbers
             if ty.nullable {
                 out.push(u8::from(null));
             } else if null {
-                return Err(format!("row {}, column `{name}`: NULL, and the ClickHouse column is not Nullable", row + 1));
+                return Err(format!("row {}, column `{name}`: NULL, and the ClickHouse column is not Nullable", before + row as u64 + 1));
             }
             if !null {
-                column.write(row, ty, out).map_err(|e| format!("row {}, column `{name}`: {e}", row + 1))?;
+                column.write(row, ty, out).map_err(|e| format!("row {}, column `{name}`: {e}", before + row as u64 + 1))?;
             }
         }
-        if let Some(first) = row_numbers {
-            out.extend_from_slice(&(first + row as u64).to_le_bytes());
+        if numbered {
+            out.extend_from_slice(&(before + row as u64).to_le_bytes());
         }
     }
     Ok(())
@@ -277,7 +278,7 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        encode(&batch, &types, &["id", "name", "amount", "at"], None, &mut out).unwrap();
+        encode(&batch, &types, &["id", "name", "amount", "at"], 0, false, &mut out).unwrap();
         let first = row_len(&out, &types).unwrap();
         assert_eq!(first, 8 + 1 + 2 + 200 + 8 + 4);
         assert_eq!(row_len(&out[..first - 1], &types), None);
@@ -300,9 +301,12 @@ mod tests {
     fn values_that_do_not_fit_fail_naming_row_and_column() {
         let schema = Schema::new(vec![Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true)]);
         let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(TimestampMicrosecondArray::from(vec![0, 1_500_000]))]).unwrap();
-        let err = encode(&batch, &[ty("DateTime")], &["at"], None, &mut Vec::new()).unwrap_err();
+        let err = encode(&batch, &[ty("DateTime")], &["at"], 0, false, &mut Vec::new()).unwrap_err();
         assert!(err.starts_with("row 2, column `at`: has a fraction of a second"), "{err}");
-        let err = encode(&batch, &[ty("Int8")], &["at"], None, &mut Vec::new()).unwrap_err();
+        // In a later batch of the same load, the row is counted from the load's start.
+        let err = encode(&batch, &[ty("DateTime")], &["at"], 8192, true, &mut Vec::new()).unwrap_err();
+        assert!(err.starts_with("row 8194, column `at`"), "{err}");
+        let err = encode(&batch, &[ty("Int8")], &["at"], 0, false, &mut Vec::new()).unwrap_err();
         assert!(err.contains("column `at`"), "{err}");
     }
 }

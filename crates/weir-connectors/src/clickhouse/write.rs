@@ -327,7 +327,7 @@ impl Staging {
             }
             let fields: Vec<Field> = names.iter().zip(&arrays).map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
             let batch = RecordBatch::try_new(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays)?;
-            encode(&batch, &types, &names, self.numbered.then_some(rows), &mut buf)
+            encode(&batch, &types, &names, rows, self.numbered, &mut buf)
                 .map_err(|e| DataFusionError::Execution(format!("cannot load table `{}`: {e}", target.name)))?;
             rows += batch.num_rows() as u64;
             if buf.len() >= REQUEST_BYTES {

@@ -3,7 +3,7 @@
 
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::error::DataFusionError;
-use weir_spec::SchemaEvolution;
+use weir_spec::{SchemaEvolution, WriteDb};
 
 /// A column of the destination table as the database describes it.
 pub struct TableColumn {
@@ -72,6 +72,42 @@ pub fn plan(
         "the input does not fit table `{table}`: {why}: {}. Cast in a sql step, change the table, or set `schema_evolution`",
         differences.join("; ")
     )))
+}
+
+/// The DDL of a database whose tables Weir creates and only ever widens by new columns (SQLite, DuckDB): standard
+/// SQL, with its own column types.
+pub struct AddOnly {
+    /// The system's name, for messages.
+    pub system: &'static str,
+    pub ddl_type: fn(&DataType) -> Option<String>,
+    pub quote: fn(&str) -> String,
+}
+
+impl AddOnly {
+    /// `CREATE TABLE` for `fields` under the name `quoted`, the keys `NOT NULL` and the primary key.
+    pub fn create(&self, spec: &WriteDb, quoted: &str, fields: &[&Field]) -> Result<String, DataFusionError> {
+        let defs = crate::common::db_load::column_definitions(spec, fields, self.system, self.quote, &|ty, _| (self.ddl_type)(ty))?;
+        Ok(format!("CREATE TABLE {quoted} ({defs})"))
+    }
+
+    /// The input columns to load under the step's policy, and the `ALTER TABLE … ADD COLUMN` statements they need.
+    pub fn evolve(
+        &self,
+        spec: &WriteDb,
+        (name, quoted): (&str, &str),
+        fields: &[&Field],
+        existing: &[TableColumn],
+    ) -> Result<(Vec<Field>, Vec<String>), DataFusionError> {
+        let planned = plan(spec.schema_evolution, name, fields, existing, &|_, _| false)?;
+        let mut alters = Vec::new();
+        for (field, change) in &planned {
+            if *change == ColumnChange::Add {
+                let ty = crate::common::db_load::column_type(field, false, self.system, &|ty, _| (self.ddl_type)(ty))?;
+                alters.push(format!("ALTER TABLE {quoted} ADD COLUMN {} {ty}", (self.quote)(field.name())));
+            }
+        }
+        Ok((planned.into_iter().map(|(f, _)| f).collect(), alters))
+    }
 }
 
 /// Whether every value of `input` converts to the table's type without loss.

@@ -20,7 +20,7 @@ use weir_spec::{DbWriteMode, OnError, WriteDb};
 use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, sqlite_error};
 use crate::common::checkpoints;
 use crate::common::db_load::{self, canonical};
-use crate::common::schema_diff::{self, ColumnChange, TableColumn};
+use crate::common::schema_diff::{AddOnly, TableColumn};
 
 /// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
 pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
@@ -88,32 +88,26 @@ impl Target {
     }
 }
 
+/// How Weir creates and evolves SQLite tables.
+static DDL: AddOnly = AddOnly { system: "SQLite", ddl_type, quote: quote_ident };
+
 /// Creates the table when missing and applies the schema evolution policy; returns the columns to load.
 fn prepare_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Field]) -> Result<Vec<Field>> {
     let existing = match target.columns(db)? {
         Some(columns) => columns,
         None => {
-            create_table(spec, db, target, fields)?;
+            let ddl = DDL.create(spec, &target.quoted, fields)?;
+            info!(table = %target.name, "Creating table: {ddl}");
+            db.execute_batch(&ddl).map_err(|e| target.error("cannot create", e))?;
             target.columns(db)?.expect("the table was just created")
         }
     };
-    let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, &existing, &|_, _| false)?;
-    for (field, change) in &planned {
-        if *change == ColumnChange::Add {
-            let ty = db_load::column_type(field, false, "SQLite", &|ty, _| ddl_type(ty))?;
-            let ddl = format!("ALTER TABLE {} ADD COLUMN {} {ty}", target.quoted, quote_ident(field.name()));
-            info!(table = %target.name, "Evolving table: {ddl}");
-            db.execute_batch(&ddl).map_err(|e| target.error("cannot alter", e))?;
-        }
+    let (columns, alters) = DDL.evolve(spec, (&target.name, &target.quoted), fields, &existing)?;
+    for ddl in alters {
+        info!(table = %target.name, "Evolving table: {ddl}");
+        db.execute_batch(&ddl).map_err(|e| target.error("cannot alter", e))?;
     }
-    Ok(planned.into_iter().map(|(f, _)| f).collect())
-}
-
-fn create_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Field]) -> Result<()> {
-    let defs = db_load::column_definitions(spec, fields, "SQLite", quote_ident, &|ty, _| ddl_type(ty))?;
-    let ddl = format!("CREATE TABLE {} ({defs})", target.quoted);
-    info!(table = %target.name, "Creating table: {ddl}");
-    db.execute_batch(&ddl).map_err(|e| target.error("cannot create", e))
+    Ok(columns)
 }
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty

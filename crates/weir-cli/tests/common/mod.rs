@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod clickhouse;
+pub mod gcs_xml;
 pub mod mysql;
 pub mod postgres;
 

@@ -29,11 +29,21 @@ enum Finished {
 pub struct Held {
     inner: Arc<dyn ObjectStore>,
     finished: Arc<Mutex<Vec<Finished>>>,
+    failure: Failure,
 }
+
+/// The first error an upload's part met, kept because DataFusion's CSV and JSON writers replace it with a message
+/// of their own ("Error encountered while finalizing writes!").
+type Failure = Arc<Mutex<Option<String>>>;
 
 impl Held {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, finished: Arc::default() }
+        Self { inner, finished: Arc::default(), failure: Failure::default() }
+    }
+
+    /// Why an upload failed, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("upload failure lock").clone()
     }
 
     /// Whether no writer wrote anything.
@@ -96,7 +106,7 @@ impl ObjectStore for Held {
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
         let upload: OpenUpload = Arc::new(Mutex::new(Some(self.inner.put_multipart_opts(location, opts).await?)));
         self.finished.lock().expect("held writes lock").push(Finished::Upload(upload.clone()));
-        Ok(Box::new(HeldUpload { upload }))
+        Ok(Box::new(HeldUpload { upload, failure: self.failure.clone() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -124,15 +134,24 @@ impl ObjectStore for Held {
 #[derive(Debug)]
 struct HeldUpload {
     upload: OpenUpload,
+    failure: Failure,
 }
 
 #[async_trait]
 impl MultipartUpload for HeldUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        match self.upload.lock().expect("upload lock").as_mut() {
+        let part = match self.upload.lock().expect("upload lock").as_mut() {
             Some(upload) => upload.put_part(data),
-            None => Box::pin(async { Err(object_store::Error::Generic { store: "held", source: "the upload was aborted".into() }) }),
-        }
+            None => return Box::pin(async { Err(object_store::Error::Generic { store: "held", source: "the upload was aborted".into() }) }),
+        };
+        let failure = self.failure.clone();
+        Box::pin(async move {
+            let sent = part.await;
+            if let Err(e) = &sent {
+                failure.lock().expect("upload failure lock").get_or_insert_with(|| super::remote::with_causes(e));
+            }
+            sent
+        })
     }
 
     /// Leaves the upload open: [`Held::commit`] completes it.

@@ -278,7 +278,7 @@ fn external(e: object_store::Error) -> DataFusionError {
 
 /// An error's message followed by its causes, which object_store's own message leaves out (a certificate the
 /// trusted roots do not vouch for, a refused connection).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -76,10 +76,12 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
         Ok(b) => b,
         Err(e) => {
             remove(&temp);
-            if let Some((held, _)) = &held {
-                held.abort().await;
-            }
-            return Err(e);
+            let Some((held, _)) = &held else { return Err(e) };
+            held.abort().await;
+            return Err(match (held.failure(), &remote) {
+                (Some(why), Some(remote)) => DataFusionError::Execution(format!("cannot upload {}: {why}", remote.url)),
+                _ => e,
+            });
         }
     };
     let rows = files::rows_written(&batches);

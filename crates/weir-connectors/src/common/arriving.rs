@@ -8,7 +8,7 @@
 //! is gone (its run ended and took the scratch directory with it) stops at the next MiB.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 
@@ -68,8 +68,9 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    // Network chunks are a few KiB: they are gathered into one write per MiB, after which readers are woken.
-    let mut file = std::io::BufWriter::with_capacity(NOTIFY_BYTES as usize, std::fs::File::create(local)?);
+    // Network chunks are a few KiB: they are gathered (not copied) into one write per MiB, after which readers are
+    // woken.
+    let mut file = std::fs::File::create(local)?;
     let download = Arc::new(Download { size, progress: Mutex::default(), arrived: Condvar::new() });
     IN_FLIGHT.lock().expect("downloads lock").insert(local.to_path_buf(), download.clone());
     let (local, runtime) = (local.to_path_buf(), tokio::runtime::Handle::current());
@@ -80,12 +81,14 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
             let failed = |e: &dyn std::fmt::Display| Stop::Failed(e.to_string());
             let mut stream = store.get(&key).await.map_err(|e| failed(&e))?.into_stream();
             let (mut written, mut told) = (0u64, 0u64);
+            let mut gathered = Vec::new();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| failed(&e))?;
-                file.write_all(&chunk).map_err(|e| failed(&e))?;
                 written += chunk.len() as u64;
+                gathered.push(chunk);
                 if written - told >= NOTIFY_BYTES || written == size {
-                    file.flush().map_err(|e| failed(&e))?;
+                    write_chunks(&mut file, &gathered).map_err(|e| failed(&e))?;
+                    gathered.clear();
                     download.advance(written - told);
                     told = written;
                     // The run's scratch directory goes when the run ends: nobody will read the rest.
@@ -94,7 +97,7 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
                     }
                 }
             }
-            file.flush().map_err(|e| failed(&e))?;
+            write_chunks(&mut file, &gathered).map_err(|e| failed(&e))?;
             download.advance(written - told);
             match written == size {
                 true => Ok(()),
@@ -112,6 +115,19 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
             Err(Stop::Failed(why)) => download.fail(format!("cannot download {url}: {why}")),
         }
     });
+    Ok(())
+}
+
+/// Writes `chunks` in order with as few system calls as the kernel allows.
+fn write_chunks(file: &mut std::fs::File, chunks: &[bytes::Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest)? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut rest, n),
+        }
+    }
     Ok(())
 }
 

@@ -432,6 +432,57 @@ fn csv_ndjson_and_parquet_read_over_http() {
     assert!(err.contains("nothing.csv"), "a missing file names its URL:\n{err}");
 }
 
+/// A download's `timeout` bounds the wait for its next bytes, not the whole transfer: a large file that takes longer
+/// than the timeout to arrive is read whole, and a server that stops sending fails the run, naming the file.
+#[test]
+fn a_download_longer_than_the_timeout_completes_and_a_stalled_one_fails() {
+    use axum::http::header::CONTENT_LENGTH;
+    use axum::routing::get;
+    const CHUNKS: usize = 12;
+    let chunk = |i: usize| -> String { (i * 100..(i + 1) * 100).map(|n| format!("{n},{}\n", "x".repeat(40))).collect() };
+    let body: String = std::iter::once("id,pad\n".to_string()).chain((0..CHUNKS).map(chunk)).collect();
+    let length = body.len();
+    // Sends the body in pieces 250 ms apart (3 s in all); with `stall`, stops for 5 s halfway. Range requests get the
+    // whole body again, as a server without range support answers.
+    let trickle = move |stall: bool| {
+        axum::body::Body::from_stream(futures::stream::unfold(0usize, move |i| async move {
+            if i > CHUNKS {
+                return None;
+            }
+            let piece = if i == 0 { "id,pad\n".to_string() } else { chunk(i - 1) };
+            let pause = if stall && i == CHUNKS / 2 { 5000 } else { 250 };
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            Some((Ok::<_, std::io::Error>(piece), i + 1))
+        }))
+    };
+    let serve = move |stall: bool| {
+        get(move || async move { ([(CONTENT_LENGTH, length.to_string())], trickle(stall)) })
+            .head(move || async move { [(CONTENT_LENGTH, length.to_string())] })
+    };
+    let addr = common::serve(axum::Router::new().route("/slow.csv", serve(false)).route("/stalls.csv", serve(true)));
+    let p = Project::new();
+    let pipeline = |file: &str| {
+        format!(
+            "name: slow\nconnections:\n  web: {{ kind: http, url: \"http://{addr}\", options: {{ timeout: 1s }} }}\nsteps:\n  rows:\n    read_csv: {{ path: \"http://{addr}/{file}\", connection: web }}\n  out:\n    write_csv: {{ input: rows, path: out/rows.csv }}\n"
+        )
+    };
+    p.file("p.yaml", &pipeline("slow.csv"));
+    p.ok(&["run", "p.yaml"]);
+    let mut got: Vec<String> = p.read("out/rows.csv").lines().map(str::to_string).collect();
+    got.sort();
+    let mut want: Vec<String> = body.lines().map(str::to_string).collect();
+    want.sort();
+    assert!(got == want, "every row once: {} rows, {} expected", got.len(), want.len());
+
+    p.file("p.yaml", &pipeline("stalls.csv"));
+    let started = Instant::now();
+    let err = p.fails(&["run", "p.yaml"], 2);
+    assert!(err.contains(&format!("cannot infer the columns of http://{addr}/stalls.csv: ")) && err.contains("no data for 1s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the stall is noticed after the timeout, not at its end");
+}
+
 #[test]
 fn https_reads_verify_the_server_against_the_trusted_roots() {
     // A test CA, and a certificate for 127.0.0.1 it signed; Python's HTTP server serves `www/` with it.

@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::Duration;
 
-use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as Key;
+
+use super::remote::next_piece;
 
 /// How much arrives between wake-ups of waiting readers.
 const NOTIFY_BYTES: u64 = 1 << 20;
@@ -63,8 +65,8 @@ impl Download {
 }
 
 /// Starts downloading `key` (of `size` bytes) into `local`, which exists when this returns; readers may open it
-/// at once. `url` names the object in errors.
-pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url: String) -> std::io::Result<()> {
+/// at once. `url` names the object in errors; the download fails once no bytes have come for `idle`.
+pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url: String, idle: Duration) -> std::io::Result<()> {
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -79,11 +81,11 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
     tokio::task::spawn_blocking(move || {
         let copied = runtime.block_on(async {
             let failed = |e: &dyn std::fmt::Display| Stop::Failed(e.to_string());
-            let mut stream = store.get(&key).await.map_err(|e| failed(&e))?.into_stream();
+            let mut body = store.get(&key).await.map_err(|e| failed(&e))?.into_stream();
             let (mut written, mut told) = (0u64, 0u64);
             let mut gathered = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| failed(&e))?;
+            while let Some(chunk) = next_piece(&mut body, idle).await {
+                let chunk = chunk.map_err(Stop::Failed)?;
                 written += chunk.len() as u64;
                 gathered.push(chunk);
                 if written - told >= NOTIFY_BYTES || written == size {
@@ -206,7 +208,7 @@ mod tests {
         store.put(&Key::from("big.csv"), PutPayload::from(data.clone())).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("big.csv");
-        begin(store, Key::from("big.csv"), data.len() as u64, &local, "mem://big.csv".into()).unwrap();
+        begin(store, Key::from("big.csv"), data.len() as u64, &local, "mem://big.csv".into(), Duration::from_secs(30)).unwrap();
         let read = tokio::task::spawn_blocking(move || {
             assert_eq!(size(&local).unwrap(), 3_000_000);
             let mut tail = open(&local).unwrap();
@@ -251,7 +253,7 @@ mod tests {
         let config = ThrottleConfig { wait_get_per_call: std::time::Duration::from_millis(300), ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("run/big.csv");
-        begin(Arc::new(ThrottledStore::new(memory, config)), Key::from("big.csv"), 3 << 20, &local, "mem://big.csv".into()).unwrap();
+        begin(Arc::new(ThrottledStore::new(memory, config)), Key::from("big.csv"), 3 << 20, &local, "mem://big.csv".into(), Duration::from_secs(30)).unwrap();
         let download = in_flight(&local).expect("registered while in flight");
         std::fs::remove_dir_all(dir.path().join("run")).unwrap();
         for _ in 0..50 {
@@ -270,7 +272,7 @@ mod tests {
         let store = Arc::new(InMemory::new());
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("gone.csv");
-        begin(store, Key::from("gone.csv"), 10, &local, "mem://gone.csv".into()).unwrap();
+        begin(store, Key::from("gone.csv"), 10, &local, "mem://gone.csv".into(), Duration::from_secs(30)).unwrap();
         let err = tokio::task::spawn_blocking(move || open(&local).unwrap().read_to_end(&mut Vec::new()).unwrap_err()).await.unwrap();
         assert!(err.to_string().starts_with("cannot download mem://gone.csv: "), "{err}");
     }

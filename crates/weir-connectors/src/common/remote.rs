@@ -9,6 +9,11 @@
 //! it is written, its upload held open until the run commits (`held.rs`); a directory is written to scratch and
 //! uploaded when the run commits. Either way an object is visible only once complete.
 //!
+//! Object bodies are fetched through a second client whose requests have no overall time limit: a large object
+//! may take longer to arrive than any fixed limit (object_store's default is 30 s per request, and a body cut off
+//! is fetched on from where it stopped only within 3 minutes), so a transfer fails instead once no bytes have come
+//! for the connection's `timeout`.
+//!
 //! Credentials come from the step's connection (`kind: s3 | azure | gcs | http`, options named as object_store
 //! names them: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, `account_name`, …), on
 //! top of the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`); `kind: sftp | sharepoint` take
@@ -16,8 +21,11 @@
 
 use std::path::Path as LocalPath;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -39,6 +47,10 @@ pub fn is_remote(path: &str) -> bool {
 /// An object store and the location of a path inside it.
 pub struct Remote {
     pub store: Arc<dyn ObjectStore>,
+    /// The same store for reading object bodies, without an overall time limit per request (see the module doc).
+    pub transfers: Arc<dyn ObjectStore>,
+    /// How long a transfer may wait for its next bytes: the connection's `timeout`, 30 s unless set.
+    pub idle: Duration,
     /// The URL as written, for messages.
     pub url: String,
     /// The URL up to the directory where a glob starts (all of it without a glob).
@@ -63,16 +75,23 @@ impl Remote {
             if !root.is_dir() {
                 return Err(DataFusionError::Plan(format!("no such file or directory: {}", root.display())));
             }
-            let store = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| plan(url, e))?;
+            let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| plan(url, e))?);
             let prefix = key.map_or_else(Path::default, Path::from);
-            return Ok(Self { store: Arc::new(store), url: url.to_string(), base: base.to_string(), prefix, pattern });
+            let (transfers, idle) = (store.clone(), DEFAULT_IDLE);
+            return Ok(Self { store, transfers, idle, url: url.to_string(), base: base.to_string(), prefix, pattern });
         }
         let parsed = Url::parse(base).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
-        let store = build_store(&parsed, conn.as_ref())?;
+        let store = build_store(&parsed, conn.as_ref(), Limit::PerRequest)?;
+        let transfers = match parsed.scheme() {
+            // Weir's own stores read a body in pieces, each request limited on its own: one session serves both.
+            "sftp" | "sharepoint" => store.clone(),
+            _ => build_store(&parsed, conn.as_ref(), Limit::Idle)?,
+        };
+        let idle = idle_limit(conn.as_ref())?;
         // The URL's path is percent-encoded (`Shared%20Reports`); keys are not.
         let key = parsed.path().trim_matches('/');
         let prefix = Path::from_url_path(key).map_err(|e| DataFusionError::Plan(format!("`{url}`: {e}")))?;
-        Ok(Self { store, url: url.to_string(), base: base.to_string(), prefix, pattern })
+        Ok(Self { store, transfers, idle, url: url.to_string(), base: base.to_string(), prefix, pattern })
     }
 
     /// The objects the path names: the object itself, or everything under the prefix that matches the glob.
@@ -119,12 +138,12 @@ pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &S
     };
     if let (Arrival::Streamed, [only]) = (arrival, objects.as_slice()) {
         let local = local_of(&only.location);
-        super::arriving::begin(remote.store.clone(), only.location.clone(), only.size, &local, remote.url.clone())?;
+        super::arriving::begin(remote.transfers.clone(), only.location.clone(), only.size, &local, remote.url.clone(), remote.idle)?;
         info!(step = %cx.step, bytes = only.size, "Reading {path} as it downloads");
     } else {
         let mut bytes = 0u64;
         for object in &objects {
-            bytes += download(&*remote.store, &object.location, &local_of(&object.location)).await.map_err(|e| {
+            bytes += download(&remote, &object.location, &local_of(&object.location)).await.map_err(|e| {
                 DataFusionError::Execution(format!("cannot download {} from {}: {e}", object.location, remote.url))
             })?;
         }
@@ -146,22 +165,54 @@ pub enum Arrival {
     Streamed,
 }
 
-/// Copies an object to a local file as one streamed GET. Parallel ranged GETs are not used: some S3-compatible
-/// servers (moto) read the whole object for every range, which made the S3 benchmark 4x slower.
-pub async fn download(store: &dyn ObjectStore, object: &Path, local: &LocalPath) -> Result<u64> {
+/// Copies an object of `remote`'s store to a local file as one streamed GET. Parallel ranged GETs are not used:
+/// some S3-compatible servers (moto) read the whole object for every range, which made the S3 benchmark 4x slower.
+pub async fn download(remote: &Remote, object: &Path, local: &LocalPath) -> Result<u64> {
     if let Some(parent) = local.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
     let mut file = tokio::fs::File::create(local).await?;
-    let mut stream = store.get(object).await.map_err(external)?.into_stream();
+    let mut body = remote.transfers.get(object).await.map_err(external)?.into_stream();
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(external)?;
-        bytes += chunk.len() as u64;
-        file.write_all(&chunk).await?;
+    while let Some(piece) = next_piece(&mut body, remote.idle).await {
+        let piece = piece.map_err(|e| DataFusionError::External(e.into()))?;
+        bytes += piece.len() as u64;
+        file.write_all(&piece).await?;
     }
     file.flush().await?;
     Ok(bytes)
+}
+
+/// The next piece of an object's body, or an error once none has come for `idle`.
+pub async fn next_piece(body: &mut BoxStream<'static, object_store::Result<Bytes>>, idle: Duration) -> Option<Result<Bytes, String>> {
+    match tokio::time::timeout(idle, body.next()).await {
+        Ok(piece) => piece.map(|p| p.map_err(|e| with_causes(&e))),
+        Err(_) => Some(Err(format!("no data for {}", humantime::format_duration(idle)))),
+    }
+}
+
+/// object_store's request timeout, which a connection's `timeout` replaces.
+const DEFAULT_IDLE: Duration = Duration::from_secs(30);
+
+/// A request limit long enough never to cut a transfer short; [`next_piece`] notices a stalled one.
+const NO_LIMIT: &str = "7d";
+
+/// How a store's requests are limited in time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// Each request by the connection's `timeout` (object_store's default 30 s): for everything but object bodies.
+    PerRequest,
+    /// Only by the wait for the next bytes, which the reader enforces with [`next_piece`].
+    Idle,
+}
+
+/// The connection's `timeout`, the longest wait for a transfer's next bytes.
+fn idle_limit(conn: Option<&ResolvedConnection>) -> Result<Duration> {
+    let Some((name, value)) = conn.and_then(|c| c.options.iter().find(|(k, _)| k.eq_ignore_ascii_case("timeout")).map(|(_, v)| (&c.name, v))) else {
+        return Ok(DEFAULT_IDLE);
+    };
+    humantime::parse_duration(value.expose())
+        .map_err(|e| DataFusionError::Plan(format!("connection `{name}`: `timeout` is not a duration such as 30s or 5m: {e}")))
 }
 
 /// Uploads a local file to `key`: a file of up to one part in a single PUT, a larger one in parts. Either way the
@@ -215,8 +266,12 @@ pub fn relative(prefix: &Path, location: &Path) -> String {
     location.strip_prefix(prefix).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_default()
 }
 
-fn build_store(url: &Url, conn: Option<&ResolvedConnection>) -> Result<Arc<dyn ObjectStore>> {
-    let options: Vec<(&str, &str)> = conn.map(|c| c.options.iter().map(|(k, v)| (k.as_str(), v.expose())).collect()).unwrap_or_default();
+fn build_store(url: &Url, conn: Option<&ResolvedConnection>, limit: Limit) -> Result<Arc<dyn ObjectStore>> {
+    let mut options: Vec<(&str, &str)> = conn.map(|c| c.options.iter().map(|(k, v)| (k.as_str(), v.expose())).collect()).unwrap_or_default();
+    if limit == Limit::Idle {
+        options.retain(|(k, _)| !k.eq_ignore_ascii_case("timeout"));
+        options.insert(0, ("timeout", NO_LIMIT));
+    }
     let name = conn.map_or_else(|| url.scheme().to_string(), |c| format!("connection `{}`", c.name));
     let bad_key = |key: &str, e: object_store::Error| DataFusionError::Plan(format!("{name}: unknown option `{key}` ({e})"));
     let built: Arc<dyn ObjectStore> = match url.scheme() {

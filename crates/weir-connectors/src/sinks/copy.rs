@@ -118,7 +118,7 @@ impl PendingLoad for PendingCopy {
             let failed = |e: DataFusionError| DataFusionError::Execution(format!("copying {path} to {}: {e}", self.destination.url));
             let source = Remote::open(path, self.spec.from_connection.as_ref(), &self.cx)?;
             let local = staging.join(i.to_string());
-            remote::download(&*source.store, &source.prefix, &local).await.map_err(failed)?;
+            remote::download(&source, &source.prefix, &local).await.map_err(failed)?;
             let key = name.split('/').fold(self.destination.prefix.clone(), |key, part| key.join(part));
             bytes += remote::upload(&*self.destination.store, &local, &key).await.map_err(failed)?;
             let _ = std::fs::remove_file(&local);

@@ -29,7 +29,8 @@ use crate::common::types::parse_sql_type;
 
 /// The table of a `read_csv` step.
 pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx, Arrival::Streamed).await?;
+    let rendered = cx.path(&spec.path)?;
+    let path = remote::localize(rendered.clone(), spec.connection.as_ref(), cx, Arrival::Streamed).await?;
     let inputs = files::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
     let file_schema = match &spec.schema {
@@ -43,7 +44,11 @@ pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -
                 })
                 .collect::<Result<Vec<_>>>()?,
         )),
-        None => infer(&inputs[0].path, spec)?,
+        None => {
+            // A download is named by its URL, not by its scratch copy.
+            let first = inputs[0].path.display().to_string();
+            infer(&inputs[0].path, if remote::is_remote(&rendered) { &rendered } else { &first }, spec)?
+        }
     };
     let mut fields: Vec<Field> = file_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(inputs[0].partitions.iter().map(|(k, _)| Field::new(k, DataType::Utf8, true)));
@@ -105,7 +110,8 @@ fn null_regex(spec: &ReadCsv) -> Result<regex::Regex> {
     regex::Regex::new(&format!("^(?:{})$", alternatives.join("|"))).map_err(|e| DataFusionError::Plan(e.to_string()))
 }
 
-fn infer(path: &Path, spec: &ReadCsv) -> Result<SchemaRef> {
+/// The columns of the file at `path`, which messages call `name`.
+fn infer(path: &Path, name: &str, spec: &ReadCsv) -> Result<SchemaRef> {
     let format = Format::default()
         .with_header(spec.header)
         .with_delimiter(byte(spec.delimiter, "delimiter")?)
@@ -114,7 +120,7 @@ fn infer(path: &Path, spec: &ReadCsv) -> Result<SchemaRef> {
     let reader = files::open(path, spec.compression)?;
     let (schema, _) = format
         .infer_schema(reader, Some(spec.infer_rows))
-        .map_err(|e| DataFusionError::Plan(format!("cannot infer the columns of {}: {e}", path.display())))?;
+        .map_err(|e| DataFusionError::Plan(format!("cannot infer the columns of {name}: {e}")))?;
     Ok(Arc::new(schema))
 }
 

@@ -29,9 +29,13 @@ struct State {
 }
 
 impl State {
-    fn etag(&mut self) -> String {
+    fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
-        format!("\"{}\"", self.next_id)
+        self.next_id
+    }
+
+    fn etag(&mut self) -> String {
+        format!("\"{}\"", self.fresh_id())
     }
 }
 
@@ -140,8 +144,7 @@ impl GcsXml {
             }
             (Method::POST, false, None) if query.contains_key("uploads") => {
                 state.writes.push("POST initiate".into());
-                let id = format!("upload-{}", state.next_id);
-                state.next_id += 1;
+                let id = format!("upload-{}", state.fresh_id());
                 state.uploads.insert(id.clone(), (name, BTreeMap::new()));
                 xml(format!("<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>"))
             }

@@ -81,13 +81,14 @@ impl Remote {
             return Ok(Self { store, transfers, idle, url: url.to_string(), base: base.to_string(), prefix, pattern });
         }
         let parsed = Url::parse(base).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a URL: {e}")))?;
+        // Before the stores, which would reject a bad `timeout` in object_store's words.
+        let idle = idle_limit(conn.as_ref())?;
         let store = build_store(&parsed, conn.as_ref(), Limit::PerRequest)?;
         let transfers = match parsed.scheme() {
             // Weir's own stores read a body in pieces, each request limited on its own: one session serves both.
             "sftp" | "sharepoint" => store.clone(),
             _ => build_store(&parsed, conn.as_ref(), Limit::Idle)?,
         };
-        let idle = idle_limit(conn.as_ref())?;
         // The URL's path is percent-encoded (`Shared%20Reports`); keys are not.
         let key = parsed.path().trim_matches('/');
         let prefix = Path::from_url_path(key).map_err(|e| DataFusionError::Plan(format!("`{url}`: {e}")))?;

@@ -40,7 +40,7 @@ impl Loaded {
 
 /// Parses a pipeline file; `Err` carries every diagnostic rendered as `file:line:col: message`.
 pub fn parse(path: &Path) -> Result<Loaded, Vec<String>> {
-    Ok(Loaded { path: path.to_path_buf(), pipeline: Pipeline::from_file(path)? })
+    Ok(Loaded { path: path.to_path_buf(), pipeline: Pipeline::from_file(path, &weir_connectors::registry::environment())? })
 }
 
 /// Like [`parse`], for commands that cannot go on with a broken file.

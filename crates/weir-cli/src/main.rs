@@ -85,7 +85,8 @@ enum Command {
     Explain(commands::validate::ExplainArgs),
     /// Print the JSON Schema of pipeline files (for editors: `# yaml-language-server: $schema=...`).
     Schema,
-    /// List the step kinds this build knows.
+    /// List the step kinds and connection kinds, and which connection kinds this build has.
+    #[command(after_help = "A connection kind marked `needs --features X` is known but left out of this build; build weir with that feature to use it.")]
     List,
     /// Scaffold a project with a working pipeline and sample data.
     #[command(after_help = "Example:\n  weir init demo && weir run demo/pipeline.yaml")]
@@ -178,13 +179,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => commands::validate::validate(g, args).await,
         Command::Explain(args) => commands::validate::explain(g, args).await,
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&weir_spec::json_schema())?);
+            println!("{}", serde_json::to_string_pretty(&commands::list::schema())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {
-            for (name, category, description) in weir_spec::STEP_KINDS {
-                println!("{:<10} {name:<14} {description}", format!("{category:?}").to_lowercase());
-            }
+            print!("{}", commands::list::list());
             Ok(ExitCode::SUCCESS)
         }
         Command::Init(args) => commands::init::init(args),

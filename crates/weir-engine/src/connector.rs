@@ -229,7 +229,7 @@ pub(crate) fn resolve_connection(connections: &BTreeMap<String, Connection>, nam
             Some(url) => resolve(&url.value)?,
             None => Secret(String::new()),
         },
-        options: conn.options.iter().map(|(k, v)| Ok((k.clone(), resolve(&v.value)?))).collect::<Result<_>>()?,
+        options: conn.options.iter().map(|(k, v)| Ok((k.to_string(), resolve(&v.value)?))).collect::<Result<_>>()?,
     })
 }
 

@@ -64,7 +64,7 @@ impl Project {
                 continue;
             }
             self.seen.insert(path.clone(), modified);
-            match Pipeline::from_file(&path) {
+            match Pipeline::from_file(&path, &weir_connectors::registry::environment()) {
                 Ok(pipeline) => {
                     self.broken.remove(&path);
                     let name = pipeline.name().to_string();

@@ -7,8 +7,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_saphyr::Spanned;
 
-use crate::diagnostic::{Diagnostic, Pos};
-use crate::model::{Pipeline, StateUpdate};
+use crate::connection_kind::{ConnectionKind, Family, UrlUse};
+use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
+use crate::model::{Connection, Pipeline, StateUpdate};
 use crate::api::{Paginate, ReadApi, Retry, WriteApi};
 use crate::step::{Category, DbWriteMode, Rule, Step, StepKind};
 use crate::template::{SCOPES, Template, env_references};
@@ -18,13 +19,24 @@ static IDENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0
 static PIPELINE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("static regex"));
 
-/// The process environment as the checks see it, so tests need not set real variables.
+/// What the checks see of the world: the process environment (so tests need not set real variables) and the
+/// connection kinds this build knows.
 #[derive(Debug, Clone, Default)]
-pub struct Environment(HashMap<String, String>);
+pub struct Environment {
+    vars: HashMap<String, String>,
+    kinds: Vec<KnownKind>,
+}
+
+/// A connection kind and whether this build has it.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownKind {
+    pub kind: &'static ConnectionKind,
+    pub built: bool,
+}
 
 impl Environment {
     pub fn from_process() -> Self {
-        Self(std::env::vars().collect())
+        Self { vars: std::env::vars().collect(), kinds: Vec::new() }
     }
 
     pub fn empty() -> Self {
@@ -32,12 +44,31 @@ impl Environment {
     }
 
     pub fn with(mut self, name: &str, value: &str) -> Self {
-        self.0.insert(name.to_string(), value.to_string());
+        self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    /// The connection kinds connections are checked against. Without any, kinds and options go unchecked.
+    pub fn with_kinds(mut self, kinds: impl IntoIterator<Item = KnownKind>) -> Self {
+        self.kinds.extend(kinds);
         self
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
+        self.vars.get(name).cloned()
+    }
+
+    fn kind(&self, name: &str) -> Option<KnownKind> {
+        self.kinds.iter().find(|k| k.kind.name == name).copied()
+    }
+
+    /// The family of the kind `name`, where the checks know it.
+    fn family(&self, name: &str) -> Option<Family> {
+        self.kind(name).map(|k| k.kind.family)
+    }
+
+    fn kinds_of(&self, family: Family) -> Vec<&'static str> {
+        self.kinds.iter().filter(|k| k.kind.family == family).map(|k| k.kind.name).collect()
     }
 }
 
@@ -59,7 +90,7 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
     check_alerts(pipeline, env, &mut out);
     check_quality(pipeline, &mut out);
     check_triggers(pipeline, env, &mut out);
-    check_steps(pipeline, &mut out);
+    check_steps(pipeline, env, &mut out);
     out.sort_by_key(|d| (d.pos.line, d.pos.column));
     out
 }
@@ -101,37 +132,12 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Connection kinds this build understands, and what they are.
-/// Connection kinds that hold files.
-const OBJECT_STORE_KINDS: &[&str] = &["s3", "azure", "gcs", "http", "sftp", "sharepoint"];
-
-pub const CONNECTION_KINDS: &[(&str, &str)] = &[
-    ("postgres", "PostgreSQL: `url: postgres://user:${PGPASSWORD}@host:5432/db`"),
-    ("mysql", "MySQL or MariaDB: `url: mysql://user:${MYSQL_PASSWORD}@host:3306/db`"),
-    ("sqlite", "SQLite: `url: sqlite://data/app.db` (relative to the pipeline file) or `sqlite:///abs/path.db`"),
-    ("clickhouse", "ClickHouse over HTTP: `url: clickhouse://user:${CH_PASSWORD}@host:8123/db` (HTTPS: `clickhouses://`)"),
-    ("duckdb", "DuckDB (builds with the `duckdb` feature): `url: duckdb://data/app.duckdb` (relative to the pipeline file) or `duckdb:///abs/path.duckdb`"),
-    ("http", "a REST API: `url: https://api.example.com/v1`, options for auth (`bearer_token: ${TOKEN}`, ...)"),
-    ("s3", "S3 or an S3-compatible store, for `s3://bucket/key` paths: options `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`"),
-    ("azure", "Azure Blob Storage, for `az://container/key` paths: options `account_name`, `access_key` (or `use_emulator: true`), `endpoint`"),
-    ("gcs", "Google Cloud Storage, for `gs://bucket/key` paths: options `service_account_path` (or `service_account_key`), `base_url`"),
-    ("sftp", "an SFTP server, for `sftp://user@host:22/absolute/path` paths: options `private_key_path` (or `private_key`, `password`), `known_hosts` (or `host_key_fingerprint`)"),
-    ("sharepoint", "a SharePoint site, for `sharepoint://Library/path` paths: options `site`, `tenant_id`, `client_id`, `client_secret` (or `bearer_token`)"),
-    ("odbc", "any ODBC driver (Oracle, SQL Server, ...): `url: \"Driver={...};Server=...;Pwd=${PASSWORD}\"`"),
-];
-
 fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
     for (name, conn) in &pipeline.connections {
-        if !CONNECTION_KINDS.iter().any(|(k, _)| *k == conn.kind.value) {
-            let known: Vec<&str> = CONNECTION_KINDS.iter().map(|(k, _)| *k).collect();
-            out.push(Diagnostic::at(&conn.kind, format!("connection `{name}`: unknown kind `{}`", conn.kind.value))
-                .with_hint(format!("use one of {}", known.join(", "))));
+        if !env.kinds.is_empty() {
+            check_kind(name, conn, env, out);
         }
-        let takes_no_url = OBJECT_STORE_KINDS.contains(&conn.kind.value.as_str()) && conn.kind.value != "http";
-        if conn.url.is_none() && !takes_no_url {
-            out.push(Diagnostic::at(&conn.kind, format!("connection `{name}` has no `url`")));
-        }
-        let values = conn.url.iter().chain(conn.options.values());
+        let values = conn.url.iter().chain(conn.options.iter().map(|(_, v)| v));
         for value in values {
             for var in env_references(&value.value) {
                 if env.get(var).is_none() {
@@ -139,6 +145,53 @@ fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagn
                         Diagnostic::at(value, format!("connection `{name}` needs environment variable `{var}`, which is not set"))
                             .with_hint(format!("export {var}=... before running; its value is never printed")),
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The connection's kind exists and is built, its `url` is there when the kind needs one, and every option is one
+/// the kind takes, with a value of its type.
+fn check_kind(name: &str, conn: &Connection, env: &Environment, out: &mut Vec<Diagnostic>) {
+    let Some(known) = env.kind(&conn.kind.value) else {
+        let names = env.kinds.iter().map(|k| k.kind.name);
+        let mut diagnostic = Diagnostic::at(&conn.kind, format!("connection `{name}`: unknown kind `{}`", conn.kind.value));
+        diagnostic = match did_you_mean(&conn.kind.value, names.clone()) {
+            Some(near) => diagnostic.with_hint(format!("did you mean `{near}`? (`weir list` shows every kind)")),
+            None => diagnostic.with_hint(format!("use one of {}", names.collect::<Vec<_>>().join(", "))),
+        };
+        out.push(diagnostic);
+        return;
+    };
+    let kind = known.kind;
+    if !known.built {
+        let feature = kind.feature.unwrap_or(kind.name);
+        out.push(
+            Diagnostic::at(&conn.kind, format!("connection `{name}` is of kind `{}`, which this build of weir leaves out", kind.name))
+                .with_hint(format!("build weir with `--features {feature}` (see docs/databases.md)")),
+        );
+    }
+    if conn.url.is_none()
+        && let UrlUse::Required(example) = kind.url
+    {
+        out.push(Diagnostic::at(&conn.kind, format!("connection `{name}` has no `url`")).with_hint(format!("e.g. `url: {example}`")));
+    }
+    for (key, value) in &conn.options.0 {
+        match kind.option(&key.value) {
+            None => {
+                let message = format!("connection `{name}`: `{}` connections take no option `{}`", kind.name, key.value);
+                let names = kind.options().map(|o| o.name);
+                let hint = match did_you_mean(&key.value, names.clone()) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None if kind.options().next().is_none() => format!("`{}` connections take no options", kind.name),
+                    None => format!("options of `{}`: {}", kind.name, names.collect::<Vec<_>>().join(", ")),
+                };
+                out.push(Diagnostic::at(key, message).with_hint(hint));
+            }
+            Some(option) => {
+                if let Some(why) = option.ty.mismatch(&value.value) {
+                    out.push(Diagnostic::at(value, format!("connection `{name}`, option `{}`: {why}", key.value)));
                 }
             }
         }
@@ -199,7 +252,16 @@ fn check_triggers(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnost
                         .with_hint("SQLite has one writer and a load holds it for the whole run: use another SQLite file, or `path`"),
                 );
             }
-            (None, Some(_)) => {}
+            (None, Some(name)) => {
+                let kind = env.kind(&pipeline.connections[&name.value].kind.value);
+                if let Some(known) = kind.filter(|k| !k.kind.can.dead_letters) {
+                    let able: Vec<&str> = env.kinds.iter().filter(|k| k.kind.can.dead_letters).map(|k| k.kind.name).collect();
+                    out.push(
+                        Diagnostic::at(name, format!("settings.dead_letters: `{}` connections cannot hold dead letters", known.kind.name))
+                            .with_hint(format!("use a connection of kind {}, or `path` for NDJSON files", able.join(", "))),
+                    );
+                }
+            }
             _ => out.push(Diagnostic::new(Pos::of(&pipeline.name), "settings.dead_letters: give exactly one of `path` and `connection`")),
         }
     }
@@ -226,7 +288,7 @@ fn check_quality(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
+fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
     let mut seen_sink = HashSet::new();
     for step in &pipeline.steps {
         if !IDENT.is_match(step.id()) {
@@ -264,10 +326,11 @@ fn check_steps(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
         for name in connections {
             check_connection_ref(pipeline, name, out);
             if let Some(conn) = pipeline.connections.get(&name.value)
-                && !OBJECT_STORE_KINDS.contains(&conn.kind.value.as_str())
+                && env.family(&conn.kind.value).is_some_and(|f| f == Family::Database)
             {
+                let stores = [env.kinds_of(Family::ObjectStore), env.kinds_of(Family::Http)].concat();
                 out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`, which holds no files", name.value, conn.kind.value))
-                    .with_hint(format!("file steps take a connection of kind {}", OBJECT_STORE_KINDS.join(", "))));
+                    .with_hint(format!("file steps take a connection of kind {}", stores.join(", "))));
             }
         }
         let paths = step.kind.file_source().map(|s| s.path).into_iter().chain(step.kind.file_sink().map(|s| s.path));
@@ -418,7 +481,7 @@ fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec
 fn check_connection_ref(pipeline: &Pipeline, name: &Spanned<String>, out: &mut Vec<Diagnostic>) {
     if !pipeline.connections.contains_key(&name.value) {
         let d = Diagnostic::at(name, format!("unknown connection `{}`", name.value));
-        let d = match closest(&name.value, pipeline.connections.keys().map(String::as_str)) {
+        let d = match did_you_mean(&name.value, pipeline.connections.keys().map(String::as_str)) {
             Some(best) => d.with_hint(format!("did you mean `{best}`?")),
             None => d.with_hint("declare it under `connections:`"),
         };
@@ -446,32 +509,9 @@ fn check_template(pipeline: &Pipeline, text: &str, pos: Pos, out: &mut Vec<Diagn
 
 pub(crate) fn unknown_step(pipeline: &Pipeline, name: &str, pos: Pos) -> Diagnostic {
     let d = Diagnostic::new(pos, format!("unknown step `{name}`"));
-    match closest(name, pipeline.steps.iter().map(|s| s.id())) {
+    match did_you_mean(name, pipeline.steps.iter().map(|s| s.id())) {
         Some(best) => d.with_hint(format!("did you mean `{best}`?")),
         None => d,
     }
 }
 
-/// The candidate nearest to `name` by edit distance, if it is near enough to be a likely typo.
-pub(crate) fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= c.len().max(name.len()) / 3 + 1)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}

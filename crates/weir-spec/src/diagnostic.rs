@@ -87,3 +87,27 @@ fn unknown_field_hint(message: &str) -> Option<String> {
     (message.contains("unknown field") || message.contains("unknown variant") || message.contains("unknown step kind"))
         .then(|| "`weir schema` prints every allowed field; `weir list` prints the step kinds".to_string())
 }
+
+/// The nearest of `candidates` to `word`, when it is near enough to be a likely misspelling of it.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(distance, c)| *distance <= c.len().max(word.len()) / 3 + 1)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn near_misses_are_suggested_and_far_ones_are_not() {
+        let options = ["endpoint", "region", "access_key_id", "secret_access_key"];
+        assert_eq!(did_you_mean("endpiont", options), Some("endpoint"));
+        assert_eq!(did_you_mean("acess_key_id", options), Some("access_key_id"));
+        assert_eq!(did_you_mean("colour", options), None);
+    }
+}

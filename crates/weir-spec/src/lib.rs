@@ -11,6 +11,7 @@
 
 mod api;
 mod check;
+mod connection_kind;
 mod dag;
 mod diagnostic;
 mod model;
@@ -20,9 +21,10 @@ mod trigger;
 mod value;
 
 pub use api::{Backoff, Duration, EnrichApi, HttpMethod, Paginate, ReadApi, Retry, RetryOn, WriteApi};
-pub use check::{CONNECTION_KINDS, Environment, check};
+pub use check::{Environment, KnownKind, check};
+pub use connection_kind::{Capabilities, ConnectionKind, ConnectionOption, Family, OptionType, UrlUse};
 pub use dag::Dag;
-pub use diagnostic::{Diagnostic, Pos};
+pub use diagnostic::{Diagnostic, Pos, did_you_mean};
 pub use model::{Alert, AlertOn, Check, Connection, DeadLetterTarget, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate, Variable};
 pub use serde_saphyr::Spanned;
 pub use step::*;
@@ -30,7 +32,14 @@ pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, Trigger, Webho
 pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
 pub use value::{TypedValue, ValueType};
 
-/// The JSON Schema of a pipeline file, generated from the Rust types so it can never drift from the parser.
-pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(Pipeline)).expect("a JSON Schema always serializes")
+/// The JSON Schema of a pipeline file, generated from the Rust types so it can never drift from the parser, with
+/// each connection kind's options from `kinds`.
+pub fn json_schema(kinds: &[&ConnectionKind]) -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Pipeline)).expect("a JSON Schema always serializes");
+    if !kinds.is_empty() {
+        let variants: Vec<serde_json::Value> = kinds.iter().map(|k| k.json_schema()).collect();
+        let description = schema["$defs"]["Connection"]["description"].clone();
+        schema["$defs"]["Connection"] = serde_json::json!({ "description": description, "oneOf": variants });
+    }
+    schema
 }

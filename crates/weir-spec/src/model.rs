@@ -6,7 +6,8 @@ use serde_saphyr::Spanned;
 
 use crate::api::{Duration, Retry};
 use crate::diagnostic::Diagnostic;
-use crate::step::{Step, Steps};
+use crate::check::Environment;
+use crate::step::{OrderedMap, Step, Steps};
 use crate::trigger::Trigger;
 use crate::value::ValueType;
 
@@ -113,10 +114,11 @@ pub struct Connection {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub url: Option<Spanned<String>>,
-    /// Further options for the connector; values may hold `${SECRET}` references.
+    /// Further options for the connector (`weir list` and the schema name each kind's); values may hold
+    /// `${SECRET}` references.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
-    pub options: BTreeMap<String, Spanned<String>>,
+    pub options: OrderedMap<Spanned<String>>,
 }
 
 /// One alert: when, and where to. Exactly one of `slack`, `webhook` and `email`; their URLs may hold `${SECRET}`
@@ -284,13 +286,13 @@ impl Pipeline {
         serde_saphyr::from_str(text).map_err(Diagnostic::from)
     }
 
-    /// Reads, parses and checks a pipeline file against this process's environment; `Err` holds every mistake
-    /// as `file:line:col: message`.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, Vec<String>> {
+    /// Reads, parses and checks a pipeline file against `env`; `Err` holds every mistake as
+    /// `file:line:col: message`.
+    pub fn from_file(path: &std::path::Path, env: &Environment) -> Result<Self, Vec<String>> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
         let pipeline = Self::from_yaml_str(&text).map_err(|d| vec![d.display_in(&shown).to_string()])?;
-        let diagnostics = crate::check(&pipeline, &crate::Environment::from_process());
+        let diagnostics = crate::check(&pipeline, env);
         if !diagnostics.is_empty() {
             return Err(diagnostics.iter().map(|d| d.display_in(&shown).to_string()).collect());
         }

@@ -34,29 +34,112 @@ pub enum Category {
     Action,
 }
 
-/// Every step kind compiled in, in the order `weir list` shows them.
-pub const STEP_KINDS: &[(&str, Category, &str)] = &[
-    ("read_csv", Category::Extract, "CSV files: local path, glob or Hive-partitioned directory; gzip/zstd"),
-    ("read_json", Category::Extract, "JSON array or NDJSON files; nested objects as structs, optional flatten"),
-    ("read_parquet", Category::Extract, "Parquet files: local path, glob or Hive-partitioned directory"),
-    ("list_files", Category::Extract, "the files a path or glob names (local or object storage), with size and modification time"),
-    ("read_db", Category::Extract, "a table or query of a database connection, with bound parameters and pushdown"),
-    ("read_api", Category::Extract, "JSON records from a REST API: auth, pagination, rate limit, retries"),
-    ("enrich_api", Category::Extract, "an API lookup per distinct key of an input, joined back as new columns"),
-    ("read_webhook", Category::Extract, "records posted to the pipeline's webhook under weir serve, acknowledged after commit; Debezium events"),
-    ("sql", Category::Transform, "DataFusion SQL over any earlier step by its id"),
-    ("map", Category::Transform, "new columns from SQL expressions: trim, lower, parse dates, code labels"),
-    ("filter", Category::Transform, "keep rows where a SQL condition holds"),
-    ("validate", Category::Transform, "named rules; failing rows go to the dead-letter store with every reason"),
-    ("dedup", Category::Transform, "one row per key, first or last by an ordering"),
-    ("write_csv", Category::Load, "CSV file or directory, atomic, optionally partitioned"),
-    ("write_json", Category::Load, "NDJSON file or directory, atomic, optionally partitioned"),
-    ("write_parquet", Category::Load, "Parquet file or directory, atomic, compression and row-group size"),
-    ("copy_files", Category::Load, "copy the files a list_files step lists to a directory or bucket prefix, at commit"),
-    ("write_db", Category::Load, "a database table: append, replace, upsert or delete by keys; created and evolved"),
-    ("write_api", Category::Load, "records to an HTTP API, one per request or batched; concurrency, retries, idempotency key"),
-    ("execute", Category::Action, "one SQL statement on a database after the run's loads commit (ANALYZE, COPY INTO)"),
-];
+/// Declares every step kind once: its YAML name, its variant and settings type, whether it reads one `input`
+/// step, and its line for `weir list`. From this list come [`StepKind`], its names, categories and inputs,
+/// [`STEP_KINDS`], the parser and the JSON Schema, and one enum per category ([`Extract`], [`Transform`],
+/// [`Load`], [`Action`]) that connectors match on exhaustively: a new load kind without a sink does not compile.
+macro_rules! step_kinds {
+    ($($category:ident {
+        $($name:literal => $variant:ident($ty:ty) $([$input:ident])?: $doc:literal,)*
+    })*) => {
+        /// The kind of a step and its settings.
+        #[derive(Debug, Clone)]
+        pub enum StepKind {
+            $($($variant($ty),)*)*
+        }
+
+        /// Every step kind compiled in, in the order `weir list` shows them.
+        pub const STEP_KINDS: &[(&str, Category, &str)] = &[$($(($name, Category::$category, $doc),)*)*];
+
+        $(
+            #[doc = concat!("The ", stringify!($category), " kinds, for an exhaustive match.")]
+            #[derive(Debug, Clone, Copy)]
+            #[allow(clippy::borrowed_box)]
+            pub enum $category<'a> {
+                $($variant(&'a $ty),)*
+            }
+        )*
+
+        /// A step kind seen through its category.
+        #[derive(Debug, Clone, Copy)]
+        pub enum Role<'a> {
+            $($category($category<'a>),)*
+        }
+
+        impl StepKind {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($(Self::$variant(_) => $name,)*)*
+                }
+            }
+
+            pub fn category(&self) -> Category {
+                match self {
+                    $($(Self::$variant(_) => Category::$category,)*)*
+                }
+            }
+
+            /// The kind as one of its category's, for connectors and the engine to match on.
+            pub fn role(&self) -> Role<'_> {
+                match self {
+                    $($(Self::$variant(s) => Role::$category($category::$variant(s)),)*)*
+                }
+            }
+
+            /// The single input of a transform, load or `enrich_api`; `None` for sources and SQL (whose inputs
+            /// are its table names).
+            pub fn input(&self) -> Option<&Spanned<String>> {
+                match self {
+                    $($(Self::$variant(_s) => step_kinds!(@input _s $($input)?),)*)*
+                }
+            }
+        }
+
+        fn deserialize_kind<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Option<StepKind>, A::Error> {
+            Ok(Some(match name {
+                $($($name => StepKind::$variant(map.next_value::<$ty>()?),)*)*
+                _ => return Ok(None),
+            }))
+        }
+
+        fn kind_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, &'static str, Schema)> {
+            vec![$($(($name, $doc, generator.subschema_for::<$ty>()),)*)*]
+        }
+    };
+    (@input $s:ident) => { None };
+    (@input $s:ident input) => { Some(&$s.input) };
+}
+
+step_kinds! {
+    Extract {
+        "read_csv" => ReadCsv(ReadCsv): "CSV files: local path, glob or Hive-partitioned directory; gzip/zstd",
+        "read_json" => ReadJson(ReadJson): "JSON array or NDJSON files; nested objects as structs, optional flatten",
+        "read_parquet" => ReadParquet(ReadParquet): "Parquet files: local path, glob or Hive-partitioned directory",
+        "list_files" => ListFiles(ListFiles): "the files a path or glob names (local or object storage), with size and modification time",
+        "read_db" => ReadDb(ReadDb): "a table or query of a database connection, with bound parameters and pushdown",
+        "read_api" => ReadApi(Box<ReadApi>): "JSON records from a REST API: auth, pagination, rate limit, retries",
+        "enrich_api" => EnrichApi(Box<EnrichApi>) [input]: "an API lookup per distinct key of an input, joined back as new columns",
+        "read_webhook" => ReadWebhook(ReadWebhook): "records posted to the pipeline's webhook under weir serve, acknowledged after commit; Debezium events",
+    }
+    Transform {
+        "sql" => Sql(Sql): "DataFusion SQL over any earlier step by its id",
+        "map" => Map(Map) [input]: "new columns from SQL expressions: trim, lower, parse dates, code labels",
+        "filter" => Filter(Filter) [input]: "keep rows where a SQL condition holds",
+        "validate" => Validate(Validate) [input]: "named rules; failing rows go to the dead-letter store with every reason",
+        "dedup" => Dedup(Dedup) [input]: "one row per key, first or last by an ordering",
+    }
+    Load {
+        "write_csv" => WriteCsv(WriteCsv) [input]: "CSV file or directory, atomic, optionally partitioned",
+        "write_json" => WriteJson(WriteJson) [input]: "NDJSON file or directory, atomic, optionally partitioned",
+        "write_parquet" => WriteParquet(WriteParquet) [input]: "Parquet file or directory, atomic, compression and row-group size",
+        "copy_files" => CopyFiles(CopyFiles) [input]: "copy the files a list_files step lists to a directory or bucket prefix, at commit",
+        "write_db" => WriteDb(WriteDb) [input]: "a database table: append, replace, upsert or delete by keys; created and evolved",
+        "write_api" => WriteApi(Box<WriteApi>) [input]: "records to an HTTP API, one per request or batched; concurrency, retries, idempotency key",
+    }
+    Action {
+        "execute" => Execute(Execute): "one SQL statement on a database after the run's loads commit (ANALYZE, COPY INTO)",
+    }
+}
 
 /// A map that keeps the file's order and the position of each key.
 #[derive(Debug, Clone)]
@@ -151,94 +234,12 @@ impl Step {
     }
 }
 
-/// The kind of a step and its settings.
-#[derive(Debug, Clone)]
-pub enum StepKind {
-    ReadCsv(ReadCsv),
-    ReadJson(ReadJson),
-    ReadParquet(ReadParquet),
-    ReadDb(ReadDb),
-    ListFiles(ListFiles),
-    ReadApi(Box<ReadApi>),
-    EnrichApi(Box<EnrichApi>),
-    ReadWebhook(ReadWebhook),
-    Sql(Sql),
-    Map(Map),
-    Filter(Filter),
-    Validate(Validate),
-    Dedup(Dedup),
-    WriteCsv(WriteCsv),
-    WriteJson(WriteJson),
-    WriteParquet(WriteParquet),
-    WriteDb(WriteDb),
-    CopyFiles(CopyFiles),
-    WriteApi(Box<WriteApi>),
-    Execute(Execute),
-}
-
 impl StepKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ReadCsv(_) => "read_csv",
-            Self::ReadJson(_) => "read_json",
-            Self::ReadParquet(_) => "read_parquet",
-            Self::ReadDb(_) => "read_db",
-            Self::ListFiles(_) => "list_files",
-            Self::ReadApi(_) => "read_api",
-            Self::EnrichApi(_) => "enrich_api",
-            Self::ReadWebhook(_) => "read_webhook",
-            Self::Sql(_) => "sql",
-            Self::Map(_) => "map",
-            Self::Filter(_) => "filter",
-            Self::Validate(_) => "validate",
-            Self::Dedup(_) => "dedup",
-            Self::WriteCsv(_) => "write_csv",
-            Self::WriteJson(_) => "write_json",
-            Self::WriteParquet(_) => "write_parquet",
-            Self::WriteDb(_) => "write_db",
-            Self::CopyFiles(_) => "copy_files",
-            Self::WriteApi(_) => "write_api",
-            Self::Execute(_) => "execute",
-        }
-    }
-
-    pub fn category(&self) -> Category {
-        let name = self.name();
-        STEP_KINDS.iter().find(|(n, ..)| *n == name).map(|(_, c, _)| *c).expect("every kind is registered")
-    }
-
     /// Validation exists to route bad rows aside; everything else stops on the first bad record unless told.
     pub fn default_on_error(&self) -> OnError {
         match self {
             Self::Validate(_) => OnError::DeadLetter,
             _ => OnError::Fail,
-        }
-    }
-
-    /// The single input of a transform, load or `enrich_api`; `None` for sources and SQL (whose inputs are its
-    /// table names).
-    pub fn input(&self) -> Option<&Spanned<String>> {
-        match self {
-            Self::ReadCsv(_)
-            | Self::ReadJson(_)
-            | Self::ReadParquet(_)
-            | Self::ReadDb(_)
-            | Self::ListFiles(_)
-            | Self::ReadApi(_)
-            | Self::ReadWebhook(_)
-            | Self::Sql(_)
-            | Self::Execute(_) => None,
-            Self::EnrichApi(s) => Some(&s.input),
-            Self::Map(s) => Some(&s.input),
-            Self::Filter(s) => Some(&s.input),
-            Self::Validate(s) => Some(&s.input),
-            Self::Dedup(s) => Some(&s.input),
-            Self::WriteCsv(s) => Some(&s.input),
-            Self::WriteJson(s) => Some(&s.input),
-            Self::WriteParquet(s) => Some(&s.input),
-            Self::WriteDb(s) => Some(&s.input),
-            Self::WriteApi(s) => Some(&s.input),
-            Self::CopyFiles(s) => Some(&s.input),
         }
     }
 
@@ -259,44 +260,6 @@ impl StepKind {
             _ => None,
         }
     }
-}
-
-macro_rules! step_kinds {
-    ($($name:literal => $variant:ident($ty:ty)),* $(,)?) => {
-        fn deserialize_kind<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Option<StepKind>, A::Error> {
-            Ok(Some(match name {
-                $($name => StepKind::$variant(map.next_value::<$ty>()?),)*
-                _ => return Ok(None),
-            }))
-        }
-
-        fn kind_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
-            vec![$(($name, generator.subschema_for::<$ty>())),*]
-        }
-    };
-}
-
-step_kinds! {
-    "read_csv" => ReadCsv(ReadCsv),
-    "read_json" => ReadJson(ReadJson),
-    "read_parquet" => ReadParquet(ReadParquet),
-    "read_db" => ReadDb(ReadDb),
-    "list_files" => ListFiles(ListFiles),
-    "read_api" => ReadApi(Box<ReadApi>),
-    "enrich_api" => EnrichApi(Box<EnrichApi>),
-    "read_webhook" => ReadWebhook(ReadWebhook),
-    "sql" => Sql(Sql),
-    "map" => Map(Map),
-    "filter" => Filter(Filter),
-    "validate" => Validate(Validate),
-    "dedup" => Dedup(Dedup),
-    "write_csv" => WriteCsv(WriteCsv),
-    "write_json" => WriteJson(WriteJson),
-    "write_parquet" => WriteParquet(WriteParquet),
-    "write_db" => WriteDb(WriteDb),
-    "copy_files" => CopyFiles(CopyFiles),
-    "write_api" => WriteApi(Box<WriteApi>),
-    "execute" => Execute(Execute),
 }
 
 /// A step before its id (the map key) is known.
@@ -403,8 +366,7 @@ impl JsonSchema for Steps {
         let on_error = generator.subschema_for::<OnError>();
         let variants: Vec<serde_json::Value> = kind_schemas(generator)
             .into_iter()
-            .map(|(name, schema)| {
-                let description = STEP_KINDS.iter().find(|(n, ..)| *n == name).map(|(.., d)| *d).unwrap_or_default();
+            .map(|(name, description, schema)| {
                 serde_json::json!({
                     "type": "object",
                     "description": description,

@@ -1,6 +1,7 @@
 pub mod backfill;
 pub mod init;
 pub mod inspect;
+pub mod list;
 pub mod run;
 pub mod serve;
 pub mod validate;

@@ -14,9 +14,7 @@ use reqwest::RequestBuilder;
 use tokio::sync::Mutex;
 use weir_engine::{ResolvedConnection, Secret};
 
-/// Options an `http` connection may set; anything else is a mistake worth reporting.
-const KNOWN_OPTIONS: &[&str] =
-    &["bearer_token", "username", "password", "api_key", "api_key_header", "api_key_query", "token_url", "client_id", "client_secret", "scope"];
+use super::kind::AUTH_OPTIONS;
 
 #[derive(Debug)]
 pub enum Auth {
@@ -47,11 +45,12 @@ struct Token {
 impl Auth {
     pub fn from_connection(conn: &ResolvedConnection) -> Result<Self> {
         let option = |key: &str| conn.options.get(key).cloned();
-        if let Some(unknown) = conn.options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+        if let Some(unknown) = conn.options.keys().find(|k| !AUTH_OPTIONS.iter().any(|o| o.is_named(k))) {
+            let known: Vec<&str> = AUTH_OPTIONS.iter().map(|o| o.name).collect();
             return Err(DataFusionError::Plan(format!(
-                "connection `{}`: unknown option `{unknown}`; an http connection knows {}",
+                "connection `{}`: API steps take no option `{unknown}`; their options are {}",
                 conn.name,
-                KNOWN_OPTIONS.join(", ")
+                known.join(", ")
             )));
         }
         let chosen: Vec<&str> = [("bearer_token", "bearer"), ("username", "basic"), ("api_key", "api_key"), ("token_url", "oauth2")]

@@ -1,10 +1,11 @@
 //! REST APIs over HTTP: an `http` connection (base URL and authentication), the `read_api`, `enrich_api` and
-//! `write_api` steps, and the alerts a run sends.
+//! `write_api` steps, and `http(s)://` file reads. The client and its authentication serve the alerts and
+//! SharePoint too.
 
-mod alert;
 pub(crate) mod auth;
 pub(crate) mod client;
 mod enrich;
+mod kind;
 mod read;
 mod write;
 
@@ -19,7 +20,7 @@ use serde_json::Value;
 use weir_engine::StepContext;
 use weir_spec::{HttpMethod, Retry, Spanned};
 
-pub use alert::{RunOutcome, send_alerts};
+pub use kind::KIND;
 pub use enrich::table as enrich;
 pub use read::table;
 pub(crate) use read::{parse_path, select_records};
@@ -105,3 +106,26 @@ fn method(method: HttpMethod) -> Method {
         HttpMethod::Patch => Method::PATCH,
     }
 }
+
+/// A web server as file steps read from it (`https://host/data.csv`), through object_store.
+pub struct WebFiles;
+
+impl crate::object_store::StoreKind for WebFiles {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["http", "https"]
+    }
+
+    fn build(&self, url: &Url, options: &[(&str, weir_engine::Secret)]) -> std::result::Result<std::sync::Arc<dyn object_store::ObjectStore>, String> {
+        use object_store::ClientConfigKey;
+        let mut builder = object_store::http::HttpBuilder::new().with_url(url.origin().ascii_serialization());
+        if url.scheme() == "http" {
+            // The URL says plain HTTP; object_store refuses it unless told.
+            builder = builder.with_config(ClientConfigKey::AllowHttp, "true");
+        }
+        let builder = crate::object_store::configured(builder, options, |b, key: ClientConfigKey, value| b.with_config(key, value))?;
+        Ok(std::sync::Arc::new(builder.build().map_err(|e| e.to_string())?))
+    }
+}
+
+/// The `http` kind's entry in the registry of connection kinds.
+pub const CONNECTOR: Option<crate::registry::Connector> = Some(crate::registry::Connector::Store(&WebFiles));

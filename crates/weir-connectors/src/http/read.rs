@@ -22,7 +22,7 @@ use weir_spec::{Paginate, ReadApi};
 
 use super::client::{Page, Request};
 use super::{absolute, connect, method};
-use crate::sources::json::{declared_schema, flattened, spilled_ndjson};
+use crate::files::json::{declared_schema, flattened, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(spec.schema.as_ref())?;

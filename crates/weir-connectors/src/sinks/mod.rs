@@ -1,2 +1,0 @@
-pub mod copy;
-pub mod files;

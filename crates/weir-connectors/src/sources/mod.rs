@@ -1,5 +1,0 @@
-pub mod csv;
-pub mod json;
-pub mod parquet;
-pub mod listing;
-pub mod webhook;

@@ -40,7 +40,8 @@ async fn items(State(data): State<Data>, Query(q): Query<HashMap<String, String>
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("numbers: PORT RECORDS PAGE_SIZE")).collect();
+    let args: Vec<u64> =
+        std::env::args().skip(1).map(|a| a.parse().expect("numbers: PORT RECORDS PAGE_SIZE")).collect();
     let [port, records, page_size] = args[..] else { panic!("usage: api_bench_server PORT RECORDS PAGE_SIZE") };
     let app = Router::new().route("/items", get(items)).with_state(Data { records, page_size });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await.unwrap();

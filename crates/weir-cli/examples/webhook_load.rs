@@ -67,7 +67,8 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1)];
+    let pct =
+        |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1)];
 
     let (client, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.expect("PostgreSQL");
     tokio::spawn(connection);

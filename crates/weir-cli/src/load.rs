@@ -26,7 +26,8 @@ impl Loaded {
 
     pub fn store(&self, global: &Global) -> anyhow::Result<Arc<StateStore>> {
         let location = global.state_location(&self.state_dir(global));
-        let store = Arc::new(StateStore::at(&location).with_context(|| format!("cannot open the state store {location}"))?);
+        let store =
+            Arc::new(StateStore::at(&location).with_context(|| format!("cannot open the state store {location}"))?);
         global.run_logs.attach(store.clone());
         Ok(store)
     }
@@ -40,7 +41,10 @@ impl Loaded {
 
 /// Parses a pipeline file; `Err` carries every diagnostic rendered as `file:line:col: message`.
 pub fn parse(path: &Path) -> Result<Loaded, Vec<String>> {
-    Ok(Loaded { path: path.to_path_buf(), pipeline: Pipeline::from_file(path, &weir_connectors::registry::environment())? })
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        pipeline: Pipeline::from_file(path, &weir_connectors::registry::environment())?,
+    })
 }
 
 /// Like [`parse`], for commands that cannot go on with a broken file.

@@ -76,7 +76,9 @@ enum Command {
     )]
     Run(commands::run::RunArgs),
     /// Check pipelines without running them: YAML, step references, cycles, env vars, SQL and columns.
-    #[command(after_help = "Example:\n  weir validate pipelines/*.yaml\n\nPrints `file:line:col: message` per mistake; exits 1 if any.")]
+    #[command(
+        after_help = "Example:\n  weir validate pipelines/*.yaml\n\nPrints `file:line:col: message` per mistake; exits 1 if any."
+    )]
     Validate(commands::validate::ValidateArgs),
     /// Show the DAG and the physical plan of every load.
     #[command(
@@ -86,13 +88,17 @@ enum Command {
     /// Print the JSON Schema of pipeline files (for editors: `# yaml-language-server: $schema=...`).
     Schema,
     /// List the step kinds and connection kinds, and which connection kinds this build has.
-    #[command(after_help = "A connection kind marked `needs --features X` is known but left out of this build; build weir with that feature to use it.")]
+    #[command(
+        after_help = "A connection kind marked `needs --features X` is known but left out of this build; build weir with that feature to use it."
+    )]
     List,
     /// Scaffold a project with a working pipeline and sample data.
     #[command(after_help = "Example:\n  weir init demo && weir run demo/pipeline.yaml")]
     Init(commands::init::InitArgs),
     /// Run history of a pipeline, with per-step metrics.
-    #[command(after_help = "Examples:\n  weir runs pipeline.yaml\n  weir runs pipeline.yaml --run 0192...  (one run's steps)\n  weir runs pipeline.yaml --json")]
+    #[command(
+        after_help = "Examples:\n  weir runs pipeline.yaml\n  weir runs pipeline.yaml --run 0192...  (one run's steps)\n  weir runs pipeline.yaml --json"
+    )]
     Runs(commands::inspect::RunsArgs),
     /// Read or change the state values a pipeline keeps between runs.
     #[command(
@@ -196,5 +202,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

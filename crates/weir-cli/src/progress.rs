@@ -24,7 +24,8 @@ impl Progress {
             loop {
                 let mut steps = metrics.snapshot();
                 steps.sort();
-                let line: Vec<String> = steps.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}: {n}")).collect();
+                let line: Vec<String> =
+                    steps.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}: {n}")).collect();
                 shown.set_message(format!("rows {}", line.join("  ")));
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

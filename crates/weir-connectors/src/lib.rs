@@ -52,7 +52,9 @@ impl Connectors for Builtin {
             return Err(not_a(step, "a load"));
         };
         match load {
-            Load::WriteCsv(_) | Load::WriteJson(_) | Load::WriteParquet(_) => files::write::write(step, cx, input).await,
+            Load::WriteCsv(_) | Load::WriteJson(_) | Load::WriteParquet(_) => {
+                files::write::write(step, cx, input).await
+            }
             Load::CopyFiles(spec) => files::copy::copy(spec, cx, input).await,
             Load::WriteDb(spec) => database(cx, &spec.connection)?.write(spec, cx, input).await,
             Load::WriteApi(spec) => http::write(spec, cx, input).await,
@@ -70,9 +72,9 @@ impl Connectors for Builtin {
 
     fn loads_in_batches(&self, step: &Step, cx: &StepContext) -> bool {
         match step.kind.role() {
-            Role::Load(Load::WriteDb(spec)) => cx
-                .connection(&spec.connection.value)
-                .is_ok_and(|conn| registry::kinds().any(|k| k.built && k.kind.name == conn.kind && k.kind.can.checkpoints)),
+            Role::Load(Load::WriteDb(spec)) => cx.connection(&spec.connection.value).is_ok_and(|conn| {
+                registry::kinds().any(|k| k.built && k.kind.name == conn.kind && k.kind.can.checkpoints)
+            }),
             _ => false,
         }
     }
@@ -84,8 +86,14 @@ impl Connectors for Builtin {
         }
     }
 
-    fn dead_letter_table(&self, connection: ResolvedConnection, table: &str, base_dir: &Path) -> Result<Arc<dyn DeadLetters>> {
-        let db = registry::database(&connection.kind).map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", connection.name)))?;
+    fn dead_letter_table(
+        &self,
+        connection: ResolvedConnection,
+        table: &str,
+        base_dir: &Path,
+    ) -> Result<Arc<dyn DeadLetters>> {
+        let db = registry::database(&connection.kind)
+            .map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", connection.name)))?;
         db.dead_letter_table(connection, table, base_dir)
     }
 }

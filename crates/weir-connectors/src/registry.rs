@@ -48,7 +48,8 @@ pub fn environment() -> weir_spec::Environment {
 
 /// What this build has of kind `name`: `Err` says why it has nothing (unknown, or left out by a feature).
 pub fn connector(name: &str) -> Result<Connector, String> {
-    let entry = ENTRIES.iter().find(|e| e.kind.name == name).ok_or_else(|| format!("there is no connection kind `{name}`"))?;
+    let entry =
+        ENTRIES.iter().find(|e| e.kind.name == name).ok_or_else(|| format!("there is no connection kind `{name}`"))?;
     entry.connector.ok_or_else(|| {
         format!("`{name}` connections need a build of weir with `--features {}`", entry.kind.feature.unwrap_or(name))
     })
@@ -79,8 +80,14 @@ mod tests {
         for entry in ENTRIES {
             match entry.connector {
                 Some(Connector::Database(_)) => assert!(entry.kind.can.execute, "{}", entry.kind.name),
-                Some(Connector::Store(_)) => assert!(!entry.kind.can.execute && !entry.kind.can.checkpoints, "{}", entry.kind.name),
-                None => assert!(entry.kind.feature.is_some(), "{} is missing without a feature to bring it", entry.kind.name),
+                Some(Connector::Store(_)) => {
+                    assert!(!entry.kind.can.execute && !entry.kind.can.checkpoints, "{}", entry.kind.name)
+                }
+                None => assert!(
+                    entry.kind.feature.is_some(),
+                    "{} is missing without a feature to bring it",
+                    entry.kind.name
+                ),
             }
         }
     }

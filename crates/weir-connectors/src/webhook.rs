@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use weir_engine::{StepContext, records_table};
 use weir_spec::{ReadWebhook, WebhookFormat};
 
-use crate::http::{parse_path, select_records};
 use crate::files::json::declared_schema;
+use crate::http::{parse_path, select_records};
 
 pub fn table(spec: &ReadWebhook, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(Some(&spec.schema))?.expect("the schema is required");
@@ -37,7 +37,9 @@ pub fn table(spec: &ReadWebhook, cx: &StepContext) -> Result<Arc<dyn TableProvid
         .enumerate()
         .map(|(i, record)| match spec.format {
             WebhookFormat::Records => Ok(record.clone()),
-            WebhookFormat::Debezium => change_row(record).map_err(|e| DataFusionError::Execution(format!("record {}: {e}", i + 1))),
+            WebhookFormat::Debezium => {
+                change_row(record).map_err(|e| DataFusionError::Execution(format!("record {}: {e}", i + 1)))
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     let table = records_table(schema, &rows).map_err(|bad| DataFusionError::Execution(bad.to_string()))?;

@@ -13,8 +13,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use weir_spec::{Connection, OnError, Retry, RetryOn, Spanned, Step, Template, TypedValue, interpolate_env};
 
-use crate::metrics::StepCounters;
 use crate::dead_letters::DeadLetters;
+use crate::metrics::StepCounters;
 use crate::state_store::{DeadLetterFilter, NewDeadLetter};
 
 /// Extract and load steps, by kind.
@@ -42,7 +42,12 @@ pub trait Connectors: Send + Sync {
     }
 
     /// A dead-letter store in `table` of a database connection (`settings.dead_letters.connection`).
-    fn dead_letter_table(&self, connection: ResolvedConnection, _table: &str, _base_dir: &Path) -> Result<Arc<dyn DeadLetters>> {
+    fn dead_letter_table(
+        &self,
+        connection: ResolvedConnection,
+        _table: &str,
+        _base_dir: &Path,
+    ) -> Result<Arc<dyn DeadLetters>> {
         Err(DataFusionError::Plan(format!("connection `{}` cannot hold dead letters in this build", connection.name)))
     }
 }
@@ -128,7 +133,10 @@ pub struct StepContext {
 
 impl std::fmt::Debug for StepContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepContext").field("pipeline", &self.pipeline).field("step", &self.step).finish_non_exhaustive()
+        f.debug_struct("StepContext")
+            .field("pipeline", &self.pipeline)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,7 +201,9 @@ impl StepContext {
                 Ok(())
             }
             OnError::DeadLetter => {
-                let kept = |e: crate::dead_letters::BoxError| DataFusionError::External(format!("cannot keep dead letters: {e}").into());
+                let kept = |e: crate::dead_letters::BoxError| {
+                    DataFusionError::External(format!("cannot keep dead letters: {e}").into())
+                };
                 let letters = match self.batch {
                     Some(_) => self.not_kept_yet(letters).map_err(kept)?,
                     None => letters,
@@ -208,8 +218,12 @@ impl StepContext {
     /// `letters` without those this run's step already kept for the same record at the same place.
     fn not_kept_yet(&self, letters: Vec<NewDeadLetter>) -> crate::DlqResult<Vec<NewDeadLetter>> {
         let filter = DeadLetterFilter { run_id: Some(self.run_id.clone()), step: Some(self.step.clone()), id: None };
-        let kept: std::collections::HashSet<(Option<String>, String)> =
-            self.dead_letters.matching(&self.pipeline, &filter)?.into_iter().map(|l| (l.origin, l.record.to_string())).collect();
+        let kept: std::collections::HashSet<(Option<String>, String)> = self
+            .dead_letters
+            .matching(&self.pipeline, &filter)?
+            .into_iter()
+            .map(|l| (l.origin, l.record.to_string()))
+            .collect();
         Ok(letters.into_iter().filter(|l| !kept.contains(&(l.origin.clone(), l.record.to_string()))).collect())
     }
 }

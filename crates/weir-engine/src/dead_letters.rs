@@ -121,7 +121,10 @@ impl NdjsonDeadLetters {
             if line.trim().is_empty() {
                 continue;
             }
-            out.push(serde_json::from_str(&line).map_err(|e| format!("{}:{}: not a dead letter: {e}", path.display(), i + 1))?);
+            out.push(
+                serde_json::from_str(&line)
+                    .map_err(|e| format!("{}:{}: not a dead letter: {e}", path.display(), i + 1))?,
+            );
         }
         Ok(out)
     }
@@ -180,7 +183,8 @@ impl DeadLetters for NdjsonDeadLetters {
     fn remove(&self, pipeline: &str, ids: &[i64]) -> DlqResult<usize> {
         let _guard = self.guard();
         let path = self.file(pipeline);
-        let (gone, kept): (Vec<DeadLetter>, Vec<DeadLetter>) = Self::read(&path)?.into_iter().partition(|l| ids.contains(&l.id));
+        let (gone, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
+            Self::read(&path)?.into_iter().partition(|l| ids.contains(&l.id));
         if !gone.is_empty() {
             Self::rewrite(&path, &kept)?;
         }

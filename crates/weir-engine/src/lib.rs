@@ -15,8 +15,8 @@ mod quality;
 mod records;
 mod replay;
 mod retry;
-mod run_logs;
 mod run;
+mod run_logs;
 pub mod state_store;
 mod transforms;
 
@@ -29,8 +29,10 @@ pub use quality::CheckResult;
 pub use records::{BadRecord, records_table};
 pub use replay::ReplayReport;
 pub use retry::{Patience, retry_delays, with_retries};
-pub use run_logs::{LogSink, RunLogLayer};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes, step_graph};
+pub use run_logs::{LogSink, RunLogLayer};
+pub use state_store::{
+    DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateLocation, StateStore, StepMetricsRow,
+};
 pub use tokio_util::sync::CancellationToken;
 pub use transforms::rows_as_json;
-pub use state_store::{DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateLocation, StateStore, StepMetricsRow};

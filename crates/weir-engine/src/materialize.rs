@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::file_format::arrow::ArrowFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -31,7 +31,9 @@ pub async fn materialize(
         writer.write(&batch?)?;
     }
     writer.finish()?;
-    let url = ListingTableUrl::parse(path.to_str().ok_or_else(|| DataFusionError::Plan("scratch path is not UTF-8".into()))?)?;
+    let url = ListingTableUrl::parse(
+        path.to_str().ok_or_else(|| DataFusionError::Plan("scratch path is not UTF-8".into()))?,
+    )?;
     let config = ListingTableConfig::new(url)
         .with_listing_options(ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(".arrow"))
         .with_schema(schema);

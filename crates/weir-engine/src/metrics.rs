@@ -188,7 +188,8 @@ impl TableProvider for StepTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let wrap = |plan| -> Arc<dyn ExecutionPlan> { Arc::new(CountExec::new(&self.step, plan, self.counters.clone())) };
+        let wrap =
+            |plan| -> Arc<dyn ExecutionPlan> { Arc::new(CountExec::new(&self.step, plan, self.counters.clone())) };
         if self.counters.max.is_none() {
             return Ok(wrap(self.inner.scan(state, projection, filters, limit).await?));
         }
@@ -230,7 +231,6 @@ impl ExecutionPlan for CountExec {
     fn name(&self) -> &str {
         "WeirStep"
     }
-
 
     fn properties(&self) -> &Arc<PlanProperties> {
         self.input.properties()

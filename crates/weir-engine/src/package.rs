@@ -46,7 +46,9 @@ impl Manifest {
     /// Writes the manifest whole or not at all.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let temp = dir.join(format!("{MANIFEST}.tmp"));
-        let io = |e: std::io::Error| DataFusionError::Execution(format!("cannot write the load package manifest in {}: {e}", dir.display()));
+        let io = |e: std::io::Error| {
+            DataFusionError::Execution(format!("cannot write the load package manifest in {}: {e}", dir.display()))
+        };
         std::fs::write(&temp, serde_json::to_vec_pretty(self).expect("manifests serialize")).map_err(io)?;
         File::open(&temp).and_then(|f| f.sync_all()).map_err(io)?;
         std::fs::rename(&temp, dir.join(MANIFEST)).map_err(io)
@@ -95,7 +97,12 @@ pub async fn stage(input: DataFrame, dir: &Path, step: &str, rows_per_part: u64)
     Ok(parts)
 }
 
-fn writer(dir: &Path, step: &str, index: usize, schema: &datafusion::arrow::datatypes::SchemaRef) -> Result<ArrowWriter<File>> {
+fn writer(
+    dir: &Path,
+    step: &str,
+    index: usize,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<ArrowWriter<File>> {
     let file = File::create(part(dir, step, index).with_extension("parquet.tmp"))?;
     // Written once and read once, nearby: light compression is the cheaper trade.
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?)).build();

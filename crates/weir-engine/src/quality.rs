@@ -45,7 +45,8 @@ pub async fn run_checks(pipeline: &Pipeline, ctx: &SessionContext, params: &Para
         let failures = failures(check, ctx, params)
             .await
             .map_err(|e| DataFusionError::Context(format!("check `{name}`"), Box::new(e)))?;
-        let result = CheckResult { name: name.clone(), step: check.step.value.clone(), severity: check.severity, failures };
+        let result =
+            CheckResult { name: name.clone(), step: check.step.value.clone(), severity: check.severity, failures };
         if result.passed() {
             info!(check = %name, step = %result.step, "Check `{name}` on `{}` passed", result.step);
         } else {

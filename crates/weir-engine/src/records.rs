@@ -22,11 +22,13 @@ pub fn records_table(schema: SchemaRef, records: &[serde_json::Value]) -> Result
         Ok(batch) => batch,
         // The decoder reports a bad value without its record: find it, one record at a time.
         Err(e) => {
-            let position = lines.iter().position(|line| decode(&schema, std::slice::from_ref(line)).is_err()).map(|i| i + 1);
+            let position =
+                lines.iter().position(|line| decode(&schema, std::slice::from_ref(line)).is_err()).map(|i| i + 1);
             return Err(BadRecord { position, reason: e.to_string() });
         }
     };
-    MemTable::try_new(schema, vec![batch.into_iter().collect()]).map_err(|e| BadRecord { position: None, reason: e.to_string() })
+    MemTable::try_new(schema, vec![batch.into_iter().collect()])
+        .map_err(|e| BadRecord { position: None, reason: e.to_string() })
 }
 
 /// NDJSON lines as one batch of `schema`.

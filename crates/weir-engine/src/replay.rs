@@ -62,9 +62,9 @@ impl Engine {
         }
         let letters = letters.as_slice();
         let input_err = |message: String| EngineError::Input { pipeline: name.clone(), message };
-        let failing = pipeline
-            .step(step)
-            .ok_or_else(|| input_err(format!("the dead letters are of step `{step}`, which the pipeline no longer has")))?;
+        let failing = pipeline.step(step).ok_or_else(|| {
+            input_err(format!("the dead letters are of step `{step}`, which the pipeline no longer has"))
+        })?;
         // Only these steps keep the row they were given; others keep what could not be decoded (a CSV line) or a
         // lookup key, which cannot go back in.
         let input = match &failing.kind {
@@ -99,7 +99,9 @@ impl Engine {
         let span = tracing::info_span!("run", run_id = %run_id, pipeline = %name);
         let (outcome, rows) = async {
             match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, Some(&replay)).await {
-                Ok(planned) => (self.execute(pipeline, options, &inputs, &planned).await, step_rows(pipeline, &planned)),
+                Ok(planned) => {
+                    (self.execute(pipeline, options, &inputs, &planned).await, step_rows(pipeline, &planned))
+                }
                 Err(err) => (Err(err), Vec::new()),
             }
         }
@@ -115,8 +117,11 @@ impl Engine {
         };
         self.store().finish_run(&run_id, &name, recorded, &rows)?;
         let store = self.dead_letters(pipeline, &options.base_dir)?;
-        let failed_again = settle_replay(&*store, &name, step, letters, &run_id, outcome.is_ok())
-            .map_err(|e| EngineError::Input { pipeline: name.clone(), message: format!("cannot settle the replayed dead letters: {e}") })?;
+        let failed_again =
+            settle_replay(&*store, &name, step, letters, &run_id, outcome.is_ok()).map_err(|e| EngineError::Input {
+                pipeline: name.clone(),
+                message: format!("cannot settle the replayed dead letters: {e}"),
+            })?;
         Ok(ReplayReport {
             run_id: Some(run_id),
             replayed: letters.len(),
@@ -130,7 +135,10 @@ impl Engine {
 
 /// `letters` split into those of runs that succeeded (or that the store no longer knows) and, by failed run, how
 /// many of the others there are.
-fn of_successful_runs(store: &crate::StateStore, letters: &[DeadLetter]) -> Result<(Vec<DeadLetter>, BTreeMap<String, usize>), EngineError> {
+fn of_successful_runs(
+    store: &crate::StateStore,
+    letters: &[DeadLetter],
+) -> Result<(Vec<DeadLetter>, BTreeMap<String, usize>), EngineError> {
     let mut status: BTreeMap<&str, bool> = BTreeMap::new();
     let mut kept = Vec::new();
     let mut skipped = BTreeMap::new();
@@ -183,7 +191,9 @@ fn records(letters: &[DeadLetter], schema: SchemaRef) -> Result<MemTable, String
     }
     let rows: Vec<serde_json::Value> = letters.iter().map(|l| l.record.clone()).collect();
     records_table(schema, &rows).map_err(|bad| match bad.position {
-        Some(p) => format!("dead letter {}: its record no longer fits the step's input: {}", letters[p - 1].id, bad.reason),
+        Some(p) => {
+            format!("dead letter {}: its record no longer fits the step's input: {}", letters[p - 1].id, bad.reason)
+        }
         None => format!("the dead letters no longer fit the step's input: {}", bad.reason),
     })
 }

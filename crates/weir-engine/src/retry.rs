@@ -39,7 +39,12 @@ where
 
 /// [`with_retries`] for work whose own errors already say where they happened: an error on the first attempt that
 /// is not retried comes back as it was.
-pub async fn with_retries_unnamed<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, attempt: F) -> Result<T>
+pub async fn with_retries_unnamed<T, F, Fut>(
+    retry: &Retry,
+    what: &str,
+    counters: &StepCounters,
+    attempt: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -47,7 +52,13 @@ where
     retry_loop(retry, what, counters, attempt, false).await
 }
 
-async fn retry_loop<T, F, Fut>(retry: &Retry, what: &str, counters: &StepCounters, mut attempt: F, name_first: bool) -> Result<T>
+async fn retry_loop<T, F, Fut>(
+    retry: &Retry,
+    what: &str,
+    counters: &StepCounters,
+    mut attempt: F,
+    name_first: bool,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -67,7 +78,9 @@ where
                 tokio::time::sleep(wait).await;
                 made += 1;
             }
-            _ if made > 1 => return Err(DataFusionError::Context(format!("{what} failed after {made} attempts"), Box::new(err))),
+            _ if made > 1 => {
+                return Err(DataFusionError::Context(format!("{what} failed after {made} attempts"), Box::new(err)));
+            }
             _ if name_first => return Err(DataFusionError::Context(what.to_string(), Box::new(err))),
             _ => return Err(err),
         }

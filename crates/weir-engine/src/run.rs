@@ -15,7 +15,9 @@ use datafusion::physical_plan::displayable;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
-use weir_spec::{Category, Dag, Diagnostic, MaxInvalid, OnError, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue};
+use weir_spec::{
+    Category, Dag, Diagnostic, MaxInvalid, OnError, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue,
+};
 
 use crate::connector::{Batch, Connectors, PendingLoad, StepContext, resolve_connection};
 use crate::dead_letters::{DeadLetters, NdjsonDeadLetters};
@@ -23,9 +25,9 @@ use crate::error::{EngineError, attribute};
 use crate::materialize::materialize;
 use crate::metrics::{RunMetrics, StepCounters, StepTable};
 use crate::package::{self, Manifest};
+use crate::params::{resolve_state, resolve_variables, sql_params, typed_from_scalar};
 use crate::quality::run_checks;
 use crate::retry::{with_retries, with_retries_unnamed};
-use crate::params::{resolve_state, resolve_variables, sql_params, typed_from_scalar};
 use crate::state_store::{StateStore, StepMetricsRow};
 use crate::transforms;
 
@@ -127,10 +129,19 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(engine: &Engine, pipeline: &Pipeline, options: &RunOptions, inputs: &RunInputs, mode: Mode) -> Result<Self, EngineError> {
+    fn new(
+        engine: &Engine,
+        pipeline: &Pipeline,
+        options: &RunOptions,
+        inputs: &RunInputs,
+        mode: Mode,
+    ) -> Result<Self, EngineError> {
         // A dry run records nothing: its dead letters go to the scratch store it was given.
-        let dead_letters: Arc<dyn DeadLetters> =
-            if options.dry_run || mode == Mode::Plan { engine.store.clone() } else { engine.dead_letters(pipeline, &options.base_dir)? };
+        let dead_letters: Arc<dyn DeadLetters> = if options.dry_run || mode == Mode::Plan {
+            engine.store.clone()
+        } else {
+            engine.dead_letters(pipeline, &options.base_dir)?
+        };
         let base = StepContext {
             pipeline: pipeline.name().to_string(),
             step: String::new(),
@@ -145,7 +156,9 @@ impl Shared {
             dry_run: options.dry_run,
             planning: mode == Mode::Plan,
             templates: Arc::new(template_values(pipeline, inputs)),
-            values: Arc::new(inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect()),
+            values: Arc::new(
+                inputs.variables.iter().chain(&inputs.state).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ),
             connections: Arc::new(pipeline.connections.clone()),
             dead_letters,
             counters: Arc::default(),
@@ -175,7 +188,8 @@ impl Engine {
         match (&target.path, &target.connection) {
             (Some(path), _) => Ok(Arc::new(NdjsonDeadLetters::new(base_dir.join(&path.value)))),
             (None, Some(name)) => {
-                let connection = resolve_connection(&pipeline.connections, &name.value).map_err(|e| input_err(format!("settings.dead_letters: {e}")))?;
+                let connection = resolve_connection(&pipeline.connections, &name.value)
+                    .map_err(|e| input_err(format!("settings.dead_letters: {e}")))?;
                 self.connectors
                     .dead_letter_table(connection, &target.table, base_dir)
                     .map_err(|e| input_err(format!("settings.dead_letters: {}", crate::error::user_message(&e))))
@@ -200,10 +214,8 @@ impl Engine {
         metrics: RunMetrics,
     ) -> Result<RunReport, EngineError> {
         let run_id = options.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let variables = resolve_variables(pipeline, &options.variables).map_err(|message| EngineError::Input {
-            pipeline: pipeline.name().to_string(),
-            message,
-        })?;
+        let variables = resolve_variables(pipeline, &options.variables)
+            .map_err(|message| EngineError::Input { pipeline: pipeline.name().to_string(), message })?;
         let inputs = self.inputs(pipeline, options, &run_id, chrono::Utc::now(), variables)?;
         let vars_json = serde_json::to_value(&inputs.variables).unwrap_or_default();
         self.store.start_run(&run_id, pipeline.name(), &options.trigger, &vars_json)?;
@@ -227,7 +239,10 @@ impl Engine {
         run_id: Option<&str>,
     ) -> Result<RunReport, EngineError> {
         let name = pipeline.name().to_string();
-        let found = self.store.resumable_run(&name, run_id).map_err(|message| EngineError::Input { pipeline: name.clone(), message })?;
+        let found = self
+            .store
+            .resumable_run(&name, run_id)
+            .map_err(|message| EngineError::Input { pipeline: name.clone(), message })?;
         // A webhook request's records are not kept: without them the run would load nothing and call it done.
         if options.payload.is_none() && pipeline.steps.iter().any(|s| matches!(s.kind, StepKind::ReadWebhook(_))) {
             return Err(EngineError::Input {
@@ -239,7 +254,8 @@ impl Engine {
                 ),
             });
         }
-        let started = chrono::DateTime::parse_from_rfc3339(&found.started_at).map_or_else(|_| chrono::Utc::now(), |t| t.to_utc());
+        let started =
+            chrono::DateTime::parse_from_rfc3339(&found.started_at).map_or_else(|_| chrono::Utc::now(), |t| t.to_utc());
         let inputs = self.inputs(pipeline, options, &found.run_id, started, found.variables)?;
         self.store.restart_run(&found.run_id)?;
         let span = tracing::info_span!("run", run_id = %found.run_id, pipeline = %name);
@@ -264,7 +280,9 @@ impl Engine {
         let run_id = inputs.run_id.clone();
         let work = async {
             match pipeline.settings.commit_every {
-                Some(every) if !options.dry_run => self.execute_batched(pipeline, options, &inputs, metrics, every).await,
+                Some(every) if !options.dry_run => {
+                    self.execute_batched(pipeline, options, &inputs, metrics, every).await
+                }
                 _ => match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, None).await {
                     Ok(planned) => {
                         let outcome = self.execute(pipeline, options, &inputs, &planned).await;
@@ -361,7 +379,8 @@ impl Engine {
             cx.counters.set_rows(pending.rows());
             Ok::<_, EngineError>((step.id(), pending))
         });
-        let (ready, mut failure): (Vec<(&str, Box<dyn PendingLoad>)>, _) = split(futures::future::join_all(loads).await);
+        let (ready, mut failure): (Vec<(&str, Box<dyn PendingLoad>)>, _) =
+            split(futures::future::join_all(loads).await);
         if failure.is_none() {
             failure = check_invalid_budgets(pipeline, &planned.metrics).err();
         }
@@ -478,7 +497,10 @@ impl Engine {
         let name = pipeline.name();
         let manifest = match Manifest::read(&dir) {
             Ok(Some(manifest)) => {
-                info!(pipeline = name, "The load package of run {} is staged: loading what is not committed", inputs.run_id);
+                info!(
+                    pipeline = name,
+                    "The load package of run {} is staged: loading what is not committed", inputs.run_id
+                );
                 manifest
             }
             Ok(None) => {
@@ -511,8 +533,10 @@ impl Engine {
         every: u64,
     ) -> Result<Manifest, (EngineError, Vec<StepMetricsRow>)> {
         let name = pipeline.name();
-        let planned =
-            self.plan_steps(pipeline, options, inputs, Mode::Run, metrics.clone(), None).await.map_err(|e| (e, Vec::new()))?;
+        let planned = self
+            .plan_steps(pipeline, options, inputs, Mode::Run, metrics.clone(), None)
+            .await
+            .map_err(|e| (e, Vec::new()))?;
         let staged = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input");
             let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
@@ -561,7 +585,9 @@ impl Engine {
             let parts = manifest.parts.get(step.id()).map(Vec::as_slice).unwrap_or_default();
             let session = &session;
             async move {
-                self.load_staged(pipeline, inputs, step, &cx, session, dir, parts).await.map_err(|e| attribute(pipeline.name(), step.id(), e))
+                self.load_staged(pipeline, inputs, step, &cx, session, dir, parts)
+                    .await
+                    .map_err(|e| attribute(pipeline.name(), step.id(), e))
             }
         });
         if let (_, Some(err)) = split(futures::future::join_all(loads).await) {
@@ -601,7 +627,12 @@ impl Engine {
         }
         let done = self.connectors.committed_batches(step, cx).await? as usize;
         if done > 0 {
-            info!(pipeline = pipeline.name(), step = id, "`{id}` committed {done} of {} batches before: going on from there", parts.len());
+            info!(
+                pipeline = pipeline.name(),
+                step = id,
+                "`{id}` committed {done} of {} batches before: going on from there",
+                parts.len()
+            );
         }
         let retry = load_retry(pipeline, step);
         let mut rows_before: u64 = parts[..done.min(parts.len())].iter().sum();
@@ -616,7 +647,12 @@ impl Engine {
             .await?;
             rows_before += rows;
             self.store.set_checkpoint(&cx.run_id, id, index as u64 + 1, rows_before).map_err(external)?;
-            info!(pipeline = pipeline.name(), step = id, rows = rows_before, "Committed {what}: {rows_before} of {total} rows");
+            info!(
+                pipeline = pipeline.name(),
+                step = id,
+                rows = rows_before,
+                "Committed {what}: {rows_before} of {total} rows"
+            );
         }
         Ok(())
     }
@@ -654,12 +690,18 @@ fn rereadable(pipeline: &Pipeline, planned: &Planned, load: &str) -> Option<Vec<
 impl Engine {
     /// Runs the pipeline's data-quality checks over the planned step tables and records how each went; fails with
     /// the first failed `error` check.
-    async fn check_quality(&self, pipeline: &Pipeline, inputs: &RunInputs, planned: &Planned) -> Result<(), EngineError> {
+    async fn check_quality(
+        &self,
+        pipeline: &Pipeline,
+        inputs: &RunInputs,
+        planned: &Planned,
+    ) -> Result<(), EngineError> {
         if pipeline.checks.is_empty() {
             return Ok(());
         }
         let params = sql_params(&inputs.variables, &inputs.state);
-        let results = run_checks(pipeline, &planned.ctx, &params).await.map_err(|e| attribute(pipeline.name(), "-", e))?;
+        let results =
+            run_checks(pipeline, &planned.ctx, &params).await.map_err(|e| attribute(pipeline.name(), "-", e))?;
         self.store.record_checks(&inputs.run_id, &results)?;
         match results.iter().find(|r| !r.passed() && r.severity == Severity::Error) {
             Some(failed) => Err(EngineError::Step {
@@ -762,9 +804,7 @@ fn session(pipeline: &Pipeline, options: &RunOptions) -> Result<SessionContext, 
         })?),
         (None, None) => None,
     };
-    let config = SessionConfig::new()
-        .with_batch_size(pipeline.settings.batch_size)
-        .with_information_schema(true);
+    let config = SessionConfig::new().with_batch_size(pipeline.settings.batch_size).with_information_schema(true);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(bytes) = limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
@@ -783,8 +823,9 @@ pub fn step_graph(pipeline: &Pipeline) -> Result<Dag, EngineError> {
 
 fn build_dag(ctx: &SessionContext, pipeline: &Pipeline) -> Result<Dag, EngineError> {
     Dag::build(pipeline, |step| match &step.kind {
-        StepKind::Sql(sql) => transforms::sql_inputs(ctx, &sql.query.value)
-            .map_err(|e| Diagnostic::new(Pos::of(&sql.query), format!("step `{}`: SQL does not parse: {e}", step.id()))),
+        StepKind::Sql(sql) => transforms::sql_inputs(ctx, &sql.query.value).map_err(|e| {
+            Diagnostic::new(Pos::of(&sql.query), format!("step `{}`: SQL does not parse: {e}", step.id()))
+        }),
         _ => Ok(Vec::new()),
     })
     .map_err(|diagnostics| EngineError::Spec { pipeline: pipeline.name().to_string(), diagnostics })
@@ -846,16 +887,20 @@ fn next_state(
     for (name, decl) in &pipeline.state {
         let new = match &decl.value.update {
             None => None,
-            Some(StateUpdate::RunStartedAt) => Some(TypedValue::Timestamp(
-                inputs.started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            )),
+            Some(StateUpdate::RunStartedAt) => {
+                Some(TypedValue::Timestamp(inputs.started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+            }
             Some(StateUpdate::Max(target)) => {
                 let step = target.value.split_once('.').map_or("", |(s, _)| s);
-                let max = metrics.get(step).map(|c| c.max()).transpose().map_err(|e| attribute(pipeline.name(), step, e))?;
+                let max =
+                    metrics.get(step).map(|c| c.max()).transpose().map_err(|e| attribute(pipeline.name(), step, e))?;
                 match max.flatten() {
-                    Some(scalar) => Some(typed_from_scalar(decl.value.ty, &scalar).map_err(|message| {
-                        EngineError::Input { pipeline: pipeline.name().to_string(), message: format!("state `{name}`: {message}") }
-                    })?),
+                    Some(scalar) => {
+                        Some(typed_from_scalar(decl.value.ty, &scalar).map_err(|message| EngineError::Input {
+                            pipeline: pipeline.name().to_string(),
+                            message: format!("state `{name}`: {message}"),
+                        })?)
+                    }
                     None => None,
                 }
             }

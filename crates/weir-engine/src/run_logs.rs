@@ -89,7 +89,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for RunLogLayer {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let Some(store) = self.sink.0.get() else { return };
         let Some(scope) = ctx.event_scope(event) else { return };
-        let Some(run_id) = scope.from_root().find_map(|span| span.extensions().get::<RunId>().map(|r| r.0.clone())) else {
+        let Some(run_id) = scope.from_root().find_map(|span| span.extensions().get::<RunId>().map(|r| r.0.clone()))
+        else {
             return;
         };
         let mut fields = Fields::default();

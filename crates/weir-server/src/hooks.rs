@@ -19,16 +19,23 @@ pub enum Refused {
 }
 
 /// Checks that a request to `hook` may start a run. `header` looks a request header up by name.
-pub fn authenticate(hook: &Webhook, header: impl Fn(&str) -> Option<String>, body: &[u8], now: DateTime<Utc>) -> Result<(), Refused> {
+pub fn authenticate(
+    hook: &Webhook,
+    header: impl Fn(&str) -> Option<String>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), Refused> {
     if body.len() > hook.max_body {
         return Err(Refused::TooLarge { size: body.len(), limit: hook.max_body });
     }
     let secret = |text: &str| {
-        interpolate_env(text, |var| std::env::var(var).ok()).map_err(|var| Refused::Misconfigured(format!("`{var}` is not set")))
+        interpolate_env(text, |var| std::env::var(var).ok())
+            .map_err(|var| Refused::Misconfigured(format!("`{var}` is not set")))
     };
     if let Some(token) = &hook.token {
         let expected = secret(&token.value)?;
-        let given = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string)).unwrap_or_default();
+        let given =
+            header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string)).unwrap_or_default();
         return match bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
             true => Ok(()),
             false => Err(Refused::Unauthorized("bearer token".into())),
@@ -38,8 +45,10 @@ pub fn authenticate(hook: &Webhook, header: impl Fn(&str) -> Option<String>, bod
     let key = secret(&auth.secret.value)?;
     let mut signed = Vec::new();
     if let Some(name) = &auth.timestamp_header {
-        let stamp = header(&name.to_ascii_lowercase()).ok_or_else(|| Refused::Unauthorized(format!("no `{name}` header")))?;
-        let seconds: i64 = stamp.trim().parse().map_err(|_| Refused::Unauthorized(format!("`{name}` is not a Unix time")))?;
+        let stamp =
+            header(&name.to_ascii_lowercase()).ok_or_else(|| Refused::Unauthorized(format!("no `{name}` header")))?;
+        let seconds: i64 =
+            stamp.trim().parse().map_err(|_| Refused::Unauthorized(format!("`{name}` is not a Unix time")))?;
         let age = (now.timestamp() - seconds).unsigned_abs();
         if age > auth.tolerance.0.as_secs() {
             return Err(Refused::Unauthorized(format!("timestamp is {age} s away from now, beyond the tolerance")));
@@ -48,7 +57,8 @@ pub fn authenticate(hook: &Webhook, header: impl Fn(&str) -> Option<String>, bod
         signed.push(b'.');
     }
     signed.extend_from_slice(body);
-    let given = header(&auth.header.to_ascii_lowercase()).ok_or_else(|| Refused::Unauthorized(format!("no `{}` header", auth.header)))?;
+    let given = header(&auth.header.to_ascii_lowercase())
+        .ok_or_else(|| Refused::Unauthorized(format!("no `{}` header", auth.header)))?;
     let hex_part = given.trim().split_once('=').map_or(given.trim(), |(_, h)| h);
     let signature = hex::decode(hex_part).map_err(|_| Refused::Unauthorized("the signature is not hex".into()))?;
     let valid = match auth.algorithm {

@@ -91,7 +91,8 @@ async fn pipelines(State(app): State<AppState>) -> Response {
             "last_run": last,
         }));
     }
-    let broken: BTreeMap<String, &Vec<String>> = project.broken.iter().map(|(k, v)| (k.display().to_string(), v)).collect();
+    let broken: BTreeMap<String, &Vec<String>> =
+        project.broken.iter().map(|(k, v)| (k.display().to_string(), v)).collect();
     axum::Json(json!({ "pipelines": out, "broken": broken })).into_response()
 }
 
@@ -182,7 +183,10 @@ struct DeadLetterQuery {
 
 async fn dead_letters(State(app): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Response {
     let filter = DeadLetterFilter { run_id: q.run, step: q.step, id: None };
-    let letters = app.runner.dead_letters(&q.pipeline).and_then(|store| store.matching(&q.pipeline, &filter).map_err(anyhow::Error::from_boxed));
+    let letters = app
+        .runner
+        .dead_letters(&q.pipeline)
+        .and_then(|store| store.matching(&q.pipeline, &filter).map_err(anyhow::Error::from_boxed));
     match letters {
         Ok(letters) => axum::Json(json!({ "dead_letters": letters })).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -197,7 +201,12 @@ struct TriggerQuery {
 }
 
 /// `POST /api/pipelines/{name}/runs` with an optional JSON object of variables.
-async fn trigger(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<TriggerQuery>, body: Bytes) -> Response {
+async fn trigger(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<TriggerQuery>,
+    body: Bytes,
+) -> Response {
     let variables = match variables(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -206,9 +215,20 @@ async fn trigger(State(app): State<AppState>, Path(name): Path<String>, Query(q)
 }
 
 /// `POST /hooks/{name}`: the webhook trigger whose `name` matches, authenticated as it says.
-async fn hook(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<TriggerQuery>, headers: HeaderMap, body: Bytes) -> Response {
+async fn hook(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<TriggerQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let found = app.runner.project().pipelines.iter().find_map(|(pipeline, entry)| {
-        entry.pipeline.triggers.iter().find_map(|t| t.webhook.clone().filter(|w| w.name.value == name)).map(|w| (pipeline.clone(), w))
+        entry
+            .pipeline
+            .triggers
+            .iter()
+            .find_map(|t| t.webhook.clone().filter(|w| w.name.value == name))
+            .map(|w| (pipeline.clone(), w))
     });
     let response = match found {
         None => error(StatusCode::NOT_FOUND, format!("no webhook `{name}`")),
@@ -233,7 +253,10 @@ async fn hook(State(app): State<AppState>, Path(name): Path<String>, Query(q): Q
 /// Whether `pipeline` reads its webhook's body as records (a `read_webhook` step) rather than as variables.
 fn takes_records(app: &AppState, pipeline: &str) -> bool {
     let project = app.runner.project();
-    project.pipelines.get(pipeline).is_some_and(|e| e.pipeline.steps.iter().any(|s| matches!(s.kind, StepKind::ReadWebhook(_))))
+    project
+        .pipelines
+        .get(pipeline)
+        .is_some_and(|e| e.pipeline.steps.iter().any(|s| matches!(s.kind, StepKind::ReadWebhook(_))))
 }
 
 /// Runs `pipeline` on the request's records and answers once its loads have committed: 200 with the run and the
@@ -257,13 +280,20 @@ async fn ingest(app: &AppState, pipeline: &str, body: &[u8]) -> Response {
             axum::Json(json!({ "status": "committed", "run_id": report.run_id, "records": records })).into_response()
         }
         Ok(Finished { result: Err(message), .. }) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "status": "rejected", "error": message }))).into_response()
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "status": "rejected", "error": message })))
+                .into_response()
         }
         Err(e) => internal(e),
     }
 }
 
-async fn start(app: &AppState, pipeline: &str, trigger: &str, variables: BTreeMap<String, String>, wait: bool) -> Response {
+async fn start(
+    app: &AppState,
+    pipeline: &str,
+    trigger: &str,
+    variables: BTreeMap<String, String>,
+    wait: bool,
+) -> Response {
     // Variables are checked here, so a bad request gets a 400 rather than a run that fails.
     let declared = app.runner.project().pipelines.get(pipeline).map(|e| e.pipeline.clone());
     if let Some(declared) = declared
@@ -277,12 +307,20 @@ async fn start(app: &AppState, pipeline: &str, trigger: &str, variables: BTreeMa
         Err(e @ TriggerError::Busy { .. }) => return error(StatusCode::CONFLICT, e),
     };
     if !wait {
-        return (StatusCode::ACCEPTED, axum::Json(json!({ "pipeline": pipeline, "status": "started" }))).into_response();
+        return (StatusCode::ACCEPTED, axum::Json(json!({ "pipeline": pipeline, "status": "started" })))
+            .into_response();
     }
     match handle.await {
         Ok(finished) => match finished.result {
-            Ok(report) => axum::Json(json!({ "pipeline": pipeline, "status": "success", "run_id": report.run_id, "steps": report.steps })).into_response(),
-            Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "pipeline": pipeline, "status": "failed", "error": message }))).into_response(),
+            Ok(report) => axum::Json(
+                json!({ "pipeline": pipeline, "status": "success", "run_id": report.run_id, "steps": report.steps }),
+            )
+            .into_response(),
+            Err(message) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({ "pipeline": pipeline, "status": "failed", "error": message })),
+            )
+                .into_response(),
         },
         Err(e) => internal(e),
     }
@@ -314,7 +352,8 @@ fn steps(pipeline: &Pipeline) -> Vec<Value> {
         .steps
         .iter()
         .map(|s| {
-            let inputs: BTreeSet<&String> = dag.as_ref().and_then(|d| d.inputs.get(s.id())).into_iter().flatten().collect();
+            let inputs: BTreeSet<&String> =
+                dag.as_ref().and_then(|d| d.inputs.get(s.id())).into_iter().flatten().collect();
             json!({ "id": s.id(), "kind": s.kind.name(), "inputs": inputs })
         })
         .collect()

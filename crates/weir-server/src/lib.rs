@@ -47,20 +47,36 @@ pub struct Config {
 
 /// Serves until `shutdown` is cancelled, then lets running runs stop (they roll back their open batch).
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let project = Project::load(&config.project).with_context(|| format!("cannot read {}", config.project.display()))?;
-    info!(pipelines = project.pipelines.len(), broken = project.broken.len(), "Loaded {} pipelines", project.pipelines.len());
-    let store = Arc::new(StateStore::at(&config.state).with_context(|| format!("cannot open the state store {}", config.state))?);
-    info!(instance = store.instance(), "State store: {} ({})", config.state, if store.is_shared() { "shared" } else { "embedded" });
+    let project =
+        Project::load(&config.project).with_context(|| format!("cannot read {}", config.project.display()))?;
+    info!(
+        pipelines = project.pipelines.len(),
+        broken = project.broken.len(),
+        "Loaded {} pipelines",
+        project.pipelines.len()
+    );
+    let store = Arc::new(
+        StateStore::at(&config.state).with_context(|| format!("cannot open the state store {}", config.state))?,
+    );
+    info!(
+        instance = store.instance(),
+        "State store: {} ({})",
+        config.state,
+        if store.is_shared() { "shared" } else { "embedded" }
+    );
     config.run_logs.attach(store.clone());
     let scheduler = Arc::new(Mutex::new(build_scheduler(&project, &store)));
-    let runner = Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
+    let runner =
+        Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
     runner.resume_interrupted();
 
     tokio::spawn(takeover_loop(runner.clone(), config.lease, shutdown.clone()));
     tokio::spawn(schedule_loop(runner.clone(), scheduler.clone(), shutdown.clone()));
     tokio::spawn(reload_loop(runner.clone(), scheduler.clone(), config.clone(), shutdown.clone()));
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     info!("Serving on http://{}", listener.local_addr()?);
     let app = http::router(http::AppState { runner, scheduler });
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
@@ -86,7 +102,8 @@ async fn schedule_loop(runner: Arc<Runner>, scheduler: Arc<Mutex<Scheduler>>, sh
         if !fires.is_empty() {
             runner.fire(fires);
         }
-        let wait = next.and_then(|n| (n - Utc::now()).to_std().ok()).unwrap_or(Duration::ZERO).min(Duration::from_secs(1));
+        let wait =
+            next.and_then(|n| (n - Utc::now()).to_std().ok()).unwrap_or(Duration::ZERO).min(Duration::from_secs(1));
         tokio::select! {
             () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
             () = shutdown.cancelled() => return,
@@ -115,7 +132,12 @@ async fn takeover_loop(runner: Arc<Runner>, lease: Duration, shutdown: Cancellat
 
 /// Re-reads changed pipeline files; a valid change replaces the pipeline and its schedules, an invalid one is
 /// logged and the previous version stays.
-async fn reload_loop(runner: Arc<Runner>, scheduler: Arc<Mutex<Scheduler>>, config: Config, shutdown: CancellationToken) {
+async fn reload_loop(
+    runner: Arc<Runner>,
+    scheduler: Arc<Mutex<Scheduler>>,
+    config: Config,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(config.reload_every) => {}

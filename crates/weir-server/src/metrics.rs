@@ -62,7 +62,14 @@ impl Metrics {
     }
 
     /// A finished run: its status, duration, rows per step and records set aside.
-    pub fn run_finished(&self, pipeline: &str, status: &'static str, seconds: f64, rows: &[(String, u64)], set_aside: u64) {
+    pub fn run_finished(
+        &self,
+        pipeline: &str,
+        status: &'static str,
+        seconds: f64,
+        rows: &[(String, u64)],
+        set_aside: u64,
+    ) {
         let mut s = self.series();
         *s.running.entry(pipeline.to_string()).or_default() -= 1;
         *s.runs.entry((pipeline.to_string(), status)).or_default() += 1;
@@ -93,7 +100,9 @@ impl Metrics {
         for (p, n) in &s.running {
             let _ = writeln!(out, "weir_runs_running{{pipeline=\"{}\"}} {n}", esc(p));
         }
-        out.push_str("# HELP weir_run_duration_seconds Run durations by pipeline.\n# TYPE weir_run_duration_seconds histogram\n");
+        out.push_str(
+            "# HELP weir_run_duration_seconds Run durations by pipeline.\n# TYPE weir_run_duration_seconds histogram\n",
+        );
         for (p, h) in &s.durations {
             h.render(&mut out, "weir_run_duration_seconds", &format!("pipeline=\"{}\"", esc(p)));
         }

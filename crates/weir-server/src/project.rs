@@ -51,7 +51,8 @@ impl Project {
             .collect();
         files.sort();
         // A deleted file takes its pipeline (and its schedules) with it.
-        let gone: Vec<String> = self.pipelines.iter().filter(|(_, e)| !files.contains(&e.path)).map(|(n, _)| n.clone()).collect();
+        let gone: Vec<String> =
+            self.pipelines.iter().filter(|(_, e)| !files.contains(&e.path)).map(|(n, _)| n.clone()).collect();
         for name in gone {
             self.pipelines.remove(&name);
             changed.push(name);

@@ -12,7 +12,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use weir_connectors::RunOutcome;
-use weir_engine::{CancellationToken, DeadLetterFilter, DeadLetters, Engine, ReplayReport, RunMetrics, RunOptions, RunReport, StateStore};
+use weir_engine::{
+    CancellationToken, DeadLetterFilter, DeadLetters, Engine, ReplayReport, RunMetrics, RunOptions, RunReport,
+    StateStore,
+};
 
 use crate::metrics::Metrics;
 use crate::project::{Entry, Project};
@@ -58,7 +61,13 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(project: Project, store: Arc<StateStore>, state_dir: PathBuf, max_runs: usize, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        project: Project,
+        store: Arc<StateStore>,
+        state_dir: PathBuf,
+        max_runs: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             engine: Engine::new(Arc::new(weir_connectors::Builtin), store),
             project: RwLock::new(project),
@@ -124,7 +133,8 @@ impl Runner {
                 })
                 .collect()
         };
-        let claims: Vec<(&str, &str, usize)> = wanted.iter().map(|(f, limit, due)| (f.pipeline.as_str(), due.as_str(), *limit)).collect();
+        let claims: Vec<(&str, &str, usize)> =
+            wanted.iter().map(|(f, limit, due)| (f.pipeline.as_str(), due.as_str(), *limit)).collect();
         let claimed = match self.store().claim_fires(&claims) {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -189,7 +199,12 @@ impl Runner {
         payload: Option<Arc<serde_json::Value>>,
         resume: Option<String>,
     ) -> Result<JoinHandle<Finished>, TriggerError> {
-        let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        let entry = self
+            .project()
+            .pipelines
+            .get(pipeline)
+            .cloned()
+            .ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
         let run_id = resume.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let cancel = self.shutdown.child_token();
         {
@@ -207,7 +222,14 @@ impl Runner {
         let trigger = trigger.to_string();
         Ok(tokio::spawn(async move {
             let _slot = runner.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let options = RunOptions { trigger, variables, payload, cancel, run_id: Some(run_id.clone()), ..runner.options(&entry) };
+            let options = RunOptions {
+                trigger,
+                variables,
+                payload,
+                cancel,
+                run_id: Some(run_id.clone()),
+                ..runner.options(&entry)
+            };
             let metrics = RunMetrics::default();
             let clock = Instant::now();
             let result = match &resume {
@@ -218,7 +240,13 @@ impl Runner {
             weir_connectors::send_alerts(&entry.pipeline, &outcome).await;
             let status = if result.is_ok() { "success" } else { "failed" };
             let rows: Vec<(String, u64)> = metrics.snapshot();
-            runner.metrics.run_finished(&entry.pipeline.name.value, status, clock.elapsed().as_secs_f64(), &rows, outcome.records_set_aside);
+            runner.metrics.run_finished(
+                &entry.pipeline.name.value,
+                status,
+                clock.elapsed().as_secs_f64(),
+                &rows,
+                outcome.records_set_aside,
+            );
             let name = entry.pipeline.name().to_string();
             runner.finished(&name, &run_id, result.is_ok());
             Finished { pipeline: name, result: result.map_err(|e| e.to_string()) }
@@ -256,13 +284,23 @@ impl Runner {
 
     /// Where `pipeline` keeps its dead letters.
     pub fn dead_letters(&self, pipeline: &str) -> anyhow::Result<Arc<dyn DeadLetters>> {
-        let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        let entry = self
+            .project()
+            .pipelines
+            .get(pipeline)
+            .cloned()
+            .ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
         Ok(self.engine.dead_letters(&entry.pipeline, &entry.dir())?)
     }
 
     /// Replays the dead letters of one step of `pipeline` (see `weir dlq replay`).
     pub async fn replay(&self, pipeline: &str, step: &str) -> anyhow::Result<ReplayReport> {
-        let entry = self.project().pipelines.get(pipeline).cloned().ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
+        let entry = self
+            .project()
+            .pipelines
+            .get(pipeline)
+            .cloned()
+            .ok_or_else(|| TriggerError::Unknown(pipeline.to_string()))?;
         let filter = DeadLetterFilter { step: Some(step.to_string()), ..DeadLetterFilter::default() };
         let letters = self.dead_letters(pipeline)?.matching(pipeline, &filter).map_err(anyhow::Error::from_boxed)?;
         let _slot = self.slots.acquire().await?;
@@ -286,7 +324,10 @@ impl Runner {
                 .filter_map(|(name, entry)| {
                     let waits = entry.pipeline.triggers.iter().find(|t| t.after.iter().any(|a| a.value == pipeline))?;
                     let since = book.started.get(name);
-                    let all_done = waits.after.iter().all(|a| book.succeeded.get(&a.value).is_some_and(|done| since.is_none_or(|s| done > s)));
+                    let all_done = waits
+                        .after
+                        .iter()
+                        .all(|a| book.succeeded.get(&a.value).is_some_and(|done| since.is_none_or(|s| done > s)));
                     all_done.then(|| name.clone())
                 })
                 .collect()

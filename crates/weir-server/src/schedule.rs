@@ -72,8 +72,12 @@ impl Scheduler {
                 let missed = last.and_then(|l| schedule.next_after(l)).filter(|due| *due <= now);
                 if let Some(due) = missed {
                     match trigger.misfire {
-                        Misfire::RunOnce => scheduler.pending.push(Fire { pipeline: name.clone(), due, catch_up: true }),
-                        Misfire::Skip => tracing::info!(pipeline = %name, "Skipping the fires missed since {due} (misfire: skip)"),
+                        Misfire::RunOnce => {
+                            scheduler.pending.push(Fire { pipeline: name.clone(), due, catch_up: true })
+                        }
+                        Misfire::Skip => {
+                            tracing::info!(pipeline = %name, "Skipping the fires missed since {due} (misfire: skip)")
+                        }
                     }
                 }
                 if let Some(next) = schedule.next_after(now) {

@@ -274,7 +274,9 @@ impl<'de> Deserialize<'de> for RetryOn {
                         }
                         match v.parse::<u64>() {
                             Ok(n) => self.visit_u64(n),
-                            Err(_) => Err(E::custom(format!("unknown retry_on `{v}`; expected timeout, connection, conflict, a status like 429 or a class like 5xx"))),
+                            Err(_) => Err(E::custom(format!(
+                                "unknown retry_on `{v}`; expected timeout, connection, conflict, a status like 429 or a class like 5xx"
+                            ))),
                         }
                     }
                 }
@@ -305,7 +307,8 @@ impl Duration {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 30s, 5m"))?;
+        let number: f64 =
+            number.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 30s, 5m"))?;
         let seconds = match unit.trim() {
             "ms" => number / 1000.0,
             "s" => number,

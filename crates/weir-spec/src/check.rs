@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_saphyr::Spanned;
 
+use crate::api::{Paginate, ReadApi, Retry, WriteApi};
 use crate::connection_kind::{ConnectionKind, Family, UrlUse};
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
 use crate::model::{Connection, Pipeline, StateUpdate};
-use crate::api::{Paginate, ReadApi, Retry, WriteApi};
 use crate::step::{Category, DbWriteMode, Rule, Step, StepKind};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
@@ -98,7 +98,10 @@ pub fn check(pipeline: &Pipeline, env: &Environment) -> Vec<Diagnostic> {
 fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     for (name, var) in &pipeline.variables {
         if !IDENT.is_match(name) {
-            out.push(Diagnostic::at(var, format!("variable name `{name}` is not an identifier SQL can bind as ${name}")));
+            out.push(Diagnostic::at(
+                var,
+                format!("variable name `{name}` is not an identifier SQL can bind as ${name}"),
+            ));
         }
         if let Some(default) = &var.value.default
             && let Err(e) = TypedValue::from_json(var.value.ty, &default.value)
@@ -122,7 +125,9 @@ fn check_values(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
         if let Some(StateUpdate::Max(target)) = &decl.value.update {
             match target.value.split_once('.') {
                 Some((step, _)) if pipeline.step(step).is_some() => {}
-                Some((step, _)) => out.push(Diagnostic::at(target, format!("state `{name}` takes its max from unknown step `{step}`"))),
+                Some((step, _)) => {
+                    out.push(Diagnostic::at(target, format!("state `{name}` takes its max from unknown step `{step}`")))
+                }
                 None => out.push(
                     Diagnostic::at(target, format!("state `{name}`: `{}` is not `step.column`", target.value))
                         .with_hint("e.g. `update: { max: orders.updated_at }`"),
@@ -142,8 +147,11 @@ fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagn
             for var in env_references(&value.value) {
                 if env.get(var).is_none() {
                     out.push(
-                        Diagnostic::at(value, format!("connection `{name}` needs environment variable `{var}`, which is not set"))
-                            .with_hint(format!("export {var}=... before running; its value is never printed")),
+                        Diagnostic::at(
+                            value,
+                            format!("connection `{name}` needs environment variable `{var}`, which is not set"),
+                        )
+                        .with_hint(format!("export {var}=... before running; its value is never printed")),
                     );
                 }
             }
@@ -156,7 +164,8 @@ fn check_connections(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagn
 fn check_kind(name: &str, conn: &Connection, env: &Environment, out: &mut Vec<Diagnostic>) {
     let Some(known) = env.kind(&conn.kind.value) else {
         let names = env.kinds.iter().map(|k| k.kind.name);
-        let mut diagnostic = Diagnostic::at(&conn.kind, format!("connection `{name}`: unknown kind `{}`", conn.kind.value));
+        let mut diagnostic =
+            Diagnostic::at(&conn.kind, format!("connection `{name}`: unknown kind `{}`", conn.kind.value));
         diagnostic = match did_you_mean(&conn.kind.value, names.clone()) {
             Some(near) => diagnostic.with_hint(format!("did you mean `{near}`? (`weir list` shows every kind)")),
             None => diagnostic.with_hint(format!("use one of {}", names.collect::<Vec<_>>().join(", "))),
@@ -168,19 +177,26 @@ fn check_kind(name: &str, conn: &Connection, env: &Environment, out: &mut Vec<Di
     if !known.built {
         let feature = kind.feature.unwrap_or(kind.name);
         out.push(
-            Diagnostic::at(&conn.kind, format!("connection `{name}` is of kind `{}`, which this build of weir leaves out", kind.name))
-                .with_hint(format!("build weir with `--features {feature}` (see docs/databases.md)")),
+            Diagnostic::at(
+                &conn.kind,
+                format!("connection `{name}` is of kind `{}`, which this build of weir leaves out", kind.name),
+            )
+            .with_hint(format!("build weir with `--features {feature}` (see docs/databases.md)")),
         );
     }
     if conn.url.is_none()
         && let UrlUse::Required(example) = kind.url
     {
-        out.push(Diagnostic::at(&conn.kind, format!("connection `{name}` has no `url`")).with_hint(format!("e.g. `url: {example}`")));
+        out.push(
+            Diagnostic::at(&conn.kind, format!("connection `{name}` has no `url`"))
+                .with_hint(format!("e.g. `url: {example}`")),
+        );
     }
     for (key, value) in &conn.options.0 {
         match kind.option(&key.value) {
             None => {
-                let message = format!("connection `{name}`: `{}` connections take no option `{}`", kind.name, key.value);
+                let message =
+                    format!("connection `{name}`: `{}` connections take no option `{}`", kind.name, key.value);
                 let names = kind.options().map(|o| o.name);
                 let hint = match did_you_mean(&key.value, names.clone()) {
                     Some(near) => format!("did you mean `{near}`?"),
@@ -200,22 +216,32 @@ fn check_kind(name: &str, conn: &Connection, env: &Environment, out: &mut Vec<Di
 
 fn check_alerts(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>) {
     for (i, alert) in pipeline.alerts.iter().enumerate() {
-        let targets: Vec<&Spanned<String>> = alert.slack.iter().chain(&alert.webhook).chain(alert.email.as_ref().map(|e| &e.smtp)).collect();
+        let targets: Vec<&Spanned<String>> =
+            alert.slack.iter().chain(&alert.webhook).chain(alert.email.as_ref().map(|e| &e.smtp)).collect();
         if targets.len() != 1 {
             let at = targets.first().map_or(Pos::default(), |t| Pos::of(*t));
-            out.push(Diagnostic::new(at, format!("alert {}: give exactly one of `slack`, `webhook` and `email`", i + 1)));
+            out.push(Diagnostic::new(
+                at,
+                format!("alert {}: give exactly one of `slack`, `webhook` and `email`", i + 1),
+            ));
         }
         if let Some(email) = &alert.email
             && email.to.is_empty()
         {
-            out.push(Diagnostic::at(&email.smtp, format!("alert {}: an email needs at least one address in `to`", i + 1)));
+            out.push(Diagnostic::at(
+                &email.smtp,
+                format!("alert {}: an email needs at least one address in `to`", i + 1),
+            ));
         }
         for target in targets {
             for var in env_references(&target.value) {
                 if env.get(var).is_none() {
                     out.push(
-                        Diagnostic::at(target, format!("alert {} needs environment variable `{var}`, which is not set", i + 1))
-                            .with_hint(format!("export {var}=... before running; its value is never printed")),
+                        Diagnostic::at(
+                            target,
+                            format!("alert {} needs environment variable `{var}`, which is not set", i + 1),
+                        )
+                        .with_hint(format!("export {var}=... before running; its value is never printed")),
                     );
                 }
             }
@@ -230,8 +256,11 @@ fn check_triggers(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnost
             for var in env_references(&secret.value) {
                 if env.get(var).is_none() {
                     out.push(
-                        Diagnostic::at(secret, format!("trigger {} needs environment variable `{var}`, which is not set", i + 1))
-                            .with_hint(format!("export {var}=... before running; its value is never printed")),
+                        Diagnostic::at(
+                            secret,
+                            format!("trigger {} needs environment variable `{var}`, which is not set", i + 1),
+                        )
+                        .with_hint(format!("export {var}=... before running; its value is never printed")),
                     );
                 }
             }
@@ -245,7 +274,10 @@ fn check_triggers(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnost
             }
             (None, Some(name))
                 if pipeline.connections[&name.value].kind.value == "sqlite"
-                    && pipeline.steps.iter().any(|s| matches!(&s.kind, StepKind::WriteDb(w) if w.connection.value == name.value)) =>
+                    && pipeline
+                        .steps
+                        .iter()
+                        .any(|s| matches!(&s.kind, StepKind::WriteDb(w) if w.connection.value == name.value)) =>
             {
                 out.push(
                     Diagnostic::at(name, format!("settings.dead_letters: `{}` is also loaded by this pipeline", name.value))
@@ -255,14 +287,24 @@ fn check_triggers(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnost
             (None, Some(name)) => {
                 let kind = env.kind(&pipeline.connections[&name.value].kind.value);
                 if let Some(known) = kind.filter(|k| !k.kind.can.dead_letters) {
-                    let able: Vec<&str> = env.kinds.iter().filter(|k| k.kind.can.dead_letters).map(|k| k.kind.name).collect();
+                    let able: Vec<&str> =
+                        env.kinds.iter().filter(|k| k.kind.can.dead_letters).map(|k| k.kind.name).collect();
                     out.push(
-                        Diagnostic::at(name, format!("settings.dead_letters: `{}` connections cannot hold dead letters", known.kind.name))
-                            .with_hint(format!("use a connection of kind {}, or `path` for NDJSON files", able.join(", "))),
+                        Diagnostic::at(
+                            name,
+                            format!(
+                                "settings.dead_letters: `{}` connections cannot hold dead letters",
+                                known.kind.name
+                            ),
+                        )
+                        .with_hint(format!("use a connection of kind {}, or `path` for NDJSON files", able.join(", "))),
                     );
                 }
             }
-            _ => out.push(Diagnostic::new(Pos::of(&pipeline.name), "settings.dead_letters: give exactly one of `path` and `connection`")),
+            _ => out.push(Diagnostic::new(
+                Pos::of(&pipeline.name),
+                "settings.dead_letters: give exactly one of `path` and `connection`",
+            )),
         }
     }
     if pipeline.settings.concurrency == 0 {
@@ -274,16 +316,30 @@ fn check_quality(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
     for (name, check) in &pipeline.checks {
         let Some(step) = pipeline.step(&check.step.value) else {
             out.push(
-                Diagnostic::at(&check.step, format!("check `{name}` is on step `{}`, which does not exist", check.step.value))
-                    .with_hint(format!("steps: {}", pipeline.steps.iter().map(|s| s.id()).collect::<Vec<_>>().join(", "))),
+                Diagnostic::at(
+                    &check.step,
+                    format!("check `{name}` is on step `{}`, which does not exist", check.step.value),
+                )
+                .with_hint(format!("steps: {}", pipeline.steps.iter().map(|s| s.id()).collect::<Vec<_>>().join(", "))),
             );
             continue;
         };
         if matches!(step.kind.category(), crate::step::Category::Load | crate::step::Category::Action) {
-            out.push(Diagnostic::at(&check.step, format!("check `{name}`: `{}` loads or acts and has no output to check; check its input", step.id())));
+            out.push(Diagnostic::at(
+                &check.step,
+                format!("check `{name}`: `{}` loads or acts and has no output to check; check its input", step.id()),
+            ));
         }
-        if check.min_rows.is_none() && check.max_rows.is_none() && check.unique.is_empty() && check.not_null.is_empty() && check.condition.is_none() {
-            out.push(Diagnostic::at(&check.step, format!("check `{name}` checks nothing")).with_hint("give min_rows, max_rows, unique, not_null or condition"));
+        if check.min_rows.is_none()
+            && check.max_rows.is_none()
+            && check.unique.is_empty()
+            && check.not_null.is_empty()
+            && check.condition.is_none()
+        {
+            out.push(
+                Diagnostic::at(&check.step, format!("check `{name}` checks nothing"))
+                    .with_hint("give min_rows, max_rows, unique, not_null or condition"),
+            );
         }
     }
 }
@@ -300,10 +356,12 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
         if let Some(input) = step.kind.input() {
             match pipeline.step(&input.value) {
                 None => out.push(unknown_step(pipeline, &input.value, Pos::of(input))),
-                Some(target) if matches!(target.kind.category(), Category::Load | Category::Action) => out.push(Diagnostic::at(
-                    input,
-                    format!("`{}` is a {} step; it has no output to read", input.value, target.kind.name()),
-                )),
+                Some(target) if matches!(target.kind.category(), Category::Load | Category::Action) => {
+                    out.push(Diagnostic::at(
+                        input,
+                        format!("`{}` is a {} step; it has no output to read", input.value, target.kind.name()),
+                    ))
+                }
                 Some(_) if input.value == step.id() => {
                     out.push(Diagnostic::at(input, format!("step `{}` reads itself", step.id())))
                 }
@@ -316,21 +374,28 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
             .and_then(|s| s.connection)
             .into_iter()
             .chain(step.kind.file_sink().and_then(|s| s.connection))
-            .chain(match &step.kind {
-                StepKind::ListFiles(l) => vec![l.connection.as_ref()],
-                StepKind::CopyFiles(c) => vec![c.from_connection.as_ref(), c.connection.as_ref()],
-                _ => Vec::new(),
-            }
-            .into_iter()
-            .flatten());
+            .chain(
+                match &step.kind {
+                    StepKind::ListFiles(l) => vec![l.connection.as_ref()],
+                    StepKind::CopyFiles(c) => vec![c.from_connection.as_ref(), c.connection.as_ref()],
+                    _ => Vec::new(),
+                }
+                .into_iter()
+                .flatten(),
+            );
         for name in connections {
             check_connection_ref(pipeline, name, out);
             if let Some(conn) = pipeline.connections.get(&name.value)
                 && env.family(&conn.kind.value).is_some_and(|f| f == Family::Database)
             {
                 let stores = [env.kinds_of(Family::ObjectStore), env.kinds_of(Family::Http)].concat();
-                out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`, which holds no files", name.value, conn.kind.value))
-                    .with_hint(format!("file steps take a connection of kind {}", stores.join(", "))));
+                out.push(
+                    Diagnostic::at(
+                        name,
+                        format!("connection `{}` is of kind `{}`, which holds no files", name.value, conn.kind.value),
+                    )
+                    .with_hint(format!("file steps take a connection of kind {}", stores.join(", "))),
+                );
             }
         }
         let paths = step.kind.file_source().map(|s| s.path).into_iter().chain(step.kind.file_sink().map(|s| s.path));
@@ -415,18 +480,29 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
 
 fn check_retry(retry: Option<&Retry>, name: &str, pos: Pos, out: &mut Vec<Diagnostic>) {
     if retry.is_some_and(|r| r.max_attempts == 0) {
-        out.push(Diagnostic::new(pos, format!("{name}.max_attempts counts the first try too, so it must be at least 1")));
+        out.push(Diagnostic::new(
+            pos,
+            format!("{name}.max_attempts counts the first try too, so it must be at least 1"),
+        ));
     }
 }
 
-fn check_http_connection(pipeline: &Pipeline, step: &Step, connection: Option<&Spanned<String>>, out: &mut Vec<Diagnostic>) {
+fn check_http_connection(
+    pipeline: &Pipeline,
+    step: &Step,
+    connection: Option<&Spanned<String>>,
+    out: &mut Vec<Diagnostic>,
+) {
     let Some(name) = connection else { return };
     check_connection_ref(pipeline, name, out);
     if let Some(conn) = pipeline.connections.get(&name.value)
         && conn.kind.value != "http"
     {
         let kind = step.kind.name();
-        out.push(Diagnostic::at(name, format!("connection `{}` is of kind `{}`; {kind} needs an `http` connection", name.value, conn.kind.value)));
+        out.push(Diagnostic::at(
+            name,
+            format!("connection `{}` is of kind `{}`; {kind} needs an `http` connection", name.value, conn.kind.value),
+        ));
     }
 }
 
@@ -440,13 +516,17 @@ fn check_write_api(pipeline: &Pipeline, step: &Step, api: &WriteApi, out: &mut V
         out.push(Diagnostic::new(step.kind_pos, "batch_size and concurrency must be at least 1"));
     }
     if api.batch_size > 1 && RECORD_FIELD.is_match(&api.url.value.replace("{{", "").replace("}}", "")) {
-        out.push(Diagnostic::at(&api.url, "`{column}` in the URL needs `batch_size: 1`: a batch has no single record to take it from"));
+        out.push(Diagnostic::at(
+            &api.url,
+            "`{column}` in the URL needs `batch_size: 1`: a batch has no single record to take it from",
+        ));
     }
     check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
 }
 
 /// `{column}` in a `write_api` URL.
-static RECORD_FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{[A-Za-z_][A-Za-z0-9_]*\}").expect("static regex"));
+static RECORD_FIELD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{[A-Za-z_][A-Za-z0-9_]*\}").expect("static regex"));
 
 fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec<Diagnostic>) {
     check_http_connection(pipeline, step, api.connection.as_ref(), out);
@@ -459,7 +539,10 @@ fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec
     }
     for path in api.records.iter().chain(&api.has_more) {
         if let Err(e) = serde_json_path::JsonPath::parse(&path.value) {
-            out.push(Diagnostic::at(path, format!("`{}` is not a JSONPath: {e}", path.value)).with_hint("e.g. `$.data` or `$.result.items[*]`"));
+            out.push(
+                Diagnostic::at(path, format!("`{}` is not a JSONPath: {e}", path.value))
+                    .with_hint("e.g. `$.data` or `$.result.items[*]`"),
+            );
         }
     }
     let page_path = match &api.paginate {
@@ -497,7 +580,10 @@ fn check_template(pipeline: &Pipeline, text: &str, pos: Pos, out: &mut Vec<Diagn
             "run" => matches!(name, "id" | "started_at" | "date"),
             "pipeline" => name == "name",
             _ => {
-                out.push(Diagnostic::new(pos, format!("unknown template scope `{scope}`")).with_hint(format!("use one of {}", SCOPES.join(", "))));
+                out.push(
+                    Diagnostic::new(pos, format!("unknown template scope `{scope}`"))
+                        .with_hint(format!("use one of {}", SCOPES.join(", "))),
+                );
                 continue;
             }
         };
@@ -514,4 +600,3 @@ pub(crate) fn unknown_step(pipeline: &Pipeline, name: &str, pos: Pos) -> Diagnos
         None => d,
     }
 }
-

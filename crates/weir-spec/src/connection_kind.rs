@@ -184,13 +184,19 @@ impl ConnectionKind {
                 if let Some(default) = o.default {
                     schema["default"] = json!(default);
                 }
-                let aliases = o.aliases.iter().map(move |a| (a.to_string(), json!({ "type": "string", "description": format!("same as `{}`", o.name) })));
+                let aliases = o.aliases.iter().map(move |a| {
+                    (a.to_string(), json!({ "type": "string", "description": format!("same as `{}`", o.name) }))
+                });
                 std::iter::once((o.name.to_string(), schema)).chain(aliases)
             })
             .collect();
         let url = match self.url {
-            UrlUse::Required(example) => json!({ "type": "string", "description": format!("e.g. `{example}`; may hold `${{SECRET}}` references") }),
-            UrlUse::InSteps(example) => json!({ "type": "string", "description": format!("not used: steps name the location, e.g. `{example}`") }),
+            UrlUse::Required(example) => {
+                json!({ "type": "string", "description": format!("e.g. `{example}`; may hold `${{SECRET}}` references") })
+            }
+            UrlUse::InSteps(example) => {
+                json!({ "type": "string", "description": format!("not used: steps name the location, e.g. `{example}`") })
+            }
         };
         let mut description = self.description.to_string();
         if let Some(feature) = self.feature {

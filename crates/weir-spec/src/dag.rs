@@ -36,18 +36,28 @@ impl Dag {
                         let mut reads = Vec::new();
                         for t in tables {
                             match pipeline.step(&t) {
-                                Some(s) if matches!(s.kind.category(), Category::Load | Category::Action) => {
-                                    errors.push(Diagnostic::new(
+                                Some(s) if matches!(s.kind.category(), Category::Load | Category::Action) => errors
+                                    .push(Diagnostic::new(
                                         pos,
-                                        format!("step `{}` reads `{t}`, a {} step with no output", step.id(), s.kind.name()),
-                                    ))
-                                }
+                                        format!(
+                                            "step `{}` reads `{t}`, a {} step with no output",
+                                            step.id(),
+                                            s.kind.name()
+                                        ),
+                                    )),
                                 Some(_) => reads.push(t),
-                                None => errors.push(unknown_step(pipeline, &t, pos).with_hint(format!(
-                                    "SQL in step `{}` can read the steps {}",
-                                    step.id(),
-                                    pipeline.steps.iter().map(|s| format!("`{}`", s.id())).collect::<Vec<_>>().join(", ")
-                                ))),
+                                None => errors.push(
+                                    unknown_step(pipeline, &t, pos).with_hint(format!(
+                                        "SQL in step `{}` can read the steps {}",
+                                        step.id(),
+                                        pipeline
+                                            .steps
+                                            .iter()
+                                            .map(|s| format!("`{}`", s.id()))
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    )),
+                                ),
                             }
                         }
                         reads

@@ -71,10 +71,7 @@ impl fmt::Display for Diagnostic {
 
 impl From<serde_saphyr::Error> for Diagnostic {
     fn from(err: serde_saphyr::Error) -> Self {
-        let pos = err
-            .location()
-            .map(|l| Pos { line: l.line(), column: l.column() })
-            .unwrap_or_default();
+        let pos = err.location().map(|l| Pos { line: l.line(), column: l.column() }).unwrap_or_default();
         let message = err.without_snippet().to_string();
         let message = message.lines().next().unwrap_or("invalid YAML").to_string();
         let hint = unknown_field_hint(&message);

@@ -25,11 +25,14 @@ pub use check::{Environment, KnownKind, check};
 pub use connection_kind::{Capabilities, ConnectionKind, ConnectionOption, Family, OptionType, UrlUse};
 pub use dag::Dag;
 pub use diagnostic::{Diagnostic, Pos, did_you_mean};
-pub use model::{Alert, AlertOn, Check, Connection, DeadLetterTarget, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate, Variable};
+pub use model::{
+    Alert, AlertOn, Check, Connection, DeadLetterTarget, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate,
+    Variable,
+};
 pub use serde_saphyr::Spanned;
 pub use step::*;
-pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, Trigger, Webhook};
 pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
+pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, Trigger, Webhook};
 pub use value::{TypedValue, ValueType};
 
 /// The JSON Schema of a pipeline file, generated from the Rust types so it can never drift from the parser, with

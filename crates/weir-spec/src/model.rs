@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::api::{Duration, Retry};
-use crate::diagnostic::Diagnostic;
 use crate::check::Environment;
+use crate::diagnostic::Diagnostic;
 use crate::step::{OrderedMap, Step, Steps};
 use crate::trigger::Trigger;
 use crate::value::ValueType;
@@ -275,7 +275,15 @@ fn default_dead_letter_table() -> String {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { batch_size: default_batch_size(), memory_limit: None, retry: None, commit_every: None, concurrency: default_concurrency(), dead_letters: None, timeout: None }
+        Self {
+            batch_size: default_batch_size(),
+            memory_limit: None,
+            retry: None,
+            commit_every: None,
+            concurrency: default_concurrency(),
+            dead_letters: None,
+            timeout: None,
+        }
     }
 }
 

@@ -277,7 +277,9 @@ impl<'de> Deserialize<'de> for StepBody {
         impl<'de> Visitor<'de> for StepVisitor {
             type Value = StepBody;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a step: a mapping with one step kind (e.g. `read_csv:`) and optional `description`, `on_error`")
+                f.write_str(
+                    "a step: a mapping with one step kind (e.g. `read_csv:`) and optional `description`, `on_error`",
+                )
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepBody, A::Error> {
                 let (mut description, mut on_error, mut kind) = (None, None, None);
@@ -306,7 +308,9 @@ impl<'de> Deserialize<'de> for StepBody {
                     }
                 }
                 let Some((kind_pos, kind)) = kind else {
-                    return Err(de::Error::custom("this step names no kind (e.g. `read_csv:`, `sql:`, `write_parquet:`)"));
+                    return Err(de::Error::custom(
+                        "this step names no kind (e.g. `read_csv:`, `sql:`, `write_parquet:`)",
+                    ));
                 };
                 Ok(StepBody { kind_pos, description, on_error, kind })
             }
@@ -352,7 +356,13 @@ impl<'de> Deserialize<'de> for Steps {
             bodies
                 .0
                 .into_iter()
-                .map(|(id, b)| Step { id, kind_pos: b.kind_pos, description: b.description, on_error: b.on_error, kind: b.kind })
+                .map(|(id, b)| Step {
+                    id,
+                    kind_pos: b.kind_pos,
+                    description: b.description,
+                    on_error: b.on_error,
+                    kind: b.kind,
+                })
                 .collect(),
         ))
     }
@@ -649,7 +659,10 @@ impl<'de> Deserialize<'de> for MaxInvalid {
                 u64::try_from(v).map(MaxInvalid::Count).map_err(|_| E::custom("max_invalid cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxInvalid, E> {
-                let pct = v.trim().strip_suffix('%').ok_or_else(|| E::custom(format!("`{v}`: write a percentage as \"5%\"")))?;
+                let pct = v
+                    .trim()
+                    .strip_suffix('%')
+                    .ok_or_else(|| E::custom(format!("`{v}`: write a percentage as \"5%\"")))?;
                 let pct: f64 = pct.trim().parse().map_err(|_| E::custom(format!("`{v}` is not a percentage")))?;
                 if !(0.0..=100.0).contains(&pct) {
                     return Err(E::custom(format!("`{v}` is outside 0%..100%")));

@@ -10,7 +10,8 @@ use regex::Regex;
 
 static PLACEHOLDER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{\{\s*([A-Za-z_]+)\.([A-Za-z0-9_]+)\s*\}\}").expect("static regex"));
-static ENV_REF: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"));
+static ENV_REF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"));
 
 /// The scopes a template may name.
 pub const SCOPES: &[&str] = &["var", "state", "run", "pipeline"];

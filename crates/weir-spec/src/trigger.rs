@@ -120,7 +120,9 @@ impl CronSchedule {
         let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Optional).build();
         let cron = parser.parse(expression).map_err(|e| format!("`{expression}` is not a cron expression: {e}"))?;
         let timezone = match timezone {
-            Some(name) => name.parse().map_err(|_| format!("`{name}` is not a time zone; use an IANA name like Europe/Paris"))?,
+            Some(name) => {
+                name.parse().map_err(|_| format!("`{name}` is not a time zone; use an IANA name like Europe/Paris"))?
+            }
             None => chrono_tz::UTC,
         };
         Ok(Self { cron, timezone })
@@ -145,7 +147,10 @@ impl Trigger {
             .unwrap_or_default();
         let kinds = [self.cron.is_some(), self.every.is_some(), !self.after.is_empty(), self.webhook.is_some()];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            out.push(Diagnostic::new(at, format!("trigger {}: give exactly one of `cron`, `every`, `after` and `webhook`", index + 1)));
+            out.push(Diagnostic::new(
+                at,
+                format!("trigger {}: give exactly one of `cron`, `every`, `after` and `webhook`", index + 1),
+            ));
         }
         if let Some(cron) = &self.cron
             && let Err(e) = CronSchedule::parse(&cron.value, self.timezone.as_ref().map(|t| t.value.as_str()))
@@ -162,7 +167,10 @@ impl Trigger {
         if let Some(hook) = &self.webhook
             && hook.token.is_some() == hook.hmac.is_some()
         {
-            out.push(Diagnostic::at(&hook.name, format!("webhook `{}`: give exactly one of `token` and `hmac`", hook.name.value)));
+            out.push(Diagnostic::at(
+                &hook.name,
+                format!("webhook `{}`: give exactly one of `token` and `hmac`", hook.name.value),
+            ));
         }
     }
 

@@ -100,16 +100,26 @@ settings: { commit_every: 0 }
 #[test]
 fn yaml_mistakes_point_at_line_and_column() {
     let unknown_kind = diagnostics("name: x\nsteps:\n  a:\n    read_cvs: { path: a.csv }\n");
-    assert!(unknown_kind[0].contains(":4:") && unknown_kind[0].contains("unknown step kind `read_cvs`"), "{unknown_kind:?}");
-    let two_kinds = diagnostics("name: x\nsteps:\n  a:\n    read_csv: { path: a.csv }\n    sql: { query: 'select 1' }\n");
+    assert!(
+        unknown_kind[0].contains(":4:") && unknown_kind[0].contains("unknown step kind `read_cvs`"),
+        "{unknown_kind:?}"
+    );
+    let two_kinds =
+        diagnostics("name: x\nsteps:\n  a:\n    read_csv: { path: a.csv }\n    sql: { query: 'select 1' }\n");
     assert!(two_kinds[0].contains("exactly one kind"), "{two_kinds:?}");
     let no_kind = diagnostics("name: x\nsteps:\n  a:\n    description: nothing\n");
     assert!(no_kind[0].contains("names no kind"), "{no_kind:?}");
     let unknown_field = diagnostics("name: x\nowner: me\nschedule: daily\nsteps: {}\n");
-    assert!(unknown_field[0].contains(":3:1") && unknown_field[0].contains("unknown field `schedule`"), "{unknown_field:?}");
-    let duplicate = diagnostics("name: x\nsteps:\n  a:\n    read_csv: { path: a.csv }\n  a:\n    read_csv: { path: b.csv }\n");
+    assert!(
+        unknown_field[0].contains(":3:1") && unknown_field[0].contains("unknown field `schedule`"),
+        "{unknown_field:?}"
+    );
+    let duplicate =
+        diagnostics("name: x\nsteps:\n  a:\n    read_csv: { path: a.csv }\n  a:\n    read_csv: { path: b.csv }\n");
     assert!(duplicate[0].to_lowercase().contains("duplicate"), "{duplicate:?}");
-    let bad_budget = diagnostics("name: x\nsteps:\n  a:\n    validate: { input: a, rules: { r: { expr: 'true' } }, max_invalid: lots }\n");
+    let bad_budget = diagnostics(
+        "name: x\nsteps:\n  a:\n    validate: { input: a, rules: { r: { expr: 'true' } }, max_invalid: lots }\n",
+    );
     assert!(bad_budget[0].contains("percentage"), "{bad_budget:?}");
 }
 

@@ -40,7 +40,11 @@ pub struct BackfillArgs {
 pub async fn backfill(global: &Global, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.pipeline)?;
     let declared = loaded.pipeline.variables.get(&args.var).with_context(|| {
-        format!("`{}` is not a variable of this pipeline; declared: {:?}", args.var, loaded.pipeline.variables.keys().collect::<Vec<_>>())
+        format!(
+            "`{}` is not a variable of this pipeline; declared: {:?}",
+            args.var,
+            loaded.pipeline.variables.keys().collect::<Vec<_>>()
+        )
     })?;
     let values = range(declared.value.ty, &args.from, &args.to)?;
     let others: BTreeMap<String, String> = args.others.iter().map(|v| parse_var(v)).collect::<anyhow::Result<_>>()?;
@@ -50,7 +54,8 @@ pub async fn backfill(global: &Global, args: BackfillArgs) -> anyhow::Result<Exi
     for (i, value) in values.iter().enumerate() {
         let mut variables = others.clone();
         variables.insert(args.var.clone(), value.clone());
-        let run_options = weir_engine::RunOptions { trigger: "backfill".into(), variables, record_state: false, ..base.clone() };
+        let run_options =
+            weir_engine::RunOptions { trigger: "backfill".into(), variables, record_state: false, ..base.clone() };
         eprintln!("backfill {}/{}: {}={value}", i + 1, values.len(), args.var);
         match engine.run(&loaded.pipeline, &run_options, RunMetrics::default()).await {
             Ok(report) => eprintln!("  run {} succeeded in {} ms", report.run_id, report.duration_ms),
@@ -72,7 +77,9 @@ pub async fn backfill(global: &Global, args: BackfillArgs) -> anyhow::Result<Exi
 fn range(ty: ValueType, from: &str, to: &str) -> anyhow::Result<Vec<String>> {
     let values: Vec<String> = match ty {
         ValueType::Date => {
-            let parse = |t: &str| NaiveDate::parse_from_str(t, "%Y-%m-%d").with_context(|| format!("`{t}` is not a date (YYYY-MM-DD)"));
+            let parse = |t: &str| {
+                NaiveDate::parse_from_str(t, "%Y-%m-%d").with_context(|| format!("`{t}` is not a date (YYYY-MM-DD)"))
+            };
             let (first, last) = (parse(from)?, parse(to)?);
             first.iter_days().take_while(|d| *d <= last).map(|d| d.to_string()).collect()
         }

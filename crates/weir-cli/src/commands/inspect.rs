@@ -121,7 +121,8 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             for c in store.checks(run)? {
-                let outcome = if c.passed { "passed".to_string() } else { format!("FAILED ({}): {}", c.severity, c.message) };
+                let outcome =
+                    if c.passed { "passed".to_string() } else { format!("FAILED ({}): {}", c.severity, c.message) };
                 println!("check {} on {}: {outcome}", c.name, c.step);
             }
             if args.logs {
@@ -165,7 +166,10 @@ pub fn state(global: &Global, cmd: StateCommand) -> anyhow::Result<ExitCode> {
         StateCommand::Set { pipeline, name, value } => {
             let loaded = load(&pipeline)?;
             let decl = loaded.pipeline.state.get(&name).with_context(|| {
-                format!("`{name}` is not a state value of this pipeline; declared: {:?}", loaded.pipeline.state.keys().collect::<Vec<_>>())
+                format!(
+                    "`{name}` is not a state value of this pipeline; declared: {:?}",
+                    loaded.pipeline.state.keys().collect::<Vec<_>>()
+                )
             })?;
             let value = TypedValue::parse(decl.value.ty, &value).map_err(anyhow::Error::msg)?;
             loaded.store(global)?.set_state(loaded.pipeline.name(), &name, &value)?;
@@ -193,7 +197,10 @@ pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         DlqCommand::List { pipeline, run, limit, json } => {
             let loaded = load(&pipeline)?;
             let filter = DeadLetterFilter { run_id: run, ..DeadLetterFilter::default() };
-            let mut letters = loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
+            let mut letters = loaded
+                .dead_letters(global)?
+                .matching(loaded.pipeline.name(), &filter)
+                .map_err(anyhow::Error::from_boxed)?;
             letters.truncate(limit);
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
@@ -210,13 +217,17 @@ pub async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
                 bail!("say which dead letters to delete: --run ID, --step STEP, --id N, or --all");
             }
             let loaded = load(&pipeline)?;
-            let purged = weir_engine::purge(&*loaded.dead_letters(global)?, loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
+            let purged = weir_engine::purge(&*loaded.dead_letters(global)?, loaded.pipeline.name(), &filter)
+                .map_err(anyhow::Error::from_boxed)?;
             println!("purged {purged} dead letters");
         }
         DlqCommand::Show { pipeline, id } => {
             let loaded = load(&pipeline)?;
             let filter = DeadLetterFilter { id: Some(id), ..DeadLetterFilter::default() };
-            let found = loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
+            let found = loaded
+                .dead_letters(global)?
+                .matching(loaded.pipeline.name(), &filter)
+                .map_err(anyhow::Error::from_boxed)?;
             let letter = found.into_iter().next().with_context(|| format!("no dead letter {id}"))?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }

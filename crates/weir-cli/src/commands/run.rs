@@ -41,7 +41,8 @@ pub struct RunArgs {
 pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.pipeline)?;
     let variables: BTreeMap<String, String> = args.vars.iter().map(|v| parse_var(v)).collect::<anyhow::Result<_>>()?;
-    let memory_limit = args.memory_limit.as_deref().map(weir_engine::parse_bytes).transpose().map_err(anyhow::Error::msg)?;
+    let memory_limit =
+        args.memory_limit.as_deref().map(weir_engine::parse_bytes).transpose().map_err(anyhow::Error::msg)?;
     let payload = match &args.payload {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -99,7 +100,8 @@ pub fn options(global: &Global, loaded: &Loaded) -> RunOptions {
 /// `weir dlq replay`: the matching dead letters, step by step.
 pub async fn replay(global: &Global, pipeline: &Path, filter: DeadLetterFilter) -> anyhow::Result<ExitCode> {
     let loaded = load(pipeline)?;
-    let letters = loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
+    let letters =
+        loaded.dead_letters(global)?.matching(loaded.pipeline.name(), &filter).map_err(anyhow::Error::from_boxed)?;
     if letters.is_empty() {
         eprintln!("no dead letters to replay");
         return Ok(ExitCode::SUCCESS);
@@ -110,7 +112,10 @@ pub async fn replay(global: &Global, pipeline: &Path, filter: DeadLetterFilter) 
     for (step, letters) in weir_engine::by_step(letters) {
         let report = engine.replay(&loaded.pipeline, &options, RunMetrics::default(), &step, &letters).await?;
         if report.skipped > 0 {
-            eprintln!("{} dead letters of `{step}` are of runs that failed and were left alone (see the log)", report.skipped);
+            eprintln!(
+                "{} dead letters of `{step}` are of runs that failed and were left alone (see the log)",
+                report.skipped
+            );
         }
         let run = report.run_id.as_deref().unwrap_or("-");
         match report.error {
@@ -120,7 +125,10 @@ pub async fn replay(global: &Global, pipeline: &Path, filter: DeadLetterFilter) 
                 report.replayed, report.passed, report.failed_again
             ),
             Some(err) => {
-                eprintln!("replay of {} dead letters of `{step}` failed (run {run}); they stay: {err}", report.replayed);
+                eprintln!(
+                    "replay of {} dead letters of `{step}` failed (run {run}); they stay: {err}",
+                    report.replayed
+                );
                 failed = Some(err);
             }
         }

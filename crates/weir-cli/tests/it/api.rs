@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::common::{Project, serve};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use crate::common::{Project, serve};
 use serde_json::{Value, json};
 
 type Params = Query<HashMap<String, String>>;
@@ -60,7 +60,8 @@ fn indent(yaml: &str) -> String {
 }
 
 fn expected_ids(p: &Project, ids: std::ops::RangeInclusive<u64>) {
-    let got: Vec<String> = p.read("out/customers.csv").lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
+    let got: Vec<String> =
+        p.read("out/customers.csv").lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
     let want: Vec<String> = ids.map(|i| i.to_string()).collect();
     assert_eq!(got, want, "every record exactly once");
 }
@@ -135,7 +136,10 @@ fn next_url_link_header_offset_and_page_styles() {
         ("url: /next\nrecords: $.items\npaginate: { next_url: $.links.next }", 1..=9),
         ("url: /link\npaginate: link_header", 1..=8),
         ("url: /offset\nrecords: $.results\npaginate: { offset: { limit: 4 } }", 1..=10),
-        ("url: /page\nrecords: $.results\nhas_more: $.has_more\npaginate: { page: { size_param: per_page, size: 3 } }", 1..=7),
+        (
+            "url: /page\nrecords: $.results\nhas_more: $.has_more\npaginate: { page: { size_param: per_page, size: 3 } }",
+            1..=7,
+        ),
     ];
     for (api, ids) in cases {
         let p = Project::new();
@@ -162,7 +166,8 @@ fn retries_503_and_429_honouring_retry_after_then_gets_every_page() {
     }
     let addr = serve(Router::new().route("/flaky", get(flaky)).with_state(seen.clone()));
     let p = Project::new();
-    let api = indent("url: /flaky\npaginate: { page: {} }\nretry: { max_attempts: 4, delay: 50ms, retry_on: [429, 5xx] }");
+    let api =
+        indent("url: /flaky\npaginate: { page: {} }\nretry: { max_attempts: 4, delay: 50ms, retry_on: [429, 5xx] }");
     p.file("p.yaml", &pipeline(addr, "", &api, "id"));
     let started = std::time::Instant::now();
     let log = p.ok_log(&["run", "p.yaml"]);
@@ -187,7 +192,12 @@ fn gives_up_after_max_attempts_and_does_not_retry_a_404() {
     let p = Project::new();
     p.file("p.yaml", &pipeline(addr, "", &indent("url: /down\nretry: { max_attempts: 3, delay: 10ms }"), "id"));
     let err = p.fails(&["run", "p.yaml"], 2);
-    assert!(err.contains(&format!("GET http://{addr}/down failed after 3 attempts: HTTP 503 Service Unavailable: maintenance")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "GET http://{addr}/down failed after 3 attempts: HTTP 503 Service Unavailable: maintenance"
+        )),
+        "{err}"
+    );
     assert!(err.contains("customers"), "names the step: {err}");
     assert!(!p.path().join("out/customers.csv").exists());
 
@@ -196,7 +206,8 @@ fn gives_up_after_max_attempts_and_does_not_retry_a_404() {
     assert!(err.contains("failed after 1 attempt: HTTP 404 Not Found: no such thing (not retried"), "{err}");
 
     // A step without a policy of its own follows the pipeline's `settings.retry`.
-    let yaml = pipeline(addr, "", &indent("url: /down"), "id") + "settings:\n  retry: { max_attempts: 2, delay: 10ms }\n";
+    let yaml =
+        pipeline(addr, "", &indent("url: /down"), "id") + "settings:\n  retry: { max_attempts: 2, delay: 10ms }\n";
     p.file("p.yaml", &yaml);
     let err = p.fails(&["run", "p.yaml"], 2);
     assert!(err.contains("/down failed after 2 attempts"), "{err}");
@@ -213,7 +224,8 @@ fn a_dropped_connection_is_retried_and_nothing_doubles() {
         if hit == 1 {
             // Half the body, then the connection dies.
             let half = body[..body.len() / 2].to_vec();
-            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(half), Err(std::io::Error::other("connection cut"))];
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                vec![Ok(half), Err(std::io::Error::other("connection cut"))];
             let mut response = Body::from_stream(futures::stream::iter(chunks)).into_response();
             response.headers_mut().insert("content-length", HeaderValue::from(body.len()));
             return response;
@@ -283,18 +295,31 @@ fn basic_api_key_and_oauth2_with_a_token_refreshed_on_401() {
     );
 
     let p = Project::new().env("API_USER", "reader").env("API_PASS", "pa ss");
-    p.file("p.yaml", &pipeline(addr, ", options: { username: \"${API_USER}\", password: \"${API_PASS}\" }", &indent("url: /basic"), "id"));
+    p.file(
+        "p.yaml",
+        &pipeline(
+            addr,
+            ", options: { username: \"${API_USER}\", password: \"${API_PASS}\" }",
+            &indent("url: /basic"),
+            "id",
+        ),
+    );
     p.ok(&["run", "p.yaml"]);
     expected_ids(&p, 1..=2);
 
     let p = Project::new().env("API_KEY", "k-123");
-    p.file("p.yaml", &pipeline(addr, ", options: { api_key: \"${API_KEY}\", api_key_query: key }", &indent("url: /keyed"), "id"));
+    p.file(
+        "p.yaml",
+        &pipeline(addr, ", options: { api_key: \"${API_KEY}\", api_key_query: key }", &indent("url: /keyed"), "id"),
+    );
     let log = p.ok_log(&["run", "p.yaml"]);
     expected_ids(&p, 1..=3);
     assert!(!log.contains("k-123"), "the key never shows in the log:\n{log}");
 
     let p = Project::new().env("CLIENT_SECRET", "shh");
-    let options = format!(", options: {{ token_url: \"http://{addr}/oauth/token\", client_id: weir, client_secret: \"${{CLIENT_SECRET}}\", scope: read }}");
+    let options = format!(
+        ", options: {{ token_url: \"http://{addr}/oauth/token\", client_id: weir, client_secret: \"${{CLIENT_SECRET}}\", scope: read }}"
+    );
     p.file("p.yaml", &pipeline(addr, &options, &indent("url: /secure"), "id"));
     p.ok(&["run", "p.yaml"]);
     expected_ids(&p, 1..=4);
@@ -374,9 +399,7 @@ fn example_customer_sync_pages_validates_and_upserts() {
         if headers.get("authorization") != Some(&HeaderValue::from_static("Bearer crm-token")) {
             return StatusCode::UNAUTHORIZED.into_response();
         }
-        let record = |id: u64, email: &str, ltv: f64| {
-            json!({ "id": id, "email": email, "phone": "+47 (22) 12-34", "country": " no ", "lifetime_value": ltv, "updated_at": format!("2024-05-0{id}T08:00:00") })
-        };
+        let record = |id: u64, email: &str, ltv: f64| json!({ "id": id, "email": email, "phone": "+47 (22) 12-34", "country": " no ", "lifetime_value": ltv, "updated_at": format!("2024-05-0{id}T08:00:00") });
         let (data, next) = match q.get("cursor").map(String::as_str) {
             None => (vec![record(1, " Ada@Example.com", 1500.0), record(2, "not-an-email", 10.0)], json!("p2")),
             _ => (vec![record(3, "grace@example.com", 150.0)], Value::Null),
@@ -391,7 +414,14 @@ fn example_customer_sync_pages_validates_and_upserts() {
         .prepare("SELECT id, email, phone, country, customer_segment FROM customers ORDER BY id")
         .unwrap()
         .query_map([], |r| {
-            Ok(format!("{}|{}|{}|{}|{}", r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            Ok(format!(
+                "{}|{}|{}|{}|{}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?
+            ))
         })
         .unwrap()
         .map(Result::unwrap)
@@ -421,7 +451,12 @@ fn push_project(addr: SocketAddr, write: &str) -> Project {
 #[test]
 fn write_api_sends_each_record_once_with_stable_idempotency_keys_and_dead_letters_rejects() {
     let seen = Seen::default();
-    async fn put(State(seen): State<Seen>, axum::extract::Path(id): axum::extract::Path<String>, headers: HeaderMap, body: String) -> Response {
+    async fn put(
+        State(seen): State<Seen>,
+        axum::extract::Path(id): axum::extract::Path<String>,
+        headers: HeaderMap,
+        body: String,
+    ) -> Response {
         let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
         let status = match id.as_str() {
             "3" => StatusCode::UNPROCESSABLE_ENTITY,
@@ -435,7 +470,10 @@ fn write_api_sends_each_record_once_with_stable_idempotency_keys_and_dead_letter
         (status, if status == StatusCode::OK { "" } else { "amount must be positive" }).into_response()
     }
     let addr = serve(Router::new().route("/api/customers/{id}", axum::routing::put(put)).with_state(seen.clone()));
-    let p = push_project(addr, "method: PUT\nurl: /customers/{id}\nidempotency_header: Idempotency-Key\nretry: { delay: 10ms }");
+    let p = push_project(
+        addr,
+        "method: PUT\nurl: /customers/{id}\nidempotency_header: Idempotency-Key\nretry: { delay: 10ms }",
+    );
     let log = p.ok_log(&["run", "push.yaml"]);
     assert!(log.contains("Sent 4 of 5 records"), "{log}");
 
@@ -444,14 +482,18 @@ fn write_api_sends_each_record_once_with_stable_idempotency_keys_and_dead_letter
     let mut ids: Vec<&str> = ok.iter().map(|l| l.split(' ').next().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, ["1", "2", "4", "5"], "each accepted record exactly once: {lines:#?}");
-    let key_of = |prefix: &str| lines.iter().find(|l| l.starts_with(prefix)).unwrap().split(' ').nth(2).unwrap().to_string();
+    let key_of =
+        |prefix: &str| lines.iter().find(|l| l.starts_with(prefix)).unwrap().split(' ').nth(2).unwrap().to_string();
     assert_eq!(key_of("2 503"), key_of("2 200"), "the retry repeats the key");
     assert!(lines.iter().any(|l| l.starts_with("4 200") && l.contains(r#""name":"Zoë 🦀""#)), "{lines:#?}");
 
     let letters = p.dlq("push.yaml");
     assert_eq!(letters.len(), 1, "{letters:?}");
     let letter = letters[0].to_string();
-    assert!(letter.contains("422") && letter.contains("amount must be positive") && letter.contains("Linus"), "{letter}");
+    assert!(
+        letter.contains("422") && letter.contains("amount must be positive") && letter.contains("Linus"),
+        "{letter}"
+    );
 
     // A re-run sends the same records with the same keys, so an idempotent API can drop them.
     let first_keys: Vec<String> = ["1 200", "4 200"].iter().map(|p| key_of(p)).collect();
@@ -505,7 +547,8 @@ fn enrich_api_looks_up_each_distinct_key_once_and_joins_the_answers() {
         seen.log(id.clone());
         match id.as_str() {
             "3" => (StatusCode::NOT_FOUND, "unknown customer").into_response(),
-            _ => axum::Json(json!({ "result": { "score": id.parse::<i64>().unwrap() * 10, "tier": "gold" } })).into_response(),
+            _ => axum::Json(json!({ "result": { "score": id.parse::<i64>().unwrap() * 10, "tier": "gold" } }))
+                .into_response(),
         }
     }
     let addr = serve(Router::new().route("/score/{id}", get(score)).with_state(seen.clone()));
@@ -548,7 +591,11 @@ steps:
     asked.sort();
     assert_eq!(asked, ["1", "2", "3"], "one request per distinct key");
     let letters = p.dlq("p.yaml");
-    assert_eq!(letters.len(), 2, "one invalid order (validated once, not per read) and one failed lookup: {letters:#?}");
+    assert_eq!(
+        letters.len(),
+        2,
+        "one invalid order (validated once, not per read) and one failed lookup: {letters:#?}"
+    );
     let text = serde_json::to_string(&letters).unwrap();
     assert!(text.contains("404") && text.contains("unknown customer"), "{text}");
 
@@ -560,7 +607,11 @@ steps:
 #[test]
 fn alerts_reach_slack_and_a_webhook_and_an_undeliverable_one_changes_nothing() {
     let seen = Seen::default();
-    async fn hook(State(seen): State<Seen>, axum::extract::Path(which): axum::extract::Path<String>, body: String) -> Response {
+    async fn hook(
+        State(seen): State<Seen>,
+        axum::extract::Path(which): axum::extract::Path<String>,
+        body: String,
+    ) -> Response {
         seen.log(format!("{which} {body}"));
         if which == "flaky" && seen.hits.fetch_add(1, Ordering::SeqCst) == 0 {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -598,7 +649,10 @@ fn alerts_reach_slack_and_a_webhook_and_an_undeliverable_one_changes_nothing() {
     let out = p.fails(&["run", "p.yaml"], 2);
     let lines = seen.lines();
     let slack = lines.iter().find(|l| l.starts_with("slack ")).expect("a Slack message");
-    let text = serde_json::from_str::<Value>(slack.strip_prefix("slack ").unwrap()).unwrap()["text"].as_str().unwrap().to_string();
+    let text = serde_json::from_str::<Value>(slack.strip_prefix("slack ").unwrap()).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(text.contains("Pipeline *alerting* failed at step `checked`"), "{text}");
     assert!(text.contains("max_invalid") && text.contains("3 extracted"), "{text}");
     let failure: Value = serde_json::from_str(lines.last().unwrap().strip_prefix("flaky ").unwrap()).unwrap();
@@ -629,7 +683,10 @@ fn data_quality_checks_gate_the_load_and_alert() {
     // A failed `error` check fails the run before anything is loaded; the failure alert names it.
     p.file("p.yaml", &pipeline("error"));
     let out = p.fails(&["run", "p.yaml"], 2);
-    assert!(out.contains("check `ids_unique` failed: 1 values of (id) appear more than once; nothing was loaded"), "{out}");
+    assert!(
+        out.contains("check `ids_unique` failed: 1 values of (id) appear more than once; nothing was loaded"),
+        "{out}"
+    );
     assert!(!p.path().join("out/orders.csv").exists());
     let failure: Value = serde_json::from_str(&seen.lines()[0]).unwrap();
     assert_eq!((failure["event"].as_str(), failure["failed_step"].as_str()), (Some("failure"), Some("orders")));
@@ -680,7 +737,8 @@ fn an_email_alert_reaches_a_real_smtp_server() {
     let _ = smtpd.wait();
     assert!(log.contains("Sent email alert 1"), "{log}");
     let new = maildir.path().join("box/new");
-    let mails: Vec<String> = std::fs::read_dir(&new).unwrap().map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap()).collect();
+    let mails: Vec<String> =
+        std::fs::read_dir(&new).unwrap().map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap()).collect();
     assert_eq!(mails.len(), 1, "{mails:?}");
     let mail = &mails[0];
     assert!(mail.contains("Subject: [weir] mailing failed"), "{mail}");
@@ -703,7 +761,15 @@ fn explain_reads_one_page_at_most_and_none_when_the_schema_is_declared() {
     assert!(plan.contains("customers"), "{plan}");
     assert_eq!(seen.hits.load(Ordering::SeqCst), 1, "one page to learn the columns");
 
-    p.file("p.yaml", &pipeline(addr, "", &indent("url: /pages\npaginate: { page: {} }\nschema: { id: bigint, name: text }"), "id, name"));
+    p.file(
+        "p.yaml",
+        &pipeline(
+            addr,
+            "",
+            &indent("url: /pages\npaginate: { page: {} }\nschema: { id: bigint, name: text }"),
+            "id, name",
+        ),
+    );
     p.ok(&["explain", "p.yaml"]);
     assert_eq!(seen.hits.load(Ordering::SeqCst), 1, "no request at all with a declared schema");
     p.ok(&["run", "p.yaml"]);
@@ -742,7 +808,10 @@ fn offset_and_page_pagination_fetch_pages_ahead_and_drop_those_past_the_end() {
     }
     for (route, api) in [
         ("/offset", "url: /offset\nrecords: $.results\nconcurrency: 4\npaginate: { offset: { limit: 10 } }"),
-        ("/page", "url: /page\nrecords: $.results\nconcurrency: 4\npaginate: { page: { size_param: per_page, size: 10 } }"),
+        (
+            "/page",
+            "url: /page\nrecords: $.results\nconcurrency: 4\npaginate: { page: { size_param: per_page, size: 10 } }",
+        ),
     ] {
         let load = Load::default();
         let app = match route {
@@ -755,6 +824,10 @@ fn offset_and_page_pagination_fetch_pages_ahead_and_drop_those_past_the_end() {
         p.ok(&["run", "p.yaml"]);
         expected_ids(&p, 1..=95);
         assert!(load.most.load(Ordering::SeqCst) >= 2, "{route}: pages were fetched one at a time");
-        assert_eq!(load.requests.load(Ordering::SeqCst), 12, "{route}: three rounds of four pages, the last two past the end");
+        assert_eq!(
+            load.requests.load(Ordering::SeqCst),
+            12,
+            "{route}: three rounds of four pages, the last two past the end"
+        );
     }
 }

@@ -24,7 +24,8 @@ fn example_orders_main_job() {
         ]
     );
     let dlq = p.dlq("pipeline.yaml");
-    let got: Vec<(&str, &str)> = dlq.iter().map(|d| (d["step"].as_str().unwrap(), d["error"].as_str().unwrap())).collect();
+    let got: Vec<(&str, &str)> =
+        dlq.iter().map(|d| (d["step"].as_str().unwrap(), d["error"].as_str().unwrap())).collect();
     assert_eq!(
         got,
         [
@@ -149,11 +150,15 @@ fn example_sql_monthly_spend_binds_variables() {
 fn example_fan_out_fan_in_reads_each_source_once() {
     let p = Project::example("fan_out_fan_in");
     p.ok(&["run", "pipeline.yaml"]);
-    assert_eq!(p.read("out/finance/orders.csv"), "order_id,customer,amount,source\n100,ada,10.0,web\n101,bob,25.0,web\n102,cy,7.25,web\n103,dee,40.0,store\n");
+    assert_eq!(
+        p.read("out/finance/orders.csv"),
+        "order_id,customer,amount,source\n100,ada,10.0,web\n101,bob,25.0,web\n102,cy,7.25,web\n103,dee,40.0,store\n"
+    );
     assert_eq!(parquet_rows(p.path().join("out/warehouse/orders.parquet")).len(), 4 + 4);
     let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--json"])).unwrap();
     let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--json"])).unwrap();
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--json"])).unwrap();
     let rows_out = |id: &str| steps.iter().find(|s| s["step"] == id).unwrap()["rows_out"].as_u64().unwrap();
     // Read by two loads, `merged` ran once: its sources were counted once, not twice.
     assert_eq!((rows_out("web_orders"), rows_out("store_orders"), rows_out("merged")), (3, 2, 4));
@@ -194,11 +199,16 @@ fn validate_points_at_line_and_column() {
 
     let out = validate_messages(
         &p,
-        &format!("{base}  a:\n    filter: {{ input: b, where: a > 1 }}\n  b:\n    filter: {{ input: a, where: a > 1 }}\n"),
+        &format!(
+            "{base}  a:\n    filter: {{ input: b, where: a > 1 }}\n  b:\n    filter: {{ input: a, where: a > 1 }}\n"
+        ),
     );
     assert!(out.contains("steps form a cycle: a -> b -> a"), "{out}");
 
-    let out = validate_messages(&p, "name: v\nconnections:\n  db: { kind: postgres, url: 'postgres://u:${WEIR_TEST_UNSET_PW}@h/db' }\nsteps:\n  src:\n    read_csv: { path: d.csv }\n");
+    let out = validate_messages(
+        &p,
+        "name: v\nconnections:\n  db: { kind: postgres, url: 'postgres://u:${WEIR_TEST_UNSET_PW}@h/db' }\nsteps:\n  src:\n    read_csv: { path: d.csv }\n",
+    );
     assert!(out.contains("p.yaml:3:30: connection `db` needs environment variable `WEIR_TEST_UNSET_PW`"), "{out}");
 
     let out = validate_messages(&p, &format!("variables:\n  n: {{ type: integer, default: ten }}\n{base}"));
@@ -272,7 +282,10 @@ fn missing_file_is_a_clear_error() {
     let p = Project::new();
     p.file("p.yaml", "name: missing\nsteps:\n  src:\n    read_csv: { path: data/nope.csv }\n  out:\n    write_csv: { input: src, path: o.csv }\n");
     let err = p.fails(&["run", "p.yaml"], 2);
-    assert!(err.contains("pipeline `missing`, step `src`: no such file or directory:") && err.contains("data/nope.csv"), "{err}");
+    assert!(
+        err.contains("pipeline `missing`, step `src`: no such file or directory:") && err.contains("data/nope.csv"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -324,7 +337,13 @@ fn state_advances_only_when_the_run_succeeds() {
     assert_eq!(p.ok(&["state", "get", "p.yaml"]).trim(), "cursor = 2024-01-05T00:00:00");
     // A failing run reads new rows but must not move the cursor past them.
     p.file("data/in.csv", "id,updated_at\n3,2024-02-01T00:00:00\n4,oops\n");
-    p.file("p.yaml", &p.read("p.yaml").replace("read_csv: { path: data/in.csv }", "read_csv: { path: data/in.csv, schema: { id: bigint, updated_at: timestamp } }"));
+    p.file(
+        "p.yaml",
+        &p.read("p.yaml").replace(
+            "read_csv: { path: data/in.csv }",
+            "read_csv: { path: data/in.csv, schema: { id: bigint, updated_at: timestamp } }",
+        ),
+    );
     p.fails(&["run", "p.yaml"], 2);
     assert_eq!(p.ok(&["state", "get", "p.yaml"]).trim(), "cursor = 2024-01-05T00:00:00");
     let files = std::fs::read_dir(p.path().join("out/o.csv")).unwrap().count();
@@ -469,7 +488,8 @@ fn json_logs_carry_the_seed_monitoring_lines() {
     assert!(messages.contains(&"Extracted 3 records"), "{messages:?}");
     assert!(messages.contains(&"Load complete: 3 inserted"), "{messages:?}");
     assert!(messages.iter().any(|m| m.starts_with("Pipeline finished in ")), "{messages:?}");
-    let finished = events.iter().find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Pipeline finished"))).unwrap();
+    let finished =
+        events.iter().find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Pipeline finished"))).unwrap();
     assert_eq!(finished["pipeline"], "mapping_cleaning");
 }
 
@@ -501,7 +521,8 @@ fn dedup_keeps_first_or_last_in_order() {
     // DataFusion's first_value: both must agree, NULLs last ascending and first descending.
     let ascending = [("first", "k,v\na,2\nb,4\nc,6\n"), ("last", "k,v\na,1\nb,4\nc,5\n")];
     let descending = [("first", "k,v\na,1\nb,4\nc,5\n"), ("last", "k,v\na,2\nb,4\nc,6\n")];
-    for (order_by, cases) in [("t", ascending), ("t, k", ascending), ("t DESC", descending), ("t DESC, k", descending)] {
+    for (order_by, cases) in [("t", ascending), ("t, k", ascending), ("t DESC", descending), ("t DESC, k", descending)]
+    {
         for (keep, expected) in cases {
             p.file(
                 "p.yaml",
@@ -543,7 +564,10 @@ fn backfill_runs_once_per_day_and_leaves_state_alone() {
     assert!(runs["runs"].as_array().unwrap().iter().all(|r| r["trigger"] == "backfill" && r["status"] == "success"));
     let id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
     let detail = p.ok(&["runs", "daily.yaml", "--run", &id, "--logs"]);
-    assert!(detail.contains("INFO  Extracted 5 records") && detail.contains("Pipeline finished in"), "the run's own log: {detail}");
+    assert!(
+        detail.contains("INFO  Extracted 5 records") && detail.contains("Pipeline finished in"),
+        "the run's own log: {detail}"
+    );
     let wrong = p.fails(&["backfill", "daily.yaml", "--var", "day", "--from", "2024-01-05", "--to", "2024-01-01"], 2);
     assert!(wrong.contains("--from 2024-01-05 is after --to 2024-01-01"), "{wrong}");
 }
@@ -572,7 +596,11 @@ fn dead_letters_kept_in_ndjson_files_list_replay_and_purge_like_the_embedded_sto
     let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
     assert!(log.contains("1 went through and were removed, 1 failed again"), "{log}");
     let left = p.dlq("p.yaml");
-    assert_eq!((left.len(), left[0]["record"]["id"].as_i64(), left[0]["retry_count"].as_i64()), (1, Some(2), Some(1)), "{left:?}");
+    assert_eq!(
+        (left.len(), left[0]["record"]["id"].as_i64(), left[0]["retry_count"].as_i64()),
+        (1, Some(2), Some(1)),
+        "{left:?}"
+    );
     assert!(p.read("dlq/orders.ndjson").contains(r#""retry_count":1"#));
     assert!(p.ok(&["dlq", "purge", "p.yaml", "--all"]).contains("purged 1"));
     assert_eq!(p.read("dlq/orders.ndjson"), "");
@@ -595,7 +623,10 @@ fn a_webhook_run_resumes_only_with_its_payload() {
 #[test]
 fn rows_a_map_fails_on_go_to_the_dead_letters_and_the_rest_go_on() {
     let p = Project::new();
-    p.file("data/in.csv", "id,day,qty\n1,2024-01-05,3\n2,not a date,4\n3,2024-02-30,5\n4,2024-03-01,99999999999\n5,2024-03-02,6\n");
+    p.file(
+        "data/in.csv",
+        "id,day,qty\n1,2024-01-05,3\n2,not a date,4\n3,2024-02-30,5\n4,2024-03-01,99999999999\n5,2024-03-02,6\n",
+    );
     let pipeline = |on_error: &str| {
         format!(
             "name: typed\nsteps:\n  src:\n    read_csv: {{ path: data/in.csv, schema: {{ id: bigint, day: text, qty: bigint }} }}\n  typed:\n    on_error: {on_error}\n    \
@@ -610,13 +641,19 @@ fn rows_a_map_fails_on_go_to_the_dead_letters_and_the_rest_go_on() {
     p.ok(&["run", "p.yaml"]);
     assert_eq!(p.read("out/o.csv"), "id,day,qty\n1,2024-01-05,3\n5,2024-03-02,6\n");
     let letters = p.dlq("p.yaml");
-    let set_aside: Vec<(i64, &str)> = letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap())).collect();
+    let set_aside: Vec<(i64, &str)> =
+        letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap())).collect();
     assert_eq!(set_aside.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 3, 4], "{set_aside:?}");
     assert!(set_aside[0].1.starts_with("`day`: ") && set_aside[2].1.starts_with("`qty`: "), "{set_aside:?}");
     assert_eq!(letters[0]["record"]["day"], "not a date", "the row as the map was given it");
 
     // The map learns to keep what it cannot read as NULL; the replay sends the three rows through it again.
-    p.file("p.yaml", &pipeline("dead_letter").replace("to_date(day)", "TRY_CAST(day AS DATE)").replace("CAST(qty AS INT)", "TRY_CAST(qty AS INT)"));
+    p.file(
+        "p.yaml",
+        &pipeline("dead_letter")
+            .replace("to_date(day)", "TRY_CAST(day AS DATE)")
+            .replace("CAST(qty AS INT)", "TRY_CAST(qty AS INT)"),
+    );
     let log = p.ok_log(&["dlq", "replay", "p.yaml"]);
     assert!(log.contains("3 went through and were removed, 0 failed again"), "{log}");
     assert_eq!(p.read("out/o.csv"), "id,day,qty\n2,,4\n3,,5\n4,2024-03-01,\n");

@@ -60,7 +60,10 @@ steps:
 "#,
     );
     let plan = p.ok(&["explain", "p.yaml"]);
-    assert!(plan.contains("ClickHouseScan: connection=ch, sql=SELECT `id`, `customer_id` FROM `orders` WHERE (`id` > 1)"), "{plan}");
+    assert!(
+        plan.contains("ClickHouseScan: connection=ch, sql=SELECT `id`, `customer_id` FROM `orders` WHERE (`id` > 1)"),
+        "{plan}"
+    );
     assert!(plan.contains("params=[p1=$since, p2=$who]"), "{plan}");
     let log = p.ok_log(&["run", "p.yaml", "--var", "who=x' OR 1=1) --"]);
     assert!(!log.contains(PASSWORD) && !plan.contains(PASSWORD), "{log}");
@@ -100,8 +103,18 @@ steps:
     );
     assert!(p.ok_log(&["run", "sync.yaml"]).contains("Extracted 3 records"));
     let copy = || ch.rows("SELECT id, note, amount, updated_at FROM shop.orders_copy FINAL ORDER BY id");
-    assert_eq!(copy(), ["1\tZoë 🦀 tab\\there\t25.00\t2024-01-05 08:00:00", "2\t\\N\t12.50\t2024-01-06 09:15:00", "3\tit\\'s\t\\N\t2024-01-07 10:30:00"]);
-    assert_eq!(ch.rows("SELECT engine, sorting_key FROM system.tables WHERE name = 'orders_copy'"), ["ReplacingMergeTree\tid"]);
+    assert_eq!(
+        copy(),
+        [
+            "1\tZoë 🦀 tab\\there\t25.00\t2024-01-05 08:00:00",
+            "2\t\\N\t12.50\t2024-01-06 09:15:00",
+            "3\tit\\'s\t\\N\t2024-01-07 10:30:00"
+        ]
+    );
+    assert_eq!(
+        ch.rows("SELECT engine, sorting_key FROM system.tables WHERE name = 'orders_copy'"),
+        ["ReplacingMergeTree\tid"]
+    );
 
     // The cursor moved: the next run reads what changed since, and the key's row is replaced.
     ch.exec("ALTER TABLE shop.orders DELETE WHERE id = 2");
@@ -133,7 +146,8 @@ fn modes_cdc_deletes_and_schema_evolution() {
     assert_eq!(rows("SELECT id, name FROM w.t FINAL ORDER BY id"), ["1\ta", "2\tb", "3\tc"]);
     p.ok(&["run", &file]);
     assert_eq!(rows("SELECT id, name, score FROM w.t FINAL ORDER BY id"), ["1\tA\t1.5", "3\tc\t\\N", "5\tE\t2.5"]);
-    let frozen = p.fails(&["run", &load_csv(&p, "clickhouse", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
+    let frozen =
+        p.fails(&["run", &load_csv(&p, "clickhouse", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
     assert!(frozen.contains("new column `extra` (Utf8)"), "{frozen}");
     p.ok(&["run", &load_csv(&p, "clickhouse", "id\n1\n5\n", "mode: delete, keys: [id]")]);
     assert_eq!(rows("SELECT id FROM w.t FINAL ORDER BY id"), ["3"]);
@@ -165,7 +179,10 @@ fn a_failed_run_leaves_no_rows_and_no_staging_table() {
     assert_eq!(ch.rows("SELECT count() FROM w.t"), ["0"]);
     // A value ClickHouse 18's DateTime cannot hold fails the load with the row and column, and nothing is left.
     let err = p.fails(
-        &["run", &load_csv(&p, "clickhouse", "id,at\n1,2024-01-01T00:00:00\n2,2024-01-01T00:00:00.5\n", "mode: append")],
+        &[
+            "run",
+            &load_csv(&p, "clickhouse", "id,at\n1,2024-01-01T00:00:00\n2,2024-01-01T00:00:00.5\n", "mode: append"),
+        ],
         2,
     );
     assert!(err.contains("row 2, column `at`: has a fraction of a second"), "{err}");

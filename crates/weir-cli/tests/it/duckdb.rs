@@ -12,8 +12,15 @@ fn project() -> Project {
          (2, 'Grace', 12.50, false, DATE '2024-01-06', TIMESTAMP '2024-01-06 09:15:00.25'), \
          (3, 'Ada', 30.10, true, NULL, TIMESTAMP '2024-01-07 10:30:00')",
     ];
-    let steps: String = statements.iter().enumerate().map(|(i, sql)| format!("  s{i}:\n    execute: {{ connection: db, sql: \"{sql}\" }}\n")).collect();
-    p.file("setup.yaml", &format!("name: setup\nconnections:\n  db: {{ kind: duckdb, url: \"duckdb://db.duckdb\" }}\nsteps:\n{steps}"));
+    let steps: String = statements
+        .iter()
+        .enumerate()
+        .map(|(i, sql)| format!("  s{i}:\n    execute: {{ connection: db, sql: \"{sql}\" }}\n"))
+        .collect();
+    p.file(
+        "setup.yaml",
+        &format!("name: setup\nconnections:\n  db: {{ kind: duckdb, url: \"duckdb://db.duckdb\" }}\nsteps:\n{steps}"),
+    );
     p.ok(&["run", "setup.yaml"]);
     p
 }
@@ -106,7 +113,10 @@ fn upsert_with_deletes_applies_the_last_event_per_key_then_delete_and_replace() 
     p.file("events.csv", "id\n1\n4\n");
     p.file("cdc.yaml", &pipeline("delete", ""));
     p.ok(&["run", "cdc.yaml"]);
-    assert_eq!(dump(&p, "orders", "id"), "id,customer,amount,paid,ordered,updated_at\n2,Grace,12.50,false,2024-01-06,2024-01-06T09:15:00.250\n");
+    assert_eq!(
+        dump(&p, "orders", "id"),
+        "id,customer,amount,paid,ordered,updated_at\n2,Grace,12.50,false,2024-01-06,2024-01-06T09:15:00.250\n"
+    );
 
     // A new input column is added to the table (schema_evolution: evolve, the default).
     p.file("events.csv", "id,customer,region\n7,Edsger,eu\n");
@@ -130,7 +140,10 @@ fn batched_loads_commit_with_checkpoints_and_a_failed_run_changes_nothing() {
     );
     p.ok(&["run", "load.yaml"]);
     assert_eq!(dump(&p, "(SELECT count(*) AS n, count(DISTINCT id) AS ids FROM people)", "n"), "n,ids\n2500,2500\n");
-    assert_eq!(dump(&p, "(SELECT batches, rows FROM weir_checkpoints WHERE pipeline = 'batched')", "batches"), "batches,rows\n3,2500\n");
+    assert_eq!(
+        dump(&p, "(SELECT batches, rows FROM weir_checkpoints WHERE pipeline = 'batched')", "batches"),
+        "batches,rows\n3,2500\n"
+    );
 
     // A run that fails after its load was prepared (a quality check) rolls the load back.
     p.file(

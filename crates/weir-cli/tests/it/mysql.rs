@@ -1,9 +1,9 @@
 //! `read_db` and `write_db` against the machine's real MariaDB (the `mysql` connection kind), one fresh database
 //! per test, and a pipeline that moves rows between PostgreSQL and MariaDB.
 
-use crate::common::{Project, load_csv, over_budget};
 use crate::common::mysql::TestMyDb;
 use crate::common::postgres::TestDb;
+use crate::common::{Project, load_csv, over_budget};
 
 const SOURCE: &str = "
 CREATE TABLE orders (
@@ -97,7 +97,12 @@ steps:
     );
     let plan = p.ok(&["explain", "p.yaml"]);
     assert!(plan.contains("params=[?=$who, ?=$who]"), "{plan}");
-    assert!(plan.contains("MySqlScan: connection=shop, sql=SELECT `id`, `amount`, `paid` FROM `orders` WHERE (`amount` > 20.00)"), "{plan}");
+    assert!(
+        plan.contains(
+            "MySqlScan: connection=shop, sql=SELECT `id`, `amount`, `paid` FROM `orders` WHERE (`amount` > 20.00)"
+        ),
+        "{plan}"
+    );
     p.ok(&["run", "p.yaml", "--var", "who=x' OR 1=1; DROP TABLE orders; -- "]);
     assert_eq!(p.read("out/named.csv"), "id\n");
     assert_eq!(p.read("out/big.csv"), "id\n1\n3\n");
@@ -114,7 +119,8 @@ fn modes_cdc_deletes_and_schema_evolution() {
     p.ok(&["run", &load_csv(&p, "mysql", events, "mode: upsert, keys: [id], delete_when: deleted")]);
     assert_eq!(db.rows("SELECT id, name, score FROM t ORDER BY id"), ["1|A|1.5", "3|c|NULL", "5|E|2.5"]);
 
-    let frozen = p.fails(&["run", &load_csv(&p, "mysql", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
+    let frozen =
+        p.fails(&["run", &load_csv(&p, "mysql", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
     assert!(frozen.contains("new column `extra` (Utf8)"), "{frozen}");
     p.ok(&["run", &load_csv(&p, "mysql", "id\n1\n5\n", "mode: delete, keys: [id]")]);
     assert_eq!(db.rows("SELECT id FROM t ORDER BY id"), ["3"]);
@@ -209,8 +215,16 @@ fn rows_mariadb_refuses_go_to_the_dead_letters() {
     db.exec(crate::common::REFUSING_TABLE);
     let p = Project::new().env("DB_URL", &db.url());
     let refused = crate::common::refused_rows(&p, "mysql");
-    assert!(refused[0].1.contains("Duplicate entry") && refused[1].1.contains("cannot be null") && refused[2].1.contains("CONSTRAINT"), "{refused:?}");
-    assert_eq!(db.rows("SELECT count(*), sum(amount) FROM t"), [format!("{}|{}", 1 + 197, 1 + (2..=200).sum::<i64>() - 17 - 50)]);
+    assert!(
+        refused[0].1.contains("Duplicate entry")
+            && refused[1].1.contains("cannot be null")
+            && refused[2].1.contains("CONSTRAINT"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        db.rows("SELECT count(*), sum(amount) FROM t"),
+        [format!("{}|{}", 1 + 197, 1 + (2..=200).sum::<i64>() - 17 - 50)]
+    );
 }
 
 #[test]
@@ -219,10 +233,10 @@ fn dead_letters_kept_in_a_mariadb_table_round_trip_through_replay() {
     let p = Project::new().env("DB_URL", &db.url());
     crate::common::dead_letter_table_pipeline(&p, "mysql", "ok: { positive: amount }");
     p.ok(&["run", "p.yaml"]);
-    assert_eq!(db.rows("SELECT step, record, retry_count FROM dlq ORDER BY id"), [
-        r#"checked|{"amount":-5,"id":2}|0"#,
-        r#"checked|{"amount":0,"id":3}|0"#,
-    ]);
+    assert_eq!(
+        db.rows("SELECT step, record, retry_count FROM dlq ORDER BY id"),
+        [r#"checked|{"amount":-5,"id":2}|0"#, r#"checked|{"amount":0,"id":3}|0"#,]
+    );
     let letters = p.dlq("p.yaml");
     assert_eq!(letters.len(), 2, "weir dlq reads the table");
     let id = letters[0]["id"].as_i64().unwrap().to_string();
@@ -242,7 +256,13 @@ fn a_narrower_column_is_widened_keeping_its_null_default_and_auto_increment() {
     let db = TestMyDb::new();
     db.exec("CREATE TABLE t (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL DEFAULT 7, f FLOAT)");
     let p = Project::new().env("DB_URL", &db.url());
-    let frozen = p.fails(&["run", &load_csv(&p, "mysql", "id,n,f\n3000000000,4000000000,1.25\n", "mode: append, schema_evolution: freeze")], 2);
+    let frozen = p.fails(
+        &[
+            "run",
+            &load_csv(&p, "mysql", "id,n,f\n3000000000,4000000000,1.25\n", "mode: append, schema_evolution: freeze"),
+        ],
+        2,
+    );
     assert!(frozen.contains("column `n`: the input has Int64, the table has long"), "{frozen}");
     p.ok(&["run", &load_csv(&p, "mysql", "id,n,f\n3000000000,4000000000,1.25\n", "mode: append")]);
     assert_eq!(db.rows("SELECT id, n, f FROM t"), ["3000000000|4000000000|1.25"]);
@@ -268,7 +288,10 @@ impl TlsMariaDb {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         crate::common::test_certificates(d);
-        let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
+        let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
         let data = d.join("data");
         let installed = std::process::Command::new("mariadb-install-db")
             .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
@@ -330,9 +353,15 @@ fn ssl_mode_encrypts_and_checks_the_server_certificate() {
     };
     assert_eq!(cipher("ssl-mode=DISABLED"), "\"\"", "not encrypted: an empty cipher");
     assert!(cipher("ssl-mode=REQUIRED").starts_with("TLS_"), "encrypted, certificate not checked");
-    assert!(cipher(&format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}")).starts_with("TLS_"), "signed by the CA, issued for 127.0.0.1");
+    assert!(
+        cipher(&format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}")).starts_with("TLS_"),
+        "signed by the CA, issued for 127.0.0.1"
+    );
 
     let err = project("ssl-mode=VERIFY_CA").fails(&["run", "p.yaml"], 2);
-    assert!(err.contains("connection `db`") && err.to_lowercase().contains("certificate"), "a CA the public roots do not hold:\n{err}");
+    assert!(
+        err.contains("connection `db`") && err.to_lowercase().contains("certificate"),
+        "a CA the public roots do not hold:\n{err}"
+    );
     assert!(!err.contains("attempts"), "a refused certificate is not retried:\n{err}");
 }

@@ -96,7 +96,8 @@ impl S3Server {
 
     fn keys(&self, prefix: &str) -> Vec<String> {
         let store = self.store();
-        let mut keys: Vec<String> = block_on(store.list(Some(&Path::from(prefix))).map_ok(|m| m.location.to_string()).try_collect()).unwrap();
+        let mut keys: Vec<String> =
+            block_on(store.list(Some(&Path::from(prefix))).map_ok(|m| m.location.to_string()).try_collect()).unwrap();
         keys.sort();
         keys
     }
@@ -134,7 +135,10 @@ fn hive_partitioned_csv_from_s3_to_parquet_and_partitioned_csv_on_s3() {
     );
     let csv_keys = s3.keys("out/csv");
     assert_eq!(csv_keys.len(), 2, "{csv_keys:?}");
-    assert!(csv_keys[0].starts_with("out/csv/region=eu/") && csv_keys[1].starts_with("out/csv/region=us/"), "{csv_keys:?}");
+    assert!(
+        csv_keys[0].starts_with("out/csv/region=eu/") && csv_keys[1].starts_with("out/csv/region=us/"),
+        "{csv_keys:?}"
+    );
     let eu = String::from_utf8(s3.get(&csv_keys[0])).unwrap();
     assert_eq!(eu, "id,amount\n1,10.5\n2,20.0\n");
 
@@ -186,9 +190,13 @@ fn a_large_file_streams_into_s3_and_appears_only_when_the_run_commits() {
     p.file("p.yaml", &pipeline("checks:\n  small: { step: rows, max_rows: 10 }\n"));
     p.fails(&["run", "p.yaml"], 2);
     assert!(s3.keys("out").is_empty(), "nothing visible under the final name");
-    let uploads = Command::new("curl").args(["-sf", &format!("{}/{}?uploads", s3.endpoint, s3.bucket)]).output().unwrap();
+    let uploads =
+        Command::new("curl").args(["-sf", &format!("{}/{}?uploads", s3.endpoint, s3.bucket)]).output().unwrap();
     let uploads = String::from_utf8_lossy(&uploads.stdout);
-    assert!(uploads.contains("ListMultipartUploadsResult") && !uploads.contains("<Upload>"), "no upload left open: {uploads}");
+    assert!(
+        uploads.contains("ListMultipartUploadsResult") && !uploads.contains("<Upload>"),
+        "no upload left open: {uploads}"
+    );
 
     p.file("p.yaml", &pipeline(""));
     p.ok(&["run", "p.yaml"]);
@@ -228,7 +236,17 @@ fn azure_blob_read_and_write_through_azurite() {
     let location = dir.path().to_str().unwrap();
     let (_azurite, port) = Process::start(
         "azurite-blob",
-        &["--blobHost", "127.0.0.1", "--blobPort", "{port}", "--location", location, "--skipApiVersionCheck", "--loose", "--silent"],
+        &[
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "{port}",
+            "--location",
+            location,
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ],
     );
     let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
     // Containers are made with Azure's own SDK (object_store has no call for it).
@@ -269,7 +287,9 @@ fn fake_gcs_server() -> String {
 
 /// A service-account key with `disable_oauth` is object_store's way to talk to an emulator without OAuth tokens.
 fn gcs_options(base: &str) -> String {
-    format!("{{ base_url: \"{base}\", service_account_key: '{{\"private_key\": \"\", \"private_key_id\": \"\", \"client_email\": \"\", \"disable_oauth\": true}}' }}")
+    format!(
+        "{{ base_url: \"{base}\", service_account_key: '{{\"private_key\": \"\", \"private_key_id\": \"\", \"client_email\": \"\", \"disable_oauth\": true}}' }}"
+    )
 }
 
 #[test]
@@ -278,16 +298,49 @@ fn gcs_reads_through_fake_gcs_server() {
     let root = dir.path().to_str().unwrap();
     let (_gcs, port) = Process::start(
         &fake_gcs_server(),
-        &["-scheme", "http", "-host", "127.0.0.1", "-port", "{port}", "-backend", "filesystem", "-filesystem-root", root, "-public-host", "127.0.0.1:{port}", "-external-url", "http://127.0.0.1:{port}"],
+        &[
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            "{port}",
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            root,
+            "-public-host",
+            "127.0.0.1:{port}",
+            "-external-url",
+            "http://127.0.0.1:{port}",
+        ],
     );
     let base = format!("http://127.0.0.1:{port}");
     until_ok(
-        Command::new("curl").args(["-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d", r#"{"name":"lake"}"#, &format!("{base}/storage/v1/b")]),
+        Command::new("curl").args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"name":"lake"}"#,
+            &format!("{base}/storage/v1/b"),
+        ]),
         "fake-gcs-server",
     );
-    for (name, body) in [("in/region=eu/a.json", "{\"id\": 1}\n{\"id\": 2}\n"), ("in/region=us/b.json", "{\"id\": 3}\n")] {
+    for (name, body) in
+        [("in/region=eu/a.json", "{\"id\": 1}\n{\"id\": 2}\n"), ("in/region=us/b.json", "{\"id\": 3}\n")]
+    {
         let url = format!("{base}/upload/storage/v1/b/lake/o?uploadType=media&name={name}");
-        assert!(Command::new("curl").args(["-sf", "-X", "POST", "--data-binary", body, &url]).stdout(Stdio::null()).status().unwrap().success());
+        assert!(
+            Command::new("curl")
+                .args(["-sf", "-X", "POST", "--data-binary", body, &url])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        );
     }
     let p = Project::new();
     p.file(
@@ -340,9 +393,14 @@ fn gcs_writes_stream_multipart_and_appear_only_when_the_run_commits() {
     };
     let big = String::from_utf8(gcs.object("lake/out/big.csv").expect("big.csv")).unwrap();
     assert!(sorted(&big) == sorted(&csv), "every row once");
-    std::fs::write(p.path().join("small.parquet"), gcs.object("lake/out/small.parquet").expect("small.parquet")).unwrap();
+    std::fs::write(p.path().join("small.parquet"), gcs.object("lake/out/small.parquet").expect("small.parquet"))
+        .unwrap();
     let rows = crate::common::parquet_rows(p.path().join("small.parquet"));
-    assert_eq!(rows[3..7], ["| 0  | eu     |", "| 1  | us     |", "| 2  | eu     |", "| 3  | us     |"].map(String::from), "{rows:#?}");
+    assert_eq!(
+        rows[3..7],
+        ["| 0  | eu     |", "| 1  | us     |", "| 2  | eu     |", "| 3  | us     |"].map(String::from),
+        "{rows:#?}"
+    );
     let partitions = gcs.names("lake/out/by/");
     assert_eq!(partitions.len(), 2, "{partitions:?}");
     assert!(partitions[0].starts_with("lake/out/by/region=eu/") && partitions[1].starts_with("lake/out/by/region=us/"));
@@ -437,7 +495,8 @@ fn a_download_longer_than_the_timeout_completes_and_a_stalled_one_fails() {
     use axum::http::header::CONTENT_LENGTH;
     use axum::routing::get;
     const CHUNKS: usize = 12;
-    let chunk = |i: usize| -> String { (i * 100..(i + 1) * 100).map(|n| format!("{n},{}\n", "x".repeat(40))).collect() };
+    let chunk =
+        |i: usize| -> String { (i * 100..(i + 1) * 100).map(|n| format!("{n},{}\n", "x".repeat(40))).collect() };
     let body: String = std::iter::once("id,pad\n".to_string()).chain((0..CHUNKS).map(chunk)).collect();
     let length = body.len();
     // Sends the body in pieces 250 ms apart (3 s in all); with `stall`, stops for 5 s halfway. Range requests get the
@@ -459,7 +518,8 @@ fn a_download_longer_than_the_timeout_completes_and_a_stalled_one_fails() {
         get(move || async move { ([(CONTENT_LENGTH, length.to_string())], trickle(stall)) })
             .head(move || async move { [(CONTENT_LENGTH, length.to_string())] })
     };
-    let addr = crate::common::serve(axum::Router::new().route("/slow.csv", serve(false)).route("/stalls.csv", serve(true)));
+    let addr =
+        crate::common::serve(axum::Router::new().route("/slow.csv", serve(false)).route("/stalls.csv", serve(true)));
     let p = Project::new();
     let pipeline = |file: &str| {
         format!(
@@ -477,7 +537,11 @@ fn a_download_longer_than_the_timeout_completes_and_a_stalled_one_fails() {
     p.file("p.yaml", &pipeline("stalls.csv"));
     let started = Instant::now();
     let err = p.fails(&["run", "p.yaml"], 2);
-    assert!(err.contains(&format!("cannot infer the columns of http://{addr}/stalls.csv: ")) && err.contains("no data for 1s"), "{err}");
+    assert!(
+        err.contains(&format!("cannot infer the columns of http://{addr}/stalls.csv: "))
+            && err.contains("no data for 1s"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5), "the stall is noticed after the timeout, not at its end");
 }
 
@@ -504,7 +568,10 @@ fn https_reads_verify_the_server_against_the_trusted_roots() {
     let serve_py = dir.join("serve.py").display().to_string();
     let (_server, port) = Process::start("python3", &[&serve_py, "{port}"]);
     let ca = dir.join("ca.pem").display().to_string();
-    until_ok(Command::new("curl").args(["-sf", "--cacert", &ca, &format!("https://127.0.0.1:{port}/orders.csv")]), "the HTTPS server");
+    until_ok(
+        Command::new("curl").args(["-sf", "--cacert", &ca, &format!("https://127.0.0.1:{port}/orders.csv")]),
+        "the HTTPS server",
+    );
 
     let p = Project::new();
     p.file(
@@ -512,7 +579,10 @@ fn https_reads_verify_the_server_against_the_trusted_roots() {
         &format!("name: over_https\nsteps:\n  orders:\n    read_csv: {{ path: \"https://127.0.0.1:{port}/orders.csv\" }}\n  out:\n    write_csv: {{ input: orders, path: out/o.csv }}\n"),
     );
     let untrusted = p.fails(&["run", "p.yaml"], 2);
-    assert!(untrusted.to_lowercase().contains("certificate"), "a server the trusted roots do not vouch for is refused:\n{untrusted}");
+    assert!(
+        untrusted.to_lowercase().contains("certificate"),
+        "a server the trusted roots do not vouch for is refused:\n{untrusted}"
+    );
     let p = p.env("SSL_CERT_FILE", &ca);
     p.ok(&["run", "p.yaml"]);
     assert_eq!(p.read("out/o.csv"), "id,amount\n1,10.5\n2,7.0\n");

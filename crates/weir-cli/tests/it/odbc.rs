@@ -1,8 +1,8 @@
 //! The ODBC connector for real: unixODBC with the PostgreSQL ODBC driver (Debian's `odbc-postgresql`) against the
 //! machine's PostgreSQL, one fresh database per test. Built with the `odbc` feature, as `scripts/test.sh` does.
 
-use crate::common::{Project, over_budget};
 use crate::common::postgres::TestDb;
+use crate::common::{Project, over_budget};
 
 fn odbc_url(db: &TestDb) -> String {
     format!("Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=5432;Database={};Uid=postgres;", db.name)

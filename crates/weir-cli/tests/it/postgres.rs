@@ -1,11 +1,14 @@
 //! `read_db` and `write_db` against the machine's real PostgreSQL, one fresh database per test.
 
-use crate::common::{Project, load_csv, over_budget};
 use crate::common::postgres::TestDb;
+use crate::common::{Project, load_csv, over_budget};
 
 /// A copy of `examples/postgres` with both of its connections pointed at `db`, after running its setup script.
 fn postgres_example(db: &TestDb) -> Project {
-    db.exec(&std::fs::read_to_string(format!("{}/../../examples/postgres/setup.sql", crate::common::manifest_dir())).unwrap());
+    db.exec(
+        &std::fs::read_to_string(format!("{}/../../examples/postgres/setup.sql", crate::common::manifest_dir()))
+            .unwrap(),
+    );
     Project::example("postgres").env("APP_DB_URL", &db.url()).env("WAREHOUSE_DB_URL", &db.url())
 }
 
@@ -18,7 +21,10 @@ fn example_full_sync_replaces_the_copy() {
     p.ok(&["run", "full_sync.yaml"]);
     assert_eq!(
         db.rows("SELECT id, name, email, country, created_at FROM warehouse.customers ORDER BY id"),
-        ["10|Ada Lovelace|ada@new.example|GB|2024-01-02 09:00:00+00", "12|Zoë Müller|zoe@example.de|DE|2024-01-04 11:45:00+00"]
+        [
+            "10|Ada Lovelace|ada@new.example|GB|2024-01-02 09:00:00+00",
+            "12|Zoë Müller|zoe@example.de|DE|2024-01-04 11:45:00+00"
+        ]
     );
     // The table Weir created carries the source's types.
     assert_eq!(
@@ -36,7 +42,10 @@ fn example_incremental_sync_reads_only_changes_and_upserts() {
     let p = postgres_example(&db);
     let first = p.ok_log(&["run", "incremental_sync.yaml"]);
     assert!(first.contains("Extracted 4 records"), "{first}");
-    assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = 2024-01-08T11:45:00Z");
+    assert_eq!(
+        p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(),
+        "last_sync = 2024-01-08T11:45:00Z"
+    );
 
     db.exec(
         "UPDATE orders SET status = 'refunded', updated_at = '2024-01-09 08:00:00+00' WHERE id = 2;
@@ -57,7 +66,10 @@ fn example_incremental_sync_reads_only_changes_and_upserts() {
     // Nothing changed: nothing extracted, the cursor stays.
     let third = p.ok_log(&["run", "incremental_sync.yaml"]);
     assert!(third.contains("Extracted 0 records"), "{third}");
-    assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = 2024-01-09T09:00:00Z");
+    assert_eq!(
+        p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(),
+        "last_sync = 2024-01-09T09:00:00Z"
+    );
 
     // A crash after the load committed but before the cursor did leaves the old cursor: the next run reads the
     // same rows again, and the upsert absorbs them without a duplicate.
@@ -125,7 +137,12 @@ steps:
 fn upsert_with_cdc_deletes_applies_the_last_event_per_key() {
     let db = TestDb::new();
     let p = Project::new().env("DB_URL", &db.url());
-    let file = load_csv(&p, "postgres", "id,name,deleted\n1,a,false\n2,b,false\n3,c,false\n", "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true");
+    let file = load_csv(
+        &p,
+        "postgres",
+        "id,name,deleted\n1,a,false\n2,b,false\n3,c,false\n",
+        "mode: upsert, keys: [id], delete_when: deleted, audit_columns: true",
+    );
     p.ok(&["run", &file]);
     assert_eq!(db.rows("SELECT id, name FROM t ORDER BY id"), ["1|a", "2|b", "3|c"]);
     // Key 1 updated, key 2 deleted, key 4 inserted then deleted, key 5 deleted then re-inserted.
@@ -138,7 +155,10 @@ fn upsert_with_cdc_deletes_applies_the_last_event_per_key() {
         db.rows("SELECT count(DISTINCT _weir_run_id), bool_and(_weir_loaded_at > now() - interval '1 hour') FROM t"),
         ["2|t"]
     );
-    assert_eq!(db.rows("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'deleted'"), ["0"]);
+    assert_eq!(
+        db.rows("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'deleted'"),
+        ["0"]
+    );
 }
 
 #[test]
@@ -150,10 +170,19 @@ fn append_delete_and_schema_evolution() {
     db.exec("ALTER TABLE t ALTER COLUMN id TYPE integer");
     p.ok(&["run", &load_csv(&p, "postgres", "id,name,score\n3000000000,c,1.5\n", "mode: append")]);
     assert_eq!(db.rows("SELECT id, name, score FROM t ORDER BY id"), ["1|a|NULL", "2|b|NULL", "3000000000|c|1.5"]);
-    assert_eq!(db.rows("SELECT data_type FROM information_schema.columns WHERE table_name = 't' AND column_name = 'id'"), ["bigint"]);
+    assert_eq!(
+        db.rows("SELECT data_type FROM information_schema.columns WHERE table_name = 't' AND column_name = 'id'"),
+        ["bigint"]
+    );
 
-    let frozen = p.fails(&["run", &load_csv(&p, "postgres", "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: freeze")], 2);
-    assert!(frozen.contains("step `out`") && frozen.contains("new column `extra` (Utf8)") && frozen.contains("frozen"), "{frozen}");
+    let frozen = p.fails(
+        &["run", &load_csv(&p, "postgres", "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: freeze")],
+        2,
+    );
+    assert!(
+        frozen.contains("step `out`") && frozen.contains("new column `extra` (Utf8)") && frozen.contains("frozen"),
+        "{frozen}"
+    );
     let mismatch = p.fails(&["run", &load_csv(&p, "postgres", "id,name,score\n4,d,high\n", "mode: append")], 2);
     assert!(mismatch.contains("column `score`: the input has Utf8, the table has float8"), "{mismatch}");
     p.ok(&["run", &load_csv(&p, "postgres", "id,name,extra\n4,d,x\n", "mode: append, schema_evolution: discard")]);
@@ -217,7 +246,10 @@ fn dry_run_shows_ddl_and_merge_and_changes_nothing() {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
     }
     assert_eq!(db.rows("SELECT to_regclass('warehouse.orders') IS NULL"), ["t"]);
-    assert_eq!(p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(), "last_sync = \"1970-01-01T00:00:00Z\" (default)");
+    assert_eq!(
+        p.ok(&["state", "get", "incremental_sync.yaml", "last_sync"]).trim(),
+        "last_sync = \"1970-01-01T00:00:00Z\" (default)"
+    );
     p.ok(&["run", "incremental_sync.yaml"]);
     assert_eq!(db.rows("SELECT count(*) FROM warehouse.orders"), ["4"]);
 }
@@ -261,10 +293,10 @@ fn dead_letters_kept_in_a_postgres_table_round_trip_through_replay() {
     let p = Project::new().env("DB_URL", &db.url());
     crate::common::dead_letter_table_pipeline(&p, "postgres", "ok: { positive: amount }");
     p.ok(&["run", "p.yaml"]);
-    assert_eq!(db.rows("SELECT step, record, retry_count FROM dlq ORDER BY id"), [
-        r#"checked|{"amount":-5,"id":2}|0"#,
-        r#"checked|{"amount":0,"id":3}|0"#,
-    ]);
+    assert_eq!(
+        db.rows("SELECT step, record, retry_count FROM dlq ORDER BY id"),
+        [r#"checked|{"amount":-5,"id":2}|0"#, r#"checked|{"amount":0,"id":3}|0"#,]
+    );
     assert_eq!(p.dlq("p.yaml").len(), 2, "weir dlq reads the table");
 
     crate::common::dead_letter_table_pipeline(&p, "postgres", "ok: { expr: \"amount > -100\" }");
@@ -319,7 +351,8 @@ fn a_state_store_in_postgres_keeps_runs_state_logs_and_dead_letters() {
 
     let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--json"])).unwrap();
     let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--json"])).unwrap();
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--json"])).unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(names.first(), Some(&"raw_orders"), "steps in the order they ran: {names:?}");
     assert!(p.ok(&["runs", "pipeline.yaml", "--run", &run_id, "--logs"]).contains("Run "), "log lines are kept");
@@ -338,7 +371,10 @@ fn a_state_store_in_postgres_keeps_runs_state_logs_and_dead_letters() {
     let out = p.fails(&["runs", "pipeline.yaml"], 2);
     assert!(out.contains("postgres://weir:***@127.0.0.1:1/state") && !out.contains("hunter2"), "{out}");
     let help = p.ok(&["serve", "--help"]);
-    assert!(help.contains("WEIR_STATE") && !help.contains("hunter2"), "--help names the variable, not its value:\n{help}");
+    assert!(
+        help.contains("WEIR_STATE") && !help.contains("hunter2"),
+        "--help names the variable, not its value:\n{help}"
+    );
 }
 
 #[test]
@@ -370,17 +406,28 @@ fn rows_the_database_refuses_go_to_the_dead_letters_and_replay_once_it_is_fixed(
 
     p.file("p.yaml", &pipeline("append", "dead_letter"));
     p.ok(&["run", "p.yaml"]);
-    assert_eq!(db.rows("SELECT count(*), sum(amount) FROM t"), [format!("{}|{}", 1 + 997, 1 + (2..=1000).sum::<i64>() - 17 - 500)]);
+    assert_eq!(
+        db.rows("SELECT count(*), sum(amount) FROM t"),
+        [format!("{}|{}", 1 + 997, 1 + (2..=1000).sum::<i64>() - 17 - 500)]
+    );
     let letters = p.dlq("p.yaml");
-    let mut refused: Vec<(i64, String)> =
-        letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap().to_string())).collect();
+    let mut refused: Vec<(i64, String)> = letters
+        .iter()
+        .map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap().to_string()))
+        .collect();
     refused.sort();
     assert_eq!(refused.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 17, 500], "{refused:?}");
-    assert!(refused[0].1.contains("duplicate key") && refused[1].1.contains("not-null") && refused[2].1.contains("t_amount_check"), "{refused:?}");
+    assert!(
+        refused[0].1.contains("duplicate key")
+            && refused[1].1.contains("not-null")
+            && refused[2].1.contains("t_amount_check"),
+        "{refused:?}"
+    );
     assert_eq!(letters[0]["step"], "out");
     let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--json"])).unwrap();
     let id = runs["runs"][0]["run_id"].as_str().unwrap();
-    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--run", id, "--json"])).unwrap();
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&["runs", "p.yaml", "--run", id, "--json"])).unwrap();
     let out = steps.iter().find(|s| s["step"] == "out").unwrap();
     assert_eq!((out["rows_out"].as_u64(), out["rows_invalid"].as_u64()), (Some(997), Some(3)), "{out}");
 
@@ -458,7 +505,11 @@ fn sslmode_encrypts_and_checks_the_server_certificate_as_libpq_does() {
     };
     let name = &db.name;
     assert_eq!(run(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=disable")), "encrypted\nfalse\n");
-    assert_eq!(run(format!("postgres://postgres@127.0.0.1:5432/{name}")), "encrypted\ntrue\n", "prefer, the default, encrypts");
+    assert_eq!(
+        run(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+        "encrypted\ntrue\n",
+        "prefer, the default, encrypts"
+    );
     assert_eq!(run(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=require")), "encrypted\ntrue\n");
     assert_eq!(
         run(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-ca&sslrootcert={snakeoil}")),
@@ -466,17 +517,26 @@ fn sslmode_encrypts_and_checks_the_server_certificate_as_libpq_does() {
         "verify-ca does not compare the name"
     );
     assert_eq!(
-        run(format!("postgres://postgres@localhost:5432/{name}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={snakeoil}")),
+        run(format!(
+            "postgres://postgres@localhost:5432/{name}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={snakeoil}"
+        )),
         "encrypted\ntrue\n",
         "verify-full: the certificate names localhost"
     );
 
     let refused = |url: String| project(&url).fails(&["run", "p.yaml"], 2);
     let err = refused(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-full&sslrootcert={snakeoil}"));
-    assert!(err.contains("connection `db`") && err.to_lowercase().contains("certificate"), "not issued for 127.0.0.1:\n{err}");
-    let err = refused(format!("postgres://postgres@localhost:5432/{name}?hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt"));
+    assert!(
+        err.contains("connection `db`") && err.to_lowercase().contains("certificate"),
+        "not issued for 127.0.0.1:\n{err}"
+    );
+    let err = refused(format!(
+        "postgres://postgres@localhost:5432/{name}?hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt"
+    ));
     assert!(err.contains("UnknownIssuer"), "the public roots did not sign the server's certificate:\n{err}");
     assert!(!err.contains("attempts"), "a refused certificate is not retried:\n{err}");
-    let err = refused(format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-ca&sslrootcert=/nonexistent/root.crt"));
+    let err = refused(format!(
+        "postgres://postgres@127.0.0.1:5432/{name}?sslmode=verify-ca&sslrootcert=/nonexistent/root.crt"
+    ));
     assert!(err.contains("sslrootcert /nonexistent/root.crt"), "{err}");
 }

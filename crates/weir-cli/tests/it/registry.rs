@@ -7,7 +7,12 @@ fn list_shows_step_kinds_and_connection_kinds_with_what_this_build_has() {
     let out = Project::new().ok(&["list"]);
     let (steps, connections) = out.split_once("Connection kinds:").expect("two tables");
     assert!(steps.contains("load       write_db"), "{out}");
-    let line = |kind: &str| connections.lines().find(|l| l.trim_start().starts_with(&format!("{kind} "))).unwrap_or_else(|| panic!("no {kind}: {out}"));
+    let line = |kind: &str| {
+        connections
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{kind} ")))
+            .unwrap_or_else(|| panic!("no {kind}: {out}"))
+    };
     assert!(line("postgres").contains("built") && line("postgres").contains("dead-letters, checkpoints"), "{out}");
     assert!(line("s3").contains("object store"), "{out}");
     let duckdb = line("duckdb");
@@ -30,7 +35,11 @@ fn misspelled_connection_options_and_kinds_are_pointed_at() {
     assert!(out.contains("did you mean `endpoint`?"), "{out}");
     assert!(out.contains("p.yaml:7:19: connection `lake`, option `allow_http`: `yes` is not a boolean"), "{out}");
     assert!(out.contains("p.yaml:8:16: connection `lake`, option `timeout`: `soon` is not a duration"), "{out}");
-    assert!(out.contains("p.yaml:10:11: connection `db`: unknown kind `postgress`") && out.contains("did you mean `postgres`?"), "{out}");
+    assert!(
+        out.contains("p.yaml:10:11: connection `db`: unknown kind `postgress`")
+            && out.contains("did you mean `postgres`?"),
+        "{out}"
+    );
     assert!(out.contains("p.yaml:15:16: connection `files`: `sftp` connections take no option `passwrd`"), "{out}");
 }
 
@@ -55,7 +64,10 @@ fn dead_letters_need_a_kind_that_can_hold_them() {
         "name: dl\nconnections:\n  ch: { kind: clickhouse, url: 'clickhouse://u@127.0.0.1:1/db' }\nsettings:\n  dead_letters: { connection: ch }\nsteps:\n  src:\n    read_csv: { path: d.csv }\n",
     );
     let out = p.fails(&["validate", "p.yaml"], 1);
-    assert!(out.contains("`clickhouse` connections cannot hold dead letters") && out.contains("postgres, mysql, sqlite"), "{out}");
+    assert!(
+        out.contains("`clickhouse` connections cannot hold dead letters") && out.contains("postgres, mysql, sqlite"),
+        "{out}"
+    );
 }
 
 #[test]

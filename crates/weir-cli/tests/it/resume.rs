@@ -158,7 +158,10 @@ fn a_killed_upsert_resumes_from_its_checkpoint() {
     assert_eq!(code, None, "killed by a signal");
 
     let committed: u64 = db.rows("SELECT count(*) FROM t")[0].parse().unwrap();
-    assert!((3 * BATCH..ROWS).contains(&committed) && committed.is_multiple_of(BATCH), "whole batches only: {committed}");
+    assert!(
+        (3 * BATCH..ROWS).contains(&committed) && committed.is_multiple_of(BATCH),
+        "whole batches only: {committed}"
+    );
     let p = p.env("DB_URL", &db.url());
     let runs = p.ok(&["runs", "load.yaml"]);
     assert!(runs.contains("interrupted"), "a killed run reads as interrupted:\n{runs}");
@@ -173,7 +176,8 @@ fn a_killed_upsert_resumes_from_its_checkpoint() {
 fn terminated_database_sessions_are_retried() {
     let db = TestDb::new();
     // Waits stay short (max_delay), so the retries do not outlast the test.
-    let p = project("postgres", "mode: append, retry: { max_attempts: 50, delay: 50ms, max_delay: 200ms }", "").env("DB_URL", &db.url());
+    let p = project("postgres", "mode: append, retry: { max_attempts: 50, delay: 50ms, max_delay: 200ms }", "")
+        .env("DB_URL", &db.url());
     let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", "load.yaml"]);
     run.wait_for("Committed batch 1 of 20");
     // Terminate Weir's busy sessions: watch closely until three were hit, then let the run finish.
@@ -200,7 +204,8 @@ fn terminated_database_sessions_are_retried() {
 #[test]
 fn a_whole_load_whose_session_is_terminated_starts_over_and_loads_every_row_once() {
     let db = TestDb::new();
-    let p = project("postgres", "mode: append, retry: { max_attempts: 5, delay: 50ms, max_delay: 200ms }", "").env("DB_URL", &db.url());
+    let p = project("postgres", "mode: append, retry: { max_attempts: 5, delay: 50ms, max_delay: 200ms }", "")
+        .env("DB_URL", &db.url());
     p.file("load.yaml", &p.read("load.yaml").replace(&format!("commit_every: {BATCH}"), "batch_size: 4096"));
     let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", "load.yaml"]);
     run.wait_for("Loading: COPY");
@@ -223,7 +228,8 @@ fn a_whole_load_whose_session_is_terminated_starts_over_and_loads_every_row_once
     assert!(p.retries("load.yaml", "out") > 0, "the run record counts the retry");
     let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
     let id = runs["runs"][0]["run_id"].as_str().unwrap();
-    let steps: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--run", id, "--json"])).unwrap();
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&["runs", "load.yaml", "--run", id, "--json"])).unwrap();
     let extract = steps.iter().find(|s| s["step"] == "rows").unwrap();
     assert_eq!(extract["rows_out"].as_u64(), Some(ROWS), "the extract's count started over with the load: {extract}");
 }
@@ -241,7 +247,11 @@ fn sigterm_cancels_between_checkpoints_and_resume_finishes() {
     assert!(log.contains("(in step `out`)"), "{log}");
 
     let db = rusqlite::Connection::open(p.path().join("dest.db")).unwrap();
-    let count = |db: &rusqlite::Connection| db.query_row(CHECK, [], |r| Ok(format!("{}|{}|{}", r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+    let count = |db: &rusqlite::Connection| {
+        db.query_row(CHECK, [], |r| {
+            Ok(format!("{}|{}|{}", r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+    };
     let committed: u64 = db.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
     assert!(committed >= 2 * BATCH && committed.is_multiple_of(BATCH), "whole batches only: {committed}");
     p.ok(&["run", "load.yaml", "--resume"]);
@@ -283,7 +293,8 @@ fn wait_for_one_successful_run(p: &Project, failure: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
-        let statuses: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+        let statuses: Vec<&str> =
+            runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
         if statuses == ["success"] {
             return;
         }
@@ -316,7 +327,9 @@ fn two_instances_share_a_postgres_store_fire_each_schedule_once_and_take_over_a_
         "name: tick\ntriggers:\n  - every: 1s\nsteps:\n  one:\n    read_csv: { path: data/one.csv }\n  out:\n    write_csv: { input: one, path: out/tick.csv }\n",
     );
     let env = [("DB_URL", db.url()), ("WEIR_STATE", db.url())];
-    let serve = |listen: &str| Running::start(&p, &env, &["serve", ".", "--listen", listen, "--lease-secs", "3", "--max-runs", "2"]);
+    let serve = |listen: &str| {
+        Running::start(&p, &env, &["serve", ".", "--listen", listen, "--lease-secs", "3", "--max-runs", "2"])
+    };
     let (listen_a, listen_b) = (free_listen(), free_listen());
     let mut a = serve(&listen_a);
     a.wait_for("Serving on");
@@ -332,7 +345,10 @@ fn two_instances_share_a_postgres_store_fire_each_schedule_once_and_take_over_a_
     wait_for_one_successful_run(&p, &format!("instance B did not finish A's run; A's log:\n{log_a}"));
     let _ = Command::new("kill").args(["-TERM", &b.child.id().to_string()]).status();
     let (_, log_b) = b.finish();
-    assert!(log_b.contains("batches before: going on from there") && !log_b.contains("committed 0 of"), "B went on from A's checkpoint:\n{log_b}");
+    assert!(
+        log_b.contains("batches before: going on from there") && !log_b.contains("committed 0 of"),
+        "B went on from A's checkpoint:\n{log_b}"
+    );
     assert_eq!(db.rows(CHECK), [expected()], "append mode: B loaded only the batches A had not committed");
 
     // Both instances ran `tick` every second: each fire was claimed by one of them and ran once.

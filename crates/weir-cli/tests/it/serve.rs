@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::postgres::TestDb;
+use crate::common::serve;
 use axum::Router;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use crate::common::postgres::TestDb;
-use crate::common::serve;
 use serde_json::{Value, json};
 
 /// Serves `/slow`: one record, after 700 ms, so `b` and `c` take long enough to be seen overlapping.
@@ -132,7 +132,8 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
     assert!(body["error"].as_str().unwrap().contains("month"), "{body}");
 
     // Accepted: the body's fields are the run's variables.
-    let (status, body) = server.post("/hooks/start-a", &[("Authorization", "Bearer s3cret")], r#"{"day":"2026-11-25"}"#).await;
+    let (status, body) =
+        server.post("/hooks/start-a", &[("Authorization", "Bearer s3cret")], r#"{"day":"2026-11-25"}"#).await;
     assert_eq!(status, 202, "{body}");
     let a = &server.runs("a", 1).await[0];
     let b = &server.runs("b", 1).await[0];
@@ -143,8 +144,14 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
     }
     assert_eq!(a["trigger"], "webhook");
     assert_eq!((b["trigger"].as_str(), c["trigger"].as_str()), (Some("after a"), Some("after a")));
-    assert!(time(b, "started_at") >= time(a, "ended_at") && time(c, "started_at") >= time(a, "ended_at"), "b and c wait for a");
-    assert!(time(b, "started_at") < time(c, "ended_at") && time(c, "started_at") < time(b, "ended_at"), "b and c overlap:\n{b}\n{c}");
+    assert!(
+        time(b, "started_at") >= time(a, "ended_at") && time(c, "started_at") >= time(a, "ended_at"),
+        "b and c wait for a"
+    );
+    assert!(
+        time(b, "started_at") < time(c, "ended_at") && time(c, "started_at") < time(b, "ended_at"),
+        "b and c overlap:\n{b}\n{c}"
+    );
     assert!(time(d, "started_at") >= time(b, "ended_at").max(time(c, "ended_at")), "d waits for both");
     assert!(dir.path().join("out/d.csv").exists());
 
@@ -172,7 +179,8 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
     assert_eq!(server.post("/api/runs/no-such-run/cancel", &[], "").await.0, 404);
 
     let pipelines = server.get("/api/pipelines").await;
-    let names: Vec<&str> = pipelines["pipelines"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        pipelines["pipelines"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "b", "c", "d"]);
     assert_eq!(pipelines["pipelines"][0]["last_run"]["status"], "success");
     let state = server.get("/api/pipelines/a/state").await;
@@ -192,7 +200,8 @@ async fn a_webhook_starts_a_chain_that_fans_out_and_joins() {
         if ops.get("get").is_none() {
             continue;
         }
-        let url = path.replace("{id}", run_id).replace("{name}", "a") + if path == "/api/dead-letters" { "?pipeline=a" } else { "" };
+        let url = path.replace("{id}", run_id).replace("{name}", "a")
+            + if path == "/api/dead-letters" { "?pipeline=a" } else { "" };
         let status = server.http.get(format!("{}{url}", server.base)).send().await.unwrap().status().as_u16();
         assert_eq!(status, 200, "GET {url}");
     }
@@ -215,7 +224,11 @@ async fn a_broken_edit_is_reported_and_the_previous_version_keeps_running() {
     let server = Server::start(dir.path()).await;
     // Wait for a later modification time than the one loaded.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    write(dir.path(), "d.yaml", "name: d\nsteps:\n  rows:\n    read_csv: { path: data/in.csv }\n  out:\n    write_csv: { input: nowhere, path: out/d.csv }\n");
+    write(
+        dir.path(),
+        "d.yaml",
+        "name: d\nsteps:\n  rows:\n    read_csv: { path: data/in.csv }\n  out:\n    write_csv: { input: nowhere, path: out/d.csv }\n",
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let pipelines = loop {
         let pipelines = server.get("/api/pipelines").await;
@@ -262,17 +275,30 @@ async fn ingest_and_cdc(db: std::sync::Arc<TestDb>) {
     let auth = [("Authorization", "Bearer t0k")];
 
     // The answer comes after the commit: the rows are there the moment it arrives.
-    let body = r#"{"records": [{"id": 1, "email": "a@x.io", "amount": 10.5}, {"id": 2, "email": "b@x.io", "amount": 3}]}"#;
+    let body =
+        r#"{"records": [{"id": 1, "email": "a@x.io", "amount": 10.5}, {"id": 2, "email": "b@x.io", "amount": 3}]}"#;
     let (status, reply) = server.post("/hooks/orders", &auth, body).await;
-    assert_eq!((status, reply["status"].as_str(), reply["records"].as_u64()), (200, Some("committed"), Some(2)), "{reply}");
-    let count = |db: std::sync::Arc<TestDb>, sql: &'static str| async move { tokio::task::spawn_blocking(move || db.rows(sql)).await.unwrap() };
-    assert_eq!(count(db.clone(), "SELECT id, email, amount FROM orders ORDER BY id").await, ["1|a@x.io|10.5", "2|b@x.io|3"]);
+    assert_eq!(
+        (status, reply["status"].as_str(), reply["records"].as_u64()),
+        (200, Some("committed"), Some(2)),
+        "{reply}"
+    );
+    let count = |db: std::sync::Arc<TestDb>, sql: &'static str| async move {
+        tokio::task::spawn_blocking(move || db.rows(sql)).await.unwrap()
+    };
+    assert_eq!(
+        count(db.clone(), "SELECT id, email, amount FROM orders ORDER BY id").await,
+        ["1|a@x.io|10.5", "2|b@x.io|3"]
+    );
 
     // A record that does not fit, or fails validation, is refused with the reason, and nothing of its request loads.
-    let (status, reply) = server.post("/hooks/orders", &auth, r#"{"records": [{"id": 3, "amount": 1}, {"id": 4, "amount": "lots"}]}"#).await;
+    let (status, reply) = server
+        .post("/hooks/orders", &auth, r#"{"records": [{"id": 3, "amount": 1}, {"id": 4, "amount": "lots"}]}"#)
+        .await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("record 2 does not fit"), "{reply}");
-    let (status, reply) = server.post("/hooks/orders", &auth, r#"{"records": [{"id": 5, "amount": 2}, {"id": 6, "amount": -1}]}"#).await;
+    let (status, reply) =
+        server.post("/hooks/orders", &auth, r#"{"records": [{"id": 5, "amount": 2}, {"id": 6, "amount": -1}]}"#).await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("amount_positive"), "{reply}");
     assert_eq!(count(db.clone(), "SELECT count(*) FROM orders").await, ["2"]);
@@ -321,17 +347,30 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
          state:\n  last_run: { type: timestamp, default: \"1970-01-01T00:00:00Z\", update: run_started_at }\n",
     );
     // A run that takes long enough to be seen going.
-    let slow = serve(Router::new().route("/slow", get(|| async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        axum::Json(json!({ "data": [] }))
-    })));
+    let slow = serve(Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            axum::Json(json!({ "data": [] }))
+        }),
+    ));
     write(
         dir.path(),
         "slow.yaml",
-        &format!("name: slow\nsteps:\n  rows:\n    read_api: {{ url: \"http://{slow}/slow\", records: $.data, timeout: 60s }}\n  out:\n    write_csv: {{ input: rows, path: out/slow.csv }}\n"),
+        &format!(
+            "name: slow\nsteps:\n  rows:\n    read_api: {{ url: \"http://{slow}/slow\", records: $.data, timeout: 60s }}\n  out:\n    write_csv: {{ input: rows, path: out/slow.csv }}\n"
+        ),
     );
-    write(dir.path(), "broken.yaml", "name: broken\nsteps:\n  a:\n    read_csv: { path: x.csv }\n  b:\n    write_csv: { input: nowhere, path: y.csv }\n");
-    write(dir.path(), "fails.yaml", "name: fails\nsteps:\n  rows:\n    read_csv: { path: data/missing.csv }\n  out:\n    write_csv: { input: rows, path: out/x.csv }\n");
+    write(
+        dir.path(),
+        "broken.yaml",
+        "name: broken\nsteps:\n  a:\n    read_csv: { path: x.csv }\n  b:\n    write_csv: { input: nowhere, path: y.csv }\n",
+    );
+    write(
+        dir.path(),
+        "fails.yaml",
+        "name: fails\nsteps:\n  rows:\n    read_csv: { path: data/missing.csv }\n  out:\n    write_csv: { input: rows, path: out/x.csv }\n",
+    );
     let server = Server::start(dir.path()).await;
     for _ in 0..2 {
         assert_eq!(server.post("/api/pipelines/orders/runs?wait=true", &[], "").await.0, 200);
@@ -352,7 +391,10 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
     let runs = server.get("/api/runs?pipeline=orders").await["runs"].as_array().unwrap().clone();
     let history = page("/pipeline/orders").await.unwrap();
     assert_eq!(history.matches("<rect").count(), 4, "two bars in each chart: {history}");
-    assert!(history.contains(r#"<tr data-state="last_run"><td>last_run</td><td>20"#) && history.contains("stored"), "{history}");
+    assert!(
+        history.contains(r#"<tr data-state="last_run"><td>last_run</td><td>20"#) && history.contains("stored"),
+        "{history}"
+    );
     assert!(history.contains(runs[0]["run_id"].as_str().unwrap()), "{history}");
 
     let ok_run = runs[0]["run_id"].as_str().unwrap().to_string();
@@ -364,7 +406,10 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
         assert!(ok_page.contains(&format!(r#"data-step="{step}" data-outcome="success""#)), "{step}: {ok_page}");
     }
     assert_eq!(ok_page.matches("<line").count(), 3, "rows → checked → summary → out: {ok_page}");
-    assert!(ok_page.contains("Transform complete: 2/4 valid") && ok_page.contains("Pipeline finished in"), "the run's log: {ok_page}");
+    assert!(
+        ok_page.contains("Transform complete: 2/4 valid") && ok_page.contains("Pipeline finished in"),
+        "the run's log: {ok_page}"
+    );
 
     let failed = server.get("/api/runs?pipeline=fails").await["runs"][0]["run_id"].as_str().unwrap().to_string();
     let failed_page = {

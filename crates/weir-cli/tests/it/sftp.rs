@@ -55,7 +55,8 @@ impl Sshd {
             assert!(started.elapsed() < Duration::from_secs(20), "sshd did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
+        let user =
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
         Self { process, port, dir, user }
     }
 
@@ -171,7 +172,10 @@ fn large_files_copy_both_ways_whole_and_new_files_are_picked_up() {
     );
     p.ok(&["run", "push.yaml"]);
     assert_eq!(files(&root), ["inbox/big.csv", "inbox/small/a.csv"]);
-    assert!(std::fs::read(root.join("inbox/big.csv")).unwrap() == big.as_bytes(), "the large file arrives byte for byte");
+    assert!(
+        std::fs::read(root.join("inbox/big.csv")).unwrap() == big.as_bytes(),
+        "the large file arrives byte for byte"
+    );
 
     p.file(
         "pull.yaml",
@@ -220,7 +224,10 @@ fn an_unknown_host_key_or_a_wrong_login_is_refused_with_the_reason() {
     };
     p.file("p.yaml", &pipeline(&sshd.connection(&empty)));
     let err = p.fails(&["run", "p.yaml"], 2);
-    assert!(err.contains("host key") && err.contains("SHA256:") && err.contains("ssh-keyscan"), "names the unknown key and the fix:\n{err}");
+    assert!(
+        err.contains("host key") && err.contains("SHA256:") && err.contains("ssh-keyscan"),
+        "names the unknown key and the fix:\n{err}"
+    );
 
     let fingerprint = String::from_utf8(
         Command::new("ssh-keygen").arg("-lf").arg(sshd.dir.path().join("host_key.pub")).output().unwrap().stdout,

@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::common::Project;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use crate::common::Project;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "token-1";
@@ -85,7 +85,8 @@ async fn graph(State(drive): State<Shared>, method: Method, uri: Uri, headers: H
         let (start, end) = range.to_str().unwrap().trim_start_matches("bytes=").split_once('-').unwrap();
         let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse::<usize>().unwrap().min(file.len() - 1));
         let content_range = format!("bytes {start}-{end}/{}", file.len());
-        return (StatusCode::PARTIAL_CONTENT, [("content-range", content_range)], file[start..=end].to_vec()).into_response();
+        return (StatusCode::PARTIAL_CONTENT, [("content-range", content_range)], file[start..=end].to_vec())
+            .into_response();
     }
     if let Some(id) = path.strip_prefix("/upload/") {
         assert!(headers.get("authorization").is_none(), "upload URLs are pre-authorised: no token is sent to them");
@@ -117,10 +118,15 @@ async fn graph(State(drive): State<Shared>, method: Method, uri: Uri, headers: H
             drive.throttled = true;
             return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response();
         }
-        return status(StatusCode::OK, json!({ "value": [{ "id": "b!other", "name": "Site Assets" }, { "id": DRIVE, "name": "Documents" }] }));
+        return status(
+            StatusCode::OK,
+            json!({ "value": [{ "id": "b!other", "name": "Site Assets" }, { "id": DRIVE, "name": "Documents" }] }),
+        );
     }
     let root = format!("/v1.0/drives/{DRIVE}/root");
-    let Some(rest) = path.strip_prefix(&root) else { return status(StatusCode::NOT_FOUND, json!({ "error": { "code": "itemNotFound" } })) };
+    let Some(rest) = path.strip_prefix(&root) else {
+        return status(StatusCode::NOT_FOUND, json!({ "error": { "code": "itemNotFound" } }));
+    };
     // `root`, `root/children`, `root:/a/b.csv`, `root:/a/b.csv:/content`, …
     let (item_path, action) = match rest {
         "" => (String::new(), ""),
@@ -166,13 +172,19 @@ async fn graph(State(drive): State<Shared>, method: Method, uri: Uri, headers: H
             let replace = request["item"]["@microsoft.graph.conflictBehavior"] == "replace";
             let id = drive.sessions.len() as u32 + drive.chunks.len() as u32 + 1;
             drive.sessions.insert(id, (item_path, replace, Vec::new()));
-            status(StatusCode::OK, json!({ "uploadUrl": format!("http://{host}/upload/{id}"), "expirationDateTime": "2026-12-01T00:00:00Z" }))
+            status(
+                StatusCode::OK,
+                json!({ "uploadUrl": format!("http://{host}/upload/{id}"), "expirationDateTime": "2026-12-01T00:00:00Z" }),
+            )
         }
         ("DELETE", "") => match drive.files.remove(&item_path) {
             Some(_) => StatusCode::NO_CONTENT.into_response(),
             None => status(StatusCode::NOT_FOUND, json!({ "error": { "code": "itemNotFound" } })),
         },
-        _ => status(StatusCode::BAD_REQUEST, json!({ "error": { "code": "invalidRequest", "message": format!("{method} {path}") } })),
+        _ => status(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": { "code": "invalidRequest", "message": format!("{method} {path}") } }),
+        ),
     }
 }
 

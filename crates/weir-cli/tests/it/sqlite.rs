@@ -124,7 +124,8 @@ fn modes_cdc_deletes_and_schema_evolution() {
     let events = "id,name,score,deleted\n1,A,1.5,false\n2,b,,true\n4,d,,false\n4,d,,true\n5,e,,true\n5,E,2.5,false\n";
     p.ok(&["run", &load_csv(&p, "sqlite", events, "mode: upsert, keys: [id], delete_when: deleted")]);
     assert_eq!(rows(&p, "SELECT id, name, score FROM t ORDER BY id"), ["1|A|1.5", "3|c|NULL", "5|E|2.5"]);
-    let frozen = p.fails(&["run", &load_csv(&p, "sqlite", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
+    let frozen =
+        p.fails(&["run", &load_csv(&p, "sqlite", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
     assert!(frozen.contains("new column `extra` (Utf8)"), "{frozen}");
     p.ok(&["run", &load_csv(&p, "sqlite", "id\n1\n5\n", "mode: delete, keys: [id]")]);
     assert_eq!(rows(&p, "SELECT id FROM t ORDER BY id"), ["3"]);
@@ -192,17 +193,28 @@ fn dead_letters_replay_through_the_fixed_pipeline_until_the_queue_is_empty() {
     let log = p.ok_log(&["dlq", "replay", "orders.yaml"]);
     assert!(log.contains("replayed 3 dead letters of `checked`"), "{log}");
     assert!(log.contains("1 went through and were removed, 2 failed again and stay"), "{log}");
-    assert_eq!(rows(&p, "SELECT id, email, amount FROM orders ORDER BY id"), ["1|a@x.io|10", "2|b@x.io|0", "4|d@x.io|7"]);
+    assert_eq!(
+        rows(&p, "SELECT id, email, amount FROM orders ORDER BY id"),
+        ["1|a@x.io|10", "2|b@x.io|0", "4|d@x.io|7"]
+    );
     let left = p.dlq("orders.yaml");
     let summary: Vec<String> = left
         .iter()
-        .map(|l| format!("{}|{}|{}", l["record"]["id"], l["retry_count"], l["error"].as_str().unwrap().contains("amount_not_negative")))
+        .map(|l| {
+            format!(
+                "{}|{}|{}",
+                l["record"]["id"],
+                l["retry_count"],
+                l["error"].as_str().unwrap().contains("amount_not_negative")
+            )
+        })
         .collect();
     assert_eq!(summary, ["3|1|true", "5|1|false"], "{left:?}");
 
     // A second fix lets everything through: the queue empties, and state never moved.
     validated_orders(&p, "amount_present: { required: [amount] }");
-    std::fs::write(p.path().join("orders.yaml"), p.read("orders.yaml").replace("pattern: '@'", "pattern: '.'")).unwrap();
+    std::fs::write(p.path().join("orders.yaml"), p.read("orders.yaml").replace("pattern: '@'", "pattern: '.'"))
+        .unwrap();
     let log = p.ok_log(&["dlq", "replay", "orders.yaml"]);
     assert!(log.contains("2 went through and were removed, 0 failed again"), "{log}");
     assert!(p.dlq("orders.yaml").is_empty());
@@ -227,7 +239,9 @@ fn dead_letters_kept_in_a_sqlite_table() {
         .replace("connections:\n", "connections:\n  dlq: { kind: sqlite, url: dlq.sqlite }\n");
     p.file("orders.yaml", &with_table);
     p.ok(&["run", "orders.yaml"]);
-    let dlq = |sql: &str| Connection::open(p.path().join("dlq.sqlite")).unwrap().query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
+    let dlq = |sql: &str| {
+        Connection::open(p.path().join("dlq.sqlite")).unwrap().query_row(sql, [], |r| r.get::<_, String>(0)).unwrap()
+    };
     assert_eq!(dlq("SELECT step || '|' || retry_count FROM weir_dead_letters"), "checked|0");
     assert_eq!(p.dlq("orders.yaml")[0]["record"]["id"], 2);
     assert!(p.ok(&["dlq", "purge", "orders.yaml", "--step", "checked"]).contains("purged 1"));
@@ -239,6 +253,14 @@ fn rows_sqlite_refuses_go_to_the_dead_letters() {
     let p = Project::new().env("DB_URL", "sqlite://db.sqlite");
     Connection::open(p.path().join("db.sqlite")).unwrap().execute_batch(crate::common::REFUSING_TABLE).unwrap();
     let refused = crate::common::refused_rows(&p, "sqlite");
-    assert!(refused[0].1.contains("UNIQUE constraint failed") && refused[1].1.contains("NOT NULL") && refused[2].1.contains("CHECK"), "{refused:?}");
-    assert_eq!(rows(&p, "SELECT count(*), sum(amount) FROM t"), [format!("{}|{}", 1 + 197, 1 + (2..=200).sum::<i64>() - 17 - 50)]);
+    assert!(
+        refused[0].1.contains("UNIQUE constraint failed")
+            && refused[1].1.contains("NOT NULL")
+            && refused[2].1.contains("CHECK"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        rows(&p, "SELECT count(*), sum(amount) FROM t"),
+        [format!("{}|{}", 1 + 197, 1 + (2..=200).sum::<i64>() - 17 - 50)]
+    );
 }

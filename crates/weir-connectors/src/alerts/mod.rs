@@ -34,7 +34,12 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     /// What the alerts report of a run: its error and failed step, and the records its steps counted.
-    pub fn of(pipeline: &Pipeline, metrics: &RunMetrics, result: &Result<RunReport, EngineError>, duration_ms: u64) -> Self {
+    pub fn of(
+        pipeline: &Pipeline,
+        metrics: &RunMetrics,
+        result: &Result<RunReport, EngineError>,
+        duration_ms: u64,
+    ) -> Self {
         let total = |category: Option<Category>, count: fn(&StepCounters) -> u64| -> u64 {
             let steps = pipeline.steps.iter().filter(|s| category.is_none_or(|c| s.kind.category() == c));
             steps.filter_map(|s| metrics.get(s.id())).map(|c| count(&c)).sum()
@@ -58,13 +63,17 @@ pub async fn send_alerts(pipeline: &Pipeline, outcome: &RunOutcome) {
         let event = match &outcome.error {
             Some(_) if alert.on.contains(&AlertOn::Failure) => "failure",
             None if alert.on.contains(&AlertOn::Check) && !outcome.failed_checks.is_empty() => "check",
-            None if alert.on.contains(&AlertOn::DeadLetters) && outcome.records_set_aside > alert.dead_letters_above => {
+            None if alert.on.contains(&AlertOn::DeadLetters)
+                && outcome.records_set_aside > alert.dead_letters_above =>
+            {
                 "dead_letters"
             }
             _ => continue,
         };
         let (which, sent) = match (&alert.slack, &alert.webhook, &alert.email) {
-            (Some(url), ..) => ("Slack", post(&url.value, json!({ "text": slack_text(pipeline.name(), event, outcome) })).await),
+            (Some(url), ..) => {
+                ("Slack", post(&url.value, json!({ "text": slack_text(pipeline.name(), event, outcome) })).await)
+            }
             (None, Some(url), _) => ("webhook", post(&url.value, webhook_body(pipeline.name(), event, outcome)).await),
             (None, None, Some(email)) => ("email", mail(email, pipeline.name(), event, outcome).await),
             (None, None, None) => continue,
@@ -81,7 +90,8 @@ async fn post(url: &str, body: serde_json::Value) -> Result<(), String> {
     let url = Url::parse(&url).map_err(|_| "the alert URL is not a URL".to_string())?;
     let retry = Retry { max_attempts: 3, delay: weir_spec::Duration(Duration::from_millis(200)), ..Retry::default() };
     // The URL of a Slack webhook is its secret.
-    let client = Client::new(Auth::None, Duration::from_secs(10), retry, None).map_err(|e| e.to_string())?.hiding_urls();
+    let client =
+        Client::new(Auth::None, Duration::from_secs(10), retry, None).map_err(|e| e.to_string())?.hiding_urls();
     let request = Request {
         method: Method::POST,
         url,
@@ -120,11 +130,15 @@ async fn mail(email: &EmailAlert, pipeline: &str, event: &str, outcome: &RunOutc
 }
 
 fn from_env(text: &str) -> Result<String, String> {
-    interpolate_env(text, |var| std::env::var(var).ok()).map_err(|var| format!("environment variable `{var}` is not set"))
+    interpolate_env(text, |var| std::env::var(var).ok())
+        .map_err(|var| format!("environment variable `{var}` is not set"))
 }
 
 fn slack_text(pipeline: &str, event: &str, o: &RunOutcome) -> String {
-    let processed = format!("Records processed: {} extracted, {} loaded, {} set aside.", o.records_extracted, o.records_loaded, o.records_set_aside);
+    let processed = format!(
+        "Records processed: {} extracted, {} loaded, {} set aside.",
+        o.records_extracted, o.records_loaded, o.records_set_aside
+    );
     match event {
         "failure" => format!(
             ":red_circle: Pipeline *{pipeline}* failed{}.\nError: {}\n{processed}",

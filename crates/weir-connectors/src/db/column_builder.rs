@@ -85,7 +85,8 @@ impl ColumnBuilder {
             Self::Float32(b) => b.append_value(v as f32),
             Self::Float64(b) => b.append_value(v as f64),
             Self::Decimal(b, s) => {
-                let scaled = 10i128.checked_pow(*s as u32).and_then(|p| (v as i128).checked_mul(p)).ok_or_else(range)?;
+                let scaled =
+                    10i128.checked_pow(*s as u32).and_then(|p| (v as i128).checked_mul(p)).ok_or_else(range)?;
                 b.append_value(scaled)
             }
             _ => return Err(format!("an integer cannot go into a {} column", self.type_name())),
@@ -99,7 +100,9 @@ impl ColumnBuilder {
                 b.append_value(v);
                 Ok(())
             }
-            _ => self.append_i64(i64::try_from(v).map_err(|_| format!("{v} is out of range for {}", self.type_name()))?),
+            _ => {
+                self.append_i64(i64::try_from(v).map_err(|_| format!("{v} is out of range for {}", self.type_name()))?)
+            }
         }
     }
 
@@ -148,7 +151,8 @@ impl ColumnBuilder {
         let bad = |what: &str| format!("`{text}` is not {what}");
         match self {
             Self::Date32(_) => {
-                let micros = timestamp_micros(&format!("{}T00:00:00Z", text.get(..10).unwrap_or(text))).ok_or_else(|| bad("a date"))?;
+                let micros = timestamp_micros(&format!("{}T00:00:00Z", text.get(..10).unwrap_or(text)))
+                    .ok_or_else(|| bad("a date"))?;
                 self.append_days(micros.div_euclid(86_400_000_000) as i32)
             }
             Self::Timestamp(..) => self.append_micros(timestamp_micros(text.trim()).ok_or_else(|| bad("a timestamp"))?),

@@ -24,7 +24,13 @@ pub trait LetterSession: Send + Sync + 'static {
     /// Runs `create` (of `table`, quoted) unless `created` says the table exists (then sets it), and `statements` in order in one
     /// transaction; returns the rows of the last query and the rows the others affected. Queries start with
     /// `SELECT` and return [`COLUMNS`].
-    fn run(&self, table: &str, create: &str, created: &AtomicBool, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)>;
+    fn run(
+        &self,
+        table: &str,
+        create: &str,
+        created: &AtomicBool,
+        statements: &[(String, Vec<Arg>)],
+    ) -> DlqResult<(Vec<DeadLetter>, u64)>;
 }
 
 /// The store for `table` through `session`.
@@ -85,7 +91,10 @@ pub fn mark_created(created: &AtomicBool) {
 impl<S: LetterSession> DeadLetters for Table<S> {
     fn add(&self, pipeline: &str, run_id: &str, letters: &[NewDeadLetter]) -> DlqResult<()> {
         let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let sql = format!("INSERT INTO {} (pipeline, run_id, step, record, error, origin, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)", self.table);
+        let sql = format!(
+            "INSERT INTO {} (pipeline, run_id, step, record, error, origin, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            self.table
+        );
         let statements: Vec<(String, Vec<Arg>)> = letters
             .iter()
             .map(|l| {
@@ -121,7 +130,8 @@ impl<S: LetterSession> DeadLetters for Table<S> {
 
     fn remove(&self, pipeline: &str, ids: &[i64]) -> DlqResult<usize> {
         let sql = format!("DELETE FROM {} WHERE pipeline = $1 AND id = $2", self.table);
-        let statements: Vec<_> = ids.iter().map(|id| (sql.clone(), vec![Arg::from(pipeline), Arg::from(*id)])).collect();
+        let statements: Vec<_> =
+            ids.iter().map(|id| (sql.clone(), vec![Arg::from(pipeline), Arg::from(*id)])).collect();
         Ok(self.run(&statements)?.1 as usize)
     }
 
@@ -134,4 +144,3 @@ impl<S: LetterSession> DeadLetters for Table<S> {
         self.run(&[(sql, params)]).map(drop)
     }
 }
-

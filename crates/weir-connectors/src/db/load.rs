@@ -2,13 +2,13 @@
 //! input has the key and delete-flag columns the step names.
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::lit;
-use datafusion::arrow::array::RecordBatch;
 use weir_engine::{NewDeadLetter, StepContext};
 use weir_spec::WriteDb;
 
@@ -40,7 +40,13 @@ pub fn refuse_row_by_row_errors(cx: &StepContext, system: &str) -> Result<()> {
 /// The dead letter of a row the destination refused: the row as the step was given it, the database's reason, and
 /// the row's place in the whole load (`position` counts this load call's rows from 1; batches before it are added).
 /// The place is the dead letter's identity when a batch is loaded again (see [`StepContext::reject`]).
-pub fn refused_letter(cx: &StepContext, record: serde_json::Value, position: u64, destination: (&str, &str), why: &str) -> NewDeadLetter {
+pub fn refused_letter(
+    cx: &StepContext,
+    record: serde_json::Value,
+    position: u64,
+    destination: (&str, &str),
+    why: &str,
+) -> NewDeadLetter {
     let (table, connection) = destination;
     let position = cx.batch.map_or(0, |b| b.rows_before) + position;
     NewDeadLetter {
@@ -53,7 +59,13 @@ pub fn refused_letter(cx: &StepContext, record: serde_json::Value, position: u64
 
 /// Hands the rows of `batch` the destination refused (`(row, reason)`) to the step's `on_error`, each without the
 /// audit columns Weir added; `before` rows of this load call came before the batch. Returns how many there were.
-pub fn reject_refused(cx: &StepContext, batch: &RecordBatch, refused: &[(usize, String)], before: u64, destination: (&str, &str)) -> Result<u64> {
+pub fn reject_refused(
+    cx: &StepContext,
+    batch: &RecordBatch,
+    refused: &[(usize, String)],
+    before: u64,
+    destination: (&str, &str),
+) -> Result<u64> {
     let letters = refused
         .iter()
         .map(|(row, why)| {
@@ -89,7 +101,12 @@ pub fn data_fields<'a>(spec: &WriteDb, schema: &'a Schema) -> Result<Vec<&'a Fie
 
 /// A database's column type for `field` (`ddl_type` is told whether the column is a key), or a plan error naming
 /// the column and the system when Weir has none.
-pub fn column_type(field: &Field, is_key: bool, system: &str, ddl_type: &dyn Fn(&DataType, bool) -> Option<String>) -> Result<String> {
+pub fn column_type(
+    field: &Field,
+    is_key: bool,
+    system: &str,
+    ddl_type: &dyn Fn(&DataType, bool) -> Option<String>,
+) -> Result<String> {
     ddl_type(field.data_type(), is_key).ok_or_else(|| {
         DataFusionError::Plan(format!(
             "column `{}` is {}, which has no {system} column type in Weir yet; cast it in a sql step",
@@ -125,7 +142,12 @@ pub fn column_definitions(
 /// every driver.
 pub fn canonical_type(ty: &DataType) -> DataType {
     match ty {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
         | DataType::UInt32 => DataType::Int64,
         DataType::UInt64 => DataType::UInt64,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,

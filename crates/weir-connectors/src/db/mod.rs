@@ -49,7 +49,12 @@ pub trait Database: Send + Sync {
 
     /// A dead-letter store in `table` (`settings.dead_letters: { connection, table }`), for kinds whose
     /// `can.dead_letters` is set.
-    fn dead_letter_table(&self, connection: ResolvedConnection, _table: &str, _base_dir: &Path) -> Result<Arc<dyn DeadLetters>> {
+    fn dead_letter_table(
+        &self,
+        connection: ResolvedConnection,
+        _table: &str,
+        _base_dir: &Path,
+    ) -> Result<Arc<dyn DeadLetters>> {
         Err(DataFusionError::Plan(format!("connection `{}` cannot hold dead letters", connection.name)))
     }
 }

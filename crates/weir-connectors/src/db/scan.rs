@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Column, plan_err};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, plan_err};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, TableType};
@@ -59,8 +59,11 @@ impl Flavor {
         match spec.relation() {
             Some(DbRelation::Table(table)) => Ok((self.quote_table(&cx.render(table)?), Vec::new())),
             Some(DbRelation::Query(query)) => {
-                let bound = bind_named(query.value.trim().trim_end_matches(';'), self.placeholders, &|n| cx.value(n).is_some())
-                    .map_err(|e| DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", "))))?;
+                let bound =
+                    bind_named(query.value.trim().trim_end_matches(';'), self.placeholders, &|n| cx.value(n).is_some())
+                        .map_err(|e| {
+                            DataFusionError::Plan(format!("{e}; declared: {}", cx.value_names().join(", ")))
+                        })?;
                 Ok((format!("({}) weir_q", bound.sql), bound.names))
             }
             None => plan_err!("a read_db step needs exactly one of `table` and `query`"),
@@ -91,7 +94,8 @@ impl Flavor {
 pub trait Query: fmt::Debug + Send + Sync + 'static {
     /// Runs `sql` (with the bound parameters) and sends its rows as batches of `schema` until the rows end or
     /// `tx` closes.
-    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()>;
+    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>)
+    -> Result<()>;
 }
 
 /// A table or query of a database; `from` comes from [`Flavor::relation`].
@@ -299,17 +303,26 @@ impl BatchSender {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| ColumnBuilder::new(f.data_type(), batch_size).expect("database sources only map to buildable types"))
+            .map(|f| {
+                ColumnBuilder::new(f.data_type(), batch_size).expect("database sources only map to buildable types")
+            })
             .collect();
         Self { schema, columns, rows: 0, batch_size, row_number: 0, tx }
     }
 
     /// Appends one row, column by column through `fill`. Returns false once nobody reads the batches any more.
-    pub async fn push(&mut self, mut fill: impl FnMut(usize, &mut ColumnBuilder) -> Result<(), String>) -> Result<bool> {
+    pub async fn push(
+        &mut self,
+        mut fill: impl FnMut(usize, &mut ColumnBuilder) -> Result<(), String>,
+    ) -> Result<bool> {
         self.row_number += 1;
         for (i, column) in self.columns.iter_mut().enumerate() {
             fill(i, column).map_err(|e| {
-                DataFusionError::Execution(format!("row {}, column `{}`: {e}", self.row_number, self.schema.field(i).name()))
+                DataFusionError::Execution(format!(
+                    "row {}, column `{}`: {e}",
+                    self.row_number,
+                    self.schema.field(i).name()
+                ))
             })?;
         }
         self.rows += 1;

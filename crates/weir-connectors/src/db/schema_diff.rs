@@ -58,7 +58,11 @@ pub fn plan(
         } else if policy == SchemaEvolution::Evolve && can_widen(column, input) {
             planned.push(((*field).clone(), ColumnChange::Widen));
         } else {
-            differences.push(format!("column `{}`: the input has {input}, the table has {}", field.name(), column.db_type));
+            differences.push(format!(
+                "column `{}`: the input has {input}, the table has {}",
+                field.name(),
+                column.db_type
+            ));
         }
     }
     if differences.is_empty() {
@@ -86,7 +90,8 @@ pub struct AddOnly {
 impl AddOnly {
     /// `CREATE TABLE` for `fields` under the name `quoted`, the keys `NOT NULL` and the primary key.
     pub fn create(&self, spec: &WriteDb, quoted: &str, fields: &[&Field]) -> Result<String, DataFusionError> {
-        let defs = crate::db::load::column_definitions(spec, fields, self.system, self.quote, &|ty, _| (self.ddl_type)(ty))?;
+        let defs =
+            crate::db::load::column_definitions(spec, fields, self.system, self.quote, &|ty, _| (self.ddl_type)(ty))?;
         Ok(format!("CREATE TABLE {quoted} ({defs})"))
     }
 

@@ -127,7 +127,10 @@ pub fn bind_values<V>(
     let values = bound
         .names
         .iter()
-        .map(|n| convert(cx.value(n).expect("bind_named checked the name")).map_err(|e| DataFusionError::Plan(format!("`${n}`: {e}"))))
+        .map(|n| {
+            convert(cx.value(n).expect("bind_named checked the name"))
+                .map_err(|e| DataFusionError::Plan(format!("`${n}`: {e}")))
+        })
         .collect::<Result<_, _>>()?;
     Ok((bound.sql, values))
 }
@@ -186,8 +189,12 @@ mod tests {
 
     #[test]
     fn external_table_columns_bind_once() {
-        let b = bind_named("a > $last_sync OR b > $last_sync AND c = $region", Style::ExternalTable, &|_| true).unwrap();
-        assert_eq!(b.sql, "a > (SELECT p1 FROM weir_params) OR b > (SELECT p1 FROM weir_params) AND c = (SELECT p2 FROM weir_params)");
+        let b =
+            bind_named("a > $last_sync OR b > $last_sync AND c = $region", Style::ExternalTable, &|_| true).unwrap();
+        assert_eq!(
+            b.sql,
+            "a > (SELECT p1 FROM weir_params) OR b > (SELECT p1 FROM weir_params) AND c = (SELECT p2 FROM weir_params)"
+        );
         assert_eq!(b.names, ["last_sync", "region"]);
     }
 

@@ -63,7 +63,9 @@ pub async fn list(spec: &ListFiles, cx: &StepContext) -> Result<Arc<dyn TablePro
             Arc::new(StringArray::from(paths)),
             Arc::new(StringArray::from(names)),
             Arc::new(Int64Array::from_iter_values(objects.iter().map(|m| m.size as i64))),
-            Arc::new(TimestampMicrosecondArray::from_iter_values(objects.iter().map(|m| m.last_modified.timestamp_micros()))),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                objects.iter().map(|m| m.last_modified.timestamp_micros()),
+            )),
         ],
     )?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
@@ -77,11 +79,13 @@ pub async fn copy(spec: &CopyFiles, cx: &StepContext, input: DataFrame) -> Resul
     }
     let destination = Remote::open(&format!("{}/", to.trim_end_matches('/')), spec.connection.as_ref(), cx)?;
     let mut files = Vec::new();
-    let mut stream = input.select_columns(&["path", "name"]).map_err(|e| {
-        DataFusionError::Plan(format!("copy_files reads the `path` and `name` columns of a list_files step: {e}"))
-    })?
-    .execute_stream()
-    .await?;
+    let mut stream = input
+        .select_columns(&["path", "name"])
+        .map_err(|e| {
+            DataFusionError::Plan(format!("copy_files reads the `path` and `name` columns of a list_files step: {e}"))
+        })?
+        .execute_stream()
+        .await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let text = |i: usize| batch.column(i).as_any().downcast_ref::<StringArray>().cloned();
@@ -115,7 +119,9 @@ impl PendingLoad for PendingCopy {
         let staging = self.cx.scratch_dir.join(format!("{}.copy", self.cx.step));
         let mut bytes = 0u64;
         for (i, (path, name)) in self.files.iter().enumerate() {
-            let failed = |e: DataFusionError| DataFusionError::Execution(format!("copying {path} to {}: {e}", self.destination.url));
+            let failed = |e: DataFusionError| {
+                DataFusionError::Execution(format!("copying {path} to {}: {e}", self.destination.url))
+            };
             let source = Remote::open(path, self.spec.from_connection.as_ref(), &self.cx)?;
             let local = staging.join(i.to_string());
             remote::download(&source, &source.prefix, &local).await.map_err(failed)?;

@@ -22,10 +22,10 @@ use tracing::info;
 use weir_engine::{NewDeadLetter, StepContext};
 use weir_spec::ReadCsv;
 
+use crate::db::types::parse_sql_type;
 use crate::files::paths::{self, InputFile};
 use crate::object_store::download as arriving;
 use crate::object_store::remote::{self, Arrival};
-use crate::db::types::parse_sql_type;
 
 /// The table of a `read_csv` step.
 pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
@@ -140,7 +140,8 @@ fn count_lines(path: &Path, bytes: u64) -> std::io::Result<u64> {
 }
 
 fn byte(c: char, what: &str) -> Result<u8> {
-    u8::try_from(c).map_err(|_| DataFusionError::Plan(format!("the CSV {what} must be a single-byte character, not `{c}`")))
+    u8::try_from(c)
+        .map_err(|_| DataFusionError::Plan(format!("the CSV {what} must be a single-byte character, not `{c}`")))
 }
 
 #[derive(Debug)]
@@ -367,7 +368,11 @@ impl<'a> FileReader<'a> {
                             (f.name().clone(), v)
                         })
                         .collect();
-                    let hint = if self.spec.schema.is_none() { " (type inferred; declare `schema:` to change it)" } else { "" };
+                    let hint = if self.spec.schema.is_none() {
+                        " (type inferred; declare `schema:` to change it)"
+                    } else {
+                        ""
+                    };
                     self.rejected.push(NewDeadLetter {
                         step: self.cx.step.clone(),
                         record: record.into(),

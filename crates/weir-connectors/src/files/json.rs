@@ -16,9 +16,9 @@ use weir_engine::StepContext;
 use weir_spec::{Compression, OrderedMap, ReadJson};
 
 use super::listing::listing_table;
+use crate::db::types::parse_sql_type;
 use crate::files::paths;
 use crate::object_store::remote;
-use crate::db::types::parse_sql_type;
 
 pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx, remote::Arrival::Whole).await?;
@@ -37,13 +37,19 @@ pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) 
             Compression::Zstd => FileCompressionType::ZSTD,
             _ => FileCompressionType::UNCOMPRESSED,
         });
-    let table = listing_table(session, &path, spec.hive_partitioning, Arc::new(format), declared_schema(spec.schema.as_ref())?).await?;
+    let table =
+        listing_table(session, &path, spec.hive_partitioning, Arc::new(format), declared_schema(spec.schema.as_ref())?)
+            .await?;
     flattened(session, table, spec.flatten)
 }
 
 /// A table over an NDJSON file Weir wrote to scratch (API pages, lookup answers): the declared schema, or one
 /// inferred from every record, so a field that first appears late is still a column.
-pub(crate) async fn spilled_ndjson(session: &SessionContext, path: &std::path::Path, schema: Option<SchemaRef>) -> Result<Arc<dyn TableProvider>> {
+pub(crate) async fn spilled_ndjson(
+    session: &SessionContext,
+    path: &std::path::Path,
+    schema: Option<SchemaRef>,
+) -> Result<Arc<dyn TableProvider>> {
     let format = JsonFormat::default().with_newline_delimited(true).with_schema_infer_max_rec(usize::MAX);
     listing_table(session, &path.to_string_lossy(), false, Arc::new(format), schema).await
 }
@@ -63,7 +69,11 @@ pub(crate) fn declared_schema(columns: Option<&OrderedMap<String>>) -> Result<Op
 }
 
 /// `table` as is, or with its nested objects turned into `parent.child` columns.
-pub(crate) fn flattened(session: &SessionContext, table: Arc<dyn TableProvider>, flatten: bool) -> Result<Arc<dyn TableProvider>> {
+pub(crate) fn flattened(
+    session: &SessionContext,
+    table: Arc<dyn TableProvider>,
+    flatten: bool,
+) -> Result<Arc<dyn TableProvider>> {
     if !flatten {
         return Ok(table);
     }

@@ -160,6 +160,8 @@ mod tests {
         let csv = list(&format!("{}/**/*.csv", root.display()), true).unwrap();
         assert_eq!(csv.len(), 1);
         assert_eq!(csv[0].partitions, vec![("day".to_string(), "2024-01-01".to_string())]);
-        assert!(list(&format!("{}/*.parquet", root.display()), false).unwrap_err().to_string().contains("matches no files"));
+        assert!(
+            list(&format!("{}/*.parquet", root.display()), false).unwrap_err().to_string().contains("matches no files")
+        );
     }
 }

@@ -16,9 +16,9 @@ use tracing::info;
 use weir_engine::{PendingLoad, StepContext};
 use weir_spec::{Step, StepKind, WriteMode};
 
+use crate::files::paths;
 use crate::object_store::deferred_upload::DeferredUpload;
 use crate::object_store::remote::{self, Remote};
-use crate::files::paths;
 
 /// Writes a load step's input to its temporary location.
 pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
@@ -27,7 +27,10 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
     let remote = if remote::is_remote(&rendered) { Some(Remote::open(&rendered, sink.connection, cx)?) } else { None };
     // A remote destination is written to the run's scratch directory and uploaded when the run commits.
     let dest = match &remote {
-        Some(_) => cx.scratch_dir.join(format!("{}.upload", cx.step)).join(rendered.rsplit('/').find(|s| !s.is_empty()).unwrap_or("output")),
+        Some(_) => cx
+            .scratch_dir
+            .join(format!("{}.upload", cx.step))
+            .join(rendered.rsplit('/').find(|s| !s.is_empty()).unwrap_or("output")),
         None => PathBuf::from(rendered),
     };
     let parent = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -44,15 +47,15 @@ pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Bo
     let held = match &remote {
         Some(remote) if !directory => {
             let held = Arc::new(DeferredUpload::new(remote.store.clone()));
-            let url = Url::parse(&format!("weir-held://{}", cx.step)).map_err(|e| DataFusionError::Plan(format!("step id as a URL host: {e}")))?;
+            let url = Url::parse(&format!("weir-held://{}", cx.step))
+                .map_err(|e| DataFusionError::Plan(format!("step id as a URL host: {e}")))?;
             input.task_ctx().runtime_env().register_object_store(&url, held.clone());
             Some((held, format!("{url}/{}", remote.prefix)))
         }
         _ => None,
     };
-    let options = DataFrameWriteOptions::new()
-        .with_single_file_output(!directory)
-        .with_partition_by(sink.partition_by.to_vec());
+    let options =
+        DataFrameWriteOptions::new().with_single_file_output(!directory).with_partition_by(sink.partition_by.to_vec());
     let target = match &held {
         Some((_, target)) => target.clone(),
         None if directory => format!("{}/", temp.display()),
@@ -148,11 +151,14 @@ impl PendingLoad for PendingFiles {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        let io = |what: &str, e: std::io::Error| DataFusionError::Execution(format!("{what} {}: {e}", self.dest.display()));
+        let io =
+            |what: &str, e: std::io::Error| DataFusionError::Execution(format!("{what} {}: {e}", self.dest.display()));
         match (self.directory, self.mode) {
             (false, _) => std::fs::rename(&self.temp, &self.dest).map_err(|e| io("cannot replace", e))?,
             // An empty input writes no file into a directory.
-            (true, _) if !self.temp.exists() => std::fs::create_dir_all(&self.dest).map_err(|e| io("cannot create", e))?,
+            (true, _) if !self.temp.exists() => {
+                std::fs::create_dir_all(&self.dest).map_err(|e| io("cannot create", e))?
+            }
             (true, WriteMode::Overwrite) => {
                 let old = self.temp.with_extension("old");
                 if self.dest.exists() {
@@ -188,7 +194,10 @@ impl PendingLoad for PendingStream {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.held.commit().await.map_err(|e| DataFusionError::Execution(format!("upload to {} failed: {e}", self.url)))?;
+        self.held
+            .commit()
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("upload to {} failed: {e}", self.url)))?;
         info!("Uploaded {}", self.url);
         Ok(())
     }
@@ -218,7 +227,8 @@ impl PendingLoad for PendingUpload {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         let store = &*self.remote.store;
-        let failed = |e: DataFusionError| DataFusionError::Execution(format!("upload to {} failed: {e}", self.remote.url));
+        let failed =
+            |e: DataFusionError| DataFusionError::Execution(format!("upload to {} failed: {e}", self.remote.url));
         // Replaced: every object under the prefix when overwriting; when appending, those an earlier attempt of this
         // run's load added.
         let mut old = remote::list_under(store, &self.remote.prefix).await.map_err(failed)?;
@@ -294,7 +304,6 @@ fn tagged(rel: &str, tag: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,7 +323,11 @@ mod tests {
             std::fs::write(temp.join(format!("day=1/{attempt}.csv")), attempt).unwrap();
             move_files(&temp, &dest, "weir-r1-out-").unwrap();
         }
-        assert_eq!(files(&dest), ["day=1/earlier-run.csv", "day=1/weir-r1-out-b.csv"], "the second attempt replaced the first");
+        assert_eq!(
+            files(&dest),
+            ["day=1/earlier-run.csv", "day=1/weir-r1-out-b.csv"],
+            "the second attempt replaced the first"
+        );
         assert_eq!(tagged("day=1/x.parquet", "t-"), "day=1/t-x.parquet");
     }
 }

@@ -53,11 +53,12 @@ impl Auth {
                 known.join(", ")
             )));
         }
-        let chosen: Vec<&str> = [("bearer_token", "bearer"), ("username", "basic"), ("api_key", "api_key"), ("token_url", "oauth2")]
-            .into_iter()
-            .filter(|(key, _)| conn.options.contains_key(*key))
-            .map(|(_, name)| name)
-            .collect();
+        let chosen: Vec<&str> =
+            [("bearer_token", "bearer"), ("username", "basic"), ("api_key", "api_key"), ("token_url", "oauth2")]
+                .into_iter()
+                .filter(|(key, _)| conn.options.contains_key(*key))
+                .map(|(_, name)| name)
+                .collect();
         if chosen.len() > 1 {
             return Err(DataFusionError::Plan(format!(
                 "connection `{}` sets options of several auth methods ({}); keep one",
@@ -99,7 +100,12 @@ impl Auth {
     }
 
     /// OAuth2 client credentials, for connections that name their options otherwise (SharePoint).
-    pub fn client_credentials(token_url: Secret, client_id: Secret, client_secret: Secret, scope: Option<Secret>) -> Self {
+    pub fn client_credentials(
+        token_url: Secret,
+        client_id: Secret,
+        client_secret: Secret,
+        scope: Option<Secret>,
+    ) -> Self {
         Auth::OAuth2(OAuth2 { token_url, client_id, client_secret, scope, token: Mutex::new(None) })
     }
 
@@ -141,11 +147,16 @@ impl OAuth2 {
             form.push(("scope", scope.expose()));
         }
         let failed = |why: String| DataFusionError::Execution(format!("OAuth2 token request failed: {why}"));
-        let response = http.post(self.token_url.expose()).form(&form).send().await.map_err(|e| failed(e.without_url().to_string()))?;
+        let response = http
+            .post(self.token_url.expose())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| failed(e.without_url().to_string()))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| failed(e.without_url().to_string()))?;
-        let body: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| failed(format!("HTTP {status}, and the body is not JSON: {e}")))?;
+        let body: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("HTTP {status}, and the body is not JSON: {e}")))?;
         if !status.is_success() {
             let reason = body.get("error").and_then(|e| e.as_str()).unwrap_or("no `error` field");
             return Err(failed(format!("HTTP {status}: {reason}")));

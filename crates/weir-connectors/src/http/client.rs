@@ -107,7 +107,11 @@ impl Client {
 
     /// As [`Client::send`], but a response with one of the `expected` failure statuses (a 404 that means "no such
     /// file") is an answer: returned at once, never retried.
-    pub async fn send_expecting(&self, request: &Request, expected: &[StatusCode]) -> Result<std::result::Result<Page, StatusCode>> {
+    pub async fn send_expecting(
+        &self,
+        request: &Request,
+        expected: &[StatusCode],
+    ) -> Result<std::result::Result<Page, StatusCode>> {
         let mut delays = weir_engine::retry_delays(&self.retry);
         let mut attempt = 1;
         loop {
@@ -119,8 +123,10 @@ impl Client {
                 Err(Failure::Status { status, .. }) if expected.contains(&status) => return Ok(Err(status)),
                 Err(failure) => failure,
             };
-            let unauthorized = matches!(&failure, Failure::Status { status, .. } if *status == StatusCode::UNAUTHORIZED);
-            let retry = if unauthorized { self.auth.on_unauthorized().await } else { failure.retryable(&self.retry.retry_on) };
+            let unauthorized =
+                matches!(&failure, Failure::Status { status, .. } if *status == StatusCode::UNAUTHORIZED);
+            let retry =
+                if unauthorized { self.auth.on_unauthorized().await } else { failure.retryable(&self.retry.retry_on) };
             let wait = match &failure {
                 Failure::Status { retry_after: Some(after), .. } => Some(*after.min(&self.retry.max_delay.0)),
                 _ => delays.next(),
@@ -128,7 +134,13 @@ impl Client {
             let url = self.shown(&request.url);
             match wait {
                 Some(wait) if retry && attempt < self.retry.max_attempts => {
-                    warn!(attempt, wait_ms = wait.as_millis() as u64, "{} {url}: {}; retrying", request.method, failure.describe());
+                    warn!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "{} {url}: {}; retrying",
+                        request.method,
+                        failure.describe()
+                    );
                     if let Some(counters) = &self.retries {
                         counters.add_retry();
                     }

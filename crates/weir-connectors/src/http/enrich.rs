@@ -34,7 +34,8 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
             return Err(DataFusionError::Plan(format!("key `{key}` is not a column of `{}`", spec.input.value)));
         }
     }
-    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
+    let (base, client) =
+        connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let lookup = Lookup {
         client,
         target: Target::new(base, cx.render(&spec.url)?)?,
@@ -65,7 +66,8 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
             .filter(|line| !line.is_empty())
             .map(|line| serde_json::from_slice(line).map_err(|e| DataFusionError::External(Box::new(e))))
             .collect::<Result<_>>()?;
-        let mut results = futures::stream::iter(keys.into_iter().map(|key| lookup.fetch(key))).buffer_unordered(spec.concurrency);
+        let mut results =
+            futures::stream::iter(keys.into_iter().map(|key| lookup.fetch(key))).buffer_unordered(spec.concurrency);
         while let Some(result) = results.next().await {
             looked_up += 1;
             match result? {
@@ -122,14 +124,10 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
     }
     let answers = answers.select(right)?;
     let right_keys: Vec<String> = spec.keys.iter().map(|k| format!("__weir_key_{k}")).collect();
-    let joined = input.join(
-        answers,
-        JoinType::Left,
-        &keys,
-        &right_keys.iter().map(String::as_str).collect::<Vec<_>>(),
-        None,
-    )?;
-    let output: Vec<Expr> = input_schema.fields().iter().map(|f| ident(f.name())).chain(added.iter().map(ident)).collect();
+    let joined =
+        input.join(answers, JoinType::Left, &keys, &right_keys.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    let output: Vec<Expr> =
+        input_schema.fields().iter().map(|f| ident(f.name())).chain(added.iter().map(ident)).collect();
     Ok(joined.select(output)?.into_view())
 }
 

@@ -20,8 +20,8 @@ use serde_json::Value;
 use weir_engine::StepContext;
 use weir_spec::{HttpMethod, Retry, Spanned};
 
-pub use kind::KIND;
 pub use enrich::table as enrich;
+pub use kind::KIND;
 pub use read::table;
 pub(crate) use read::{parse_path, select_records};
 pub use write::write;
@@ -70,7 +70,11 @@ enum Target {
 
 impl Target {
     fn new(base: Option<String>, url: String) -> Result<Self> {
-        Ok(if FIELD.is_match(&url) { Target::PerRecord { base, template: url } } else { Target::Fixed(absolute(base, &url)?) })
+        Ok(if FIELD.is_match(&url) {
+            Target::PerRecord { base, template: url }
+        } else {
+            Target::Fixed(absolute(base, &url)?)
+        })
     }
 
     /// The URL for a request about `first`, the (first) record it sends or looks up.
@@ -115,14 +119,20 @@ impl crate::object_store::StoreKind for WebFiles {
         &["http", "https"]
     }
 
-    fn build(&self, url: &Url, options: &[(&str, weir_engine::Secret)]) -> std::result::Result<std::sync::Arc<dyn object_store::ObjectStore>, String> {
+    fn build(
+        &self,
+        url: &Url,
+        options: &[(&str, weir_engine::Secret)],
+    ) -> std::result::Result<std::sync::Arc<dyn object_store::ObjectStore>, String> {
         use object_store::ClientConfigKey;
         let mut builder = object_store::http::HttpBuilder::new().with_url(url.origin().ascii_serialization());
         if url.scheme() == "http" {
             // The URL says plain HTTP; object_store refuses it unless told.
             builder = builder.with_config(ClientConfigKey::AllowHttp, "true");
         }
-        let builder = crate::object_store::configured(builder, options, |b, key: ClientConfigKey, value| b.with_config(key, value))?;
+        let builder = crate::object_store::configured(builder, options, |b, key: ClientConfigKey, value| {
+            b.with_config(key, value)
+        })?;
         Ok(std::sync::Arc::new(builder.build().map_err(|e| e.to_string())?))
     }
 }

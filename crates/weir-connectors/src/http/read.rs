@@ -12,8 +12,8 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use reqwest::header::LINK;
 use reqwest::Url;
+use reqwest::header::LINK;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 use tracing::{debug, info, warn};
@@ -26,12 +26,15 @@ use crate::files::json::{declared_schema, flattened, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(spec.schema.as_ref())?;
-    if cx.planning && let Some(schema) = declared {
+    if cx.planning
+        && let Some(schema) = declared
+    {
         // Planning needs only the columns, which the step declares.
         let table = Arc::new(MemTable::try_new(schema, vec![vec![]])?);
         return flattened(session, table, spec.flatten);
     }
-    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
+    let (base, client) =
+        connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let mut pager = Pager::new(spec)?;
     let mut request = pager.first(first_request(spec, cx, base)?);
     info!(step = %cx.step, "Starting extract from {}", request.url);
@@ -51,8 +54,10 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
             let page = answer?;
             pages += 1;
             let shown = &sent.url;
-            let body = parse_body(&page.body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
-            let records = pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+            let body = parse_body(&page.body)
+                .map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+            let records =
+                pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
             for record in &records {
                 serde_json::to_writer(&mut out, record).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 out.write_all(b"\n")?;
@@ -99,7 +104,8 @@ fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<String>) -> Resu
     let body = match &spec.body {
         Some(body) => {
             let text = cx.render(body)?;
-            serde_json::from_str::<Value>(&text).map_err(|e| DataFusionError::Plan(format!("`body` is not JSON: {e}")))?;
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| DataFusionError::Plan(format!("`body` is not JSON: {e}")))?;
             Some(Bytes::from(text))
         }
         None => None,
@@ -133,7 +139,9 @@ impl Pager {
     fn new(spec: &ReadApi) -> Result<Self> {
         let style = match &spec.paginate {
             None => None,
-            Some(Paginate::Cursor { param, from }) => Some(Style::Cursor { param: param.clone(), from: parse_path(from)? }),
+            Some(Paginate::Cursor { param, from }) => {
+                Some(Style::Cursor { param: param.clone(), from: parse_path(from)? })
+            }
             Some(Paginate::NextUrl(path)) => Some(Style::NextUrl(parse_path(path)?)),
             Some(Paginate::LinkHeader) => Some(Style::LinkHeader),
             Some(Paginate::Offset { param, limit_param, limit }) => {
@@ -178,7 +186,9 @@ impl Pager {
     fn ahead(&self, request: &Request, k: u64) -> Request {
         let mut later = request.clone();
         match &self.style {
-            Some(Style::Offset { param, limit, offset, .. }) => set_param(&mut later.url, param, &(offset + k * limit).to_string()),
+            Some(Style::Offset { param, limit, offset, .. }) => {
+                set_param(&mut later.url, param, &(offset + k * limit).to_string())
+            }
             Some(Style::Page { param, page, .. }) => set_param(&mut later.url, param, &(page + k).to_string()),
             _ => {}
         }
@@ -246,7 +256,10 @@ impl Pager {
 
 /// The nodes `path` selects in a response (a single array node stands for its elements), or without a path the
 /// response itself (its elements, if an array). Every record must be an object.
-pub(crate) fn select_records<'a>(body: &'a Value, path: Option<&JsonPath>) -> std::result::Result<Vec<&'a Value>, String> {
+pub(crate) fn select_records<'a>(
+    body: &'a Value,
+    path: Option<&JsonPath>,
+) -> std::result::Result<Vec<&'a Value>, String> {
     let nodes = match path {
         Some(path) => path.query(body).all(),
         None => vec![body],
@@ -276,7 +289,8 @@ fn not_an_array(body: &Value) -> String {
 
 /// Replaces (or adds) one query parameter.
 fn set_param(url: &mut Url, name: &str, value: &str) {
-    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     url.query_pairs_mut().clear().extend_pairs(kept).append_pair(name, value);
 }
 

@@ -23,9 +23,11 @@ use super::client::{Client, Request};
 use super::{Target, connect, method};
 
 pub async fn write(spec: &WriteApi, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
-    let (base, client) = connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
+    let (base, client) =
+        connect(cx, spec.connection.as_ref(), spec.timeout.0, spec.retry.as_ref(), spec.requests_per_second)?;
     let target = Target::new(base, cx.render(&spec.url)?)?;
-    let headers = spec.headers.iter().map(|(k, v)| Ok((k.to_string(), cx.render_str(v)?))).collect::<Result<Vec<_>>>()?;
+    let headers =
+        spec.headers.iter().map(|(k, v)| Ok((k.to_string(), cx.render_str(v)?))).collect::<Result<Vec<_>>>()?;
 
     std::fs::create_dir_all(&cx.scratch_dir)?;
     let staged = cx.scratch_dir.join(format!("{}.push.ndjson", cx.step));
@@ -68,7 +70,8 @@ impl PendingPush {
         let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| DataFusionError::External(Box::new(e)))?);
         let mut headers = self.headers.clone();
         if let Some(header) = &self.spec.idempotency_header {
-            let mut identity = format!("{}/{} {} {url} ", self.cx.pipeline, self.cx.step, method(self.spec.method)).into_bytes();
+            let mut identity =
+                format!("{}/{} {} {url} ", self.cx.pipeline, self.cx.step, method(self.spec.method)).into_bytes();
             identity.extend_from_slice(&body);
             headers.push((header.clone(), uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, &identity).to_string()));
         }
@@ -85,7 +88,12 @@ impl PendingPush {
     fn reject(&self, records: Vec<Value>, error: String, origin: Option<String>) -> Result<()> {
         let letters = records
             .into_iter()
-            .map(|record| NewDeadLetter { step: self.cx.step.clone(), record, error: error.clone(), origin: origin.clone() })
+            .map(|record| NewDeadLetter {
+                step: self.cx.step.clone(),
+                record,
+                error: error.clone(),
+                origin: origin.clone(),
+            })
             .collect();
         self.cx.reject(letters)
     }

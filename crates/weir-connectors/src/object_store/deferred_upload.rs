@@ -98,12 +98,21 @@ impl fmt::Debug for DeferredUpload {
 
 #[async_trait]
 impl ObjectStore for DeferredUpload {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.finished.lock().expect("held writes lock").push(Finished::Put(location.clone(), payload, opts));
         Ok(PutResult { e_tag: None, version: None })
     }
 
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let upload: OpenUpload = Arc::new(Mutex::new(Some(self.inner.put_multipart_opts(location, opts).await?)));
         self.finished.lock().expect("held writes lock").push(Finished::Upload(upload.clone()));
         Ok(Box::new(HeldUpload { upload, failure: self.failure.clone() }))
@@ -113,7 +122,10 @@ impl ObjectStore for DeferredUpload {
         self.inner.get_opts(location, options).await
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
         self.inner.delete_stream(locations)
     }
 
@@ -142,7 +154,11 @@ impl MultipartUpload for HeldUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let part = match self.upload.lock().expect("upload lock").as_mut() {
             Some(upload) => upload.put_part(data),
-            None => return Box::pin(async { Err(object_store::Error::Generic { store: "held", source: "the upload was aborted".into() }) }),
+            None => {
+                return Box::pin(async {
+                    Err(object_store::Error::Generic { store: "held", source: "the upload was aborted".into() })
+                });
+            }
         };
         let failure = self.failure.clone();
         Box::pin(async move {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::Duration;
 
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::remote::next_piece;
 
@@ -66,7 +66,14 @@ impl Download {
 
 /// Starts downloading `key` (of `size` bytes) into `local`, which exists when this returns; readers may open it
 /// at once. `url` names the object in errors; the download fails once no bytes have come for `idle`.
-pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url: String, idle: Duration) -> std::io::Result<()> {
+pub fn begin(
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    size: u64,
+    local: &Path,
+    url: String,
+    idle: Duration,
+) -> std::io::Result<()> {
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -103,7 +110,9 @@ pub fn begin(store: Arc<dyn ObjectStore>, key: Key, size: u64, local: &Path, url
             download.advance(written - told);
             match written == size {
                 true => Ok(()),
-                false => Err(Stop::Failed(format!("the object changed while it was read: {written} bytes arrived, {size} were listed"))),
+                false => Err(Stop::Failed(format!(
+                    "the object changed while it was read: {written} bytes arrived, {size} were listed"
+                ))),
             }
         });
         match copied {
@@ -188,7 +197,9 @@ impl Seek for ArrivingFile {
             SeekFrom::Current(delta) => self.at.checked_add_signed(delta),
             SeekFrom::End(delta) => self.download.size.checked_add_signed(delta),
         };
-        let at = at.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
+        let at = at.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the file")
+        })?;
         self.at = self.file.seek(SeekFrom::Start(at))?;
         Ok(self.at)
     }
@@ -196,8 +207,8 @@ impl Seek for ArrivingFile {
 
 #[cfg(test)]
 mod tests {
-    use object_store::memory::InMemory;
     use object_store::PutPayload;
+    use object_store::memory::InMemory;
 
     use super::*;
 
@@ -208,7 +219,8 @@ mod tests {
         store.put(&Key::from("big.csv"), PutPayload::from(data.clone())).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("big.csv");
-        begin(store, Key::from("big.csv"), data.len() as u64, &local, "mem://big.csv".into(), Duration::from_secs(30)).unwrap();
+        begin(store, Key::from("big.csv"), data.len() as u64, &local, "mem://big.csv".into(), Duration::from_secs(30))
+            .unwrap();
         let read = tokio::task::spawn_blocking(move || {
             assert_eq!(size(&local).unwrap(), 3_000_000);
             let mut tail = open(&local).unwrap();
@@ -253,7 +265,15 @@ mod tests {
         let config = ThrottleConfig { wait_get_per_call: std::time::Duration::from_millis(300), ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("run/big.csv");
-        begin(Arc::new(ThrottledStore::new(memory, config)), Key::from("big.csv"), 3 << 20, &local, "mem://big.csv".into(), Duration::from_secs(30)).unwrap();
+        begin(
+            Arc::new(ThrottledStore::new(memory, config)),
+            Key::from("big.csv"),
+            3 << 20,
+            &local,
+            "mem://big.csv".into(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
         let download = in_flight(&local).expect("registered while in flight");
         std::fs::remove_dir_all(dir.path().join("run")).unwrap();
         for _ in 0..50 {
@@ -273,7 +293,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("gone.csv");
         begin(store, Key::from("gone.csv"), 10, &local, "mem://gone.csv".into(), Duration::from_secs(30)).unwrap();
-        let err = tokio::task::spawn_blocking(move || open(&local).unwrap().read_to_end(&mut Vec::new()).unwrap_err()).await.unwrap();
+        let err = tokio::task::spawn_blocking(move || open(&local).unwrap().read_to_end(&mut Vec::new()).unwrap_err())
+            .await
+            .unwrap();
         assert!(err.to_string().starts_with("cannot download mem://gone.csv: "), "{err}");
     }
 }

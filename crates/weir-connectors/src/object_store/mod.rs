@@ -46,20 +46,38 @@ where
 
 /// The HTTP client settings every object_store-backed kind takes (object_store's `ClientConfigKey`).
 pub const CLIENT_OPTIONS: &[ConnectionOption] = &[
-    ConnectionOption::new("timeout", OptionType::Duration, "the longest wait for a request's answer and for a transfer's next bytes").default("30s"),
+    ConnectionOption::new(
+        "timeout",
+        OptionType::Duration,
+        "the longest wait for a request's answer and for a transfer's next bytes",
+    )
+    .default("30s"),
     ConnectionOption::new("connect_timeout", OptionType::Duration, "the longest wait for a connection").default("5s"),
     ConnectionOption::new("allow_http", OptionType::Bool, "allow plain-HTTP endpoints (test servers)").default("false"),
-    ConnectionOption::new("allow_invalid_certificates", OptionType::Bool, "accept any TLS certificate (never in production)").default("false"),
+    ConnectionOption::new(
+        "allow_invalid_certificates",
+        OptionType::Bool,
+        "accept any TLS certificate (never in production)",
+    )
+    .default("false"),
     ConnectionOption::new("proxy_url", OptionType::Url, "an HTTP proxy for every request"),
     ConnectionOption::new("proxy_ca_certificate", OptionType::Text, "the PEM certificate of the proxy's CA"),
     ConnectionOption::new("proxy_excludes", OptionType::Text, "hosts reached without the proxy, comma-separated"),
     ConnectionOption::new("user_agent", OptionType::Text, "the User-Agent header"),
-    ConnectionOption::new("default_content_type", OptionType::Text, "the Content-Type of uploads whose type is not known"),
+    ConnectionOption::new(
+        "default_content_type",
+        OptionType::Text,
+        "the Content-Type of uploads whose type is not known",
+    ),
     ConnectionOption::new("http1_only", OptionType::Bool, "speak HTTP/1 only").default("false"),
     ConnectionOption::new("http2_only", OptionType::Bool, "speak HTTP/2 only").default("false"),
     ConnectionOption::new("http2_keep_alive_interval", OptionType::Duration, "HTTP/2 keep-alive ping interval"),
     ConnectionOption::new("http2_keep_alive_timeout", OptionType::Duration, "HTTP/2 keep-alive ping timeout"),
-    ConnectionOption::new("http2_keep_alive_while_idle", OptionType::Bool, "HTTP/2 keep-alive pings on idle connections"),
+    ConnectionOption::new(
+        "http2_keep_alive_while_idle",
+        OptionType::Bool,
+        "HTTP/2 keep-alive pings on idle connections",
+    ),
     ConnectionOption::new("http2_max_frame_size", OptionType::Integer, "the largest HTTP/2 frame"),
     ConnectionOption::new("pool_idle_timeout", OptionType::Duration, "how long an idle pooled connection is kept"),
     ConnectionOption::new("pool_max_idle_per_host", OptionType::Integer, "idle pooled connections kept per host"),

@@ -67,13 +67,19 @@ impl Remote {
             // A local path, as a store rooted at its directory, so copies treat both ends alike.
             let local = LocalPath::new(if base.is_empty() { "." } else { base });
             let (root, key) = match local.is_file() {
-                true => (local.parent().unwrap_or(LocalPath::new(".")), local.file_name().map(|n| n.to_string_lossy().into_owned())),
+                true => (
+                    local.parent().unwrap_or(LocalPath::new(".")),
+                    local.file_name().map(|n| n.to_string_lossy().into_owned()),
+                ),
                 false => (local, None),
             };
             if !root.is_dir() {
                 return Err(DataFusionError::Plan(format!("no such file or directory: {}", root.display())));
             }
-            let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| DataFusionError::Plan(format!("{url}: {e}")))?);
+            let store: Arc<dyn ObjectStore> = Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| DataFusionError::Plan(format!("{url}: {e}")))?,
+            );
             let prefix = key.map_or_else(Path::default, Path::from);
             let (transfers, idle) = (store.clone(), DEFAULT_IDLE);
             return Ok(Self { store, transfers, idle, url: url.to_string(), base: base.to_string(), prefix, pattern });
@@ -124,7 +130,12 @@ impl Remote {
 
 /// A local path to read for `path`: itself when local, or a scratch copy of the objects it names. With
 /// [`Arrival::Streamed`] a single object is returned while it downloads (see `download.rs`).
-pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &StepContext, arrival: Arrival) -> Result<String> {
+pub async fn localize(
+    path: String,
+    connection: Option<&Spanned<String>>,
+    cx: &StepContext,
+    arrival: Arrival,
+) -> Result<String> {
     if !is_remote(&path) {
         return Ok(path);
     }
@@ -137,7 +148,14 @@ pub async fn localize(path: String, connection: Option<&Spanned<String>>, cx: &S
     };
     if let (Arrival::Streamed, [only]) = (arrival, objects.as_slice()) {
         let local = local_of(&only.location);
-        super::download::begin(remote.transfers.clone(), only.location.clone(), only.size, &local, remote.url.clone(), remote.idle)?;
+        super::download::begin(
+            remote.transfers.clone(),
+            only.location.clone(),
+            only.size,
+            &local,
+            remote.url.clone(),
+            remote.idle,
+        )?;
         info!(step = %cx.step, bytes = only.size, "Reading {path} as it downloads");
     } else {
         let mut bytes = 0u64;
@@ -183,7 +201,10 @@ pub async fn download(remote: &Remote, object: &Path, local: &LocalPath) -> Resu
 }
 
 /// The next piece of an object's body, or an error once none has come for `idle`.
-pub async fn next_piece(body: &mut BoxStream<'static, object_store::Result<Bytes>>, idle: Duration) -> Option<Result<Bytes, String>> {
+pub async fn next_piece(
+    body: &mut BoxStream<'static, object_store::Result<Bytes>>,
+    idle: Duration,
+) -> Option<Result<Bytes, String>> {
     match tokio::time::timeout(idle, body.next()).await {
         Ok(piece) => piece.map(|p| p.map_err(|e| with_causes(&e))),
         Err(_) => Some(Err(format!("no data for {}", humantime::format_duration(idle)))),
@@ -207,11 +228,14 @@ enum Limit {
 
 /// The connection's `timeout`, the longest wait for a transfer's next bytes.
 fn idle_limit(conn: Option<&ResolvedConnection>) -> Result<Duration> {
-    let Some((name, value)) = conn.and_then(|c| c.options.iter().find(|(k, _)| k.eq_ignore_ascii_case("timeout")).map(|(_, v)| (&c.name, v))) else {
+    let Some((name, value)) =
+        conn.and_then(|c| c.options.iter().find(|(k, _)| k.eq_ignore_ascii_case("timeout")).map(|(_, v)| (&c.name, v)))
+    else {
         return Ok(DEFAULT_IDLE);
     };
-    humantime::parse_duration(value.expose())
-        .map_err(|e| DataFusionError::Plan(format!("connection `{name}`: `timeout` is not a duration such as 30s or 5m: {e}")))
+    humantime::parse_duration(value.expose()).map_err(|e| {
+        DataFusionError::Plan(format!("connection `{name}`: `timeout` is not a duration such as 30s or 5m: {e}"))
+    })
 }
 
 /// Uploads a local file to `key`: a file of up to one part in a single PUT, a larger one in parts. Either way the
@@ -266,7 +290,8 @@ pub fn relative(prefix: &Path, location: &Path) -> String {
 }
 
 fn build_store(url: &Url, conn: Option<&ResolvedConnection>, limit: Limit) -> Result<Arc<dyn ObjectStore>> {
-    let mut options: Vec<(&str, Secret)> = conn.map(|c| c.options.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()).unwrap_or_default();
+    let mut options: Vec<(&str, Secret)> =
+        conn.map(|c| c.options.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()).unwrap_or_default();
     if limit == Limit::Idle {
         options.retain(|(k, _)| !k.eq_ignore_ascii_case("timeout"));
         options.insert(0, ("timeout", Secret::new(NO_LIMIT.to_string())));

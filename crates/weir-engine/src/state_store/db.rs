@@ -253,7 +253,9 @@ impl Row {
         match self.column(i)? {
             Val::Null => Ok(None),
             Val::Int(n) => Ok(Some(*n)),
-            Val::Text(t) => t.parse().map(Some).map_err(|_| StateError::Shape(format!("column {i} is not a number: {t}"))),
+            Val::Text(t) => {
+                t.parse().map(Some).map_err(|_| StateError::Shape(format!("column {i} is not a number: {t}")))
+            }
         }
     }
 }

@@ -97,7 +97,9 @@ fn ago(age: Duration) -> String {
 
 /// This machine's name, for instance names and the instances table.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// How long a claimed fire whose run has not started yet holds the pipeline's place (see
@@ -158,7 +160,15 @@ impl StateStore {
             db.execute(
                 "INSERT INTO runs (run_id, pipeline, trigger, status, started_at, variables, pid, instance)
                  VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
-                args![run_id, pipeline, trigger, now(), variables.to_string(), i64::from(std::process::id()), &self.instance],
+                args![
+                    run_id,
+                    pipeline,
+                    trigger,
+                    now(),
+                    variables.to_string(),
+                    i64::from(std::process::id()),
+                    &self.instance
+                ],
             )
         })?;
         Ok(())
@@ -264,7 +274,10 @@ impl StateStore {
             match fired.map(|r| r.opt_text(0)).transpose()?.flatten() {
                 Some(due) => Ok(Some(due)),
                 None => db
-                    .query_opt("SELECT max(started_at) FROM runs WHERE pipeline = ?1 AND trigger = 'schedule'", args![pipeline])?
+                    .query_opt(
+                        "SELECT max(started_at) FROM runs WHERE pipeline = ?1 AND trigger = 'schedule'",
+                        args![pipeline],
+                    )?
                     .map(|r| r.opt_text(0))
                     .transpose()
                     .map(Option::flatten),
@@ -312,9 +325,12 @@ impl StateStore {
             _ => {}
         }
         if let Some(later) = later {
-            return Err(format!("run {run_id} of `{pipeline}` was followed by run {later}, which succeeded; resuming would move state back"));
+            return Err(format!(
+                "run {run_id} of `{pipeline}` was followed by run {later}, which succeeded; resuming would move state back"
+            ));
         }
-        let variables = serde_json::from_str(&variables).map_err(|e| format!("run {run_id}: stored variables are unreadable: {e}"))?;
+        let variables = serde_json::from_str(&variables)
+            .map_err(|e| format!("run {run_id}: stored variables are unreadable: {e}"))?;
         Ok(ResumableRun { run_id, started_at, variables })
     }
 
@@ -333,7 +349,10 @@ impl StateStore {
     /// Appends one log line of a run.
     pub fn add_run_log(&self, run_id: &str, level: &str, message: &str) -> Result<()> {
         self.tx(|db| {
-            db.execute("INSERT INTO run_logs (run_id, at, level, message) VALUES (?1, ?2, ?3, ?4)", args![run_id, now(), level, message])
+            db.execute(
+                "INSERT INTO run_logs (run_id, at, level, message) VALUES (?1, ?2, ?3, ?4)",
+                args![run_id, now(), level, message],
+            )
         })?;
         Ok(())
     }
@@ -356,7 +375,14 @@ impl StateStore {
                     "INSERT INTO checks (run_id, name, step, severity, passed, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (run_id, name) DO UPDATE SET step = excluded.step, severity = excluded.severity,
                          passed = excluded.passed, message = excluded.message",
-                    args![run_id, &r.name, &r.step, format!("{:?}", r.severity).to_lowercase(), r.passed(), r.message()],
+                    args![
+                        run_id,
+                        &r.name,
+                        &r.step,
+                        format!("{:?}", r.severity).to_lowercase(),
+                        r.passed(),
+                        r.message()
+                    ],
                 )?;
             }
             Ok(())
@@ -366,18 +392,32 @@ impl StateStore {
     /// A run's checks by name.
     pub fn checks(&self, run_id: &str) -> Result<Vec<CheckRecord>> {
         self.tx(|db| {
-            db.query("SELECT name, step, severity, passed, message FROM checks WHERE run_id = ?1 ORDER BY name", args![run_id])?
-                .iter()
-                .map(|r| {
-                    Ok(CheckRecord { name: r.text(0)?, step: r.text(1)?, severity: r.text(2)?, passed: r.int(3)? != 0, message: r.text(4)? })
+            db.query(
+                "SELECT name, step, severity, passed, message FROM checks WHERE run_id = ?1 ORDER BY name",
+                args![run_id],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(CheckRecord {
+                    name: r.text(0)?,
+                    step: r.text(1)?,
+                    severity: r.text(2)?,
+                    passed: r.int(3)? != 0,
+                    message: r.text(4)?,
                 })
-                .collect()
+            })
+            .collect()
         })
     }
 
     /// The failed checks of a run as `name: what failed`.
     pub fn failed_checks(&self, run_id: &str) -> Result<Vec<String>> {
-        Ok(self.checks(run_id)?.into_iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.message)).collect())
+        Ok(self
+            .checks(run_id)?
+            .into_iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.message))
+            .collect())
     }
 
     /// Records that `batches` batches (`rows` rows) of a load of run `run_id` have committed.
@@ -396,7 +436,8 @@ impl StateStore {
     /// The batches of a load of run `run_id` recorded by [`Self::set_checkpoint`].
     pub fn checkpoint(&self, run_id: &str, step: &str) -> Result<u64> {
         self.tx(|db| {
-            let row = db.query_opt("SELECT batches FROM checkpoints WHERE run_id = ?1 AND step = ?2", args![run_id, step])?;
+            let row =
+                db.query_opt("SELECT batches FROM checkpoints WHERE run_id = ?1 AND step = ?2", args![run_id, step])?;
             Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
         })
     }
@@ -473,9 +514,12 @@ impl StateStore {
     pub fn state(&self, pipeline: &str) -> Result<BTreeMap<String, TypedValue>> {
         self.tx(|db| {
             let mut out = BTreeMap::new();
-            for r in db.query("SELECT name, value FROM state_values WHERE pipeline = ?1 ORDER BY name", args![pipeline])? {
+            for r in
+                db.query("SELECT name, value FROM state_values WHERE pipeline = ?1 ORDER BY name", args![pipeline])?
+            {
                 let (name, json) = (r.text(0)?, r.text(1)?);
-                let value = serde_json::from_str(&json).map_err(|e| StateError::Corrupt { name: name.clone(), message: e.to_string() })?;
+                let value = serde_json::from_str(&json)
+                    .map_err(|e| StateError::Corrupt { name: name.clone(), message: e.to_string() })?;
                 out.insert(name, value);
             }
             Ok(out)
@@ -497,7 +541,10 @@ impl StateStore {
     /// Forgets one state value, or all of a pipeline's, so the declared defaults apply again.
     pub fn reset_state(&self, pipeline: &str, name: Option<&str>) -> Result<usize> {
         self.tx(|db| {
-            db.execute("DELETE FROM state_values WHERE pipeline = ?1 AND (CAST(?2 AS TEXT) IS NULL OR name = ?2)", args![pipeline, name])
+            db.execute(
+                "DELETE FROM state_values WHERE pipeline = ?1 AND (CAST(?2 AS TEXT) IS NULL OR name = ?2)",
+                args![pipeline, name],
+            )
         })
         .map(|n| n as usize)
     }
@@ -536,7 +583,8 @@ impl StateStore {
         self.tx(|db| {
             let mut removed = 0;
             for id in ids {
-                removed += db.execute("DELETE FROM dead_letters WHERE pipeline = ?1 AND id = ?2", args![pipeline, *id])?;
+                removed +=
+                    db.execute("DELETE FROM dead_letters WHERE pipeline = ?1 AND id = ?2", args![pipeline, *id])?;
             }
             Ok(removed as usize)
         })
@@ -785,7 +833,10 @@ mod tests {
         let store = StateStore::in_memory().unwrap();
         assert!(store.claim_fire("p", "2026-11-25T12:00:00.000Z", 1).unwrap());
         assert!(!store.claim_fire("p", "2026-11-25T12:00:00.000Z", 1).unwrap(), "claimed already");
-        assert!(!store.claim_fire("p", "2026-11-25T12:01:00.000Z", 1).unwrap(), "the 12:00 fire's run is about to start");
+        assert!(
+            !store.claim_fire("p", "2026-11-25T12:01:00.000Z", 1).unwrap(),
+            "the 12:00 fire's run is about to start"
+        );
         store.start_run("r1", "p", "schedule", &serde_json::json!({})).unwrap();
         assert!(!store.claim_fire("p", "2026-11-25T12:01:00.000Z", 1).unwrap(), "p is running");
         assert!(store.claim_fire("p", "2026-11-25T12:01:00.000Z", 2).unwrap(), "a limit of 2 allows a second run");

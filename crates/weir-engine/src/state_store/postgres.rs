@@ -19,7 +19,6 @@ use super::{Result, StateError, ago, hostname, now};
 /// instance running it is older than its lease, which is kept several times this.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-
 enum Op {
     Begin,
     Commit,
@@ -195,7 +194,9 @@ impl Worker {
         if self.client.is_closed() {
             self.reconnect()?;
         }
-        self.client.execute("UPDATE instances SET heartbeat_at = $2 WHERE id = $1", &[&self.instance, &now()]).map_err(pg)?;
+        self.client
+            .execute("UPDATE instances SET heartbeat_at = $2 WHERE id = $1", &[&self.instance, &now()])
+            .map_err(pg)?;
         Ok(())
     }
 }
@@ -210,8 +211,13 @@ fn connect(url: &str) -> Result<Client> {
 /// this instance.
 fn prepare(client: &mut Client, instance: &str) -> Result<()> {
     // `CREATE … IF NOT EXISTS` notices on every start are noise.
-    client.batch_execute("SET client_min_messages TO warning; SELECT pg_advisory_lock(hashtext('weir state schema'))").map_err(pg)?;
-    let created = client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS weir; SET search_path TO weir; {}", Dialect::Postgres.schema()));
+    client
+        .batch_execute("SET client_min_messages TO warning; SELECT pg_advisory_lock(hashtext('weir state schema'))")
+        .map_err(pg)?;
+    let created = client.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS weir; SET search_path TO weir; {}",
+        Dialect::Postgres.schema()
+    ));
     client.batch_execute("SELECT pg_advisory_unlock(hashtext('weir state schema'))").map_err(pg)?;
     created.map_err(pg)?;
     let host = hostname();
@@ -293,7 +299,10 @@ mod tests {
 
     #[test]
     fn placeholders_and_passwords() {
-        assert_eq!(placeholders("a = ?1 AND (CAST(?2 AS TEXT) IS NULL OR b = ?2)"), "a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2)");
+        assert_eq!(
+            placeholders("a = ?1 AND (CAST(?2 AS TEXT) IS NULL OR b = ?2)"),
+            "a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2)"
+        );
         assert_eq!(redact("postgres://weir:s3cret@db:5432/state"), "postgres://weir:***@db:5432/state");
         assert_eq!(redact("postgres://weir@127.0.0.1/state"), "postgres://weir@127.0.0.1/state");
     }

@@ -9,7 +9,6 @@ use rusqlite::{Connection, Transaction, types::ValueRef};
 use super::db::{Arg, Dialect, Row, Sql, Val};
 use super::{Result, StateError};
 
-
 pub(crate) struct Sqlite(Mutex<Connection>);
 
 impl Sqlite {

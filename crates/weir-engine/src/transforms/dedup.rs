@@ -50,10 +50,8 @@ fn parse_order_by(input: &DataFrame, order_by: &str) -> Result<Vec<SortExpr>> {
         .map(|part| {
             let words: Vec<&str> = part.split_whitespace().collect();
             let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
-            let modifier_start = upper
-                .iter()
-                .position(|w| matches!(w.as_str(), "ASC" | "DESC" | "NULLS"))
-                .unwrap_or(words.len());
+            let modifier_start =
+                upper.iter().position(|w| matches!(w.as_str(), "ASC" | "DESC" | "NULLS")).unwrap_or(words.len());
             let expr = input.parse_sql_expr(&words[..modifier_start].join(" "))?;
             let asc = !upper.contains(&"DESC".to_string());
             let nulls_first = match upper.iter().position(|w| w == "NULLS") {

@@ -1,8 +1,8 @@
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, case, cast, lit};
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::ident;
 use weir_spec::{Lookup, Map, MapColumn};
 

@@ -26,7 +26,13 @@ impl Order {
     /// Whether rank `a` comes strictly before rank `b`; ties keep the row seen first.
     fn before(self, a: Option<i64>, b: Option<i64>) -> bool {
         match (a, b) {
-            (Some(a), Some(b)) => if self.descending { a > b } else { a < b },
+            (Some(a), Some(b)) => {
+                if self.descending {
+                    a > b
+                } else {
+                    a < b
+                }
+            }
             (None, Some(_)) => self.nulls_first,
             (Some(_), None) => !self.nulls_first,
             (None, None) => false,
@@ -223,7 +229,14 @@ struct PickGroups {
 
 impl PickGroups {
     /// Takes each row that ranks before its group's pick so far; rows where `take` is false are passed over.
-    fn take_better(&mut self, values: &ArrayRef, ranks: &Int64Array, groups: &[usize], take: impl Fn(usize) -> bool, total: usize) -> Result<()> {
+    fn take_better(
+        &mut self,
+        values: &ArrayRef,
+        ranks: &Int64Array,
+        groups: &[usize],
+        take: impl Fn(usize) -> bool,
+        total: usize,
+    ) -> Result<()> {
         self.values.resize(total);
         self.ranks.resize(total, None);
         self.seen.resize(total, false);
@@ -245,7 +258,13 @@ impl PickGroups {
 }
 
 impl GroupsAccumulator for PickGroups {
-    fn update_batch(&mut self, values: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>, total: usize) -> Result<()> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+        total: usize,
+    ) -> Result<()> {
         let ranks = downcast_value!(values[1], Int64Array);
         self.take_better(&values[0], ranks, groups, |row| filter.is_none_or(|f| f.is_valid(row) && f.value(row)), total)
     }
@@ -269,7 +288,8 @@ impl GroupsAccumulator for PickGroups {
     }
 
     fn convert_to_state(&self, values: &[ArrayRef], filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
-        let seen: BooleanArray = (0..values[0].len()).map(|row| Some(filter.is_none_or(|f| f.is_valid(row) && f.value(row)))).collect();
+        let seen: BooleanArray =
+            (0..values[0].len()).map(|row| Some(filter.is_none_or(|f| f.is_valid(row) && f.value(row)))).collect();
         Ok(vec![values[0].clone(), values[1].clone(), Arc::new(seen)])
     }
 
@@ -328,8 +348,16 @@ impl Accumulator for PickOne {
 pub fn ranks_as_int64(ty: &DataType) -> bool {
     matches!(
         ty,
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16
-            | DataType::UInt32 | DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
     )
 }
 
@@ -341,7 +369,8 @@ mod tests {
     #[test]
     fn groups_keep_the_first_ranked_row_across_updates_and_merges() {
         let order = Order { descending: true, nulls_first: false };
-        let mut acc = PickGroups { values: store_for(&DataType::Utf8).unwrap(), ranks: Vec::new(), seen: Vec::new(), order };
+        let mut acc =
+            PickGroups { values: store_for(&DataType::Utf8).unwrap(), ranks: Vec::new(), seen: Vec::new(), order };
         let values: ArrayRef = Arc::new(StringArray::from(vec![Some("a1"), Some("b1"), Some("a2"), None, Some("b0")]));
         let ranks: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(5), Some(3), Some(9), None]));
         acc.update_batch(&[values, ranks], &[0, 1, 0, 2, 1], None, 3).unwrap();
@@ -361,7 +390,8 @@ mod tests {
     #[test]
     fn nulls_rank_as_ordered_and_partial_emits_shift_groups() {
         let order = Order { descending: false, nulls_first: true };
-        let mut acc = PickGroups { values: store_for(&DataType::Int32).unwrap(), ranks: Vec::new(), seen: Vec::new(), order };
+        let mut acc =
+            PickGroups { values: store_for(&DataType::Int32).unwrap(), ranks: Vec::new(), seen: Vec::new(), order };
         let values: ArrayRef = Arc::new(Int32Array::from(vec![10, 11, 20, 21]));
         let ranks: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(2), Some(1)]));
         acc.update_batch(&[values, ranks], &[0, 0, 1, 1], None, 2).unwrap();

@@ -185,7 +185,6 @@ impl ExecutionPlan for ValidateExec {
         "WeirValidate"
     }
 
-
     fn properties(&self) -> &Arc<PlanProperties> {
         self.input.properties()
     }
@@ -282,7 +281,10 @@ impl ValidateExec {
             self.rules
                 .iter()
                 .filter_map(|(name, expr)| {
-                    expr.evaluate(rows).and_then(|v| v.into_array(rows.num_rows())).err().map(|e| format!("`{name}`: {e}"))
+                    expr.evaluate(rows)
+                        .and_then(|v| v.into_array(rows.num_rows()))
+                        .err()
+                        .map(|e| format!("`{name}`: {e}"))
                 })
                 .collect()
         };
@@ -298,7 +300,12 @@ impl ValidateExec {
             keep.push(errors.is_empty());
             if !errors.is_empty() {
                 let record = rows_as_json(&one)?.pop().unwrap_or_default();
-                letters.push(NewDeadLetter { step: self.cx.step.clone(), record, error: errors.join("; "), origin: None });
+                letters.push(NewDeadLetter {
+                    step: self.cx.step.clone(),
+                    record,
+                    error: errors.join("; "),
+                    origin: None,
+                });
             }
         }
         if letters.is_empty() {

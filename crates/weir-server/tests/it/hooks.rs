@@ -41,7 +41,9 @@ fn a_bearer_token_must_match() {
 
 #[test]
 fn an_hmac_signature_covers_the_timestamp_and_the_body() {
-    let hook = hook("{ name: orders, hmac: { secret: k3y, header: X-Hub-Signature-256, timestamp_header: X-Timestamp, tolerance: 5m } }");
+    let hook = hook(
+        "{ name: orders, hmac: { secret: k3y, header: X-Hub-Signature-256, timestamp_header: X-Timestamp, tolerance: 5m } }",
+    );
     let body = r#"{"day":"2026-11-25"}"#;
     let stamp = now().timestamp().to_string();
     let signed = [("X-Timestamp", stamp.clone()), ("X-Hub-Signature-256", sign("k3y", &format!("{stamp}.{body}")))];
@@ -50,7 +52,8 @@ fn an_hmac_signature_covers_the_timestamp_and_the_body() {
     // The same signature over another body, or from another key, fails.
     let tampered = authenticate(&hook, headers(&signed), br#"{"day":"2026-11-26"}"#, now());
     assert_eq!(tampered, Err(Refused::Unauthorized("bad signature".into())));
-    let wrong_key = [("X-Timestamp", stamp.clone()), ("X-Hub-Signature-256", sign("other", &format!("{stamp}.{body}")))];
+    let wrong_key =
+        [("X-Timestamp", stamp.clone()), ("X-Hub-Signature-256", sign("other", &format!("{stamp}.{body}")))];
     assert!(authenticate(&hook, headers(&wrong_key), body.as_bytes(), now()).is_err());
 
     // A request captured and replayed ten minutes later is refused, though its signature is valid.

@@ -72,7 +72,11 @@ fn missed_fires_are_skipped_or_caught_up_once() {
     let (_dir, catch_up) = project("{ cron: '0 * * * *', misfire: run_once }");
     let mut s = Scheduler::new(&catch_up, now, last);
     let fired = s.due(now);
-    assert_eq!(fired, [Fire { pipeline: "p".into(), due: at("2026-11-25T11:00:00Z"), catch_up: true }], "one run for three missed");
+    assert_eq!(
+        fired,
+        [Fire { pipeline: "p".into(), due: at("2026-11-25T11:00:00Z"), catch_up: true }],
+        "one run for three missed"
+    );
     assert!(s.due(now).is_empty());
     assert_eq!(s.next_fire("p"), Some(at("2026-11-25T14:00:00Z")));
 }

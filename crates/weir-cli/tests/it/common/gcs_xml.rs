@@ -49,10 +49,12 @@ impl GcsXml {
     pub fn start() -> (Self, String) {
         let server = Self::default();
         let handler = server.clone();
-        let router = axum::Router::new().fallback(move |method: Method, uri: Uri, Query(query): Query<HashMap<String, String>>, body: Bytes| {
-            let server = handler.clone();
-            async move { server.answer(&method, &uri, &query, body) }
-        });
+        let router = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, Query(query): Query<HashMap<String, String>>, body: Bytes| {
+                let server = handler.clone();
+                async move { server.answer(&method, &uri, &query, body) }
+            },
+        );
         // Parts are several MiB: above axum's default request-body limit.
         let router = router.layer(axum::extract::DefaultBodyLimit::disable());
         let addr: SocketAddr = super::serve(router);
@@ -85,7 +87,8 @@ impl GcsXml {
     }
 
     fn answer(&self, method: &Method, uri: &Uri, query: &HashMap<String, String>, body: Bytes) -> Response {
-        let path = percent_encoding::percent_decode_str(uri.path().trim_start_matches('/')).decode_utf8_lossy().into_owned();
+        let path =
+            percent_encoding::percent_decode_str(uri.path().trim_start_matches('/')).decode_utf8_lossy().into_owned();
         let (bucket, key) = path.split_once('/').unwrap_or((&path, ""));
         let name = format!("{bucket}/{key}");
         let mut state = self.state.lock().unwrap();
@@ -146,7 +149,9 @@ impl GcsXml {
                 state.writes.push("POST initiate".into());
                 let id = format!("upload-{}", state.fresh_id());
                 state.uploads.insert(id.clone(), (name, BTreeMap::new()));
-                xml(format!("<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>"))
+                xml(format!(
+                    "<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>"
+                ))
             }
             (Method::POST, false, Some(id)) => {
                 state.writes.push("POST complete".into());
@@ -159,7 +164,9 @@ impl GcsXml {
                 let joined: Vec<u8> = parts.into_values().flat_map(|p| p.to_vec()).collect();
                 let etag = state.etag();
                 state.objects.insert(target, (Bytes::from(joined), etag.clone()));
-                xml(format!("<CompleteMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key><ETag>{etag}</ETag></CompleteMultipartUploadResult>"))
+                xml(format!(
+                    "<CompleteMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key><ETag>{etag}</ETag></CompleteMultipartUploadResult>"
+                ))
             }
             (Method::DELETE, false, Some(id)) => {
                 state.writes.push("DELETE abort".into());

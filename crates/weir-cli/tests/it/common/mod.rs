@@ -88,7 +88,8 @@ impl Project {
     pub fn retries(&self, pipeline: &str, step: &str) -> u64 {
         let runs: serde_json::Value = serde_json::from_str(&self.ok(&["runs", pipeline, "--json"])).unwrap();
         let id = runs["runs"][0]["run_id"].as_str().expect("a run").to_string();
-        let steps: Vec<serde_json::Value> = serde_json::from_str(&self.ok(&["runs", pipeline, "--run", &id, "--json"])).unwrap();
+        let steps: Vec<serde_json::Value> =
+            serde_json::from_str(&self.ok(&["runs", pipeline, "--run", &id, "--json"])).unwrap();
         let row = steps.iter().find(|s| s["step"] == step).unwrap_or_else(|| panic!("no step {step} in {steps:?}"));
         row["retries"].as_u64().unwrap()
     }
@@ -166,8 +167,7 @@ pub fn over_budget(p: &Project, kind: &str) -> String {
 }
 
 /// The DDL of table `t` for [`refused_rows`]: a key, a NOT NULL column and a CHECK, holding id 1.
-pub const REFUSING_TABLE: &str =
-    "CREATE TABLE t (id BIGINT PRIMARY KEY, email VARCHAR(100) NOT NULL, amount BIGINT CHECK (amount >= 0)); INSERT INTO t VALUES (1, 'old@x.io', 1)";
+pub const REFUSING_TABLE: &str = "CREATE TABLE t (id BIGINT PRIMARY KEY, email VARCHAR(100) NOT NULL, amount BIGINT CHECK (amount >= 0)); INSERT INTO t VALUES (1, 'old@x.io', 1)";
 
 /// Appends 200 rows into [`REFUSING_TABLE`] of a `kind` connection with `on_error: dead_letter`: id 1 repeats the
 /// table's key, id 17 has no email, id 50 a negative amount. The rest must load and those three must be dead
@@ -184,8 +184,10 @@ pub fn refused_rows(p: &Project, kind: &str) -> Vec<(i64, String)> {
     p.ok(&["run", &file]);
     let letters = p.dlq(&file);
     assert!(letters.iter().all(|l| l["step"] == "out"), "{letters:?}");
-    let mut refused: Vec<(i64, String)> =
-        letters.iter().map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap().to_string())).collect();
+    let mut refused: Vec<(i64, String)> = letters
+        .iter()
+        .map(|l| (l["record"]["id"].as_i64().unwrap(), l["error"].as_str().unwrap().to_string()))
+        .collect();
     refused.sort();
     assert_eq!(refused.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 17, 50], "{refused:?}");
     refused
@@ -211,10 +213,51 @@ pub fn test_certificates(dir: &Path) {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=weir test CA"]);
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=weir test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext"]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 /// This package's directory, read when the test runs (cargo sets it), not when it was compiled: the build directory

@@ -22,7 +22,10 @@ impl TestMyDb {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let conn = rt.block_on(async {
             let mut admin = Conn::from_url(SERVER).await.expect("MariaDB on 127.0.0.1:3306");
-            admin.query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await.expect("create test database");
+            admin
+                .query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+                .await
+                .expect("create test database");
             admin.disconnect().await.unwrap();
             let mut conn = Conn::from_url(format!("{SERVER}/{name}")).await.unwrap();
             conn.query_drop("SET time_zone = '+00:00'").await.unwrap();

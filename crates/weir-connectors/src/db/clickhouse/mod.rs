@@ -33,7 +33,6 @@ fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
 }
 
-
 /// A bound value: its ClickHouse type and its text in the TabSeparated format.
 #[derive(Debug, Clone)]
 struct Param {
@@ -82,7 +81,9 @@ impl Server {
     /// The server of `conn`, once it answers, waiting out one that refuses connections as `patience` allows.
     async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Self, DataFusionError> {
         let server = Self::of(conn)?;
-        patience.open(&format!("connection `{}`", conn.name), || server.query("SELECT 1", &[], "cannot connect")).await?;
+        patience
+            .open(&format!("connection `{}`", conn.name), || server.query("SELECT 1", &[], "cannot connect"))
+            .await?;
         Ok(server)
     }
 
@@ -92,7 +93,11 @@ impl Server {
         let scheme = match url.scheme() {
             "clickhouse" => "http",
             "clickhouses" => "https",
-            other => return Err(bad(&format!("`{other}://` is not ClickHouse; write `clickhouse://host:8123/db` (HTTPS: `clickhouses://`)"))),
+            other => {
+                return Err(bad(&format!(
+                    "`{other}://` is not ClickHouse; write `clickhouse://host:8123/db` (HTTPS: `clickhouses://`)"
+                )));
+            }
         };
         let host = url.host_str().ok_or_else(|| bad("the url names no host"))?;
         let port = url.port().unwrap_or(if scheme == "https" { 8443 } else { 8123 });
@@ -122,13 +127,15 @@ impl Server {
         let request = if params.is_empty() {
             self.http.post(url).body(sql.to_string())
         } else {
-            let structure: Vec<String> = params.iter().enumerate().map(|(i, p)| format!("p{} {}", i + 1, p.ty)).collect();
+            let structure: Vec<String> =
+                params.iter().enumerate().map(|(i, p)| format!("p{} {}", i + 1, p.ty)).collect();
             let row: Vec<&str> = params.iter().map(|p| p.text.as_str()).collect();
             url.query_pairs_mut()
                 .append_pair("query", sql)
                 .append_pair(&format!("{PARAMS_TABLE}_structure"), &structure.join(", "))
                 .append_pair(&format!("{PARAMS_TABLE}_format"), "TabSeparated");
-            let part = reqwest::multipart::Part::bytes(format!("{}\n", row.join("\t")).into_bytes()).file_name(PARAMS_TABLE);
+            let part =
+                reqwest::multipart::Part::bytes(format!("{}\n", row.join("\t")).into_bytes()).file_name(PARAMS_TABLE);
             self.http.post(url).multipart(reqwest::multipart::Form::new().part(PARAMS_TABLE, part))
         };
         self.send(request, doing).await
@@ -137,7 +144,9 @@ impl Server {
     /// The result of a `FORMAT JSONCompact` query.
     async fn json(&self, sql: &str, params: &[Param], doing: &str) -> Result<serde_json::Value, DataFusionError> {
         let body = self.query(&format!("{sql} FORMAT JSONCompact"), params, doing).await?.bytes().await;
-        let unreadable = |e: String| DataFusionError::External(format!("ClickHouse `{}` {doing}: unreadable answer: {e}", self.name).into());
+        let unreadable = |e: String| {
+            DataFusionError::External(format!("ClickHouse `{}` {doing}: unreadable answer: {e}", self.name).into())
+        };
         serde_json::from_slice(&body.map_err(|e| unreadable(without_url(&e)))?).map_err(|e| unreadable(e.to_string()))
     }
 
@@ -172,7 +181,9 @@ impl Server {
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        Err(DataFusionError::External(format!("{context}: {} (HTTP {})", server_message(&text), status.as_u16()).into()))
+        Err(DataFusionError::External(
+            format!("{context}: {} (HTTP {})", server_message(&text), status.as_u16()).into(),
+        ))
     }
 }
 
@@ -203,11 +214,20 @@ pub struct ClickHouse;
 
 #[async_trait::async_trait]
 impl crate::db::Database for ClickHouse {
-    async fn read(&self, spec: &weir_spec::ReadDb, cx: &StepContext) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
+    async fn read(
+        &self,
+        spec: &weir_spec::ReadDb,
+        cx: &StepContext,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
         read::table(spec, cx).await
     }
 
-    async fn write(&self, spec: &weir_spec::WriteDb, cx: &StepContext, input: datafusion::dataframe::DataFrame) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
+    async fn write(
+        &self,
+        spec: &weir_spec::WriteDb,
+        cx: &StepContext,
+        input: datafusion::dataframe::DataFrame,
+    ) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
         write::write(spec, cx, input).await
     }
 

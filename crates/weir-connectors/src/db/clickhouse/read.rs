@@ -22,8 +22,13 @@ use crate::db::sql_params::Style;
 
 /// ClickHouse quotes identifiers in backquotes, as MySQL does; its older releases take neither standard casts nor
 /// boolean literals, so filters with them stay in DataFusion.
-static FLAVOR: Flavor =
-    Flavor { system: "ClickHouse", dialect: &MySqlDialect {}, placeholders: Style::ExternalTable, quote: quote_ident, standard_sql: false };
+static FLAVOR: Flavor = Flavor {
+    system: "ClickHouse",
+    dialect: &MySqlDialect {},
+    placeholders: Style::ExternalTable,
+    quote: quote_ident,
+    standard_sql: false,
+};
 
 /// Describes the step's relation and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
@@ -31,11 +36,13 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
     let (from, params) = FLAVOR.relation_with_values(spec, cx, Param::of)?;
     let server = Server::connect(&conn, &Patience::of(cx, None)).await?;
     let values: Vec<Param> = params.iter().map(|(_, v)| v.clone()).collect();
-    let described = server.json(&format!("SELECT * FROM {from} LIMIT 0"), &values, "cannot describe the step's relation").await?;
+    let described =
+        server.json(&format!("SELECT * FROM {from} LIMIT 0"), &values, "cannot describe the step's relation").await?;
     let mut fields = Vec::new();
     let mut types = HashMap::new();
     for column in described["meta"].as_array().into_iter().flatten() {
-        let (name, db_type) = (column["name"].as_str().unwrap_or_default(), column["type"].as_str().unwrap_or_default());
+        let (name, db_type) =
+            (column["name"].as_str().unwrap_or_default(), column["type"].as_str().unwrap_or_default());
         let ty = ChType::parse(db_type).ok_or_else(|| {
             DataFusionError::Plan(format!(
                 "column `{name}` of the step's relation is ClickHouse `{db_type}`, which Weir does not read yet; \
@@ -67,19 +74,28 @@ struct ClickHouseQuery {
 
 #[async_trait]
 impl Query for ClickHouseQuery {
-    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        batch_size: usize,
+        tx: Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         // A scan that needs no column (`count(*)`) selects `1`, a UInt8 per row that the batch drops.
         let counting = schema.fields().is_empty();
         let types: Vec<ChType> = match counting {
             true => vec![ChType::parse("UInt8").expect("a known type")],
             false => schema.fields().iter().map(|f| self.types[f.name()].clone()).collect(),
         };
-        let mut response = self.server.query(&format!("{sql} FORMAT RowBinary"), &self.params, "failed the read").await?;
+        let mut response =
+            self.server.query(&format!("{sql} FORMAT RowBinary"), &self.params, "failed the read").await?;
         let mut sender = BatchSender::new(schema, batch_size, tx);
         let mut buf: Vec<u8> = Vec::new();
         let mut start = 0;
         let read_error = |e: reqwest::Error| {
-            DataFusionError::External(format!("reading from ClickHouse `{}`: {}", self.server.name, super::without_url(&e)).into())
+            DataFusionError::External(
+                format!("reading from ClickHouse `{}`: {}", self.server.name, super::without_url(&e)).into(),
+            )
         };
         loop {
             while let Some(len) = row_len(&buf[start..], &types) {

@@ -98,7 +98,9 @@ pub fn read_value(ty: &ChType, buf: &[u8], pos: &mut usize, out: &mut ColumnBuil
         (i128::from_le_bytes(le(n)) << shift) >> shift
     };
     match ty.base {
-        Base::Int { bytes: 8, signed: false } => out.append_u64(u64::from_le_bytes(le(8)[..8].try_into().expect("8 bytes"))),
+        Base::Int { bytes: 8, signed: false } => {
+            out.append_u64(u64::from_le_bytes(le(8)[..8].try_into().expect("8 bytes")))
+        }
         Base::Int { bytes: n, signed: true } => out.append_i64(signed(n as usize) as i64),
         Base::Int { bytes: n, signed: false } => out.append_i64(i128::from_le_bytes(le(n as usize)) as i64),
         Base::Float32 => out.append_f64(f64::from(f32::from_le_bytes(bytes.try_into().expect("4 bytes")))),
@@ -110,7 +112,9 @@ pub fn read_value(ty: &ChType, buf: &[u8], pos: &mut usize, out: &mut ColumnBuil
             out.append_str(text.trim_end_matches('\0'))
         }
         Base::Date => out.append_days(i32::from(u16::from_le_bytes(le(2)[..2].try_into().expect("2 bytes")))),
-        Base::DateTime => out.append_micros(i64::from(u32::from_le_bytes(le(4)[..4].try_into().expect("4 bytes"))) * 1_000_000),
+        Base::DateTime => {
+            out.append_micros(i64::from(u32::from_le_bytes(le(4)[..4].try_into().expect("4 bytes"))) * 1_000_000)
+        }
     }
 }
 
@@ -121,7 +125,14 @@ fn not_text() -> String {
 /// A batch's columns as RowBinary rows of `types`, each followed, when `numbered`, by its UInt64 row number in the
 /// load. `before` rows of the load came before the batch; errors name the row by that count and the column by
 /// `names`.
-pub fn encode(batch: &RecordBatch, types: &[ChType], names: &[&str], before: u64, numbered: bool, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode(
+    batch: &RecordBatch,
+    types: &[ChType],
+    names: &[&str],
+    before: u64,
+    numbered: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let columns = batch
         .columns()
         .iter()
@@ -135,10 +146,15 @@ pub fn encode(batch: &RecordBatch, types: &[ChType], names: &[&str], before: u64
             if ty.nullable {
                 out.push(u8::from(null));
             } else if null {
-                return Err(format!("row {}, column `{name}`: NULL, and the ClickHouse column is not Nullable", before + row as u64 + 1));
+                return Err(format!(
+                    "row {}, column `{name}`: NULL, and the ClickHouse column is not Nullable",
+                    before + row as u64 + 1
+                ));
             }
             if !null {
-                column.write(row, ty, out).map_err(|e| format!("row {}, column `{name}`: {e}", before + row as u64 + 1))?;
+                column
+                    .write(row, ty, out)
+                    .map_err(|e| format!("row {}, column `{name}`: {e}", before + row as u64 + 1))?;
             }
         }
         if numbered {
@@ -182,13 +198,25 @@ impl Wire {
             Self::Cast(a) => a,
         };
         match ty.base {
-            Base::Int { bytes: 1, signed: true } => out.extend_from_slice(&a.as_primitive::<Int8Type>().value(row).to_le_bytes()),
-            Base::Int { bytes: 2, signed: true } => out.extend_from_slice(&a.as_primitive::<Int16Type>().value(row).to_le_bytes()),
-            Base::Int { bytes: 4, signed: true } => out.extend_from_slice(&a.as_primitive::<Int32Type>().value(row).to_le_bytes()),
-            Base::Int { bytes: 8, signed: true } => out.extend_from_slice(&a.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+            Base::Int { bytes: 1, signed: true } => {
+                out.extend_from_slice(&a.as_primitive::<Int8Type>().value(row).to_le_bytes())
+            }
+            Base::Int { bytes: 2, signed: true } => {
+                out.extend_from_slice(&a.as_primitive::<Int16Type>().value(row).to_le_bytes())
+            }
+            Base::Int { bytes: 4, signed: true } => {
+                out.extend_from_slice(&a.as_primitive::<Int32Type>().value(row).to_le_bytes())
+            }
+            Base::Int { bytes: 8, signed: true } => {
+                out.extend_from_slice(&a.as_primitive::<Int64Type>().value(row).to_le_bytes())
+            }
             Base::Int { bytes: 1, .. } => out.push(a.as_primitive::<UInt8Type>().value(row)),
-            Base::Int { bytes: 2, .. } => out.extend_from_slice(&a.as_primitive::<UInt16Type>().value(row).to_le_bytes()),
-            Base::Int { bytes: 4, .. } => out.extend_from_slice(&a.as_primitive::<UInt32Type>().value(row).to_le_bytes()),
+            Base::Int { bytes: 2, .. } => {
+                out.extend_from_slice(&a.as_primitive::<UInt16Type>().value(row).to_le_bytes())
+            }
+            Base::Int { bytes: 4, .. } => {
+                out.extend_from_slice(&a.as_primitive::<UInt32Type>().value(row).to_le_bytes())
+            }
             Base::Int { .. } => out.extend_from_slice(&a.as_primitive::<UInt64Type>().value(row).to_le_bytes()),
             Base::Float32 => out.extend_from_slice(&a.as_primitive::<Float32Type>().value(row).to_le_bytes()),
             Base::Float64 => out.extend_from_slice(&a.as_primitive::<Float64Type>().value(row).to_le_bytes()),
@@ -196,10 +224,13 @@ impl Wire {
                 let width = decimal_width(precision);
                 out.extend_from_slice(&a.as_primitive::<Decimal128Type>().value(row).to_le_bytes()[..width]);
             }
-            Base::String | Base::FixedString(_) => return write_bytes(a.as_string::<i32>().value(row).as_bytes(), ty, out),
+            Base::String | Base::FixedString(_) => {
+                return write_bytes(a.as_string::<i32>().value(row).as_bytes(), ty, out);
+            }
             Base::Date => {
                 let days = a.as_primitive::<Date32Type>().value(row);
-                let days = u16::try_from(days).map_err(|_| format!("day {days} is outside ClickHouse's Date (1970-01-01 to 2149-06-06)"))?;
+                let days = u16::try_from(days)
+                    .map_err(|_| format!("day {days} is outside ClickHouse's Date (1970-01-01 to 2149-06-06)"))?;
                 out.extend_from_slice(&days.to_le_bytes());
             }
             Base::DateTime => {
@@ -282,7 +313,8 @@ mod tests {
         let first = row_len(&out, &types).unwrap();
         assert_eq!(first, 8 + 1 + 2 + 200 + 8 + 4);
         assert_eq!(row_len(&out[..first - 1], &types), None);
-        let mut builders: Vec<ColumnBuilder> = types.iter().map(|t| ColumnBuilder::new(&t.arrow(), 2).unwrap()).collect();
+        let mut builders: Vec<ColumnBuilder> =
+            types.iter().map(|t| ColumnBuilder::new(&t.arrow(), 2).unwrap()).collect();
         let mut pos = 0;
         for _ in 0..2 {
             for (t, b) in types.iter().zip(&mut builders) {
@@ -300,7 +332,9 @@ mod tests {
     #[test]
     fn values_that_do_not_fit_fail_naming_row_and_column() {
         let schema = Schema::new(vec![Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true)]);
-        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(TimestampMicrosecondArray::from(vec![0, 1_500_000]))]).unwrap();
+        let batch =
+            RecordBatch::try_new(Arc::new(schema), vec![Arc::new(TimestampMicrosecondArray::from(vec![0, 1_500_000]))])
+                .unwrap();
         let err = encode(&batch, &[ty("DateTime")], &["at"], 0, false, &mut Vec::new()).unwrap_err();
         assert!(err.starts_with("row 2, column `at`: has a fraction of a second"), "{err}");
         // In a later batch of the same load, the row is counted from the load's start.

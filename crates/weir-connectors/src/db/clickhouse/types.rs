@@ -159,7 +159,14 @@ mod tests {
 
     #[test]
     fn created_types_read_back_as_what_was_written() {
-        for ty in [DataType::Int8, DataType::Int64, DataType::Float64, DataType::Utf8, DataType::Date32, DataType::Decimal128(10, 3)] {
+        for ty in [
+            DataType::Int8,
+            DataType::Int64,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Date32,
+            DataType::Decimal128(10, 3),
+        ] {
             let created = ChType::parse(&ddl_type(&ty, true).unwrap()).unwrap();
             assert_eq!(created.arrow(), ty);
         }

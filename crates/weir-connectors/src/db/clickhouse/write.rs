@@ -92,7 +92,11 @@ struct Target {
 impl Target {
     fn new(server: &Server, table: &str) -> Self {
         let (database, name) = table.split_once('.').unwrap_or((&server.database, table));
-        Self { database: database.into(), name: table.into(), quoted: format!("{}.{}", quote_ident(database), quote_ident(name)) }
+        Self {
+            database: database.into(),
+            name: table.into(),
+            quoted: format!("{}.{}", quote_ident(database), quote_ident(name)),
+        }
     }
 
     fn unqualified(&self) -> &str {
@@ -119,7 +123,12 @@ impl Target {
     /// Rows of a `FORMAT JSONCompact` query about this table, which reads `p1` (database) and `p2` (table).
     async fn describe(&self, server: &Server, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
         let json = server.json(sql, &self.names(), &format!("cannot look up table `{}`", self.name)).await?;
-        Ok(json["data"].as_array().into_iter().flatten().map(|row| row.as_array().cloned().unwrap_or_default()).collect())
+        Ok(json["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| row.as_array().cloned().unwrap_or_default())
+            .collect())
     }
 
     /// The table's columns, or `None` when it does not exist.
@@ -135,7 +144,11 @@ impl Target {
             .iter()
             .map(|row| {
                 let (name, db_type) = (row[0].as_str().unwrap_or_default(), row[1].as_str().unwrap_or_default());
-                TableColumn { name: name.into(), arrow: ChType::parse(db_type).map(|t| t.arrow()), db_type: db_type.into() }
+                TableColumn {
+                    name: name.into(),
+                    arrow: ChType::parse(db_type).map(|t| t.arrow()),
+                    db_type: db_type.into(),
+                }
             })
             .collect();
         Ok((!columns.is_empty()).then_some(columns))
@@ -151,10 +164,13 @@ impl Target {
             )
             .await?;
         let (engine, sorting_key) = match rows.first() {
-            Some(row) => (row[0].as_str().unwrap_or_default().to_string(), row[1].as_str().unwrap_or_default().to_string()),
+            Some(row) => {
+                (row[0].as_str().unwrap_or_default().to_string(), row[1].as_str().unwrap_or_default().to_string())
+            }
             None => return Err(DataFusionError::Plan(format!("table `{}` is gone", self.name))),
         };
-        let sorted_by: Vec<String> = sorting_key.split(',').map(|k| k.trim().trim_matches('`').to_string()).filter(|k| !k.is_empty()).collect();
+        let sorted_by: Vec<String> =
+            sorting_key.split(',').map(|k| k.trim().trim_matches('`').to_string()).filter(|k| !k.is_empty()).collect();
         let deletes = spec.mode == DbWriteMode::Delete || spec.delete_when.is_some();
         if spec.mode == DbWriteMode::Upsert && (engine != "ReplacingMergeTree" || sorted_by != spec.keys) {
             return Err(DataFusionError::Plan(format!(
@@ -184,7 +200,10 @@ impl Target {
                      WHERE database = (SELECT p1 FROM weir_params) AND table = (SELECT p2 FROM weir_params) AND is_done = 0",
                 )
                 .await?;
-            let running = rows.first().and_then(|r| r[0].as_str().and_then(|s| s.parse::<u64>().ok()).or(r[0].as_u64())).unwrap_or(0);
+            let running = rows
+                .first()
+                .and_then(|r| r[0].as_str().and_then(|s| s.parse::<u64>().ok()).or(r[0].as_u64()))
+                .unwrap_or(0);
             if running == 0 {
                 return Ok(());
             }
@@ -205,20 +224,26 @@ fn create_table_sql(spec: &WriteDb, fields: &[&Field]) -> Result<String> {
     let defs = fields
         .iter()
         .map(|f| {
-            let ty = db_load::column_type(f, spec.keys.contains(f.name()), "ClickHouse", &|ty, is_key| ddl_type(ty, is_key))?;
+            let ty = db_load::column_type(f, spec.keys.contains(f.name()), "ClickHouse", &|ty, is_key| {
+                ddl_type(ty, is_key)
+            })?;
             Ok(format!("{} {ty}", quote_ident(f.name())))
         })
         .collect::<Result<Vec<_>>>()?;
     let engine = match spec.keys.is_empty() {
         true => "MergeTree() ORDER BY tuple()".to_string(),
-        false => format!("ReplacingMergeTree() ORDER BY ({})", spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")),
+        false => format!(
+            "ReplacingMergeTree() ORDER BY ({})",
+            spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+        ),
     };
     Ok(format!("({}) ENGINE = {engine}", defs.join(", ")))
 }
 
 /// The columns of a table about to be created for `fields`, as [`create_table_sql`] creates them.
 fn new_columns(spec: &WriteDb, fields: &[&Field]) -> Vec<(String, ChType)> {
-    let created = |f: &Field| ddl_type(f.data_type(), spec.keys.contains(f.name())).expect("create_table_sql checked the type");
+    let created =
+        |f: &Field| ddl_type(f.data_type(), spec.keys.contains(f.name())).expect("create_table_sql checked the type");
     fields.iter().map(|f| (f.name().clone(), ChType::parse(&created(f)).expect("a type Weir names"))).collect()
 }
 
@@ -234,7 +259,8 @@ async fn evolve(
 ) -> Result<Vec<(String, ChType)>> {
     let numeric = |t: &DataType| t.is_integer() || t.is_floating();
     let can_widen = |column: &TableColumn, input: &DataType| {
-        column.arrow.as_ref().is_some_and(|t| numeric(t) && numeric(input) && fits(t, input)) && ddl_type(input, true).is_some()
+        column.arrow.as_ref().is_some_and(|t| numeric(t) && numeric(input) && fits(t, input))
+            && ddl_type(input, true).is_some()
     };
     let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, existing, &can_widen)?;
     let mut changes = Vec::new();
@@ -278,7 +304,14 @@ struct Staging {
 
 impl Staging {
     /// The staging table of this load and the DDL that creates it.
-    fn plan(spec: &WriteDb, cx: &StepContext, target: &Target, columns: &[(String, ChType)], exists: bool, create: &str) -> (Self, String) {
+    fn plan(
+        spec: &WriteDb,
+        cx: &StepContext,
+        target: &Target,
+        columns: &[(String, ChType)],
+        exists: bool,
+        create: &str,
+    ) -> (Self, String) {
         let run: String = cx.run_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
         let mut sent = columns.to_vec();
         if spec.mode == DbWriteMode::Replace {
@@ -293,9 +326,13 @@ impl Staging {
             if let Some(flag) = &spec.delete_when {
                 sent.push((flag.clone(), ChType::parse("Nullable(UInt8)").expect("a known type")));
             }
-            let mut defs: Vec<String> = sent.iter().map(|(n, t)| format!("{} {}", quote_ident(n), type_name(t))).collect();
+            let mut defs: Vec<String> =
+                sent.iter().map(|(n, t)| format!("{} {}", quote_ident(n), type_name(t))).collect();
             defs.push(format!("{} UInt64", quote_ident(ROW_NUMBER)));
-            (Self { name, quoted: quoted.clone(), sent, numbered: true }, format!("CREATE TABLE {quoted} ({}) ENGINE = Log", defs.join(", ")))
+            (
+                Self { name, quoted: quoted.clone(), sent, numbered: true },
+                format!("CREATE TABLE {quoted} ({}) ENGINE = Log", defs.join(", ")),
+            )
         }
     }
 
@@ -306,7 +343,13 @@ impl Staging {
     }
 
     /// Streams the input into the staging table; returns the rows sent.
-    async fn load(&self, target: &Target, server: &Server, columns: &[(String, ChType)], input: DataFrame) -> Result<u64> {
+    async fn load(
+        &self,
+        target: &Target,
+        server: &Server,
+        columns: &[(String, ChType)],
+        input: DataFrame,
+    ) -> Result<u64> {
         let names: Vec<&str> = self.sent.iter().map(|(n, _)| n.as_str()).collect();
         let types: Vec<ChType> = self.sent.iter().map(|(_, t)| t.clone()).collect();
         let mut into_columns: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
@@ -325,8 +368,10 @@ impl Staging {
                 let is_flag = i >= columns.len();
                 arrays.push(if is_flag { cast(&array, &DataType::Boolean)? } else { array });
             }
-            let fields: Vec<Field> = names.iter().zip(&arrays).map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
-            let batch = RecordBatch::try_new(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays)?;
+            let fields: Vec<Field> =
+                names.iter().zip(&arrays).map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
+            let batch =
+                RecordBatch::try_new(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays)?;
             encode(&batch, &types, &names, rows, self.numbered, &mut buf)
                 .map_err(|e| DataFusionError::Execution(format!("cannot load table `{}`: {e}", target.name)))?;
             rows += batch.num_rows() as u64;
@@ -341,7 +386,9 @@ impl Staging {
     }
 
     async fn drop_table(&self, server: &Server) {
-        if let Err(e) = server.query(&format!("DROP TABLE IF EXISTS {}", self.quoted), &[], "cannot drop a staging table").await {
+        if let Err(e) =
+            server.query(&format!("DROP TABLE IF EXISTS {}", self.quoted), &[], "cannot drop a staging table").await
+        {
             warn!("{e}");
         }
     }
@@ -377,14 +424,22 @@ impl Statement {
     }
 }
 
-fn commit_statements(spec: &WriteDb, target: &Target, staging: &Staging, columns: &[(String, ChType)], existed: bool) -> Vec<Statement> {
+fn commit_statements(
+    spec: &WriteDb,
+    target: &Target,
+    staging: &Staging,
+    columns: &[(String, ChType)],
+    existed: bool,
+) -> Vec<Statement> {
     let names = columns.iter().map(|(n, _)| quote_ident(n)).collect::<Vec<_>>().join(", ");
     let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     let (t, s) = (&target.quoted, &staging.quoted);
     let last_per_key = format!("{ROW_NUMBER} IN (SELECT max({ROW_NUMBER}) FROM {s} GROUP BY {keys})");
     let flagged = spec.delete_when.as_ref().map(|f| format!("coalesce({}, 0) = 1", quote_ident(f)));
     match spec.mode {
-        DbWriteMode::Append => vec![Statement::Sql(format!("INSERT INTO {t} ({names}) SELECT {names} FROM {s} ORDER BY {ROW_NUMBER}"))],
+        DbWriteMode::Append => {
+            vec![Statement::Sql(format!("INSERT INTO {t} ({names}) SELECT {names} FROM {s} ORDER BY {ROW_NUMBER}"))]
+        }
         DbWriteMode::Upsert => {
             let mut statements = Vec::new();
             let mut kept = last_per_key.clone();
@@ -394,10 +449,14 @@ fn commit_statements(spec: &WriteDb, target: &Target, staging: &Staging, columns
                 )));
                 kept = format!("{kept} AND NOT ({flagged})");
             }
-            statements.push(Statement::Sql(format!("INSERT INTO {t} ({names}) SELECT {names} FROM {s} WHERE {kept} ORDER BY {ROW_NUMBER}")));
+            statements.push(Statement::Sql(format!(
+                "INSERT INTO {t} ({names}) SELECT {names} FROM {s} WHERE {kept} ORDER BY {ROW_NUMBER}"
+            )));
             statements
         }
-        DbWriteMode::Delete => vec![Statement::Mutation(format!("ALTER TABLE {t} DELETE WHERE ({keys}) IN (SELECT {keys} FROM {s})"))],
+        DbWriteMode::Delete => {
+            vec![Statement::Mutation(format!("ALTER TABLE {t} DELETE WHERE ({keys}) IN (SELECT {keys} FROM {s})"))]
+        }
         DbWriteMode::Replace => {
             let (_, old) = target.sibling("old");
             match existed {

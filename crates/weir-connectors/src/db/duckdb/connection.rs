@@ -1,6 +1,5 @@
 //! Opening DuckDB files, its errors, its types and the bridge between its arrow and Weir's.
 
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -15,7 +14,6 @@ use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
 use weir_spec::{Execute, TypedValue};
 
 use crate::db::sql_params::{Style, bind_values};
-
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub(super) async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
@@ -122,12 +120,14 @@ pub(super) fn arrow_type(db_type: &str) -> Option<DataType> {
 /// A batch of DuckDB's arrow as one of Weir's.
 pub(super) fn from_duckdb(batch: duckdb::arrow::array::StructArray) -> Result<RecordBatch, DataFusionError> {
     use duckdb::arrow::array::Array;
-    let (array, schema) = duckdb::arrow::ffi::to_ffi(&batch.to_data()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let (array, schema) =
+        duckdb::arrow::ffi::to_ffi(&batch.to_data()).map_err(|e| DataFusionError::External(Box::new(e)))?;
     // SAFETY: `FFI_ArrowArray` and `FFI_ArrowSchema` are `#[repr(C)]` structs of the Arrow C data interface in arrow
     // 58 and 59 alike; the release callbacks move with them, so the buffers are freed once, by the importer.
     let array = unsafe { std::mem::transmute::<duckdb::arrow::ffi::FFI_ArrowArray, arrow::ffi::FFI_ArrowArray>(array) };
     // SAFETY: as above.
-    let schema = unsafe { std::mem::transmute::<duckdb::arrow::ffi::FFI_ArrowSchema, arrow::ffi::FFI_ArrowSchema>(schema) };
+    let schema =
+        unsafe { std::mem::transmute::<duckdb::arrow::ffi::FFI_ArrowSchema, arrow::ffi::FFI_ArrowSchema>(schema) };
     // SAFETY: both structs were just exported by arrow and describe each other.
     let data = unsafe { arrow::ffi::from_ffi(array, &schema) }?;
     Ok(RecordBatch::from(StructArray::from(data)))
@@ -137,15 +137,19 @@ pub(super) fn from_duckdb(batch: duckdb::arrow::array::StructArray) -> Result<Re
 pub(super) fn schema_to_duckdb(schema: &Schema) -> Result<duckdb::arrow::datatypes::SchemaRef, DataFusionError> {
     let exported = arrow::ffi::FFI_ArrowSchema::try_from(schema)?;
     // SAFETY: as in `from_duckdb`: the same C struct in both versions; the release callback moves with it.
-    let exported = unsafe { std::mem::transmute::<arrow::ffi::FFI_ArrowSchema, duckdb::arrow::ffi::FFI_ArrowSchema>(exported) };
-    let schema = duckdb::arrow::datatypes::Schema::try_from(&exported).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let exported =
+        unsafe { std::mem::transmute::<arrow::ffi::FFI_ArrowSchema, duckdb::arrow::ffi::FFI_ArrowSchema>(exported) };
+    let schema =
+        duckdb::arrow::datatypes::Schema::try_from(&exported).map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(Arc::new(schema))
 }
 
 /// A schema of DuckDB's arrow as one of Weir's.
 pub(super) fn schema_from_duckdb(schema: &duckdb::arrow::datatypes::Schema) -> Result<SchemaRef, DataFusionError> {
-    let exported = duckdb::arrow::ffi::FFI_ArrowSchema::try_from(schema).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let exported =
+        duckdb::arrow::ffi::FFI_ArrowSchema::try_from(schema).map_err(|e| DataFusionError::External(Box::new(e)))?;
     // SAFETY: as in `from_duckdb`.
-    let exported = unsafe { std::mem::transmute::<duckdb::arrow::ffi::FFI_ArrowSchema, arrow::ffi::FFI_ArrowSchema>(exported) };
+    let exported =
+        unsafe { std::mem::transmute::<duckdb::arrow::ffi::FFI_ArrowSchema, arrow::ffi::FFI_ArrowSchema>(exported) };
     Ok(Arc::new(Schema::try_from(&exported)?))
 }

@@ -23,19 +23,36 @@ pub struct DuckDb;
 #[cfg(feature = "duckdb")]
 #[async_trait::async_trait]
 impl crate::db::Database for DuckDb {
-    async fn read(&self, spec: &weir_spec::ReadDb, cx: &weir_engine::StepContext) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
+    async fn read(
+        &self,
+        spec: &weir_spec::ReadDb,
+        cx: &weir_engine::StepContext,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
         read::table(spec, cx).await
     }
 
-    async fn write(&self, spec: &weir_spec::WriteDb, cx: &weir_engine::StepContext, input: datafusion::dataframe::DataFrame) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
+    async fn write(
+        &self,
+        spec: &weir_spec::WriteDb,
+        cx: &weir_engine::StepContext,
+        input: datafusion::dataframe::DataFrame,
+    ) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
         write::write(spec, cx, input).await
     }
 
-    async fn execute(&self, spec: &weir_spec::Execute, cx: &weir_engine::StepContext) -> datafusion::error::Result<u64> {
+    async fn execute(
+        &self,
+        spec: &weir_spec::Execute,
+        cx: &weir_engine::StepContext,
+    ) -> datafusion::error::Result<u64> {
         connection::execute(spec, cx).await
     }
 
-    async fn committed_batches(&self, spec: &weir_spec::WriteDb, cx: &weir_engine::StepContext) -> datafusion::error::Result<u64> {
+    async fn committed_batches(
+        &self,
+        spec: &weir_spec::WriteDb,
+        cx: &weir_engine::StepContext,
+    ) -> datafusion::error::Result<u64> {
         write::committed_batches(spec, cx)
     }
 }

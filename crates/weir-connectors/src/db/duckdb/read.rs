@@ -17,12 +17,18 @@ use weir_engine::{ResolvedConnection, StepContext};
 use weir_spec::ReadDb;
 
 use super::connection::{db_path, duckdb_error, from_duckdb, open, param, schema_from_duckdb, schema_to_duckdb};
-use crate::db::sql_params::quote_ident;
 use crate::db::scan::{DbTable, Flavor, Query};
 use crate::db::sql_params::Style;
+use crate::db::sql_params::quote_ident;
 
 /// DuckDB's SQL takes PostgreSQL's spelling of the filters DataFusion pushes down, and `$1` placeholders.
-static FLAVOR: Flavor = Flavor { system: "DuckDb", dialect: &PostgreSqlDialect {}, placeholders: Style::Dollar, quote: quote_ident, standard_sql: true };
+static FLAVOR: Flavor = Flavor {
+    system: "DuckDb",
+    dialect: &PostgreSqlDialect {},
+    placeholders: Style::Dollar,
+    quote: quote_ident,
+    standard_sql: true,
+};
 
 /// Describes the step's relation and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
@@ -32,7 +38,8 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
     let db = open(&conn.name, &path)?;
     let describe_error = |e| duckdb_error(&format!("DuckDB `{}` cannot prepare the step's query", conn.name), e);
     let mut statement = db.prepare(&format!("SELECT * FROM {from} LIMIT 0")).map_err(describe_error)?;
-    let described = statement.query_arrow(params_from_iter(params.iter().map(|(_, v)| v))).map_err(describe_error)?.get_schema();
+    let described =
+        statement.query_arrow(params_from_iter(params.iter().map(|(_, v)| v))).map_err(describe_error)?.get_schema();
     let described = schema_from_duckdb(&described)?;
     // Nullable throughout: a pushed-down query's columns may be NULL where the table's are not (outer joins).
     let fields: Vec<_> = described.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
@@ -58,7 +65,13 @@ struct DuckDbQuery {
 
 #[async_trait]
 impl Query for DuckDbQuery {
-    async fn run(&self, sql: &str, schema: SchemaRef, _batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        _batch_size: usize,
+        tx: Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let db = open(&self.conn.name, &self.path)?;
         let (sql, params, name) = (sql.to_string(), self.params.clone(), self.conn.name.clone());
         tokio::task::spawn_blocking(move || {
@@ -86,7 +99,9 @@ impl Query for DuckDbQuery {
             // duckdb-rs ends a streamed result at an error as if it were complete (a cast that fails on row five
             // million), so the rows are counted again: a short stream is an error, with DuckDB's message when a
             // materialized run of the query gives one.
-            let expected: i64 = db.query_row(&format!("SELECT count(*) FROM ({sql}) weir_n"), values(), |r| r.get(0)).map_err(read_error)?;
+            let expected: i64 = db
+                .query_row(&format!("SELECT count(*) FROM ({sql}) weir_n"), values(), |r| r.get(0))
+                .map_err(read_error)?;
             if streamed as i64 != expected {
                 statement.execute(values()).map_err(read_error)?;
                 return Err(DataFusionError::Execution(format!(

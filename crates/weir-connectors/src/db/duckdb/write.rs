@@ -15,10 +15,10 @@ use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::connection::{arrow_type, db_path, ddl_type, duckdb_error, open};
+use crate::db::schema_diff::{AddOnly, TableColumn};
 use crate::db::sql_params::{quote_ident, quote_table};
 use crate::db::{checkpoints, load as db_load};
 use crate::files::paths;
-use crate::db::schema_diff::{AddOnly, TableColumn};
 
 /// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
 pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
@@ -30,7 +30,8 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let fields = db_load::data_fields(spec, &schema)?;
     let staged = cx.scratch_dir.join(format!("{}.duckdb-{}.parquet", cx.step, cx.batch.map_or(0, |b| b.index)));
     let staged_path = staged.to_string_lossy().into_owned();
-    let written = input.write_parquet(&staged_path, DataFrameWriteOptions::new().with_single_file_output(true), None).await?;
+    let written =
+        input.write_parquet(&staged_path, DataFrameWriteOptions::new().with_single_file_output(true), None).await?;
     let rows = paths::rows_written(&written);
     let db = open(&conn.name, &db_path(&conn, cx))?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
@@ -107,16 +108,28 @@ fn prepare_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fi
 }
 
 /// Loads the staged file of `rows` rows.
-fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, columns: &[Field], staged: &str, rows: u64) -> Result<()> {
+fn load(
+    spec: &WriteDb,
+    cx: &StepContext,
+    db: &Connection,
+    target: &Target,
+    columns: &[Field],
+    staged: &str,
+    rows: u64,
+) -> Result<()> {
     let file = format!("read_parquet('{}', file_row_number = true)", staged.replace('\'', "''"));
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name())).collect();
     let names = names.join(", ");
     let keys: Vec<String> = spec.keys.iter().map(|k| quote_ident(k)).collect();
     let on_keys = keys.iter().map(|k| format!("{0}.{k} = s.{k}", target.quoted)).collect::<Vec<_>>().join(" AND ");
-    let deleting = |of: &str| spec.delete_when.as_ref().map(|f| format!("coalesce(CAST({of}{} AS BOOLEAN), false)", quote_ident(f)));
+    let deleting = |of: &str| {
+        spec.delete_when.as_ref().map(|f| format!("coalesce(CAST({of}{} AS BOOLEAN), false)", quote_ident(f)))
+    };
     let mut statements = Vec::new();
     match spec.mode {
-        DbWriteMode::Append => statements.push(format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted)),
+        DbWriteMode::Append => {
+            statements.push(format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted))
+        }
         DbWriteMode::Replace => {
             if Batch::is_first(cx.batch) {
                 statements.push(format!("DELETE FROM {}", target.quoted));
@@ -133,9 +146,16 @@ fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, colu
             if let Some(deleting) = deleting("s.") {
                 statements.push(format!("DELETE FROM {} USING {last} s WHERE {on_keys} AND {deleting}", target.quoted));
             }
-            let others: Vec<String> =
-                columns.iter().filter(|c| !spec.keys.contains(c.name())).map(|c| format!("{0} = excluded.{0}", quote_ident(c.name()))).collect();
-            let action = if others.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", others.join(", ")) };
+            let others: Vec<String> = columns
+                .iter()
+                .filter(|c| !spec.keys.contains(c.name()))
+                .map(|c| format!("{0} = excluded.{0}", quote_ident(c.name())))
+                .collect();
+            let action = if others.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", others.join(", "))
+            };
             let kept = deleting("").map_or(String::new(), |d| format!(" WHERE NOT {d}"));
             statements.push(format!(
                 "INSERT INTO {} ({names}) SELECT {names} FROM {last}{kept} ON CONFLICT ({}) {action}",
@@ -144,7 +164,11 @@ fn load(spec: &WriteDb, cx: &StepContext, db: &Connection, target: &Target, colu
             ));
         }
         DbWriteMode::Delete => {
-            statements.push(format!("DELETE FROM {} USING (SELECT DISTINCT {} FROM {file}) s WHERE {on_keys}", target.quoted, keys.join(", ")));
+            statements.push(format!(
+                "DELETE FROM {} USING (SELECT DISTINCT {} FROM {file}) s WHERE {on_keys}",
+                target.quoted,
+                keys.join(", ")
+            ));
         }
     }
     let mut changed = 0;
@@ -174,7 +198,9 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
     let db = open(&conn.name, &db_path(&conn, cx))?;
     let failed = |e| duckdb_error(&format!("cannot read the checkpoint of `{}` on `{}`", cx.step, conn.name), e);
     let exists: i64 = db
-        .query_row("SELECT count(*) FROM information_schema.tables WHERE table_name = 'weir_checkpoints'", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM information_schema.tables WHERE table_name = 'weir_checkpoints'", [], |r| {
+            r.get(0)
+        })
         .map_err(failed)?;
     if exists == 0 {
         return Ok(0);
@@ -201,9 +227,9 @@ impl PendingLoad for DuckDbPending {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.db
-            .execute_batch("COMMIT")
-            .map_err(|e| duckdb_error(&format!("cannot commit the load of `{}` on `{}`", self.table, self.connection), e))
+        self.db.execute_batch("COMMIT").map_err(|e| {
+            duckdb_error(&format!("cannot commit the load of `{}` on `{}`", self.table, self.connection), e)
+        })
     }
 
     async fn abort(self: Box<Self>) {

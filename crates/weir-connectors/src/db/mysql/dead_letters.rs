@@ -17,14 +17,25 @@ impl LetterSession for MysqlLetters {
         format!("`{name}`")
     }
 
-    fn run(&self, _table: &str, create: &str, created: &AtomicBool, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+    fn run(
+        &self,
+        _table: &str,
+        create: &str,
+        created: &AtomicBool,
+        statements: &[(String, Vec<Arg>)],
+    ) -> DlqResult<(Vec<DeadLetter>, u64)> {
         let handle = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| handle.block_on(self.run_async(create, created, statements)))
     }
 }
 
 impl MysqlLetters {
-    async fn run_async(&self, create: &str, created: &AtomicBool, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+    async fn run_async(
+        &self,
+        create: &str,
+        created: &AtomicBool,
+        statements: &[(String, Vec<Arg>)],
+    ) -> DlqResult<(Vec<DeadLetter>, u64)> {
         let mut conn = mysql_async::Conn::new(super::opts(self.0.expose())?).await?;
         if needs_create(created) {
             conn.query_drop(create).await?;
@@ -38,7 +49,9 @@ impl MysqlLetters {
             let values: Vec<mysql_async::Value> = order
                 .iter()
                 .map(|i| match &params[*i] {
-                    Arg::Text(t) => t.clone().map_or(mysql_async::Value::NULL, |t| mysql_async::Value::Bytes(t.into_bytes())),
+                    Arg::Text(t) => {
+                        t.clone().map_or(mysql_async::Value::NULL, |t| mysql_async::Value::Bytes(t.into_bytes()))
+                    }
                     Arg::Int(n) => n.map_or(mysql_async::Value::NULL, mysql_async::Value::Int),
                 })
                 .collect();
@@ -84,7 +97,9 @@ fn mysql_statement(sql: &str) -> (String, Vec<usize>) {
 mod tests {
     #[test]
     fn mysql_statements_repeat_their_parameters() {
-        let (sql, order) = super::mysql_statement("SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2) AND (CAST($3 AS BIGINT) IS NULL)");
+        let (sql, order) = super::mysql_statement(
+            "SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2) AND (CAST($3 AS BIGINT) IS NULL)",
+        );
         assert_eq!(sql, "SELECT 1 WHERE a = ? AND (CAST(? AS CHAR) IS NULL OR b = ?) AND (CAST(? AS SIGNED) IS NULL)");
         assert_eq!(order, [0, 1, 1, 2]);
     }

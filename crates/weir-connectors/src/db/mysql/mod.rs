@@ -24,7 +24,6 @@ use crate::db::sql_params::{Style, bind_values};
 pub use kind::KIND;
 pub use tls::opts;
 
-
 /// Opens a session in UTC, so TIMESTAMP columns read and write instants unchanged.
 /// Opens a connection, waiting out a server that refuses connections as `patience` allows.
 async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Conn, DataFusionError> {
@@ -32,9 +31,12 @@ async fn connect(conn: &ResolvedConnection, patience: &Patience) -> Result<Conn,
 }
 
 async fn connect_once(conn: &ResolvedConnection) -> Result<Conn, DataFusionError> {
-    let opts = tls::opts(conn.url.expose()).map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;
+    let opts =
+        tls::opts(conn.url.expose()).map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", conn.name)))?;
     let mut c = Conn::new(opts).await.map_err(|e| my_error(&format!("cannot connect to `{}`", conn.name), e))?;
-    c.query_drop("SET time_zone = '+00:00'").await.map_err(|e| my_error(&format!("cannot set up `{}`", conn.name), e))?;
+    c.query_drop("SET time_zone = '+00:00'")
+        .await
+        .map_err(|e| my_error(&format!("cannot set up `{}`", conn.name), e))?;
     Ok(c)
 }
 
@@ -52,7 +54,9 @@ fn my_error(context: &str, e: mysql_async::Error) -> DataFusionError {
         ),
         // A refused certificate (a TLS error, or invalid data from the handshake) stays refused: not retried.
         mysql_async::Error::Io(mysql_async::IoError::Tls(_)) => (e.to_string(), None),
-        mysql_async::Error::Io(mysql_async::IoError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => (e.to_string(), None),
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            (e.to_string(), None)
+        }
         mysql_async::Error::Io(_) => (e.to_string(), Some(RetryOn::Connection)),
         other => (other.to_string(), None),
     };
@@ -76,11 +80,20 @@ pub struct Mysql;
 
 #[async_trait::async_trait]
 impl crate::db::Database for Mysql {
-    async fn read(&self, spec: &weir_spec::ReadDb, cx: &StepContext) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
+    async fn read(
+        &self,
+        spec: &weir_spec::ReadDb,
+        cx: &StepContext,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
         read::table(spec, cx).await
     }
 
-    async fn write(&self, spec: &weir_spec::WriteDb, cx: &StepContext, input: datafusion::dataframe::DataFrame) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
+    async fn write(
+        &self,
+        spec: &weir_spec::WriteDb,
+        cx: &StepContext,
+        input: datafusion::dataframe::DataFrame,
+    ) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
         write::write(spec, cx, input).await
     }
 
@@ -89,7 +102,10 @@ impl crate::db::Database for Mysql {
         let (sql, params) = bind_values(&spec.sql.value, Style::Question, cx, types::param)?;
         let mut client = connect(&conn, &Patience::of(cx, None)).await?;
         let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
-        client.exec_drop(sql.as_str(), params).await.map_err(|e| my_error(&format!("MySQL `{}` failed the statement", conn.name), e))?;
+        client
+            .exec_drop(sql.as_str(), params)
+            .await
+            .map_err(|e| my_error(&format!("MySQL `{}` failed the statement", conn.name), e))?;
         let rows = client.affected_rows();
         let _ = client.disconnect().await;
         info!(connection = %conn.name, rows, "Executed on `{}`: {sql}", conn.name);
@@ -100,7 +116,12 @@ impl crate::db::Database for Mysql {
         write::committed_batches(spec, cx).await
     }
 
-    fn dead_letter_table(&self, connection: ResolvedConnection, table: &str, _base_dir: &std::path::Path) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
+    fn dead_letter_table(
+        &self,
+        connection: ResolvedConnection,
+        table: &str,
+        _base_dir: &std::path::Path,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
         crate::db::dead_letter_table::open(dead_letters::MysqlLetters(connection.url), table)
     }
 }

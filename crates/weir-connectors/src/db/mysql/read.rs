@@ -21,8 +21,13 @@ use super::{connect, my_error, quote_ident};
 use crate::db::scan::{BatchSender, DbTable, Flavor, Query};
 use crate::db::sql_params::Style;
 
-static FLAVOR: Flavor =
-    Flavor { system: "MySql", dialect: &MySqlDialect {}, placeholders: Style::Question, quote: quote_ident, standard_sql: true };
+static FLAVOR: Flavor = Flavor {
+    system: "MySql",
+    dialect: &MySqlDialect {},
+    placeholders: Style::Question,
+    quote: quote_ident,
+    standard_sql: true,
+};
 
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
@@ -69,7 +74,13 @@ struct MyQuery {
 
 #[async_trait]
 impl Query for MyQuery {
-    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        batch_size: usize,
+        tx: Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let mut client = connect(&self.conn, &self.patience).await?;
         let params = if self.params.is_empty() {
             Params::Empty

@@ -35,9 +35,13 @@ pub fn opts(url: &str) -> Result<Opts, String> {
         None if ca.is_none() => return Ok(opts),
         None | Some("VERIFY_CA") => SslOpts::default().with_danger_skip_domain_validation(true),
         Some("DISABLED") => return Ok(Opts::from(OptsBuilder::from_opts(opts).ssl_opts(None))),
-        Some("REQUIRED") => SslOpts::default().with_danger_accept_invalid_certs(true).with_danger_skip_domain_validation(true),
+        Some("REQUIRED") => {
+            SslOpts::default().with_danger_accept_invalid_certs(true).with_danger_skip_domain_validation(true)
+        }
         Some("VERIFY_IDENTITY") => SslOpts::default(),
-        Some(other) => return Err(format!("ssl-mode `{other}` is not one of DISABLED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY")),
+        Some(other) => {
+            return Err(format!("ssl-mode `{other}` is not one of DISABLED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"));
+        }
     };
     let ssl = match ca {
         Some(path) => {
@@ -64,7 +68,10 @@ mod tests {
         assert!(!required.prefer_socket(), "other parameters still apply");
         let full = opts("mysql://u@h/db?ssl_mode=VERIFY_IDENTITY").unwrap();
         assert!(!full.ssl_opts().unwrap().accept_invalid_certs() && !full.ssl_opts().unwrap().skip_domain_validation());
-        assert!(opts("mysql://u@h/db?ssl-mode=VERIFY_CA&ssl-ca=/nonexistent.pem").is_err_and(|e| e.contains("/nonexistent.pem")));
+        assert!(
+            opts("mysql://u@h/db?ssl-mode=VERIFY_CA&ssl-ca=/nonexistent.pem")
+                .is_err_and(|e| e.contains("/nonexistent.pem"))
+        );
         assert!(opts("mysql://u@h/db?ssl-mode=maybe").is_err_and(|e| e.contains("VERIFY_IDENTITY")));
     }
 }

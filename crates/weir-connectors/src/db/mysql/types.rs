@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
 use mysql_async::Column;
 use mysql_async::Value;
 use mysql_async::consts::{ColumnFlags, ColumnType};
@@ -21,10 +23,34 @@ pub fn arrow_type(column: &Column) -> Option<DataType> {
     Some(match column.column_type() {
         // MySQL's BOOLEAN is TINYINT(1).
         MYSQL_TYPE_TINY if column.column_length() == 1 && !unsigned => DataType::Boolean,
-        MYSQL_TYPE_TINY => if unsigned { DataType::Int16 } else { DataType::Int8 },
-        MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR => if unsigned { DataType::Int32 } else { DataType::Int16 },
-        MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG => if unsigned { DataType::Int64 } else { DataType::Int32 },
-        MYSQL_TYPE_LONGLONG => if unsigned { DataType::UInt64 } else { DataType::Int64 },
+        MYSQL_TYPE_TINY => {
+            if unsigned {
+                DataType::Int16
+            } else {
+                DataType::Int8
+            }
+        }
+        MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR => {
+            if unsigned {
+                DataType::Int32
+            } else {
+                DataType::Int16
+            }
+        }
+        MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG => {
+            if unsigned {
+                DataType::Int64
+            } else {
+                DataType::Int32
+            }
+        }
+        MYSQL_TYPE_LONGLONG => {
+            if unsigned {
+                DataType::UInt64
+            } else {
+                DataType::Int64
+            }
+        }
         MYSQL_TYPE_FLOAT => DataType::Float32,
         MYSQL_TYPE_DOUBLE => DataType::Float64,
         MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => {
@@ -38,9 +64,18 @@ pub fn arrow_type(column: &Column) -> Option<DataType> {
         MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => DataType::Timestamp(TimeUnit::Microsecond, None),
         // TIMESTAMP values are instants; Weir's sessions use UTC, so they read as UTC.
         MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_STRING | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB
-        | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB => {
-            if binary { DataType::Binary } else { DataType::Utf8 }
+        MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_BLOB => {
+            if binary {
+                DataType::Binary
+            } else {
+                DataType::Utf8
+            }
         }
         MYSQL_TYPE_ENUM | MYSQL_TYPE_SET | MYSQL_TYPE_JSON | MYSQL_TYPE_NULL => DataType::Utf8,
         _ => return None,
@@ -60,12 +95,20 @@ pub fn ddl_type(ty: &DataType, is_key: bool) -> Option<String> {
         DataType::Float64 => "DOUBLE".into(),
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-            if is_key { "VARCHAR(255)".into() } else { "LONGTEXT".into() }
+            if is_key {
+                "VARCHAR(255)".into()
+            } else {
+                "LONGTEXT".into()
+            }
         }
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Timestamp(..) => "DATETIME(6)".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-            if is_key { "VARBINARY(255)".into() } else { "LONGBLOB".into() }
+            if is_key {
+                "VARBINARY(255)".into()
+            } else {
+                "LONGBLOB".into()
+            }
         }
         _ => return None,
     })
@@ -125,7 +168,9 @@ pub fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
         }
         DataType::Decimal128(..) => {
             let a = array.as_primitive::<Decimal128Type>();
-            (0..n).map(|i| if null(i) { Value::NULL } else { Value::Bytes(a.value_as_string(i).into_bytes()) }).collect()
+            (0..n)
+                .map(|i| if null(i) { Value::NULL } else { Value::Bytes(a.value_as_string(i).into_bytes()) })
+                .collect()
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -170,7 +215,11 @@ pub fn param(value: &weir_spec::TypedValue) -> Result<Value, String> {
         V::Integer(i) => Value::Int(*i),
         V::Float(f) => Value::Double(*f),
         V::Boolean(b) => Value::Int(*b as i64),
-        V::Date(d) => datetime(weir_engine::timestamp_micros(&format!("{d}T00:00:00Z")).ok_or_else(|| format!("`{d}` is not a date"))?)?,
-        V::Timestamp(t) => datetime(weir_engine::timestamp_micros(t).ok_or_else(|| format!("`{t}` is not a timestamp"))?)?,
+        V::Date(d) => datetime(
+            weir_engine::timestamp_micros(&format!("{d}T00:00:00Z")).ok_or_else(|| format!("`{d}` is not a date"))?,
+        )?,
+        V::Timestamp(t) => {
+            datetime(weir_engine::timestamp_micros(t).ok_or_else(|| format!("`{t}` is not a timestamp"))?)?
+        }
     })
 }

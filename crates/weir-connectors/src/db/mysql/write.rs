@@ -43,7 +43,10 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     };
     if cx.batch.is_some() {
         // Before the transaction: MySQL commits DDL at once.
-        client.query_drop(CHECKPOINTS).await.map_err(|e| my_error(&format!("cannot create weir_checkpoints on `{}`", conn.name), e))?;
+        client
+            .query_drop(CHECKPOINTS)
+            .await
+            .map_err(|e| my_error(&format!("cannot create weir_checkpoints on `{}`", conn.name), e))?;
     }
     target.run(&mut client, "START TRANSACTION", "cannot start a transaction on").await?;
     let loaded = match load(spec, cx, &mut client, &target, &columns, input).await {
@@ -98,8 +101,10 @@ impl Target {
         if exists.unwrap_or(0) == 0 {
             return Ok(None);
         }
-        let statement =
-            client.prep(format!("SELECT * FROM {} LIMIT 0", self.quoted)).await.map_err(|e| self.error("cannot describe", e))?;
+        let statement = client
+            .prep(format!("SELECT * FROM {} LIMIT 0", self.quoted))
+            .await
+            .map_err(|e| self.error("cannot describe", e))?;
         Ok(Some(
             statement
                 .columns()
@@ -176,7 +181,8 @@ async fn prepare_table(
             target.columns(client).await?.expect("the table was just created")
         }
     };
-    let can_widen = |column: &TableColumn, input: &DataType| column.arrow.as_ref().is_some_and(|t| widened(t, input).is_some());
+    let can_widen =
+        |column: &TableColumn, input: &DataType| column.arrow.as_ref().is_some_and(|t| widened(t, input).is_some());
     let planned = schema_diff::plan(spec.schema_evolution, &target.name, fields, &existing, &can_widen)?;
     let mut changes = Vec::new();
     for (f, change) in &planned {
@@ -187,7 +193,11 @@ async fn prepare_table(
                 changes.push(format!("ADD COLUMN {} {ty}", quote_ident(f.name())));
             }
             ColumnChange::Widen => {
-                let table = existing.iter().find(|c| c.name == *f.name()).and_then(|c| c.arrow.as_ref()).expect("only existing columns widen");
+                let table = existing
+                    .iter()
+                    .find(|c| c.name == *f.name())
+                    .and_then(|c| c.arrow.as_ref())
+                    .expect("only existing columns widen");
                 let ty = widened(table, f.data_type()).expect("plan checked can_widen");
                 // MODIFY restates the whole column: keep its NULL, default and auto-increment as they are.
                 let kept = target.column_attributes(client, f.name()).await?;
@@ -233,15 +243,26 @@ fn create_table(spec: &WriteDb, target: &Target, fields: &[&Field]) -> Result<St
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
 /// the table before.
-async fn load(spec: &WriteDb, cx: &StepContext, client: &mut Conn, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {
+async fn load(
+    spec: &WriteDb,
+    cx: &StepContext,
+    client: &mut Conn,
+    target: &Target,
+    columns: &[Field],
+    input: DataFrame,
+) -> Result<u64> {
     if spec.mode == DbWriteMode::Replace && Batch::is_first(cx.batch) {
         // Not TRUNCATE: MySQL commits it at once, and readers would see an empty table.
         target.run(client, &format!("DELETE FROM {}", target.quoted), "cannot empty").await?;
     }
     let names: Vec<String> = columns.iter().map(|c| c.name().clone()).collect();
-    let key_indices: Vec<usize> =
-        spec.keys.iter().map(|k| names.iter().position(|n| n == k).expect("keys were checked against the input")).collect();
-    let statement = Statement { target, names: &names, key_indices: &key_indices, isolate: cx.on_error != OnError::Fail };
+    let key_indices: Vec<usize> = spec
+        .keys
+        .iter()
+        .map(|k| names.iter().position(|n| n == k).expect("keys were checked against the input"))
+        .collect();
+    let statement =
+        Statement { target, names: &names, key_indices: &key_indices, isolate: cx.on_error != OnError::Fail };
     let mut stream = input.execute_stream().await?;
     let (mut rows, mut deleted, mut refused_rows) = (0u64, 0u64, 0u64);
     while let Some(batch) = stream.next().await {
@@ -258,7 +279,9 @@ async fn load(spec: &WriteDb, cx: &StepContext, client: &mut Conn, target: &Targ
         let n = batch.num_rows();
         let mut refused = Vec::new();
         match spec.mode {
-            DbWriteMode::Append | DbWriteMode::Replace => refused = statement.insert(client, &values, 0..n, false).await?,
+            DbWriteMode::Append | DbWriteMode::Replace => {
+                refused = statement.insert(client, &values, 0..n, false).await?
+            }
             DbWriteMode::Delete => deleted += statement.delete(client, &values, 0..n).await?,
             DbWriteMode::Upsert => {
                 // Runs of rows with the same delete flag, applied in input order so the last event per key wins.
@@ -311,7 +334,13 @@ impl Statement<'_> {
     /// Inserts `rows` of the batch; returns the rows the database refused for their data, with its reason, when
     /// isolating. InnoDB undoes only a failed statement, so a refused statement is split in halves until the
     /// refused rows stand alone.
-    async fn insert(&self, client: &mut Conn, values: &[Vec<Value>], rows: Range<usize>, upsert: bool) -> Result<Vec<(usize, String)>> {
+    async fn insert(
+        &self,
+        client: &mut Conn,
+        values: &[Vec<Value>],
+        rows: Range<usize>,
+        upsert: bool,
+    ) -> Result<Vec<(usize, String)>> {
         let columns = self.names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ");
         let row = format!("({})", vec!["?"; self.names.len()].join(", "));
         let on_duplicate = if upsert {
@@ -319,13 +348,18 @@ impl Statement<'_> {
                 .filter(|i| !self.key_indices.contains(i))
                 .map(|i| format!("{0} = VALUES({0})", quote_ident(&self.names[i])))
                 .collect();
-            let set = if others.is_empty() { format!("{0} = {0}", quote_ident(&self.names[self.key_indices[0]])) } else { others.join(", ") };
+            let set = if others.is_empty() {
+                format!("{0} = {0}", quote_ident(&self.names[self.key_indices[0]]))
+            } else {
+                others.join(", ")
+            };
             format!(" ON DUPLICATE KEY UPDATE {set}")
         } else {
             String::new()
         };
         let step = self.rows_per_statement(self.names.len());
-        let mut pending: Vec<Range<usize>> = rows.clone().step_by(step).map(|start| start..(start + step).min(rows.end)).rev().collect();
+        let mut pending: Vec<Range<usize>> =
+            rows.clone().step_by(step).map(|start| start..(start + step).min(rows.end)).rev().collect();
         let mut refused = Vec::new();
         while let Some(Range { start, end }) = pending.pop() {
             let sql = format!(
@@ -364,8 +398,12 @@ impl Statement<'_> {
                 self.target.quoted,
                 vec![tuple.as_str(); end - start].join(", ")
             );
-            let params: Vec<Value> = (start..end).flat_map(|r| self.key_indices.iter().map(move |k| values[*k][r].clone())).collect();
-            client.exec_drop(sql, Params::Positional(params)).await.map_err(|e| self.rows_error("cannot delete from", start, end, e))?;
+            let params: Vec<Value> =
+                (start..end).flat_map(|r| self.key_indices.iter().map(move |k| values[*k][r].clone())).collect();
+            client
+                .exec_drop(sql, Params::Positional(params))
+                .await
+                .map_err(|e| self.rows_error("cannot delete from", start, end, e))?;
             deleted += client.affected_rows();
         }
         Ok(deleted)
@@ -383,7 +421,13 @@ const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
 ) ENGINE=InnoDB";
 
 /// Records `batch` as committed in `weir_checkpoints`, inside the transaction that commits its rows.
-async fn record_checkpoint(client: &mut Conn, cx: &StepContext, batch: Batch, rows: u64, connection: &str) -> Result<()> {
+async fn record_checkpoint(
+    client: &mut Conn,
+    cx: &StepContext,
+    batch: Batch,
+    rows: u64,
+    connection: &str,
+) -> Result<()> {
     client
         .exec_drop(
             "INSERT INTO weir_checkpoints (pipeline, step, run_id, batches, `rows`) VALUES (?, ?, ?, ?, ?)

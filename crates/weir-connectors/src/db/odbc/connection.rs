@@ -48,8 +48,13 @@ fn param(value: &TypedValue) -> Box<dyn InputParameter> {
     }
 }
 
-static FLAVOR: Flavor =
-    Flavor { system: "Odbc", dialect: &DefaultDialect {}, placeholders: Style::Question, quote: quote_ident, standard_sql: true };
+static FLAVOR: Flavor = Flavor {
+    system: "Odbc",
+    dialect: &DefaultDialect {},
+    placeholders: Style::Question,
+    quote: quote_ident,
+    standard_sql: true,
+};
 
 /// An `execute` step: one statement with `$name` parameters. ODBC drivers do not all report affected rows, so it
 /// returns 0.
@@ -79,7 +84,9 @@ pub(super) async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn Tab
         let mut prepared = connection.prepare(&sql).map_err(|e| odbc_error(&context, e))?;
         let schema = arrow_schema_from(&mut prepared, None, false).map_err(|e| odbc_error(&context, e))?;
         // Nullability as the driver reports it is not always right for expressions; every column may be NULL.
-        Ok(Schema::new(schema.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>()))
+        Ok(Schema::new(
+            schema.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>(),
+        ))
     })
     .await?;
     let (connection, param_names) = (conn.name.clone(), params.iter().map(|(n, _)| n.clone()).collect());
@@ -103,7 +110,13 @@ struct OdbcQuery {
 
 #[async_trait]
 impl Query for OdbcQuery {
-    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        batch_size: usize,
+        tx: Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let (conn, sql, params) = (self.conn.clone(), sql.to_string(), self.params.clone());
         blocking(move || {
             let connection = connect(&conn)?;
@@ -132,7 +145,9 @@ impl Query for OdbcQuery {
 /// Appends (or replaces) the input in one transaction left open for [`PendingLoad::commit`].
 pub(super) async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     if !matches!(spec.mode, DbWriteMode::Append | DbWriteMode::Replace) || spec.delete_when.is_some() {
-        return plan_err!("over ODBC, write_db supports `mode: append` and `mode: replace`; upserts and deletes need a native connector");
+        return plan_err!(
+            "over ODBC, write_db supports `mode: append` and `mode: replace`; upserts and deletes need a native connector"
+        );
     }
     let conn = cx.connection(&spec.connection.value)?;
     let table = cx.render(&spec.table)?;
@@ -144,15 +159,20 @@ pub(super) async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) ->
     let (connection, columns) = blocking(move || {
         let connection = connect(&describe_conn)?;
         let context = format!("table `{table}` on `{}` (Weir does not create tables over ODBC)", describe_conn.name);
-        let mut prepared =
-            connection.prepare(&format!("SELECT * FROM {describe_table} WHERE 1 = 0")).map_err(|e| odbc_error(&context, e))?;
+        let mut prepared = connection
+            .prepare(&format!("SELECT * FROM {describe_table} WHERE 1 = 0"))
+            .map_err(|e| odbc_error(&context, e))?;
         let existing = arrow_schema_from(&mut prepared, None, false).map_err(|e| odbc_error(&context, e))?;
         drop(prepared);
         Ok((connection, existing.fields().iter().map(|f| f.name().to_lowercase()).collect::<Vec<_>>()))
     })
     .await?;
-    let missing: Vec<&str> =
-        input_schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !columns.contains(&n.to_lowercase())).collect();
+    let missing: Vec<&str> = input_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| !columns.contains(&n.to_lowercase()))
+        .collect();
     if !missing.is_empty() && spec.schema_evolution != SchemaEvolution::Discard {
         return plan_err!(
             "table `{}` has no column {}; Weir does not alter tables over ODBC: add them, or set `schema_evolution: discard`",
@@ -210,7 +230,12 @@ pub(super) async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) ->
         return Err(e);
     }
     info!(table = %spec.table.value, rows, "Wrote {rows} rows over ODBC");
-    Ok(Box::new(OdbcPending { connection: Some(connection), rows, table: spec.table.value.clone(), connection_name: conn.name }))
+    Ok(Box::new(OdbcPending {
+        connection: Some(connection),
+        rows,
+        table: spec.table.value.clone(),
+        connection_name: conn.name,
+    }))
 }
 
 /// A load whose transaction is open until the run commits.

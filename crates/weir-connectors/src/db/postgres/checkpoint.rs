@@ -20,8 +20,11 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
 /// Creates the checkpoint table if missing, outside the batch's transaction. Looked up first, so batches after
 /// the first do not each earn a "relation already exists" notice.
 pub async fn create(client: &Client, connection: &str) -> Result<()> {
-    let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot create the checkpoint table weir_checkpoints on `{connection}`"), &e);
-    let exists: Option<String> = client.query_one("SELECT to_regclass('weir_checkpoints')::text", &[]).await.map_err(failed)?.get(0);
+    let failed = |e: tokio_postgres::Error| {
+        pg_error(&format!("cannot create the checkpoint table weir_checkpoints on `{connection}`"), &e)
+    };
+    let exists: Option<String> =
+        client.query_one("SELECT to_regclass('weir_checkpoints')::text", &[]).await.map_err(failed)?.get(0);
     if exists.is_none() {
         client.batch_execute(CREATE).await.map_err(failed)?;
     }
@@ -44,8 +47,11 @@ pub async fn record(client: &Client, cx: &StepContext, batch: Batch, rows: u64, 
 
 /// The batches of run `cx.run_id` the destination has committed.
 pub async fn committed(client: &Client, cx: &StepContext, connection: &str) -> Result<u64> {
-    let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot read the checkpoint of `{}` on `{connection}`", cx.step), &e);
-    let exists: Option<String> = client.query_one("SELECT to_regclass('weir_checkpoints')::text", &[]).await.map_err(failed)?.get(0);
+    let failed = |e: tokio_postgres::Error| {
+        pg_error(&format!("cannot read the checkpoint of `{}` on `{connection}`", cx.step), &e)
+    };
+    let exists: Option<String> =
+        client.query_one("SELECT to_regclass('weir_checkpoints')::text", &[]).await.map_err(failed)?.get(0);
     if exists.is_none() {
         return Ok(0);
     }

@@ -6,7 +6,10 @@ use datafusion::arrow::array::{
     Array, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array,
     Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    TimestampMicrosecondType,
+};
 use tokio_postgres::types::Type;
 
 use super::types::{encode_numeric, parse_uuid, pg_days, pg_micros};
@@ -49,7 +52,9 @@ pub fn encode(batch: &RecordBatch, types: &[Type], out: &mut Vec<u8>) -> Result<
                 (&Type::INT8, DataType::Int64) => Column::Int64(array.as_primitive::<Int64Type>()),
                 (&Type::FLOAT4, DataType::Float32) => Column::Float32(array.as_primitive::<Float32Type>()),
                 (&Type::FLOAT8, DataType::Float64) => Column::Float64(array.as_primitive::<Float64Type>()),
-                (&Type::NUMERIC, DataType::Decimal128(_, s)) => Column::Numeric(array.as_primitive::<Decimal128Type>(), *s),
+                (&Type::NUMERIC, DataType::Decimal128(_, s)) => {
+                    Column::Numeric(array.as_primitive::<Decimal128Type>(), *s)
+                }
                 (&Type::JSONB, DataType::Utf8) => Column::Jsonb(array.as_string::<i32>()),
                 (&Type::UUID, DataType::Utf8) => Column::Uuid(array.as_string::<i32>()),
                 (_, DataType::Utf8) => Column::Text(array.as_string::<i32>()),

@@ -16,7 +16,13 @@ impl LetterSession for PostgresLetters {
         format!("\"{name}\"")
     }
 
-    fn run(&self, table: &str, create: &str, created: &AtomicBool, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+    fn run(
+        &self,
+        table: &str,
+        create: &str,
+        created: &AtomicBool,
+        statements: &[(String, Vec<Arg>)],
+    ) -> DlqResult<(Vec<DeadLetter>, u64)> {
         let target = weir_engine::postgres_tls::connect(self.0.expose())?;
         let work = async move {
             let (mut client, connection) = tokio_postgres::connect(&target.url, target.tls).await?;
@@ -33,13 +39,26 @@ impl LetterSession for PostgresLetters {
             let mut rows = Vec::new();
             let mut affected = 0;
             for (sql, params) in statements {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(Arg::as_postgres).collect();
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(Arg::as_postgres).collect();
                 if sql.starts_with("SELECT") {
                     rows = tx
                         .query(sql.as_str(), &refs)
                         .await?
                         .iter()
-                        .map(|r| letter(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get::<_, i32>(8) as i64))
+                        .map(|r| {
+                            letter(
+                                r.get(0),
+                                r.get(1),
+                                r.get(2),
+                                r.get(3),
+                                r.get(4),
+                                r.get(5),
+                                r.get(6),
+                                r.get(7),
+                                r.get::<_, i32>(8) as i64,
+                            )
+                        })
                         .collect();
                 } else {
                     affected += tx.execute(sql.as_str(), &refs).await?;

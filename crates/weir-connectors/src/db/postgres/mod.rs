@@ -1,10 +1,10 @@
 //! PostgreSQL: `read_db` streams a table or a query with bound parameters and pushed-down projections and
 //! filters; `write_db` loads through binary COPY inside one transaction that commits with the run.
 
-mod dead_letters;
-mod kind;
 mod checkpoint;
 mod copy;
+mod dead_letters;
+mod kind;
 mod read;
 mod types;
 mod write;
@@ -13,8 +13,8 @@ use std::error::Error as StdError;
 
 use bytes::BytesMut;
 use datafusion::error::DataFusionError;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::Client;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tracing::{info, warn};
 use weir_engine::{Patience, ResolvedConnection, StepContext, Transient, timestamp_micros};
 use weir_spec::{Execute, RetryOn, TypedValue};
@@ -22,8 +22,6 @@ use weir_spec::{Execute, RetryOn, TypedValue};
 use crate::db::sql_params::{Style, bind_named, quote_ident, quote_table};
 
 pub use kind::KIND;
-
-
 
 /// Opens a client, waiting out a server that refuses connections as `patience` allows; the connection's task ends
 /// when the client is dropped.
@@ -53,7 +51,9 @@ fn pg_error(context: &str, e: &tokio_postgres::Error) -> DataFusionError {
     let state = e.code().map(|c| c.code());
     let transient = match state {
         Some("40001" | "40P01") => Some(RetryOn::Conflict),
-        Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => Some(RetryOn::Connection),
+        Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => {
+            Some(RetryOn::Connection)
+        }
         None if e.is_closed() => Some(RetryOn::Connection),
         // A refused certificate comes as invalid data: waiting does not change it.
         None => match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {
@@ -100,8 +100,13 @@ struct Param<'a> {
 impl ToSql for Param<'_> {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         let mismatch = || -> Box<dyn StdError + Sync + Send> {
-            format!("parameter `${}` ({:?} `{}`) cannot be bound as PostgreSQL `{ty}`", self.name, self.value.value_type(), self.value)
-                .into()
+            format!(
+                "parameter `${}` ({:?} `{}`) cannot be bound as PostgreSQL `{ty}`",
+                self.name,
+                self.value.value_type(),
+                self.value
+            )
+            .into()
         };
         let text = self.value.to_string();
         match *ty {
@@ -109,8 +114,12 @@ impl ToSql for Param<'_> {
                 TypedValue::Boolean(b) => b.to_sql(ty, out),
                 _ => Err(mismatch()),
             },
-            Type::INT2 => i16::try_from(integer(self.value).ok_or_else(mismatch)?).map_err(|_| mismatch())?.to_sql(ty, out),
-            Type::INT4 => i32::try_from(integer(self.value).ok_or_else(mismatch)?).map_err(|_| mismatch())?.to_sql(ty, out),
+            Type::INT2 => {
+                i16::try_from(integer(self.value).ok_or_else(mismatch)?).map_err(|_| mismatch())?.to_sql(ty, out)
+            }
+            Type::INT4 => {
+                i32::try_from(integer(self.value).ok_or_else(mismatch)?).map_err(|_| mismatch())?.to_sql(ty, out)
+            }
             Type::INT8 => integer(self.value).ok_or_else(mismatch)?.to_sql(ty, out),
             Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
                 let x: f64 = match self.value {
@@ -132,7 +141,8 @@ impl ToSql for Param<'_> {
                 }
             }
             Type::DATE => {
-                let micros = timestamp_micros(&format!("{}T00:00:00Z", &text[..text.len().min(10)])).ok_or_else(mismatch)?;
+                let micros =
+                    timestamp_micros(&format!("{}T00:00:00Z", &text[..text.len().min(10)])).ok_or_else(mismatch)?;
                 types::pg_days((micros / 86_400_000_000) as i32).to_sql(&Type::INT4, out)
             }
             Type::TIMESTAMP | Type::TIMESTAMPTZ => {
@@ -147,7 +157,9 @@ impl ToSql for Param<'_> {
                 out.extend_from_slice(&types::parse_uuid(&text).ok_or_else(mismatch)?);
                 Ok(IsNull::No)
             }
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => text.as_str().to_sql(&Type::TEXT, out),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                text.as_str().to_sql(&Type::TEXT, out)
+            }
             _ => Err(mismatch()),
         }
     }
@@ -182,19 +194,32 @@ pub struct Postgres;
 
 #[async_trait::async_trait]
 impl crate::db::Database for Postgres {
-    async fn read(&self, spec: &weir_spec::ReadDb, cx: &StepContext) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
+    async fn read(
+        &self,
+        spec: &weir_spec::ReadDb,
+        cx: &StepContext,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
         read::table(spec, cx).await
     }
 
-    async fn write(&self, spec: &weir_spec::WriteDb, cx: &StepContext, input: datafusion::dataframe::DataFrame) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
+    async fn write(
+        &self,
+        spec: &weir_spec::WriteDb,
+        cx: &StepContext,
+        input: datafusion::dataframe::DataFrame,
+    ) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
         write::write(spec, cx, input).await
     }
 
     async fn execute(&self, spec: &Execute, cx: &StepContext) -> datafusion::error::Result<u64> {
         let conn = cx.connection(&spec.connection.value)?;
-        let bound = bind_named(&spec.sql.value, Style::Dollar, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
-        let params: Vec<Param> =
-            bound.names.iter().map(|name| Param { name, value: cx.value(name).expect("bind_named checked the name") }).collect();
+        let bound =
+            bind_named(&spec.sql.value, Style::Dollar, &|n| cx.value(n).is_some()).map_err(DataFusionError::Plan)?;
+        let params: Vec<Param> = bound
+            .names
+            .iter()
+            .map(|name| Param { name, value: cx.value(name).expect("bind_named checked the name") })
+            .collect();
         let client = connect(&conn, &Patience::of(cx, None)).await?;
         let rows = client
             .execute_raw(bound.sql.as_str(), params.iter().map(|p| p as &dyn ToSql))
@@ -209,7 +234,12 @@ impl crate::db::Database for Postgres {
         checkpoint::committed(&connect(&conn, &Patience::of(cx, spec.retry.as_ref())).await?, cx, &conn.name).await
     }
 
-    fn dead_letter_table(&self, connection: ResolvedConnection, table: &str, _base_dir: &std::path::Path) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
+    fn dead_letter_table(
+        &self,
+        connection: ResolvedConnection,
+        table: &str,
+        _base_dir: &std::path::Path,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
         crate::db::dead_letter_table::open(dead_letters::PostgresLetters(connection.url), table)
     }
 }

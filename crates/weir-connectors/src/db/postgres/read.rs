@@ -21,8 +21,13 @@ use super::{Param, connect, pg_error, quote_ident};
 use crate::db::scan::{BatchSender, DbTable, Flavor, Query};
 use crate::db::sql_params::Style;
 
-static FLAVOR: Flavor =
-    Flavor { system: "Postgres", dialect: &PostgreSqlDialect {}, placeholders: Style::Dollar, quote: quote_ident, standard_sql: true };
+static FLAVOR: Flavor = Flavor {
+    system: "Postgres",
+    dialect: &PostgreSqlDialect {},
+    placeholders: Style::Dollar,
+    quote: quote_ident,
+    standard_sql: true,
+};
 
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
@@ -52,7 +57,12 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
     let schema = Arc::new(Schema::new(fields));
     let connection = conn.name.clone();
     let param_names = params.iter().map(|(n, _)| n.clone()).collect();
-    let query = PgQuery { conn, patience, params, decoders: decoders.into_iter().zip(schema.fields().iter().map(|f| f.name().clone())).collect() };
+    let query = PgQuery {
+        conn,
+        patience,
+        params,
+        decoders: decoders.into_iter().zip(schema.fields().iter().map(|f| f.name().clone())).collect(),
+    };
     Ok(Arc::new(DbTable {
         flavor: &FLAVOR,
         connection,
@@ -75,7 +85,13 @@ struct PgQuery {
 
 #[async_trait]
 impl Query for PgQuery {
-    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        batch_size: usize,
+        tx: Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let client = connect(&self.conn, &self.patience).await?;
         let params: Vec<Param> = self.params.iter().map(|(name, value)| Param { name, value }).collect();
         let rows = client
@@ -86,10 +102,13 @@ impl Query for PgQuery {
         let decoders: Vec<Decode> = schema
             .fields()
             .iter()
-            .map(|f| self.decoders.iter().find(|(_, n)| n == f.name()).map(|(d, _)| *d).expect("scans project the relation"))
+            .map(|f| {
+                self.decoders.iter().find(|(_, n)| n == f.name()).map(|(d, _)| *d).expect("scans project the relation")
+            })
             .collect();
         let mut batches = BatchSender::new(schema, batch_size, tx);
-        let read_error = |e: tokio_postgres::Error| pg_error(&format!("reading from PostgreSQL `{}`", self.conn.name), &e);
+        let read_error =
+            |e: tokio_postgres::Error| pg_error(&format!("reading from PostgreSQL `{}`", self.conn.name), &e);
         while let Some(row) = rows.try_next().await.map_err(read_error)? {
             let more = batches
                 .push(|i, column| match row.try_get::<_, Option<RawValue>>(i).map_err(|e| e.to_string())? {

@@ -29,7 +29,9 @@ pub fn arrow_type(ty: &Type, type_modifier: i32) -> Option<DataType> {
             Some((precision, scale)) => DataType::Decimal128(precision, scale),
             None => DataType::Decimal128(38, UNCONSTRAINED_NUMERIC_SCALE),
         },
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB | Type::UUID => DataType::Utf8,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB | Type::UUID => {
+            DataType::Utf8
+        }
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -165,7 +167,9 @@ const NUMERIC_NEG: u16 = 0x4000;
 /// the scale are truncated; a value too large for 38 digits is an error.
 pub fn decode_numeric(raw: &[u8], scale: i8) -> Result<i128, String> {
     let word = |i: usize| -> Result<u16, String> {
-        raw.get(i * 2..i * 2 + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or_else(|| "truncated numeric".to_string())
+        raw.get(i * 2..i * 2 + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "truncated numeric".to_string())
     };
     let ndigits = word(0)? as usize;
     let weight = word(1)? as i16 as i32;
@@ -193,7 +197,8 @@ pub fn decode_numeric(raw: &[u8], scale: i8) -> Result<i128, String> {
 
 /// An Arrow decimal (`value` × 10^-`scale`) in PostgreSQL's binary `numeric` format.
 pub fn encode_numeric(value: i128, scale: i8, out: &mut Vec<u8>) {
-    let (value, scale) = if scale < 0 { (value * 10i128.pow(scale.unsigned_abs() as u32), 0u32) } else { (value, scale as u32) };
+    let (value, scale) =
+        if scale < 0 { (value * 10i128.pow(scale.unsigned_abs() as u32), 0u32) } else { (value, scale as u32) };
     let negative = value < 0;
     let abs = value.unsigned_abs();
     let pow = 10u128.pow(scale);
@@ -244,7 +249,9 @@ mod tests {
 
     #[test]
     fn numeric_round_trips() {
-        for (value, scale) in [(0i128, 2i8), (12345, 2), (-12345, 2), (1, 4), (100_000_000, 0), (123_456_789_012, 5), (-7, 1)] {
+        for (value, scale) in
+            [(0i128, 2i8), (12345, 2), (-12345, 2), (1, 4), (100_000_000, 0), (123_456_789_012, 5), (-7, 1)]
+        {
             let mut buf = Vec::new();
             encode_numeric(value, scale, &mut buf);
             assert_eq!(decode_numeric(&buf, scale), Ok(value), "{value} scale {scale}");

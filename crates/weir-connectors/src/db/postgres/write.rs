@@ -36,7 +36,8 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     if cx.batch.is_some() {
         checkpoint::create(&client, &conn.name).await?;
     }
-    let target = Target { client: &client, name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
+    let target =
+        Target { client: &client, name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
     target.run("BEGIN", "cannot start a transaction on").await?;
     let loaded = match load(spec, cx, &target, input, Batch::is_first(cx.batch)).await {
         Ok(rows) => match cx.batch {
@@ -87,7 +88,9 @@ impl Target<'_> {
             .prepare(&format!("SELECT * FROM {} LIMIT 0", self.quoted))
             .await
             .map_err(|e| self.error("cannot describe", &e))?;
-        Ok(Some(statement.columns().iter().map(|c| (c.name().to_string(), c.type_().clone(), c.type_modifier())).collect()))
+        Ok(Some(
+            statement.columns().iter().map(|c| (c.name().to_string(), c.type_().clone(), c.type_modifier())).collect(),
+        ))
     }
 }
 
@@ -134,9 +137,12 @@ async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: Data
                 target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
             }
             let insert = format!("INSERT INTO {} ({})", target.quoted, names(&all));
-            apply_isolating(spec, cx, target, &all, (&insert, ""), input, |e| target.error("cannot load into", e)).await?
+            apply_isolating(spec, cx, target, &all, (&insert, ""), input, |e| target.error("cannot load into", e))
+                .await?
         }
-        DbWriteMode::Append => copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?,
+        DbWriteMode::Append => {
+            copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?
+        }
         DbWriteMode::Replace => {
             if first {
                 target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
@@ -149,7 +155,14 @@ async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: Data
             stage(target, &keys, Staging::Rows).await?;
             let rows = copy_in(target, &format!("weir_stage ({})", names(&keys)), &keys, None, input).await?;
             let deleted = target
-                .run(&format!("DELETE FROM {} AS t USING weir_stage AS s WHERE {}", target.quoted, key_match(&spec.keys)), "cannot delete from")
+                .run(
+                    &format!(
+                        "DELETE FROM {} AS t USING weir_stage AS s WHERE {}",
+                        target.quoted,
+                        key_match(&spec.keys)
+                    ),
+                    "cannot delete from",
+                )
                 .await?;
             info!(table = %target.name, staged = rows, deleted, "Deleted {deleted} rows from {}", target.name);
             rows
@@ -177,7 +190,11 @@ async fn reconcile(
 ) -> Result<Vec<LoadColumn>> {
     let described: Vec<TableColumn> = existing
         .iter()
-        .map(|(name, pg, modifier)| TableColumn { name: name.clone(), arrow: arrow_type(pg, *modifier), db_type: pg.to_string() })
+        .map(|(name, pg, modifier)| TableColumn {
+            name: name.clone(),
+            arrow: arrow_type(pg, *modifier),
+            db_type: pg.to_string(),
+        })
         .collect();
     let can_widen = |column: &TableColumn, input: &DataType| {
         existing.iter().find(|(n, ..)| *n == column.name).is_some_and(|(_, pg, _)| widened(pg, input).is_some())
@@ -193,7 +210,8 @@ async fn reconcile(
                 changes.push(format!("ADD COLUMN {name} {ty}"));
             }
             ColumnChange::Widen => {
-                let (_, pg, _) = existing.iter().find(|(n, ..)| n == field.name()).expect("only existing columns widen");
+                let (_, pg, _) =
+                    existing.iter().find(|(n, ..)| n == field.name()).expect("only existing columns widen");
                 let ty = widened(pg, field.data_type()).expect("plan checked can_widen");
                 changes.push(format!("ALTER COLUMN {name} TYPE {ty}"));
             }
@@ -210,8 +228,13 @@ async fn reconcile(
     Ok(planned
         .iter()
         .map(|(field, _)| {
-            let (_, pg, modifier) = now.iter().find(|(n, ..)| n == field.name()).expect("every planned column exists now");
-            LoadColumn { name: field.name().clone(), pg: pg.clone(), arrow: arrow_type(pg, *modifier).expect("checked by plan") }
+            let (_, pg, modifier) =
+                now.iter().find(|(n, ..)| n == field.name()).expect("every planned column exists now");
+            LoadColumn {
+                name: field.name().clone(),
+                pg: pg.clone(),
+                arrow: arrow_type(pg, *modifier).expect("checked by plan"),
+            }
         })
         .collect())
 }
@@ -240,7 +263,8 @@ enum Staging {
 /// A temporary table for the rows to apply, dropped at commit.
 async fn stage(target: &Target<'_>, columns: &[&LoadColumn], staging: Staging) -> Result<()> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    let create = format!("CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA", target.quoted);
+    let create =
+        format!("CREATE TEMP TABLE weir_stage ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA", target.quoted);
     let alter = match staging {
         Staging::Rows => "",
         Staging::Numbered => "; ALTER TABLE weir_stage ADD COLUMN weir_seq bigint GENERATED ALWAYS AS IDENTITY",
@@ -249,17 +273,30 @@ async fn stage(target: &Target<'_>, columns: &[&LoadColumn], staging: Staging) -
         }
     };
     // One round trip for both statements.
-    target.client.batch_execute(&format!("{create}{alter}")).await.map_err(|e| target.error("cannot stage rows for", &e))
+    target
+        .client
+        .batch_execute(&format!("{create}{alter}"))
+        .await
+        .map_err(|e| target.error("cannot stage rows for", &e))
 }
 
-async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: &[&LoadColumn], input: DataFrame) -> Result<u64> {
+async fn upsert(
+    spec: &WriteDb,
+    cx: &StepContext,
+    target: &Target<'_>,
+    columns: &[&LoadColumn],
+    input: DataFrame,
+) -> Result<u64> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let flag = spec.delete_when.as_deref();
     let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     if cx.on_error != OnError::Fail && flag.is_none() {
         let insert = format!("INSERT INTO {} AS t ({names})", target.quoted);
         let conflict = format!(" ON CONFLICT ({keys}) {}", conflict_action(spec, columns));
-        return apply_isolating(spec, cx, target, columns, (&insert, &conflict), input, |e| upsert_error(target, &keys, e)).await;
+        return apply_isolating(spec, cx, target, columns, (&insert, &conflict), input, |e| {
+            upsert_error(target, &keys, e)
+        })
+        .await;
     }
     stage(target, columns, if flag.is_some() { Staging::ChangeEvents } else { Staging::Rows }).await?;
     let copy_columns = if flag.is_some() { format!("{names}, weir_delete") } else { names.clone() };
@@ -278,7 +315,11 @@ async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: 
             .await?;
         let deleted = target
             .run(
-                &format!("DELETE FROM {} AS t USING weir_latest AS s WHERE {} AND s.weir_delete", target.quoted, key_match(&spec.keys)),
+                &format!(
+                    "DELETE FROM {} AS t USING weir_latest AS s WHERE {} AND s.weir_delete",
+                    target.quoted,
+                    key_match(&spec.keys)
+                ),
                 "cannot delete from",
             )
             .await?;
@@ -288,7 +329,10 @@ async fn upsert(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, columns: 
         "weir_stage"
     };
     let action = conflict_action(spec, columns);
-    let sql = format!("INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action}", target.quoted);
+    let sql = format!(
+        "INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action}",
+        target.quoted
+    );
     info!(table = %target.name, "Merging: {sql}");
     let changed = target.client.execute(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
     info!(table = %target.name, staged = rows, changed, "Upserted {rows} rows into {}: {changed} inserted or changed", target.name);
@@ -352,7 +396,8 @@ async fn apply_isolating(
             continue;
         }
         target.run("SAVEPOINT weir_rows", "cannot set a savepoint on").await?;
-        let sql = format!("{insert} SELECT {names} FROM weir_stage WHERE weir_seq BETWEEN {first} AND {last}{conflict}");
+        let sql =
+            format!("{insert} SELECT {names} FROM weir_stage WHERE weir_seq BETWEEN {first} AND {last}{conflict}");
         match target.client.execute(&sql, &[]).await {
             Ok(_) => {
                 target.run("RELEASE SAVEPOINT weir_rows", "cannot release a savepoint on").await?;
@@ -374,7 +419,13 @@ async fn apply_isolating(
                     .get(0);
                 let record = serde_json::from_str(&record).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 let why = super::pg_message(&e);
-                refused.push(db_load::refused_letter(cx, record, first as u64, (&target.name, &target.connection), &why));
+                refused.push(db_load::refused_letter(
+                    cx,
+                    record,
+                    first as u64,
+                    (&target.name, &target.connection),
+                    &why,
+                ));
             }
             Err(e) => return Err(fail(&e)),
         }
@@ -411,18 +462,18 @@ async fn copy_in(
     let copy = format!("COPY {into} FROM STDIN (FORMAT binary)");
     info!(table = %target.name, "Loading: {copy}");
     let mut stream = input.execute_stream().await?;
-    let sink = target
-        .client
-        .copy_in(&copy)
-        .await
-        .map_err(|e| target.error("cannot start COPY into", &e))?;
+    let sink = target.client.copy_in(&copy).await.map_err(|e| target.error("cannot start COPY into", &e))?;
     futures::pin_mut!(sink);
     let mut buf = copy::HEADER.to_vec();
     let mut rows_before = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = conform(&batch?, &schema)?;
         copy::encode(&batch, &pg_types, &mut buf).map_err(|e| {
-            DataFusionError::Execution(format!("cannot encode input row {} for `{}`: {e}", rows_before + 1, target.name))
+            DataFusionError::Execution(format!(
+                "cannot encode input row {} for `{}`: {e}",
+                rows_before + 1,
+                target.name
+            ))
         })?;
         rows_before += batch.num_rows() as u64;
         sink.send(Bytes::from(std::mem::take(&mut buf))).await.map_err(|e| target.error("COPY failed into", &e))?;

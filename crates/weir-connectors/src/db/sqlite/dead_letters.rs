@@ -17,7 +17,13 @@ impl LetterSession for SqliteLetters {
         format!("\"{name}\"")
     }
 
-    fn run(&self, _table: &str, create: &str, created: &AtomicBool, statements: &[(String, Vec<Arg>)]) -> DlqResult<(Vec<DeadLetter>, u64)> {
+    fn run(
+        &self,
+        _table: &str,
+        create: &str,
+        created: &AtomicBool,
+        statements: &[(String, Vec<Arg>)],
+    ) -> DlqResult<(Vec<DeadLetter>, u64)> {
         let mut db = rusqlite::Connection::open(&self.0)?;
         db.busy_timeout(std::time::Duration::from_secs(30))?;
         if needs_create(created) {
@@ -34,7 +40,17 @@ impl LetterSession for SqliteLetters {
             } else {
                 rows = stmt
                     .query_map(rusqlite::params_from_iter(params), |r| {
-                        Ok(letter(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+                        Ok(letter(
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                        ))
                     })?
                     .collect::<Result<_, _>>()?;
             }

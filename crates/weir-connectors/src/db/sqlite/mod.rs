@@ -27,7 +27,6 @@ use crate::db::sql_params::{Style, bind_values, quote_ident, quote_table};
 
 pub use kind::KIND;
 
-
 /// The database file of a connection: `url: sqlite://data/app.db` (relative to the pipeline file) or
 /// `sqlite:///var/lib/app.db`.
 fn db_path(conn: &ResolvedConnection, cx: &StepContext) -> PathBuf {
@@ -87,7 +86,12 @@ fn arrow_type(declared: Option<&str>, sample: Option<ValueRef>) -> DataType {
 fn ddl_type(ty: &DataType) -> Option<String> {
     Some(match ty {
         DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
         | DataType::UInt32 => "INTEGER".into(),
         DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL".into(),
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
@@ -108,7 +112,9 @@ fn append(value: ValueRef, out: &mut ColumnBuilder) -> Result<(), String> {
         }
         ValueRef::Integer(i) => out.append_i64(i),
         ValueRef::Real(f) => out.append_f64(f).or_else(|_| out.append_decimal_text(&f.to_string())),
-        ValueRef::Text(t) => out.append_temporal_text(std::str::from_utf8(t).map_err(|e| format!("invalid UTF-8: {e}"))?),
+        ValueRef::Text(t) => {
+            out.append_temporal_text(std::str::from_utf8(t).map_err(|e| format!("invalid UTF-8: {e}"))?)
+        }
         ValueRef::Blob(b) => out.append_bytes(b),
     }
 }
@@ -138,11 +144,20 @@ pub struct Sqlite;
 
 #[async_trait::async_trait]
 impl crate::db::Database for Sqlite {
-    async fn read(&self, spec: &weir_spec::ReadDb, cx: &StepContext) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
+    async fn read(
+        &self,
+        spec: &weir_spec::ReadDb,
+        cx: &StepContext,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
         read::table(spec, cx).await
     }
 
-    async fn write(&self, spec: &weir_spec::WriteDb, cx: &StepContext, input: datafusion::dataframe::DataFrame) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
+    async fn write(
+        &self,
+        spec: &weir_spec::WriteDb,
+        cx: &StepContext,
+        input: datafusion::dataframe::DataFrame,
+    ) -> datafusion::error::Result<Box<dyn weir_engine::PendingLoad>> {
         write::write(spec, cx, input).await
     }
 
@@ -161,7 +176,12 @@ impl crate::db::Database for Sqlite {
         write::committed_batches(spec, cx)
     }
 
-    fn dead_letter_table(&self, connection: ResolvedConnection, table: &str, base_dir: &std::path::Path) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
+    fn dead_letter_table(
+        &self,
+        connection: ResolvedConnection,
+        table: &str,
+        base_dir: &std::path::Path,
+    ) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
         let path = crate::files::paths::database_file(connection.url.expose(), "sqlite", base_dir);
         crate::db::dead_letter_table::open(dead_letters::SqliteLetters(path), table)
     }

@@ -20,8 +20,13 @@ use super::{append, arrow_type, db_path, open, param, quote_ident, sqlite_error}
 use crate::db::scan::{BatchSender, DbTable, Flavor, Query};
 use crate::db::sql_params::Style;
 
-static FLAVOR: Flavor =
-    Flavor { system: "Sqlite", dialect: &SqliteDialect {}, placeholders: Style::Question, quote: quote_ident, standard_sql: true };
+static FLAVOR: Flavor = Flavor {
+    system: "Sqlite",
+    dialect: &SqliteDialect {},
+    placeholders: Style::Question,
+    quote: quote_ident,
+    standard_sql: true,
+};
 
 /// Describes the step's relation (reading at most one row) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
@@ -65,7 +70,13 @@ struct SqliteQuery {
 
 #[async_trait]
 impl Query for SqliteQuery {
-    async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        batch_size: usize,
+        tx: Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let db = open(&self.conn.name, &self.path)?;
         let (sql, params, name) = (sql.to_string(), self.params.clone(), self.conn.name.clone());
         tokio::task::spawn_blocking(move || {

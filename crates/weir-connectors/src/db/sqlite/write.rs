@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type,
+};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use futures::StreamExt;
@@ -65,7 +67,10 @@ impl Target {
         let (schema, name) = self.name.rsplit_once('.').unwrap_or(("main", &self.name));
         let exists: i64 = db
             .query_row(
-                &format!("SELECT count(*) FROM {}.sqlite_master WHERE type = 'table' AND name = ?1", quote_ident(schema)),
+                &format!(
+                    "SELECT count(*) FROM {}.sqlite_master WHERE type = 'table' AND name = ?1",
+                    quote_ident(schema)
+                ),
                 [name],
                 |row| row.get(0),
             )
@@ -73,7 +78,8 @@ impl Target {
         if exists == 0 {
             return Ok(None);
         }
-        let statement = db.prepare(&format!("SELECT * FROM {}", self.quoted)).map_err(|e| self.error("cannot describe", e))?;
+        let statement =
+            db.prepare(&format!("SELECT * FROM {}", self.quoted)).map_err(|e| self.error("cannot describe", e))?;
         Ok(Some(
             statement
                 .columns()
@@ -112,7 +118,14 @@ fn prepare_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fi
 
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
 /// the table before.
-async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Target, columns: &[Field], input: DataFrame) -> Result<u64> {
+async fn load(
+    spec: &WriteDb,
+    cx: &StepContext,
+    db: &mut Connection,
+    target: &Target,
+    columns: &[Field],
+    input: DataFrame,
+) -> Result<u64> {
     if spec.mode == DbWriteMode::Replace && Batch::is_first(cx.batch) {
         db.execute_batch(&format!("DELETE FROM {}", target.quoted)).map_err(|e| target.error("cannot empty", e))?;
     }
@@ -125,10 +138,13 @@ async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Ta
     let placeholders = vec!["?"; names.len()].join(", ");
     let insert = format!("INSERT INTO {} ({}) VALUES ({placeholders})", target.quoted, names.join(", "));
     let upsert = {
-        let others: Vec<String> =
-            (0..names.len()).filter(|i| !key_indices.contains(i)).map(|i| format!("{0} = excluded.{0}", names[i])).collect();
+        let others: Vec<String> = (0..names.len())
+            .filter(|i| !key_indices.contains(i))
+            .map(|i| format!("{0} = excluded.{0}", names[i]))
+            .collect();
         let keys: Vec<&str> = key_indices.iter().map(|i| names[*i].as_str()).collect();
-        let action = if others.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", others.join(", ")) };
+        let action =
+            if others.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", others.join(", ")) };
         format!("{insert} ON CONFLICT ({}) {action}", keys.join(", "))
     };
     let delete = format!(
@@ -154,8 +170,9 @@ async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Ta
         let flags = match &spec.delete_when {
             Some(flag) => {
                 let column = batch.column_by_name(flag).expect("delete_when was checked against the input");
-                let flags = cast(column, &DataType::Boolean)
-                    .map_err(|e| DataFusionError::Execution(format!("`delete_when: {flag}` is not a true/false column: {e}")))?;
+                let flags = cast(column, &DataType::Boolean).map_err(|e| {
+                    DataFusionError::Execution(format!("`delete_when: {flag}` is not a true/false column: {e}"))
+                })?;
                 let flags = flags.as_boolean();
                 Some((0..flags.len()).map(|i| flags.is_valid(i) && flags.value(i)).collect::<Vec<bool>>())
             }
@@ -165,7 +182,8 @@ async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Ta
         let mut refused = Vec::new();
         // SQLite calls block; they run on this worker while the other workers go on.
         tokio::task::block_in_place(|| -> Result<()> {
-            let mut insert = db.prepare_cached(if spec.mode == DbWriteMode::Upsert { &upsert } else { &insert })
+            let mut insert = db
+                .prepare_cached(if spec.mode == DbWriteMode::Upsert { &upsert } else { &insert })
                 .map_err(|e| target.error("cannot prepare the insert into", e))?;
             let mut delete = match spec.mode {
                 DbWriteMode::Upsert | DbWriteMode::Delete if !key_indices.is_empty() => {
@@ -181,11 +199,15 @@ async fn load(spec: &WriteDb, cx: &StepContext, db: &mut Connection, target: &Ta
                 let deleting = spec.mode == DbWriteMode::Delete || flags.as_ref().is_some_and(|f| f[r]);
                 match (&mut delete, deleting) {
                     (Some(statement), true) => {
-                        deleted += statement.execute(params_from_iter(key_indices.iter().map(|k| &values[*k][r]))).map_err(row_error)?;
+                        deleted += statement
+                            .execute(params_from_iter(key_indices.iter().map(|k| &values[*k][r])))
+                            .map_err(row_error)?;
                     }
                     _ => match insert.execute(params_from_iter(values.iter().map(|c| &c[r]))) {
                         Ok(_) => {}
-                        Err(e) if isolate && e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                        Err(e)
+                            if isolate && e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                        {
                             refused.push((r, e.to_string()));
                         }
                         Err(e) => return Err(row_error(e)),
@@ -214,13 +236,19 @@ fn values(array: &ArrayRef) -> std::result::Result<Vec<Value>, String> {
         DataType::Int64 => each(&|i| Ok(Value::Integer(array.as_primitive::<Int64Type>().value(i)))),
         DataType::UInt64 => each(&|i| Ok(Value::Text(array.as_primitive::<UInt64Type>().value(i).to_string()))),
         DataType::Float64 => each(&|i| Ok(Value::Real(array.as_primitive::<Float64Type>().value(i)))),
-        DataType::Decimal128(..) => each(&|i| Ok(Value::Text(array.as_primitive::<Decimal128Type>().value_as_string(i)))),
+        DataType::Decimal128(..) => {
+            each(&|i| Ok(Value::Text(array.as_primitive::<Decimal128Type>().value_as_string(i))))
+        }
         DataType::Utf8 => each(&|i| Ok(Value::Text(array.as_string::<i32>().value(i).to_string()))),
         DataType::Binary => each(&|i| Ok(Value::Blob(array.as_binary::<i32>().value(i).to_vec()))),
-        DataType::Date32 => {
-            each(&|i| Ok(Value::Text(datetime_text(array.as_primitive::<Date32Type>().value(i) as i64 * 86_400_000_000)?[..10].to_string())))
+        DataType::Date32 => each(&|i| {
+            Ok(Value::Text(
+                datetime_text(array.as_primitive::<Date32Type>().value(i) as i64 * 86_400_000_000)?[..10].to_string(),
+            ))
+        }),
+        DataType::Timestamp(..) => {
+            each(&|i| Ok(Value::Text(datetime_text(array.as_primitive::<TimestampMicrosecondType>().value(i))?)))
         }
-        DataType::Timestamp(..) => each(&|i| Ok(Value::Text(datetime_text(array.as_primitive::<TimestampMicrosecondType>().value(i))?))),
         other => Err(format!("cannot send Arrow {other} to SQLite")),
     }
 }
@@ -243,7 +271,9 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
     let db = open(&conn.name, &db_path(&conn, cx))?;
     let failed = |e| sqlite_error(&format!("cannot read the checkpoint of `{}` on `{}`", cx.step, conn.name), e);
     let exists: i64 = db
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'weir_checkpoints'", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'weir_checkpoints'", [], |r| {
+            r.get(0)
+        })
         .map_err(failed)?;
     if exists == 0 {
         return Ok(0);
@@ -270,9 +300,9 @@ impl PendingLoad for SqlitePending {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.db
-            .execute_batch("COMMIT")
-            .map_err(|e| sqlite_error(&format!("cannot commit the load of `{}` on `{}`", self.table, self.connection), e))
+        self.db.execute_batch("COMMIT").map_err(|e| {
+            sqlite_error(&format!("cannot commit the load of `{}` on `{}`", self.table, self.connection), e)
+        })
     }
 
     async fn abort(self: Box<Self>) {

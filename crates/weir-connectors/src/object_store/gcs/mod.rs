@@ -10,13 +10,19 @@ use weir_spec::{Capabilities, ConnectionKind, ConnectionOption, Family, OptionTy
 
 use super::{CLIENT_OPTIONS, StoreKind, configured};
 
-const OPTIONS: &[ConnectionOption] = &[
-    ConnectionOption::new("service_account_path", OptionType::Path, "a service account's JSON key file").aliases(&["service_account", "google_service_account", "google_service_account_path"]),
-    ConnectionOption::new("service_account_key", OptionType::Secret, "a service account's JSON key, inline").aliases(&["google_service_account_key"]),
-    ConnectionOption::new("application_credentials", OptionType::Path, "application default credentials' file").aliases(&["google_application_credentials"]),
-    ConnectionOption::new("base_url", OptionType::Url, "the service's URL, for emulators").aliases(&["google_base_url"]),
-    ConnectionOption::new("skip_signature", OptionType::Bool, "send requests unsigned (public buckets)").aliases(&["google_skip_signature"]),
-];
+const OPTIONS: &[ConnectionOption] =
+    &[
+        ConnectionOption::new("service_account_path", OptionType::Path, "a service account's JSON key file")
+            .aliases(&["service_account", "google_service_account", "google_service_account_path"]),
+        ConnectionOption::new("service_account_key", OptionType::Secret, "a service account's JSON key, inline")
+            .aliases(&["google_service_account_key"]),
+        ConnectionOption::new("application_credentials", OptionType::Path, "application default credentials' file")
+            .aliases(&["google_application_credentials"]),
+        ConnectionOption::new("base_url", OptionType::Url, "the service's URL, for emulators")
+            .aliases(&["google_base_url"]),
+        ConnectionOption::new("skip_signature", OptionType::Bool, "send requests unsigned (public buckets)")
+            .aliases(&["google_skip_signature"]),
+    ];
 
 pub const KIND: ConnectionKind = ConnectionKind {
     name: "gcs",

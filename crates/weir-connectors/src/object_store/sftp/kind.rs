@@ -8,8 +8,13 @@ const OPTIONS: &[ConnectionOption] = &[
     ConnectionOption::new("private_key", OptionType::Secret, "a private key's text (OpenSSH or PEM)"),
     ConnectionOption::new("private_key_path", OptionType::Path, "a private key's file"),
     ConnectionOption::new("passphrase", OptionType::Secret, "the private key's passphrase"),
-    ConnectionOption::new("known_hosts", OptionType::Path, "the known_hosts file the server's key is checked against").default("~/.ssh/known_hosts"),
-    ConnectionOption::new("host_key_fingerprint", OptionType::Text, "the server key's `SHA256:` fingerprint, as `ssh-keygen -lf` prints it"),
+    ConnectionOption::new("known_hosts", OptionType::Path, "the known_hosts file the server's key is checked against")
+        .default("~/.ssh/known_hosts"),
+    ConnectionOption::new(
+        "host_key_fingerprint",
+        OptionType::Text,
+        "the server key's `SHA256:` fingerprint, as `ssh-keygen -lf` prints it",
+    ),
 ];
 
 pub const KIND: ConnectionKind = ConnectionKind {

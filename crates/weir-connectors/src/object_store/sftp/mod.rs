@@ -59,7 +59,10 @@ pub struct SftpConfig {
 pub enum Auth {
     Password(String),
     /// An OpenSSH or PEM private key's text, and its passphrase.
-    Key { text: String, passphrase: Option<String> },
+    Key {
+        text: String,
+        passphrase: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -88,7 +91,8 @@ impl SftpConfig {
             (Some(password), None, None) => Auth::Password(password),
             (None, Some(text), None) => Auth::Key { text, passphrase: option("passphrase") },
             (None, None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read private_key_path {path}: {e}"))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("cannot read private_key_path {path}: {e}"))?;
                 Auth::Key { text, passphrase: option("passphrase") }
             }
             _ => return Err("give exactly one of the options `password`, `private_key` and `private_key_path`".into()),
@@ -97,10 +101,13 @@ impl SftpConfig {
             (Some(fingerprint), None) => HostKeyCheck::Fingerprint(fingerprint),
             (None, Some(path)) => HostKeyCheck::KnownHosts(PathBuf::from(path)),
             (None, None) => {
-                let home = std::env::home_dir().ok_or("no home directory for ~/.ssh/known_hosts: set the option `known_hosts`")?;
+                let home = std::env::home_dir()
+                    .ok_or("no home directory for ~/.ssh/known_hosts: set the option `known_hosts`")?;
                 HostKeyCheck::KnownHosts(home.join(".ssh/known_hosts"))
             }
-            (Some(_), Some(_)) => return Err("give one of the options `known_hosts` and `host_key_fingerprint`, not both".into()),
+            (Some(_), Some(_)) => {
+                return Err("give one of the options `known_hosts` and `host_key_fingerprint`, not both".into());
+            }
         };
         Ok(Self { host, port: url.port().unwrap_or(22), user, auth, host_key })
     }
@@ -279,7 +286,10 @@ impl Session {
         let listed = loop {
             match self.sftp.readdir(handle.as_str()).await {
                 Ok(name) => entries.extend(
-                    name.files.into_iter().filter(|f| f.filename != "." && f.filename != "..").map(|f| (f.filename, f.attrs)),
+                    name.files
+                        .into_iter()
+                        .filter(|f| f.filename != "." && f.filename != "..")
+                        .map(|f| (f.filename, f.attrs)),
                 ),
                 Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
                 Err(e) => break Err(e),
@@ -327,7 +337,8 @@ impl client::Handler for HostKeyVerifier {
 
     async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            *self.refusal.lock().expect("refusal lock") = Some("the server offered a host certificate; pin a plain host key".into());
+            *self.refusal.lock().expect("refusal lock") =
+                Some("the server offered a host certificate; pin a plain host key".into());
             return Ok(false);
         };
         let verdict = self.verdict(key);
@@ -368,11 +379,21 @@ fn error(path: &str, e: SftpError) -> object_store::Error {
 
 #[async_trait]
 impl ObjectStore for SftpStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         let replace = match opts.mode {
             PutMode::Overwrite => true,
             PutMode::Create => false,
-            PutMode::Update(_) => return Err(object_store::Error::NotImplemented { operation: "conditional put".into(), implementer: STORE.into() }),
+            PutMode::Update(_) => {
+                return Err(object_store::Error::NotImplemented {
+                    operation: "conditional put".into(),
+                    implementer: STORE.into(),
+                });
+            }
         };
         let session = self.server.session().await?;
         let path = server_path(location);
@@ -391,7 +412,11 @@ impl ObjectStore for SftpStore {
         Ok(PutResult { e_tag: None, version: None })
     }
 
-    async fn put_multipart_opts(&self, location: &Path, _opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let session = self.server.session().await?;
         let path = server_path(location);
         let temp = temp_beside(&path);
@@ -416,19 +441,30 @@ impl ObjectStore for SftpStore {
             let payload = GetResultPayload::Stream(stream::empty().boxed());
             return Ok(GetResult { payload, meta, range, attributes: Attributes::new() });
         }
-        let handle = session.sftp.open(&path, OpenFlags::READ, FileAttributes::empty()).await.map_err(|e| error(&path, e))?.handle;
+        let handle = session
+            .sftp
+            .open(&path, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .map_err(|e| error(&path, e))?
+            .handle;
         let open = Arc::new(OpenFile { session: session.clone(), handle });
         let returned = range.clone();
-        let chunks = range.clone().step_by(CHUNK as usize).map(move |start| {
-            let open = open.clone();
-            let end = (start + u64::from(CHUNK)).min(range.end);
-            async move { open.session.read_at(&open.handle, start..end).await.map_err(|e| generic(format!("reading: {e}"))) }
-        });
+        let chunks =
+            range.clone().step_by(CHUNK as usize).map(move |start| {
+                let open = open.clone();
+                let end = (start + u64::from(CHUNK)).min(range.end);
+                async move {
+                    open.session.read_at(&open.handle, start..end).await.map_err(|e| generic(format!("reading: {e}")))
+                }
+            });
         let payload = GetResultPayload::Stream(stream::iter(chunks).buffered(IN_FLIGHT).boxed());
         Ok(GetResult { payload, meta, range: returned, attributes: Attributes::new() })
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
         let server = self.server.clone();
         locations
             .and_then(move |location| {
@@ -450,7 +486,9 @@ impl ObjectStore for SftpStore {
             let session = server.session().await?;
             let mut files = Vec::new();
             session.walk(root.clone(), &mut files).await.map_err(|e| error(&root, e))?;
-            Ok::<_, object_store::Error>(stream::iter(files.into_iter().map(|(path, attrs)| Ok(meta(Path::from(path.trim_start_matches('/')), &attrs)))))
+            Ok::<_, object_store::Error>(stream::iter(
+                files.into_iter().map(|(path, attrs)| Ok(meta(Path::from(path.trim_start_matches('/')), &attrs))),
+            ))
         })
         .try_flatten()
         .boxed()
@@ -475,7 +513,12 @@ impl ObjectStore for SftpStore {
         let session = self.server.session().await?;
         let (source, path) = (server_path(from), server_path(to));
         let size = session.stat(&source).await.map_err(|e| error(&source, e))?.size.unwrap_or(0);
-        let input = session.sftp.open(&source, OpenFlags::READ, FileAttributes::empty()).await.map_err(|e| error(&source, e))?.handle;
+        let input = session
+            .sftp
+            .open(&source, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .map_err(|e| error(&source, e))?
+            .handle;
         let temp = temp_beside(&path);
         let output = session.create(&temp).await.map_err(|e| error(&path, e))?;
         let mut copied = Ok(());
@@ -495,7 +538,14 @@ impl ObjectStore for SftpStore {
 }
 
 /// Closes a written temporary file and renames it into place; on any failure removes it instead.
-async fn finish(session: &Session, handle: String, temp: &str, path: &str, replace: bool, written: Result<(), SftpError>) -> object_store::Result<()> {
+async fn finish(
+    session: &Session,
+    handle: String,
+    temp: &str,
+    path: &str,
+    replace: bool,
+    written: Result<(), SftpError>,
+) -> object_store::Result<()> {
     let closed = session.sftp.close(handle).await.map(|_| ());
     let published = match written.and(closed) {
         Ok(()) => session.publish(temp, path, replace).await,
@@ -578,7 +628,11 @@ impl super::StoreKind for Sftp {
         &["sftp"]
     }
 
-    fn build(&self, url: &reqwest::Url, options: &[(&str, weir_engine::Secret)]) -> Result<Arc<dyn ObjectStore>, String> {
+    fn build(
+        &self,
+        url: &reqwest::Url,
+        options: &[(&str, weir_engine::Secret)],
+    ) -> Result<Arc<dyn ObjectStore>, String> {
         let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.expose())).collect();
         Ok(Arc::new(SftpStore::new(SftpConfig::new(url, &options)?)))
     }

@@ -8,9 +8,11 @@ const OPTIONS: &[ConnectionOption] = &[
     ConnectionOption::new("client_id", OptionType::Text, "the app's client id (client-credentials sign-in)"),
     ConnectionOption::new("client_secret", OptionType::Secret, "the app's secret"),
     ConnectionOption::new("token_url", OptionType::Url, "the token endpoint, instead of the tenant's"),
-    ConnectionOption::new("scope", OptionType::Text, "the token's scope").default("https://graph.microsoft.com/.default"),
+    ConnectionOption::new("scope", OptionType::Text, "the token's scope")
+        .default("https://graph.microsoft.com/.default"),
     ConnectionOption::new("bearer_token", OptionType::Secret, "a ready token instead of client credentials"),
-    ConnectionOption::new("graph_url", OptionType::Url, "Microsoft Graph's base URL").default("https://graph.microsoft.com/v1.0"),
+    ConnectionOption::new("graph_url", OptionType::Url, "Microsoft Graph's base URL")
+        .default("https://graph.microsoft.com/v1.0"),
 ];
 
 pub const KIND: ConnectionKind = ConnectionKind {

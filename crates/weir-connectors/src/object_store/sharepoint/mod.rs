@@ -49,7 +49,8 @@ const SIMPLE_UPLOAD: usize = 4 * 1024 * 1024;
 const SESSION_CHUNK: usize = 20 * 320 * 1024;
 const STORE: &str = "SharePoint";
 /// What a path segment may hold unescaped in a Graph path-addressed URL (`root:/a/b.csv:`).
-const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b':').add(b'?').add(b'<').add(b'>');
+const SEGMENT: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b':').add(b'?').add(b'<').add(b'>');
 
 /// A library of a SharePoint site, as an object store. The library's drive id is looked up on first use.
 pub struct SharePointStore {
@@ -74,7 +75,8 @@ impl SharePointStore {
             let known: Vec<&str> = KIND.options().map(|o| o.name).collect();
             return Err(format!("unknown option `{unknown}` (SharePoint takes {})", known.join(", ")));
         }
-        let site = option("site").ok_or("needs the option `site` (a Graph site id, or `host.sharepoint.com:/sites/Name`)")?;
+        let site =
+            option("site").ok_or("needs the option `site` (a Graph site id, or `host.sharepoint.com:/sites/Name`)")?;
         let auth = match (option("bearer_token"), option("client_id"), option("client_secret")) {
             (Some(token), None, None) => Auth::Bearer(token),
             (None, Some(client_id), Some(client_secret)) => {
@@ -85,16 +87,19 @@ impl SharePointStore {
                     }
                     (None, None) => return Err("needs the option `tenant_id` (or `token_url`) to fetch a token".into()),
                 };
-                let scope = option("scope").unwrap_or_else(|| Secret::new("https://graph.microsoft.com/.default".into()));
+                let scope =
+                    option("scope").unwrap_or_else(|| Secret::new("https://graph.microsoft.com/.default".into()));
                 Auth::client_credentials(token_url, client_id, client_secret, Some(scope))
             }
             _ => return Err("give `client_id` and `client_secret` (with `tenant_id`), or a `bearer_token`".into()),
         };
-        let base = option("graph_url").map_or_else(|| "https://graph.microsoft.com/v1.0".to_string(), |u| u.expose().to_string());
+        let base = option("graph_url")
+            .map_or_else(|| "https://graph.microsoft.com/v1.0".to_string(), |u| u.expose().to_string());
         let base = Url::parse(&format!("{}/", base.trim_end_matches('/'))).map_err(|e| format!("graph_url: {e}"))?;
         let timeout = Duration::from_secs(120);
         let client = Client::new(auth, timeout, Retry::default(), None).map_err(|e| e.to_string())?;
-        let anonymous = Client::new(Auth::None, timeout, Retry::default(), None).map_err(|e| e.to_string())?.hiding_urls();
+        let anonymous =
+            Client::new(Auth::None, timeout, Retry::default(), None).map_err(|e| e.to_string())?.hiding_urls();
         let graph = Graph {
             client,
             anonymous,
@@ -131,7 +136,10 @@ impl Graph {
     }
 
     /// Sends a request, answering 404 and 409 as values and every other failure as an error.
-    async fn send(&self, request: &Request) -> object_store::Result<Result<(reqwest::header::HeaderMap, Bytes), Refused>> {
+    async fn send(
+        &self,
+        request: &Request,
+    ) -> object_store::Result<Result<(reqwest::header::HeaderMap, Bytes), Refused>> {
         match self.client.send_expecting(request, &[StatusCode::NOT_FOUND, StatusCode::CONFLICT]).await {
             Ok(Ok(page)) => Ok(Ok((page.headers, page.body))),
             Ok(Err(StatusCode::NOT_FOUND)) => Ok(Err(Refused::NotFound)),
@@ -142,7 +150,10 @@ impl Graph {
 
     async fn json(&self, request: &Request) -> object_store::Result<Result<Value, Refused>> {
         Ok(match self.send(request).await? {
-            Ok((_, body)) => Ok(serde_json::from_slice(&body).map_err(|e| generic(format!("Graph answered with invalid JSON: {e}")))?),
+            Ok((_, body)) => {
+                Ok(serde_json::from_slice(&body)
+                    .map_err(|e| generic(format!("Graph answered with invalid JSON: {e}")))?)
+            }
             Err(refused) => Err(refused),
         })
     }
@@ -188,7 +199,8 @@ impl Graph {
     /// The URL of an item by path, with `suffix` (e.g. `:/content`) after it; the drive's root for an empty path.
     async fn item_url(&self, location: &Path, suffix: &str) -> object_store::Result<Url> {
         let drive = self.drive().await?;
-        let path: Vec<String> = location.parts().map(|p| utf8_percent_encode(p.as_ref(), SEGMENT).to_string()).collect();
+        let path: Vec<String> =
+            location.parts().map(|p| utf8_percent_encode(p.as_ref(), SEGMENT).to_string()).collect();
         let relative = match (path.is_empty(), suffix) {
             (true, "") => format!("drives/{drive}/root"),
             (true, suffix) => format!("drives/{drive}/root{}", suffix.trim_start_matches(':')),
@@ -246,8 +258,12 @@ impl Graph {
     async fn upload(&self, location: &Path, replace: bool, size: usize, chunk: Source) -> object_store::Result<()> {
         let conflict = if replace { "replace" } else { "fail" };
         let refused = |r: Refused| match r {
-            Refused::Conflict => object_store::Error::AlreadyExists { path: location.to_string(), source: "already exists".into() },
-            Refused::NotFound => object_store::Error::NotFound { path: location.to_string(), source: "no such folder".into() },
+            Refused::Conflict => {
+                object_store::Error::AlreadyExists { path: location.to_string(), source: "already exists".into() }
+            }
+            Refused::NotFound => {
+                object_store::Error::NotFound { path: location.to_string(), source: "no such folder".into() }
+            }
         };
         if size <= SIMPLE_UPLOAD {
             let mut url = self.item_url(location, ":/content").await?;
@@ -261,7 +277,10 @@ impl Graph {
         let mut request = Self::request(Method::POST, url);
         request.body = Some(json!({ "item": { "@microsoft.graph.conflictBehavior": conflict } }).to_string().into());
         let session = self.json(&request).await?.map_err(refused)?;
-        let upload_url = session.get("uploadUrl").and_then(Value::as_str).ok_or_else(|| generic("the upload session has no uploadUrl"))?;
+        let upload_url = session
+            .get("uploadUrl")
+            .and_then(Value::as_str)
+            .ok_or_else(|| generic("the upload session has no uploadUrl"))?;
         let upload_url = Url::parse(upload_url).map_err(|e| generic(format!("bad uploadUrl: {e}")))?;
         for start in (0..size).step_by(SESSION_CHUNK) {
             let end = (start + SESSION_CHUNK).min(size);
@@ -301,7 +320,8 @@ impl Source {
 }
 
 fn meta(location: Path, item: &Value) -> ObjectMeta {
-    let modified = item.get("lastModifiedDateTime").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    let modified =
+        item.get("lastModifiedDateTime").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
     ObjectMeta {
         location,
         last_modified: modified.map(|t| t.with_timezone(&Utc)).unwrap_or_default(),
@@ -321,24 +341,43 @@ fn not_found(location: &Path) -> object_store::Error {
 
 #[async_trait]
 impl ObjectStore for SharePointStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         let replace = match opts.mode {
             PutMode::Overwrite => true,
             PutMode::Create => false,
-            PutMode::Update(_) => return Err(object_store::Error::NotImplemented { operation: "conditional put".into(), implementer: STORE.into() }),
+            PutMode::Update(_) => {
+                return Err(object_store::Error::NotImplemented {
+                    operation: "conditional put".into(),
+                    implementer: STORE.into(),
+                });
+            }
         };
         let bytes: Bytes = payload.into();
         self.graph.upload(location, replace, bytes.len(), Source::Memory(bytes)).await?;
         Ok(PutResult { e_tag: None, version: None })
     }
 
-    async fn put_multipart_opts(&self, location: &Path, _opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let spool = spool_file().map_err(|e| generic(format!("cannot spool an upload: {e}")))?;
         Ok(Box::new(Upload { graph: self.graph.clone(), location: location.clone(), spool: Arc::new(spool), next: 0 }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        let item = self.graph.item(location).await?.filter(|i| i.get("folder").is_none()).ok_or_else(|| not_found(location))?;
+        let item = self
+            .graph
+            .item(location)
+            .await?
+            .filter(|i| i.get("folder").is_none())
+            .ok_or_else(|| not_found(location))?;
         let meta = meta(location.clone(), &item);
         options.check_preconditions(&meta)?;
         let range = match &options.range {
@@ -357,10 +396,18 @@ impl ObjectStore for SharePointStore {
             let (graph, url) = (graph.clone(), url.clone());
             async move { graph.content(url, part).await }
         });
-        Ok(GetResult { payload: GetResultPayload::Stream(chunks.boxed()), meta, range: returned, attributes: Attributes::new() })
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(chunks.boxed()),
+            meta,
+            range: returned,
+            attributes: Attributes::new(),
+        })
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
         let graph = self.graph.clone();
         locations
             .and_then(move |location| {

@@ -46,4 +46,7 @@ if [ ! -f "$DUCKDB_LIB_DIR/libduckdb.so" ]; then
 fi
 export LD_LIBRARY_PATH="$DUCKDB_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
+# Formatting and lints first: they fail in seconds where the tests take minutes.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked --features weir-cli/odbc,weir-cli/duckdb -- -D warnings
 cargo test --workspace --locked --features weir-cli/odbc,weir-cli/duckdb "$@"

@@ -86,7 +86,11 @@ enum Command {
     )]
     Explain(commands::validate::ExplainArgs),
     /// Print the JSON Schema of pipeline files (for editors: `# yaml-language-server: $schema=...`).
-    Schema,
+    Schema {
+        /// Print the reference as Markdown instead (`docs/reference.md`).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// List the step kinds and connection kinds, and which connection kinds this build has.
     #[command(
         after_help = "A connection kind marked `needs --features X` is known but left out of this build; build weir with that feature to use it."
@@ -184,8 +188,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(g, args).await,
         Command::Validate(args) => commands::validate::validate(g, args).await,
         Command::Explain(args) => commands::validate::explain(g, args).await,
-        Command::Schema => {
+        Command::Schema { markdown: false } => {
             println!("{}", serde_json::to_string_pretty(&commands::list::schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { markdown: true } => {
+            print!("{}", commands::list::reference());
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {

@@ -9,6 +9,7 @@ mod files;
 mod http;
 mod object_store;
 pub mod registry;
+mod run;
 mod webhook;
 
 use std::path::Path;
@@ -22,7 +23,8 @@ use datafusion::prelude::SessionContext;
 use weir_engine::{Connectors, DeadLetters, PendingLoad, ResolvedConnection, StepContext};
 use weir_spec::{Action, Extract, Load, Role, Spanned, Step};
 
-pub use alerts::{RunOutcome, send_alerts};
+pub use alerts::RunOutcome;
+pub use run::{Start, run_and_alert};
 pub use db::types::parse_sql_type;
 
 /// Every connector compiled into this build.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use weir_connectors::RunOutcome;
+use weir_connectors::{Start, run_and_alert};
 use weir_engine::{
     CancellationToken, DeadLetterFilter, DeadLetters, Engine, ReplayReport, RunMetrics, RunOptions, RunReport,
     StateStore,
@@ -232,12 +232,9 @@ impl Runner {
             };
             let metrics = RunMetrics::default();
             let clock = Instant::now();
-            let result = match &resume {
-                Some(run_id) => runner.engine.resume(&entry.pipeline, &options, metrics.clone(), Some(run_id)).await,
-                None => runner.engine.run(&entry.pipeline, &options, metrics.clone()).await,
-            };
-            let outcome = RunOutcome::of(&entry.pipeline, &metrics, &result, clock.elapsed().as_millis() as u64);
-            weir_connectors::send_alerts(&entry.pipeline, &outcome).await;
+            let start = resume.as_deref().map_or(Start::New, |run_id| Start::Resume(Some(run_id)));
+            let (result, outcome) =
+                run_and_alert(&runner.engine, &entry.pipeline, &options, metrics.clone(), start).await;
             let status = if result.is_ok() { "success" } else { "failed" };
             let rows: Vec<(String, u64)> = metrics.snapshot();
             runner.metrics.run_finished(

@@ -145,7 +145,7 @@ http_step! {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Paginate {
-    /// The response names a cursor that the next request sends as a query parameter (the seed's `cursor`);
+    /// The response names a cursor that the next request sends as a query parameter;
     /// paging stops when it is missing, null or empty.
     Cursor {
         /// The query parameter that carries the cursor.

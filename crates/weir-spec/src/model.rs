@@ -95,7 +95,7 @@ pub struct StateDecl {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StateUpdate {
-    /// The time the run started (the seed's "Update last_sync to now()"), so rows changed during the run are
+    /// The time the run started ("update last_sync to now()"), so rows changed during the run are
     /// picked up next time.
     RunStartedAt,
     /// The largest value of `step.column` that flowed through the run (an incremental cursor). Unchanged when no

@@ -692,7 +692,7 @@ pub struct Dedup {
     /// Columns that identify a record.
     pub keys: Vec<String>,
     /// SQL ordering within a key, e.g. `created_at DESC`; `keep` picks the first or last row in this order (the
-    /// seed's "most recent per email" is `order_by: created_at DESC`, `keep: first`).
+    /// "most recent per email" is `order_by: created_at DESC`, `keep: first`).
     #[serde(default)]
     pub order_by: Option<String>,
     #[serde(default)]

@@ -11,7 +11,7 @@ use crate::diagnostic::{Diagnostic, Pos};
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    /// A cron expression: five fields (minute hour day month weekday), or six with seconds first. The seed's
+    /// A cron expression: five fields (minute hour day month weekday), or six with seconds first. Common
     /// schedules: `*/15 * * * *` (every 15 minutes), `0 3 * * *` (daily at 3:00 AM), `0 6 * * MON` (weekly on
     /// Monday at 6:00 AM), `0 0 1 * *` (monthly on the 1st); `@hourly`, `@daily`, `@weekly`, `@monthly` too.
     #[serde(default)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::Args;
+use weir_connectors::{Start, run_and_alert};
 use weir_engine::{Engine, RunMetrics};
 use weir_spec::ValueType;
 
@@ -57,7 +58,7 @@ pub async fn backfill(global: &Global, args: BackfillArgs) -> anyhow::Result<Exi
         let run_options =
             weir_engine::RunOptions { trigger: "backfill".into(), variables, record_state: false, ..base.clone() };
         eprintln!("backfill {}/{}: {}={value}", i + 1, values.len(), args.var);
-        match engine.run(&loaded.pipeline, &run_options, RunMetrics::default()).await {
+        match run_and_alert(&engine, &loaded.pipeline, &run_options, RunMetrics::default(), Start::New).await.0 {
             Ok(report) => eprintln!("  run {} succeeded in {} ms", report.run_id, report.duration_ms),
             Err(e) if args.keep_going => {
                 eprintln!("  failed: {e}");

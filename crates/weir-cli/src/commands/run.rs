@@ -2,10 +2,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Args;
-use weir_connectors::RunOutcome;
+use weir_connectors::{Start, run_and_alert};
 use weir_engine::{CancellationToken, DeadLetterFilter, Engine, RunMetrics, RunOptions};
 
 use crate::load::{Loaded, load, parse_var};
@@ -58,19 +57,12 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
     let metrics = RunMetrics::default();
     let progress = Progress::start(metrics.clone(), global.log_format == LogFormat::Human && global.quiet == 0);
-    let started = Instant::now();
-    let result = match &args.resume {
-        Some(id) => {
-            let id = Some(id.as_str()).filter(|id| !id.is_empty());
-            engine.resume(&loaded.pipeline, &options, metrics.clone(), id).await
-        }
-        None => engine.run(&loaded.pipeline, &options, metrics.clone()).await,
+    let start = match &args.resume {
+        Some(id) => Start::Resume(Some(id.as_str()).filter(|id| !id.is_empty())),
+        None => Start::New,
     };
+    let (result, _) = run_and_alert(&engine, &loaded.pipeline, &options, metrics.clone(), start).await;
     progress.finish();
-    if !args.dry_run && !loaded.pipeline.alerts.is_empty() {
-        let outcome = RunOutcome::of(&loaded.pipeline, &metrics, &result, started.elapsed().as_millis() as u64);
-        weir_connectors::send_alerts(&loaded.pipeline, &outcome).await;
-    }
     let report = result?;
     if global.quiet == 0 && args.dry_run {
         eprintln!("dry run finished in {} ms: every load was rolled back; nothing was committed", report.duration_ms);

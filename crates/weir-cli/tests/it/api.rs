@@ -661,6 +661,32 @@ fn alerts_reach_slack_and_a_webhook_and_an_undeliverable_one_changes_nothing() {
     assert!(!out.contains(&format!("http://{addr}/hooks/slack")), "the Slack URL is a secret: {out}");
 }
 
+/// A backfill goes through the same run-and-alert path as `weir run`: its failed run alerts too.
+#[test]
+fn a_failed_backfill_run_alerts() {
+    let seen = Seen::default();
+    async fn hook(State(seen): State<Seen>, body: String) -> StatusCode {
+        seen.log(body);
+        StatusCode::OK
+    }
+    let addr = serve(Router::new().route("/hook", post(hook)).with_state(seen.clone()));
+    let p = Project::new();
+    p.file("data/2024-01-01.csv", "id,amount\n1,10\n");
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: daily\nvariables:\n  day: {{ type: date, default: '2024-01-01' }}\nalerts:\n  - webhook: http://{addr}/hook\nsteps:\n  orders:\n    read_csv: {{ path: 'data/{{{{ var.day }}}}.csv' }}\n  out:\n    write_csv: {{ input: orders, path: 'out/{{{{ var.day }}}}.csv' }}\n"
+        ),
+    );
+    let out = p.fails(&["backfill", "p.yaml", "--var", "day", "--from", "2024-01-01", "--to", "2024-01-02"], 2);
+    assert!(out.contains("backfill stopped at day=2024-01-02"), "{out}");
+    let lines = seen.lines();
+    assert_eq!(lines.len(), 1, "one alert, for the failed day: {lines:#?}");
+    let body: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!((body["event"].as_str(), body["status"].as_str()), (Some("failure"), Some("failed")), "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("2024-01-02"), "{body}");
+}
+
 #[test]
 fn data_quality_checks_gate_the_load_and_alert() {
     let seen = Seen::default();

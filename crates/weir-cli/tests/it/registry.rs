@@ -94,3 +94,16 @@ fn the_published_schema_is_current() {
     let published = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(published == current, "docs/pipeline.schema.json is stale: run `weir schema > docs/pipeline.schema.json`");
 }
+
+/// `docs/reference.md` is generated from the same types; it must be current too. `WEIR_BLESS=1` rewrites it.
+#[test]
+fn the_reference_is_current() {
+    let path = std::path::Path::new(&manifest_dir()).join("../../docs/reference.md");
+    let current = Project::new().ok(&["schema", "--markdown"]);
+    assert!(current.contains("### `write_db` (load)") && current.contains("| `endpoint` (also `aws_endpoint`"), "{current}");
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&path, &current).unwrap();
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(published == current, "docs/reference.md is stale: run `weir schema --markdown > docs/reference.md`");
+}

@@ -1,5 +1,5 @@
 //! `list_files` and `copy_files`: moving whole files between any two locations (local disk, S3, Azure Blob, GCS),
-//! the seed's "write to Parquet (staging), then upload to S3" and incremental file pickup.
+//! "write Parquet to staging, then upload to S3" and incremental file pickup.
 //!
 //! Listing is a read with no side effects; copying is a load, done when the run commits, so a run that fails
 //! copies nothing. Each file is staged in the run's scratch directory and uploaded whole (one PUT, or a multipart

@@ -24,8 +24,8 @@ use weir_engine::{Connectors, DeadLetters, PendingLoad, ResolvedConnection, Step
 use weir_spec::{Action, Extract, Load, Role, Spanned, Step};
 
 pub use alerts::RunOutcome;
-pub use run::{Start, run_and_alert};
 pub use db::types::parse_sql_type;
+pub use run::{Start, run_and_alert};
 
 /// Every connector compiled into this build.
 #[derive(Debug, Default, Clone, Copy)]

@@ -46,8 +46,7 @@ impl Dag {
                                         ),
                                     )),
                                 Some(_) => reads.push(t),
-                                None => errors.push(
-                                    unknown_step(pipeline, &t, pos).with_hint(format!(
+                                None => errors.push(unknown_step(pipeline, &t, pos).with_hint(format!(
                                         "SQL in step `{}` can read the steps {}",
                                         step.id(),
                                         pipeline
@@ -56,8 +55,7 @@ impl Dag {
                                             .map(|s| format!("`{}`", s.id()))
                                             .collect::<Vec<_>>()
                                             .join(", ")
-                                    )),
-                                ),
+                                    ))),
                             }
                         }
                         reads

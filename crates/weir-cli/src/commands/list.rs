@@ -51,7 +51,9 @@ pub fn reference() -> String {
         out.push_str("\n## `settings`\n\n");
         fields(&mut out, settings, defs);
     }
-    out.push_str("\n## Step kinds\n\nEvery step also takes `description` and `on_error` (`fail`, `skip`, `dead_letter`).\n");
+    out.push_str(
+        "\n## Step kinds\n\nEvery step also takes `description` and `on_error` (`fail`, `skip`, `dead_letter`).\n",
+    );
     for (name, category, description) in weir_spec::STEP_KINDS {
         let _ = writeln!(out, "\n### `{name}` ({})\n\n{description}.\n", format!("{category:?}").to_lowercase());
         let def = step_definition(&schema, name).and_then(|r| resolve(defs, r));
@@ -151,9 +153,7 @@ fn type_name(schema: &serde_json::Value) -> String {
             _ => "mapping".to_string(),
         },
         serde_json::Value::String(ty) => ty.clone(),
-        serde_json::Value::Array(types) => {
-            types.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(" or ")
-        }
+        serde_json::Value::Array(types) => types.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(" or "),
         _ => "any".to_string(),
     }
 }

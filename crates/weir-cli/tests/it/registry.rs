@@ -100,7 +100,10 @@ fn the_published_schema_is_current() {
 fn the_reference_is_current() {
     let path = std::path::Path::new(&manifest_dir()).join("../../docs/reference.md");
     let current = Project::new().ok(&["schema", "--markdown"]);
-    assert!(current.contains("### `write_db` (load)") && current.contains("| `endpoint` (also `aws_endpoint`"), "{current}");
+    assert!(
+        current.contains("### `write_db` (load)") && current.contains("| `endpoint` (also `aws_endpoint`"),
+        "{current}"
+    );
     if std::env::var_os("WEIR_BLESS").is_some() {
         std::fs::write(&path, &current).unwrap();
     }

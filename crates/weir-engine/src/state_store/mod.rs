@@ -176,7 +176,6 @@ impl StateStore {
         }
         Ok(copy)
     }
-
 }
 
 /// A name for this process in a store: its host, process id and a random part, so a restarted process with a

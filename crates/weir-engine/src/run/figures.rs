@@ -1,0 +1,47 @@
+//! The figures a run records and logs: one row per step.
+
+use super::*;
+
+pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetricsRow> {
+    let metrics = &planned.metrics;
+    pipeline
+        .steps
+        .iter()
+        .filter_map(|step| {
+            let c = metrics.get(step.id())?;
+            // A step read twice (a self-join) still takes each input row in once.
+            let inputs: BTreeSet<&String> = planned.dag.inputs.get(step.id()).into_iter().flatten().collect();
+            let rows_in = inputs.iter().filter_map(|i| metrics.get(i)).map(|c| c.rows()).sum();
+            Some(StepMetricsRow {
+                step: step.id().to_string(),
+                kind: step.kind.name().to_string(),
+                category: format!("{:?}", step.kind.category()).to_lowercase(),
+                rows_in,
+                rows_out: c.rows(),
+                rows_invalid: c.invalid(),
+                bytes: c.bytes(),
+                duration_ms: c.duration_ms(),
+                retries: c.retries(),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn log_summary(steps: &[StepMetricsRow]) {
+    for s in steps {
+        match s.category.as_str() {
+            "extract" => info!(step = %s.step, records = s.rows_out, "Extracted {} records", s.rows_out),
+            "load" => info!(step = %s.step, records = s.rows_out, "Load complete: {} inserted", s.rows_out),
+            "action" => info!(step = %s.step, records = s.rows_out, "Action complete: {} rows affected", s.rows_out),
+            _ if s.kind == "validate" => info!(
+                step = %s.step,
+                valid = s.rows_out,
+                invalid = s.rows_invalid,
+                "Transform complete: {}/{} valid",
+                s.rows_out,
+                s.rows_out + s.rows_invalid
+            ),
+            _ => info!(step = %s.step, records = s.rows_out, "Transformed {} records", s.rows_out),
+        }
+    }
+}

@@ -98,9 +98,9 @@ impl Engine {
         let replay = ReplayInput { input, table, steps };
         let span = tracing::info_span!("run", run_id = %run_id, pipeline = %name);
         let (outcome, rows) = async {
-            match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, Some(&replay)).await {
+            match self.with(pipeline, options, &inputs).plan_steps(Mode::Run, metrics, Some(&replay)).await {
                 Ok(planned) => {
-                    (self.execute(pipeline, options, &inputs, &planned).await, step_rows(pipeline, &planned))
+                    (self.with(pipeline, options, &inputs).execute(&planned).await, step_rows(pipeline, &planned))
                 }
                 Err(err) => (Err(err), Vec::new()),
             }

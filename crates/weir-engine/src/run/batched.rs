@@ -3,17 +3,15 @@
 
 use super::*;
 
-impl Engine {
+impl Run<'_> {
     /// A run with `settings.commit_every`: stage every load's input into the run's load package (unless a resumed
     /// run staged it already), then load it batch by batch; returns the state to record and the step metrics.
     pub(super) async fn execute_batched(
         &self,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
         metrics: RunMetrics,
         every: u64,
     ) -> (Result<BTreeMap<String, TypedValue>, EngineError>, Vec<StepMetricsRow>) {
+        let Run { pipeline, options, inputs, .. } = *self;
         let dir = options.packages.join(&inputs.run_id);
         let name = pipeline.name();
         let manifest = match Manifest::read(&dir) {
@@ -27,14 +25,14 @@ impl Engine {
             Ok(None) => {
                 // Staging never finished, so no load has started: stage everything again.
                 let _ = std::fs::remove_dir_all(&dir);
-                match self.stage(pipeline, options, inputs, &metrics, &dir, every).await {
+                match self.stage(&metrics, &dir, every).await {
                     Ok(manifest) => manifest,
                     Err((err, steps)) => return (Err(err), steps),
                 }
             }
             Err(e) => return (Err(attribute(name, "-", e)), Vec::new()),
         };
-        let loaded = self.load_package(pipeline, options, inputs, &metrics, &dir, &manifest).await;
+        let loaded = self.load_package(&metrics, &dir, &manifest).await;
         let Manifest { state, mut steps, .. } = manifest;
         for row in steps.iter_mut().filter(|r| r.category == "load") {
             row.retries = metrics.get(&row.step).map_or(0, |c| c.retries());
@@ -46,18 +44,13 @@ impl Engine {
     /// state and metrics the run ends with.
     pub(super) async fn stage(
         &self,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
         metrics: &RunMetrics,
         dir: &std::path::Path,
         every: u64,
     ) -> Result<Manifest, (EngineError, Vec<StepMetricsRow>)> {
+        let Run { pipeline, inputs, .. } = *self;
         let name = pipeline.name();
-        let planned = self
-            .plan_steps(pipeline, options, inputs, Mode::Run, metrics.clone(), None)
-            .await
-            .map_err(|e| (e, Vec::new()))?;
+        let planned = self.plan_steps(Mode::Run, metrics.clone(), None).await.map_err(|e| (e, Vec::new()))?;
         let staged = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input");
             let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
@@ -72,7 +65,7 @@ impl Engine {
         let steps = step_rows(pipeline, &planned);
         let checked = match failure {
             Some(err) => Err(err),
-            None => self.check_quality(pipeline, inputs, &planned).await,
+            None => self.check_quality(&planned).await,
         };
         let manifest = checked
             .and_then(|()| check_invalid_budgets(pipeline, &planned.metrics))
@@ -86,14 +79,12 @@ impl Engine {
     /// whole unless done; then the action steps.
     pub(super) async fn load_package(
         &self,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
         metrics: &RunMetrics,
         dir: &std::path::Path,
         manifest: &Manifest,
     ) -> Result<(), EngineError> {
-        let shared = Shared::new(self, pipeline, options, inputs, Mode::Run)?;
+        let Run { engine, pipeline, .. } = *self;
+        let shared = Shared::new(*self, Mode::Run)?;
         let session = SessionContext::new();
         let by_category = |category| pipeline.steps.iter().filter(move |s| s.kind.category() == category);
         let loads = by_category(Category::Load).map(|step| {
@@ -106,7 +97,7 @@ impl Engine {
             let parts = manifest.parts.get(step.id()).map(Vec::as_slice).unwrap_or_default();
             let session = &session;
             async move {
-                self.load_staged(pipeline, inputs, step, &cx, session, dir, parts)
+                self.load_staged(step, &cx, session, dir, parts)
                     .await
                     .map_err(|e| attribute(pipeline.name(), step.id(), e))
             }
@@ -116,7 +107,7 @@ impl Engine {
         }
         for step in by_category(Category::Action) {
             let cx = shared.context(step, Arc::default());
-            self.connectors.action(step, &cx).await.map_err(|e| attribute(pipeline.name(), step.id(), e))?;
+            engine.connectors.action(step, &cx).await.map_err(|e| attribute(pipeline.name(), step.id(), e))?;
         }
         Ok(())
     }
@@ -124,29 +115,28 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn load_staged(
         &self,
-        pipeline: &Pipeline,
-        inputs: &RunInputs,
         step: &Step,
         cx: &StepContext,
         session: &SessionContext,
         dir: &std::path::Path,
         parts: &[u64],
     ) -> datafusion::error::Result<()> {
+        let Run { engine, pipeline, inputs, .. } = *self;
         let id = step.id();
         let total: u64 = parts.iter().sum();
         inputs.enter(id);
-        if !self.connectors.loads_in_batches(step, cx) {
-            if self.store.checkpoint(&cx.run_id, id).map_err(external)? == parts.len() as u64 {
+        if !engine.connectors.loads_in_batches(step, cx) {
+            if engine.store.checkpoint(&cx.run_id, id).map_err(external)? == parts.len() as u64 {
                 return Ok(());
             }
             let path = format!("{}/", dir.join(id).display());
             let input = session.read_parquet(path, ParquetReadOptions::default()).await?;
-            self.connectors.sink(step, cx, input).await?.commit().await?;
-            self.store.set_checkpoint(&cx.run_id, id, parts.len() as u64, total).map_err(external)?;
+            engine.connectors.sink(step, cx, input).await?.commit().await?;
+            engine.store.set_checkpoint(&cx.run_id, id, parts.len() as u64, total).map_err(external)?;
             info!(pipeline = pipeline.name(), step = id, rows = total, "Load complete: {total} rows");
             return Ok(());
         }
-        let done = self.connectors.committed_batches(step, cx).await? as usize;
+        let done = engine.connectors.committed_batches(step, cx).await? as usize;
         if done > 0 {
             info!(
                 pipeline = pipeline.name(),
@@ -163,11 +153,11 @@ impl Engine {
             let what = format!("batch {} of {} of `{id}`", index + 1, parts.len());
             with_retries(&retry, &what, &cx.counters, || async {
                 let input = session.read_parquet(path.display().to_string(), ParquetReadOptions::default()).await?;
-                self.connectors.sink(step, &cx, input).await?.commit().await
+                engine.connectors.sink(step, &cx, input).await?.commit().await
             })
             .await?;
             rows_before += rows;
-            self.store.set_checkpoint(&cx.run_id, id, index as u64 + 1, rows_before).map_err(external)?;
+            engine.store.set_checkpoint(&cx.run_id, id, index as u64 + 1, rows_before).map_err(external)?;
             info!(
                 pipeline = pipeline.name(),
                 step = id,

@@ -2,21 +2,16 @@
 
 use super::*;
 
-impl Engine {
+impl Run<'_> {
     /// Prepares every load, then commits them all or none; returns the state to record.
-    pub(crate) async fn execute(
-        &self,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
-        planned: &Planned,
-    ) -> Result<BTreeMap<String, TypedValue>, EngineError> {
+    pub(crate) async fn execute(&self, planned: &Planned) -> Result<BTreeMap<String, TypedValue>, EngineError> {
+        let Run { engine, pipeline, options, inputs } = *self;
         let name = pipeline.name();
         let loads = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input").value.as_str();
             info!(pipeline = name, step = step.id(), "Starting load");
             inputs.enter(step.id());
-            let load = || async { self.connectors.sink(step, cx, planned.ctx.table(input).await?).await };
+            let load = || async { engine.connectors.sink(step, cx, planned.ctx.table(input).await?).await };
             let pending = match rereadable(pipeline, planned, step.id()) {
                 // A load whose connection dropped after rows flowed goes again from the start (nothing of it is
                 // committed), reading its input again: its upstream counts start over.
@@ -42,7 +37,7 @@ impl Engine {
             failure = check_invalid_budgets(pipeline, &planned.metrics).err();
         }
         if failure.is_none() {
-            failure = self.check_quality(pipeline, inputs, planned).await.err();
+            failure = self.check_quality(planned).await.err();
         }
         if let Some(err) = failure {
             for (_, pending) in ready {
@@ -64,7 +59,7 @@ impl Engine {
             pending.commit().await.map_err(|e| attribute(name, step, e))?;
         }
         for (step, cx) in &planned.actions {
-            let rows = self.connectors.action(step, cx).await.map_err(|e| attribute(name, step.id(), e))?;
+            let rows = engine.connectors.action(step, cx).await.map_err(|e| attribute(name, step.id(), e))?;
             cx.counters.set_rows(rows);
         }
         next_state(pipeline, inputs, &planned.metrics)

@@ -2,22 +2,18 @@
 
 use super::*;
 
-impl Engine {
+impl Run<'_> {
     /// Runs the pipeline's data-quality checks over the planned step tables and records how each went; fails with
     /// the first failed `error` check.
-    pub(super) async fn check_quality(
-        &self,
-        pipeline: &Pipeline,
-        inputs: &RunInputs,
-        planned: &Planned,
-    ) -> Result<(), EngineError> {
+    pub(super) async fn check_quality(&self, planned: &Planned) -> Result<(), EngineError> {
+        let Run { engine, pipeline, inputs, .. } = *self;
         if pipeline.checks.is_empty() {
             return Ok(());
         }
         let params = sql_params(&inputs.variables, &inputs.state);
         let results =
             run_checks(pipeline, &planned.ctx, &params).await.map_err(|e| attribute(pipeline.name(), "-", e))?;
-        self.store.record_checks(&inputs.run_id, &results)?;
+        engine.store.record_checks(&inputs.run_id, &results)?;
         match results.iter().find(|r| !r.passed() && r.severity == Severity::Error) {
             Some(failed) => Err(EngineError::Step {
                 pipeline: pipeline.name().to_string(),

@@ -137,19 +137,24 @@ impl RunInputs {
     }
 }
 
+/// One run as its jobs (planning, committing, batched loading, the gates) see it: the engine, the pipeline, how
+/// it was asked to run and what it started from. Carried as one value instead of four arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct Run<'a> {
+    engine: &'a Engine,
+    pipeline: &'a Pipeline,
+    options: &'a RunOptions,
+    inputs: &'a RunInputs,
+}
+
 /// What every step of a run shares, from which each step's [`StepContext`] is made.
 struct Shared {
     base: StepContext,
 }
 
 impl Shared {
-    fn new(
-        engine: &Engine,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
-        mode: Mode,
-    ) -> Result<Self, EngineError> {
+    fn new(run: Run<'_>, mode: Mode) -> Result<Self, EngineError> {
+        let Run { engine, pipeline, options, inputs } = run;
         // A dry run records nothing: its dead letters go to the scratch store it was given.
         let dead_letters: Arc<dyn DeadLetters> = if options.dry_run || mode == Mode::Plan {
             engine.store.clone()
@@ -186,6 +191,16 @@ impl Shared {
 }
 
 impl Engine {
+    /// The run of `pipeline` with `options` and `inputs`, for the jobs that make it up.
+    pub(crate) fn with<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+        options: &'a RunOptions,
+        inputs: &'a RunInputs,
+    ) -> Run<'a> {
+        Run { engine: self, pipeline, options, inputs }
+    }
+
     pub fn new(connectors: Arc<dyn Connectors>, store: Arc<StateStore>) -> Self {
         Self { connectors, store }
     }
@@ -217,7 +232,7 @@ impl Engine {
         let variables = resolve_variables(pipeline, &options.variables)
             .map_err(|message| EngineError::Input { pipeline: pipeline.name().to_string(), message })?;
         let inputs = self.inputs(pipeline, options, "plan", chrono::Utc::now(), variables)?;
-        self.plan_steps(pipeline, options, &inputs, Mode::Plan, RunMetrics::default(), None).await
+        self.with(pipeline, options, &inputs).plan_steps(Mode::Plan, RunMetrics::default(), None).await
     }
 
     /// Runs a pipeline to the end; the run, its metrics and (on success) its new state are recorded.
@@ -295,11 +310,11 @@ impl Engine {
         let work = async {
             match pipeline.settings.commit_every {
                 Some(every) if !options.dry_run => {
-                    self.execute_batched(pipeline, options, &inputs, metrics, every).await
+                    self.with(pipeline, options, &inputs).execute_batched(metrics, every).await
                 }
-                _ => match self.plan_steps(pipeline, options, &inputs, Mode::Run, metrics, None).await {
+                _ => match self.with(pipeline, options, &inputs).plan_steps(Mode::Run, metrics, None).await {
                     Ok(planned) => {
-                        let outcome = self.execute(pipeline, options, &inputs, &planned).await;
+                        let outcome = self.with(pipeline, options, &inputs).execute(&planned).await;
                         (outcome, step_rows(pipeline, &planned))
                     }
                     Err(err) => (Err(err), Vec::new()),

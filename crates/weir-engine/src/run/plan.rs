@@ -2,17 +2,15 @@
 
 use super::*;
 
-impl Engine {
+impl Run<'_> {
     /// Plans every step into one session; with `replay`, only the steps it names, its input being its table.
     pub(crate) async fn plan_steps(
         &self,
-        pipeline: &Pipeline,
-        options: &RunOptions,
-        inputs: &RunInputs,
         mode: Mode,
         metrics: RunMetrics,
         replay: Option<&ReplayInput>,
     ) -> Result<Planned, EngineError> {
+        let Run { engine, pipeline, options, inputs } = *self;
         let name = pipeline.name().to_string();
         let ctx = session(pipeline, options)?;
         let dag = build_dag(&ctx, pipeline)?;
@@ -22,7 +20,7 @@ impl Engine {
             *readers.entry(check.step.value.as_str()).or_default() += 1;
         }
         let params = sql_params(&inputs.variables, &inputs.state);
-        let shared = Shared::new(self, pipeline, options, inputs, mode)?;
+        let shared = Shared::new(*self, mode)?;
         let mut sinks = Vec::new();
         let mut actions = Vec::new();
         let mut materialized = BTreeSet::new();
@@ -54,7 +52,7 @@ impl Engine {
                     continue;
                 }
                 _ if replay.is_some_and(|r| r.input == *id) => replay.expect("checked").table.clone(),
-                Category::Extract => self.connectors.source(&ctx, step, &cx).await.map_err(plan_err)?,
+                Category::Extract => engine.connectors.source(&ctx, step, &cx).await.map_err(plan_err)?,
                 Category::Transform => plan_transform(&ctx, step, &params, cx).await.map_err(plan_err)?,
             };
             let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(StepTable::new(id, provider, counters));

@@ -3,6 +3,7 @@
 //! ClickHouse that the tests start on 127.0.0.1.
 
 mod common;
+mod conformance;
 
 mod api;
 mod cli;

@@ -1,6 +1,6 @@
 //! `read_db` and `write_db` on SQLite files: no server, one database file per test project.
 
-use crate::common::{Project, load_csv, over_budget};
+use crate::common::{Project, over_budget};
 use rusqlite::Connection;
 
 /// Every row of `sql` on the project's `db.sqlite`, columns joined by `|`, NULL as `NULL`.
@@ -115,22 +115,6 @@ steps:
     assert_eq!(p.read("out/named.csv"), "id\n");
     assert_eq!(p.read("out/big.csv"), "id\n2\n3\n");
     assert_eq!(rows(&p, "SELECT count(*) FROM orders"), ["3"]);
-}
-
-#[test]
-fn modes_cdc_deletes_and_schema_evolution() {
-    let p = Project::new().env("DB_URL", "sqlite://db.sqlite");
-    p.ok(&["run", &load_csv(&p, "sqlite", "id,name\n1,a\n2,b\n3,c\n", "mode: append, keys: [id]")]);
-    let events = "id,name,score,deleted\n1,A,1.5,false\n2,b,,true\n4,d,,false\n4,d,,true\n5,e,,true\n5,E,2.5,false\n";
-    p.ok(&["run", &load_csv(&p, "sqlite", events, "mode: upsert, keys: [id], delete_when: deleted")]);
-    assert_eq!(rows(&p, "SELECT id, name, score FROM t ORDER BY id"), ["1|A|1.5", "3|c|NULL", "5|E|2.5"]);
-    let frozen =
-        p.fails(&["run", &load_csv(&p, "sqlite", "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
-    assert!(frozen.contains("new column `extra` (Utf8)"), "{frozen}");
-    p.ok(&["run", &load_csv(&p, "sqlite", "id\n1\n5\n", "mode: delete, keys: [id]")]);
-    assert_eq!(rows(&p, "SELECT id FROM t ORDER BY id"), ["3"]);
-    p.ok(&["run", &load_csv(&p, "sqlite", "id,name\n7,g\n", "mode: replace")]);
-    assert_eq!(rows(&p, "SELECT id, name FROM t ORDER BY id"), ["7|g"]);
 }
 
 #[test]

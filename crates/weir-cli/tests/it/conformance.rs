@@ -1,0 +1,245 @@
+//! One set of database behaviours run against every database Weir loads: each behaviour is a function generic over
+//! [`Backend`], and each backend runs all of them. What a backend does not do is listed in its `UNSUPPORTED`,
+//! beside it, instead of its test being left out.
+//!
+//! In the suite: PostgreSQL and MariaDB (the machine's servers), SQLite (a file), ClickHouse (a server each test
+//! starts). Not yet in it: DuckDB and ODBC, whose behaviours are tested in `duckdb.rs` and `odbc.rs`, because the
+//! suite reads results back with each database's own client and the tests have none for them.
+
+use crate::common::clickhouse::TestClickHouse;
+use crate::common::mysql::TestMyDb;
+use crate::common::postgres::TestDb;
+use crate::common::{Project, REFUSING_TABLE, load_csv, over_budget, refused_rows};
+
+/// A database the suite loads into with `weir` and reads back with its own client.
+trait Backend {
+    /// The connection kind.
+    const KIND: &'static str;
+    /// Behaviours this backend does not have, and why.
+    const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[];
+    fn url(&self) -> String;
+    /// Runs statements with the backend's own client.
+    fn exec(&self, sql: &str);
+    /// Every row of `SELECT {columns} FROM t ORDER BY id`, columns joined by `|`, NULL as `NULL`.
+    fn select(&self, columns: &str) -> Vec<String>;
+    /// The number of rows of `t`.
+    fn count(&self) -> u64;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Rows the database refuses (a duplicate key, a NOT NULL, a CHECK) go to the dead letters, the rest load.
+    RefusedRows,
+}
+
+/// Whether `B` has `behaviour`; says so in the test's output when it does not.
+fn supports<B: Backend>(behaviour: Behaviour) -> bool {
+    match B::UNSUPPORTED.iter().find(|(b, _)| *b == behaviour) {
+        Some((_, why)) => {
+            eprintln!("{}: {behaviour:?} is not supported: {why}", B::KIND);
+            false
+        }
+        None => true,
+    }
+}
+
+/// `upsert` creates the table, `delete_when` applies CDC deletes (the last event per key wins), `freeze`
+/// refuses a new column, `delete` removes by key and `replace` swaps the contents.
+fn write_modes_cdc_deletes_and_schema_evolution<B: Backend>(db: &B) {
+    let p = Project::new().env("DB_URL", &db.url());
+    let kind = B::KIND;
+    p.ok(&["run", &load_csv(&p, kind, "id,name\n1,a\n2,b\n3,c\n", "mode: upsert, keys: [id]")]);
+    assert_eq!(db.select("id, name"), ["1|a", "2|b", "3|c"], "{kind}");
+    let events = "id,name,score,deleted\n1,A,1.5,false\n2,b,,true\n4,d,,false\n4,d,,true\n5,e,,true\n5,E,2.5,false\n";
+    p.ok(&["run", &load_csv(&p, kind, events, "mode: upsert, keys: [id], delete_when: deleted")]);
+    assert_eq!(db.select("id, name, score"), ["1|A|1.5", "3|c|NULL", "5|E|2.5"], "{kind}");
+    let frozen = p.fails(&["run", &load_csv(&p, kind, "id,extra\n9,x\n", "mode: append, schema_evolution: freeze")], 2);
+    assert!(frozen.contains("new column `extra` (Utf8)"), "{kind}: {frozen}");
+    p.ok(&["run", &load_csv(&p, kind, "id\n1\n5\n", "mode: delete, keys: [id]")]);
+    assert_eq!(db.select("id"), ["3"], "{kind}");
+    p.ok(&["run", &load_csv(&p, kind, "id,name\n7,g\n8,h\n", "mode: replace")]);
+    assert_eq!(db.select("id, name"), ["7|g", "8|h"], "{kind}");
+}
+
+/// With `on_error: dead_letter` on the load, the rows the database refuses are set aside and the rest commit.
+fn refused_rows_go_to_the_dead_letters<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::RefusedRows) {
+        return;
+    }
+    db.exec(REFUSING_TABLE);
+    let p = Project::new().env("DB_URL", &db.url());
+    refused_rows(&p, B::KIND);
+    assert_eq!(db.count(), 198, "{}: the row that was there and 197 of 200 new ones", B::KIND);
+}
+
+/// A run that fails before its commit (a validation budget exceeded) leaves no row behind.
+fn a_failed_run_loads_nothing<B: Backend>(db: &B) {
+    let p = Project::new().env("DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, B::KIND, "id,amount\n1,5\n", "mode: append")]);
+    let err = p.fails(&["run", &over_budget(&p, B::KIND)], 2);
+    assert!(err.contains("above max_invalid"), "{}: {err}", B::KIND);
+    assert_eq!(db.count(), 1, "{}: only the first run's row", B::KIND);
+}
+
+/// A value with quotes and SQL in it is bound as data in `read_db`, never pasted into the query.
+fn parameters_stay_data<B: Backend>(db: &B) {
+    let p = Project::new().env("DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,plain\n2,o'brien\n", "mode: append")]);
+    p.file(
+        "read.yaml",
+        &format!(
+            "name: read\nvariables:\n  who: {{ type: string }}\nconnections:\n  db: {{ kind: {}, url: \"${{DB_URL}}\" }}\nsteps:\n  named:\n    read_db: {{ connection: db, query: \"SELECT id FROM t WHERE name = $who\" }}\n  out:\n    write_csv: {{ input: named, path: out/named.csv }}\n",
+            B::KIND
+        ),
+    );
+    p.ok(&["run", "read.yaml", "--var", "who=x' OR 1=1; DROP TABLE t; -- "]);
+    assert_eq!(p.read("out/named.csv"), "id\n", "{}", B::KIND);
+    p.ok(&["run", "read.yaml", "--var", "who=o'brien"]);
+    assert_eq!(p.read("out/named.csv"), "id\n2\n", "{}", B::KIND);
+    assert_eq!(db.count(), 2, "{}: the table is still there", B::KIND);
+}
+
+/// Runs every behaviour against the backend `new` makes, a fresh database for each.
+macro_rules! conformance {
+    ($module:ident, $new:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn write_modes_cdc_deletes_and_schema_evolution() {
+                super::write_modes_cdc_deletes_and_schema_evolution(&$new);
+            }
+
+            #[test]
+            fn a_failed_run_loads_nothing() {
+                super::a_failed_run_loads_nothing(&$new);
+            }
+
+            #[test]
+            fn parameters_stay_data() {
+                super::parameters_stay_data(&$new);
+            }
+
+            #[test]
+            fn refused_rows_go_to_the_dead_letters() {
+                super::refused_rows_go_to_the_dead_letters(&$new);
+            }
+        }
+    };
+}
+
+conformance!(postgres, TestDb::new());
+conformance!(mariadb, TestMyDb::new());
+conformance!(sqlite, SqliteFile::new());
+conformance!(clickhouse, ClickHouseDb::new());
+
+impl Backend for TestDb {
+    const KIND: &'static str = "postgres";
+    fn url(&self) -> String {
+        TestDb::url(self)
+    }
+    fn exec(&self, sql: &str) {
+        TestDb::exec(self, sql)
+    }
+    fn select(&self, columns: &str) -> Vec<String> {
+        self.rows(&format!("SELECT {columns} FROM t ORDER BY id"))
+    }
+    fn count(&self) -> u64 {
+        self.rows("SELECT count(*) FROM t")[0].parse().unwrap()
+    }
+}
+
+impl Backend for TestMyDb {
+    const KIND: &'static str = "mysql";
+    fn url(&self) -> String {
+        TestMyDb::url(self)
+    }
+    fn exec(&self, sql: &str) {
+        TestMyDb::exec(self, sql)
+    }
+    fn select(&self, columns: &str) -> Vec<String> {
+        self.rows(&format!("SELECT {columns} FROM t ORDER BY id"))
+    }
+    fn count(&self) -> u64 {
+        self.rows("SELECT count(*) FROM t")[0].parse().unwrap()
+    }
+}
+
+/// A SQLite file in a directory of its own, which pipelines reach by an absolute URL.
+struct SqliteFile(tempfile::TempDir);
+
+impl SqliteFile {
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    fn rows(&self, sql: &str) -> Vec<String> {
+        let db = rusqlite::Connection::open(self.0.path().join("db.sqlite")).unwrap();
+        let mut statement = db.prepare(sql).unwrap();
+        let n = statement.column_count();
+        let text = |value: rusqlite::types::ValueRef| match value {
+            rusqlite::types::ValueRef::Null => "NULL".to_string(),
+            rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+            rusqlite::types::ValueRef::Real(v) => v.to_string(),
+            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
+        };
+        statement
+            .query_map([], |row| Ok((0..n).map(|i| text(row.get_ref(i).unwrap())).collect::<Vec<_>>().join("|")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+impl Backend for SqliteFile {
+    const KIND: &'static str = "sqlite";
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.path().join("db.sqlite").display())
+    }
+    fn exec(&self, sql: &str) {
+        rusqlite::Connection::open(self.0.path().join("db.sqlite")).unwrap().execute_batch(sql).unwrap();
+    }
+    fn select(&self, columns: &str) -> Vec<String> {
+        self.rows(&format!("SELECT {columns} FROM t ORDER BY id"))
+    }
+    fn count(&self) -> u64 {
+        self.rows("SELECT count(*) FROM t")[0].parse().unwrap()
+    }
+}
+
+/// A database `w` on a ClickHouse server of the test's own. Row reads use `FINAL`, so a `ReplacingMergeTree`
+/// (what an upsert creates) shows one row per key before its parts merge; counts are of tables loaded by appends,
+/// plain `MergeTree`s, which have no `FINAL`.
+struct ClickHouseDb(TestClickHouse);
+
+impl ClickHouseDb {
+    fn new() -> Self {
+        let server = TestClickHouse::start();
+        server.exec("CREATE DATABASE w");
+        Self(server)
+    }
+}
+
+impl Backend for ClickHouseDb {
+    const KIND: &'static str = "clickhouse";
+    const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[(
+        Behaviour::RefusedRows,
+        "ClickHouse has no keys or CHECK constraints that refuse a row, and its loads stream whole, so a row it cannot take fails the load",
+    )];
+    fn url(&self) -> String {
+        self.0.url("w")
+    }
+    fn exec(&self, sql: &str) {
+        self.0.exec(sql)
+    }
+    fn select(&self, columns: &str) -> Vec<String> {
+        let rows = self.0.rows(&format!("SELECT {columns} FROM w.t FINAL ORDER BY id"));
+        rows.iter()
+            .map(|r| r.split('\t').map(|v| if v == "\\N" { "NULL" } else { v }).collect::<Vec<_>>().join("|"))
+            .collect()
+    }
+    fn count(&self) -> u64 {
+        self.0.rows("SELECT count() FROM w.t")[0].parse().unwrap()
+    }
+}

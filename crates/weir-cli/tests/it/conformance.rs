@@ -3,8 +3,8 @@
 //! beside it, instead of its test being left out.
 //!
 //! In the suite: PostgreSQL and MariaDB (the machine's servers), SQLite (a file), ClickHouse (a server each test
-//! starts). Not yet in it: DuckDB and ODBC, whose behaviours are tested in `duckdb.rs` and `odbc.rs`, because the
-//! suite reads results back with each database's own client and the tests have none for them.
+//! starts) and DuckDB (a file; the tests have no DuckDB client, so it is read back through `weir` itself, with
+//! `read_db`). Not yet in it: ODBC, tested in `odbc.rs`.
 
 use crate::common::clickhouse::TestClickHouse;
 use crate::common::mysql::TestMyDb;
@@ -132,6 +132,8 @@ conformance!(postgres, TestDb::new());
 conformance!(mariadb, TestMyDb::new());
 conformance!(sqlite, SqliteFile::new());
 conformance!(clickhouse, ClickHouseDb::new());
+#[cfg(feature = "duckdb")]
+conformance!(duckdb, DuckDbFile::new());
 
 impl Backend for TestDb {
     const KIND: &'static str = "postgres";
@@ -241,5 +243,61 @@ impl Backend for ClickHouseDb {
     }
     fn count(&self) -> u64 {
         self.0.rows("SELECT count() FROM w.t")[0].parse().unwrap()
+    }
+}
+
+/// A DuckDB file in a directory of its own, written and read through `weir` (`execute` and `read_db` steps).
+#[cfg(feature = "duckdb")]
+struct DuckDbFile(Project);
+
+#[cfg(feature = "duckdb")]
+impl DuckDbFile {
+    fn new() -> Self {
+        Self(Project::new())
+    }
+
+    /// The rows of `query` as CSV lines without the header, read through `read_db`.
+    fn query(&self, query: &str) -> Vec<String> {
+        self.0.file(
+            "dump.yaml",
+            &format!(
+                "name: dump\nconnections:\n  db: {{ kind: duckdb, url: \"{}\" }}\nsteps:\n  t:\n    read_db: {{ connection: db, query: \"{query}\" }}\n  out:\n    write_csv: {{ input: t, path: out/dump.csv }}\n",
+                self.url()
+            ),
+        );
+        self.0.ok(&["run", "dump.yaml"]);
+        self.0.read("out/dump.csv").lines().skip(1).map(str::to_string).collect()
+    }
+}
+
+#[cfg(feature = "duckdb")]
+impl Backend for DuckDbFile {
+    const KIND: &'static str = "duckdb";
+    const UNSUPPORTED: &'static [(Behaviour, &'static str)] =
+        &[(Behaviour::RefusedRows, "DuckDB loads go through one set-based statement, so a refused row fails the load")];
+    fn url(&self) -> String {
+        format!("duckdb://{}", self.0.path().join("db.duckdb").display())
+    }
+    fn exec(&self, sql: &str) {
+        let steps: String = sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+            .map(|(i, sql)| format!("  s{i}:\n    execute: {{ connection: db, sql: \"{sql}\" }}\n"))
+            .collect();
+        let yaml =
+            format!("name: setup\nconnections:\n  db: {{ kind: duckdb, url: \"{}\" }}\nsteps:\n{steps}", self.url());
+        self.0.file("setup.yaml", &yaml);
+        self.0.ok(&["run", "setup.yaml"]);
+    }
+    fn select(&self, columns: &str) -> Vec<String> {
+        let rows = self.query(&format!("SELECT {columns} FROM t ORDER BY id"));
+        rows.iter()
+            .map(|r| r.split(',').map(|v| if v.is_empty() { "NULL" } else { v }).collect::<Vec<_>>().join("|"))
+            .collect()
+    }
+    fn count(&self) -> u64 {
+        self.query("SELECT count(*) AS n FROM t")[0].parse().unwrap()
     }
 }

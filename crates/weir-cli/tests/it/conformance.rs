@@ -72,6 +72,45 @@ fn refused_rows_go_to_the_dead_letters<B: Backend>(db: &B) {
     assert_eq!(db.count(), 198, "{}: the row that was there and 197 of 200 new ones", B::KIND);
 }
 
+/// `schema_evolution: evolve` (the default) adds a column the input has and the table lacks; earlier rows read NULL.
+fn new_columns_are_added<B: Backend>(db: &B) {
+    let p = Project::new().env("DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,a\n", "mode: append")]);
+    p.ok(&["run", &load_csv(&p, B::KIND, "id,name,extra\n2,b,x\n", "mode: append")]);
+    assert_eq!(db.select("id, extra"), ["1|NULL", "2|x"], "{}", B::KIND);
+}
+
+/// An `execute` step runs after the run's loads commit: its statement sees the table the load created.
+fn execute_runs_after_the_loads_commit<B: Backend>(db: &B) {
+    let p = Project::new().env("DB_URL", &db.url());
+    let file = load_csv(&p, B::KIND, "id,name\n1,a\n2,b\n", "mode: append");
+    let after = "  after:\n    execute: { connection: db, sql: \"INSERT INTO t (id, name) VALUES (100, 'x')\" }\n";
+    p.file(&file, &format!("{}{after}", p.read(&file)));
+    p.ok(&["run", &file]);
+    assert_eq!(db.count(), 3, "{}", B::KIND);
+}
+
+/// A filter of a later step over a `read_db` table goes into the SQL sent to the database, as `weir explain` shows,
+/// and the rows are the same as DataFusion's own filter would give.
+fn filters_push_down_into_the_query<B: Backend>(db: &B) {
+    let p = Project::new().env("DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,a\n2,b\n3,c\n", "mode: append")]);
+    p.file(
+        "read.yaml",
+        &format!(
+            "name: read\nconnections:\n  db: {{ kind: {}, url: \"${{DB_URL}}\" }}\nsteps:\n  t:\n    read_db: {{ connection: db, table: t }}\n  big:\n    filter: {{ input: t, where: id > 1 }}\n  out:\n    write_csv: {{ input: big, path: out/big.csv }}\n",
+            B::KIND
+        ),
+    );
+    let plan = p.ok(&["explain", "read.yaml"]);
+    let scan = plan.lines().find(|l| l.contains("Scan: connection=db, sql=")).unwrap_or_else(|| panic!("{plan}"));
+    assert!(scan.contains("WHERE") && scan.contains("> 1"), "{}: {scan}", B::KIND);
+    p.ok(&["run", "read.yaml"]);
+    let mut ids: Vec<String> = p.read("out/big.csv").lines().skip(1).map(str::to_string).collect();
+    ids.sort();
+    assert_eq!(ids, ["2,b", "3,c"], "{}", B::KIND);
+}
+
 /// A run that fails before its commit (a validation budget exceeded) leaves no row behind.
 fn a_failed_run_loads_nothing<B: Backend>(db: &B) {
     let p = Project::new().env("DB_URL", &db.url());
@@ -108,6 +147,21 @@ macro_rules! conformance {
             #[test]
             fn write_modes_cdc_deletes_and_schema_evolution() {
                 super::write_modes_cdc_deletes_and_schema_evolution(&$new);
+            }
+
+            #[test]
+            fn new_columns_are_added() {
+                super::new_columns_are_added(&$new);
+            }
+
+            #[test]
+            fn execute_runs_after_the_loads_commit() {
+                super::execute_runs_after_the_loads_commit(&$new);
+            }
+
+            #[test]
+            fn filters_push_down_into_the_query() {
+                super::filters_push_down_into_the_query(&$new);
             }
 
             #[test]
@@ -210,9 +264,8 @@ impl Backend for SqliteFile {
     }
 }
 
-/// A database `w` on a ClickHouse server of the test's own. Row reads use `FINAL`, so a `ReplacingMergeTree`
-/// (what an upsert creates) shows one row per key before its parts merge; counts are of tables loaded by appends,
-/// plain `MergeTree`s, which have no `FINAL`.
+/// A database `w` on a ClickHouse server of the test's own. Reads of a `ReplacingMergeTree` (what a load with keys
+/// creates) use `FINAL`, so they show one row per key before its parts merge; a plain `MergeTree` has no `FINAL`.
 struct ClickHouseDb(TestClickHouse);
 
 impl ClickHouseDb {
@@ -220,6 +273,12 @@ impl ClickHouseDb {
         let server = TestClickHouse::start();
         server.exec("CREATE DATABASE w");
         Self(server)
+    }
+
+    /// `FINAL` where table `t` takes it.
+    fn final_(&self) -> &'static str {
+        let engine = self.0.rows("SELECT engine FROM system.tables WHERE database = 'w' AND name = 't'");
+        if engine.iter().any(|e| e.starts_with("Replacing")) { "FINAL" } else { "" }
     }
 }
 
@@ -236,13 +295,13 @@ impl Backend for ClickHouseDb {
         self.0.exec(sql)
     }
     fn select(&self, columns: &str) -> Vec<String> {
-        let rows = self.0.rows(&format!("SELECT {columns} FROM w.t FINAL ORDER BY id"));
+        let rows = self.0.rows(&format!("SELECT {columns} FROM w.t {} ORDER BY id", self.final_()));
         rows.iter()
             .map(|r| r.split('\t').map(|v| if v == "\\N" { "NULL" } else { v }).collect::<Vec<_>>().join("|"))
             .collect()
     }
     fn count(&self) -> u64 {
-        self.0.rows("SELECT count() FROM w.t")[0].parse().unwrap()
+        self.0.rows(&format!("SELECT count() FROM w.t {}", self.final_()))[0].parse().unwrap()
     }
 }
 

@@ -20,14 +20,22 @@ trait Backend {
     fn url(&self) -> String;
     /// Runs statements with the backend's own client.
     fn exec(&self, sql: &str);
-    /// Every row of `SELECT {columns} FROM t ORDER BY id`, columns joined by `|`, NULL as `NULL`.
-    fn select(&self, columns: &str) -> Vec<String>;
+    /// Every row of `sql`, columns joined by `|`, NULL as `NULL`.
+    fn query(&self, sql: &str) -> Vec<String>;
+    /// Every row of `SELECT {columns} FROM t ORDER BY id`.
+    fn select(&self, columns: &str) -> Vec<String> {
+        self.query(&format!("SELECT {columns} FROM t ORDER BY id"))
+    }
     /// The number of rows of `t`.
-    fn count(&self) -> u64;
+    fn count(&self) -> u64 {
+        self.query("SELECT count(*) AS n FROM t")[0].parse().unwrap()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Behaviour {
+    /// Loads commit batch by batch (`settings.commit_every`) with a checkpoint in the batch's transaction.
+    Checkpoints,
     /// Rows the database refuses (a duplicate key, a NOT NULL, a CHECK) go to the dead letters, the rest load.
     RefusedRows,
 }
@@ -111,6 +119,25 @@ fn filters_push_down_into_the_query<B: Backend>(db: &B) {
     assert_eq!(ids, ["2,b", "3,c"], "{}", B::KIND);
 }
 
+/// With `settings.commit_every`, a load commits batch by batch and keeps its checkpoint in `weir_checkpoints`
+/// beside the data, in each batch's transaction.
+fn batched_loads_keep_a_checkpoint_beside_the_data<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::Checkpoints) {
+        return;
+    }
+    let p = Project::new().env("DB_URL", &db.url());
+    let file = load_csv(&p, B::KIND, "id,name\n1,a\n2,b\n3,c\n4,d\n5,e\n", "mode: append");
+    p.file(&file, &p.read(&file).replace("steps:\n", "settings:\n  commit_every: 2\nsteps:\n"));
+    p.ok(&["run", &file]);
+    assert_eq!(db.count(), 5, "{}", B::KIND);
+    assert_eq!(
+        db.query("SELECT batches FROM weir_checkpoints WHERE pipeline = 'load' AND step = 'out'"),
+        ["3"],
+        "{}",
+        B::KIND
+    );
+}
+
 /// A run that fails before its commit (a validation budget exceeded) leaves no row behind.
 fn a_failed_run_loads_nothing<B: Backend>(db: &B) {
     let p = Project::new().env("DB_URL", &db.url());
@@ -165,6 +192,11 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn batched_loads_keep_a_checkpoint_beside_the_data() {
+                super::batched_loads_keep_a_checkpoint_beside_the_data(&$new);
+            }
+
+            #[test]
             fn a_failed_run_loads_nothing() {
                 super::a_failed_run_loads_nothing(&$new);
             }
@@ -197,11 +229,8 @@ impl Backend for TestDb {
     fn exec(&self, sql: &str) {
         TestDb::exec(self, sql)
     }
-    fn select(&self, columns: &str) -> Vec<String> {
-        self.rows(&format!("SELECT {columns} FROM t ORDER BY id"))
-    }
-    fn count(&self) -> u64 {
-        self.rows("SELECT count(*) FROM t")[0].parse().unwrap()
+    fn query(&self, sql: &str) -> Vec<String> {
+        self.rows(sql)
     }
 }
 
@@ -213,11 +242,8 @@ impl Backend for TestMyDb {
     fn exec(&self, sql: &str) {
         TestMyDb::exec(self, sql)
     }
-    fn select(&self, columns: &str) -> Vec<String> {
-        self.rows(&format!("SELECT {columns} FROM t ORDER BY id"))
-    }
-    fn count(&self) -> u64 {
-        self.rows("SELECT count(*) FROM t")[0].parse().unwrap()
+    fn query(&self, sql: &str) -> Vec<String> {
+        self.rows(sql)
     }
 }
 
@@ -256,11 +282,8 @@ impl Backend for SqliteFile {
     fn exec(&self, sql: &str) {
         rusqlite::Connection::open(self.0.path().join("db.sqlite")).unwrap().execute_batch(sql).unwrap();
     }
-    fn select(&self, columns: &str) -> Vec<String> {
-        self.rows(&format!("SELECT {columns} FROM t ORDER BY id"))
-    }
-    fn count(&self) -> u64 {
-        self.rows("SELECT count(*) FROM t")[0].parse().unwrap()
+    fn query(&self, sql: &str) -> Vec<String> {
+        self.rows(sql)
     }
 }
 
@@ -284,15 +307,27 @@ impl ClickHouseDb {
 
 impl Backend for ClickHouseDb {
     const KIND: &'static str = "clickhouse";
-    const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[(
-        Behaviour::RefusedRows,
-        "ClickHouse has no keys or CHECK constraints that refuse a row, and its loads stream whole, so a row it cannot take fails the load",
-    )];
+    const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[
+        (
+            Behaviour::RefusedRows,
+            "ClickHouse has no keys or CHECK constraints that refuse a row, and its loads stream whole, so a row it cannot take fails the load",
+        ),
+        (
+            Behaviour::Checkpoints,
+            "ClickHouse has no transactions to hold a batch and its checkpoint together: its loads are whole",
+        ),
+    ];
     fn url(&self) -> String {
         self.0.url("w")
     }
     fn exec(&self, sql: &str) {
         self.0.exec(sql)
+    }
+    fn query(&self, sql: &str) -> Vec<String> {
+        let rows = self.0.rows(sql);
+        rows.iter()
+            .map(|r| r.split('\t').map(|v| if v == "\\N" { "NULL" } else { v }).collect::<Vec<_>>().join("|"))
+            .collect()
     }
     fn select(&self, columns: &str) -> Vec<String> {
         let rows = self.0.rows(&format!("SELECT {columns} FROM w.t {} ORDER BY id", self.final_()));
@@ -316,7 +351,7 @@ impl DuckDbFile {
     }
 
     /// The rows of `query` as CSV lines without the header, read through `read_db`.
-    fn query(&self, query: &str) -> Vec<String> {
+    fn csv(&self, query: &str) -> Vec<String> {
         self.0.file(
             "dump.yaml",
             &format!(
@@ -350,13 +385,10 @@ impl Backend for DuckDbFile {
         self.0.file("setup.yaml", &yaml);
         self.0.ok(&["run", "setup.yaml"]);
     }
-    fn select(&self, columns: &str) -> Vec<String> {
-        let rows = self.query(&format!("SELECT {columns} FROM t ORDER BY id"));
+    fn query(&self, sql: &str) -> Vec<String> {
+        let rows = self.csv(sql);
         rows.iter()
             .map(|r| r.split(',').map(|v| if v.is_empty() { "NULL" } else { v }).collect::<Vec<_>>().join("|"))
             .collect()
-    }
-    fn count(&self) -> u64 {
-        self.query("SELECT count(*) AS n FROM t")[0].parse().unwrap()
     }
 }

@@ -74,9 +74,9 @@ impl Connectors for Builtin {
 
     fn loads_in_batches(&self, step: &Step, cx: &StepContext) -> bool {
         match step.kind.role() {
-            Role::Load(Load::WriteDb(spec)) => cx.connection(&spec.connection.value).is_ok_and(|conn| {
-                registry::kinds().any(|k| k.built && k.kind.name == conn.kind && k.kind.can.checkpoints)
-            }),
+            Role::Load(Load::WriteDb(spec)) => {
+                cx.connection(&spec.connection.value).is_ok_and(|conn| registry::checkpoints(&conn.kind))
+            }
             _ => false,
         }
     }

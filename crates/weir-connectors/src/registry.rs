@@ -55,6 +55,12 @@ pub fn connector(name: &str) -> Result<Connector, String> {
     })
 }
 
+/// Whether loads into connections of kind `name` commit batch by batch with a checkpoint (a kind this build has,
+/// and one that can).
+pub fn checkpoints(name: &str) -> bool {
+    ENTRIES.iter().any(|e| e.kind.name == name && e.connector.is_some() && e.kind.can.checkpoints)
+}
+
 /// The database system of kind `name`.
 pub fn database(name: &str) -> Result<&'static dyn Database, String> {
     match connector(name)? {

@@ -4,10 +4,6 @@
 use crate::common::postgres::TestDb;
 use crate::common::{Project, over_budget};
 
-fn odbc_url(db: &TestDb) -> String {
-    format!("Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=5432;Database={};Uid=postgres;", db.name)
-}
-
 fn project(db: &TestDb) -> Project {
     db.exec(
         "CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), updated_at timestamp);
@@ -15,7 +11,7 @@ fn project(db: &TestDb) -> Project {
                                    (3, 'Ada', 30.10, '2024-01-07 10:30:00');
          CREATE TABLE copy (id bigint, customer text, amount numeric(12,2), updated_at timestamp);",
     );
-    Project::new().env("ODBC_URL", &odbc_url(db))
+    Project::new().env("ODBC_URL", &db.odbc_url())
 }
 
 const PIPELINE: &str = r#"
@@ -73,7 +69,7 @@ fn unsupported_writes_fail_clearly_and_change_nothing() {
 fn a_failed_run_rolls_back_what_it_wrote() {
     let db = TestDb::new();
     db.exec("CREATE TABLE t (id bigint, amount bigint)");
-    let p = Project::new().env("DB_URL", &odbc_url(&db));
+    let p = Project::new().env("DB_URL", &db.odbc_url());
     let err = p.fails(&["run", &over_budget(&p, "odbc")], 2);
     assert!(err.contains("above max_invalid"), "{err}");
     assert_eq!(db.rows("SELECT count(*) FROM t"), ["0"]);

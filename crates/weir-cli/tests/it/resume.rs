@@ -2,14 +2,13 @@
 //! mid-load, database sessions terminated under it, a run out of time. After `weir run --resume` every destination
 //! holds each row exactly once.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::Project;
 use crate::common::mysql::TestMyDb;
 use crate::common::postgres::TestDb;
+use crate::common::running::Running;
 
 const ROWS: u64 = 200_000;
 const BATCH: u64 = 10_000;
@@ -39,65 +38,6 @@ fn expected() -> String {
 }
 
 const CHECK: &str = "SELECT count(*), count(DISTINCT id), sum(amount) FROM t";
-
-/// A `weir` started in the background, its log read line by line.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: String,
-}
-
-impl Running {
-    fn start(p: &Project, env: &[(&str, String)], args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .current_dir(p.path())
-            .env_remove("WEIR_STATE_DIR")
-            .env("WEIR_LOG_FORMAT", "human")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("weir starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines, log: String::new() }
-    }
-
-    /// Waits for a log line containing `text`.
-    fn wait_for(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while Instant::now() < deadline {
-            match self.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    let found = line.contains(text);
-                    self.log.push_str(&line);
-                    self.log.push('\n');
-                    if found {
-                        return;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        panic!("no log line with `{text}`:\n{}", self.log);
-    }
-
-    /// Waits for the process to end; its exit code and whole log.
-    fn finish(mut self) -> (Option<i32>, String) {
-        let status = self.child.wait().unwrap();
-        self.log.extend(self.lines.iter().map(|l| l + "\n"));
-        (status.code(), self.log)
-    }
-}
 
 #[test]
 fn a_failed_batch_resumes_after_the_last_checkpoint_without_duplicates() {

@@ -7,6 +7,7 @@ pub mod clickhouse;
 pub mod gcs_xml;
 pub mod mysql;
 pub mod postgres;
+pub mod running;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 

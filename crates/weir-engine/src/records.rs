@@ -1,5 +1,5 @@
-//! JSON records as a table of a declared schema, for records that arrive whole rather than from a file: a webhook's
-//! body, the dead letters a replay sends back.
+//! JSON records as a table of a declared schema, for records that arrive whole rather than from a file: the dead
+//! letters a replay sends back.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;

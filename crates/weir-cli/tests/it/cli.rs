@@ -612,7 +612,10 @@ fn a_webhook_run_resumes_only_with_its_payload() {
     p.file("p.yaml", "name: hook\nsteps:\n  events:\n    read_webhook: { records: $.events, schema: { id: bigint } }\n  out:\n    write_csv: { input: events, path: out.csv }\n");
     p.file("bad.json", r#"{"events": [{"id": 1}, {"id": "x"}]}"#);
     let failed = p.fails(&["run", "p.yaml", "--payload", "bad.json"], 2);
-    assert!(failed.contains("pipeline `hook`, step `events`: record 2 does not fit the declared schema"), "{failed}");
+    assert!(
+        failed.contains("pipeline `hook`, step `events`: field `id` is a string (\"x\"), where the column is Int64 at record 2 of the request"),
+        "{failed}"
+    );
     let refused = p.fails(&["run", "p.yaml", "--resume"], 2);
     assert!(refused.contains("whose records are not kept"), "{refused}");
     p.file("good.json", r#"{"events": [{"id": 1}, {"id": 2}]}"#);

@@ -10,10 +10,12 @@ mod cli;
 mod clickhouse;
 #[cfg(feature = "duckdb")]
 mod duckdb;
+mod inputs;
 mod mysql;
 mod object_store;
 #[cfg(feature = "odbc")]
 mod odbc;
+mod parquet_interop;
 mod postgres;
 mod registry;
 mod resume;

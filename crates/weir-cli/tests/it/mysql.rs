@@ -353,3 +353,70 @@ fn ssl_mode_encrypts_and_checks_the_server_certificate() {
     );
     assert!(!err.contains("attempts"), "a refused certificate is not retried:\n{err}");
 }
+
+/// Every unsigned integer type of MySQL, at its largest value, copied into each database Weir loads: the table Weir
+/// creates holds it exactly (PostgreSQL's `numeric(20,0)` for `BIGINT UNSIGNED`, SQLite's `TEXT`).
+#[test]
+fn unsigned_integers_copy_exactly_into_every_database() {
+    let source = TestMyDb::new();
+    source.exec(
+        "CREATE TABLE u (id INT PRIMARY KEY, t TINYINT UNSIGNED, s SMALLINT UNSIGNED, m MEDIUMINT UNSIGNED,
+                         i INT UNSIGNED, b BIGINT UNSIGNED);
+         INSERT INTO u VALUES (1, 255, 65535, 16777215, 4294967295, 18446744073709551615), (2, 0, 0, 0, 0, 0)",
+    );
+    let (pg, my) = (TestDb::new(), TestMyDb::new());
+    let clickhouse = crate::common::clickhouse::TestClickHouse::start();
+    clickhouse.exec("CREATE DATABASE w");
+    let p = Project::new();
+    let sqlite = p.path().join("u.sqlite");
+    let mut connections = vec![
+        ("pg", "postgres", pg.url()),
+        ("my", "mysql", my.url()),
+        ("lite", "sqlite", format!("sqlite://{}", sqlite.display())),
+        ("ch", "clickhouse", clickhouse.url("w")),
+    ];
+    if cfg!(feature = "duckdb") {
+        connections.push(("duck", "duckdb", format!("duckdb://{}", p.path().join("u.duckdb").display())));
+    }
+    let mut yaml = format!("name: unsigned\nconnections:\n  src: {{ kind: mysql, url: \"{}\" }}\n", source.url());
+    for (name, kind, url) in &connections {
+        yaml.push_str(&format!("  {name}: {{ kind: {kind}, url: \"{url}\" }}\n"));
+    }
+    yaml.push_str("steps:\n  u:\n    read_db: { connection: src, table: u }\n");
+    for (name, _, _) in &connections {
+        yaml.push_str(&format!(
+            "  to_{name}:\n    write_db: {{ input: u, connection: {name}, table: u, mode: replace }}\n"
+        ));
+    }
+    p.file("p.yaml", &yaml);
+    p.ok(&["run", "p.yaml"]);
+
+    let largest = "1|255|65535|16777215|4294967295|18446744073709551615";
+    let query = "SELECT id, t, s, m, i, b FROM u ORDER BY id";
+    assert_eq!(pg.rows(query), [largest, "2|0|0|0|0|0"], "PostgreSQL");
+    assert_eq!(
+        pg.rows("SELECT data_type, numeric_precision FROM information_schema.columns WHERE column_name = 'b'"),
+        ["numeric|20"]
+    );
+    assert_eq!(my.rows(query), [largest, "2|0|0|0|0|0"], "MariaDB");
+    let lite = rusqlite::Connection::open(&sqlite).unwrap();
+    let b: String = lite.query_row("SELECT b FROM u WHERE id = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(b, "18446744073709551615", "SQLite");
+    let ch: Vec<String> =
+        clickhouse.rows("SELECT id, t, s, m, i, b FROM w.u ORDER BY id").iter().map(|r| r.replace('\t', "|")).collect();
+    assert_eq!(ch, [largest, "2|0|0|0|0|0"], "ClickHouse");
+    if cfg!(feature = "duckdb") {
+        p.file(
+            "dump.yaml",
+            &format!(
+                "name: dump\nconnections:\n  duck: {{ kind: duckdb, url: \"duckdb://{}\" }}\nsteps:\n  u:\n    read_db: {{ connection: duck, query: \"SELECT id, t, s, m, i, b, typeof(b) AS ty FROM u ORDER BY id\" }}\n  out:\n    write_csv: {{ input: u, path: out/duck.csv }}\n",
+                p.path().join("u.duckdb").display()
+            ),
+        );
+        p.ok(&["run", "dump.yaml"]);
+        assert_eq!(
+            p.read("out/duck.csv").lines().nth(1),
+            Some("1,255,65535,16777215,4294967295,18446744073709551615,UBIGINT")
+        );
+    }
+}

@@ -129,7 +129,8 @@ pub fn fits(input: &DataType, table: &DataType) -> bool {
         (a, b) if a == b => true,
         (Null, _) => true,
         (Boolean, Int8) => true,
-        (_, Utf8) => !matches!(input, Binary | LargeBinary | BinaryView | Struct(_) | List(_) | LargeList(_) | Map(..)),
+        // Nested values into text (PostgreSQL's `jsonb`, MySQL's `JSON`, SQLite's `TEXT`) as their JSON.
+        (_, Utf8) => !matches!(input, Binary | LargeBinary | BinaryView),
         (a, Int8 | Int16 | Int32 | Int64) => matches!((int_width(a), int_width(table)), (Some(x), Some(y)) if x <= y),
         (a, UInt64) => matches!(a, UInt8 | UInt16 | UInt32),
         (Int8 | UInt8 | Int16 | Float16 | Float32, Float32) => true,
@@ -138,12 +139,15 @@ pub fn fits(input: &DataType, table: &DataType) -> bool {
         // Floats into decimals: the common case of inferred doubles into money columns; out-of-range values fail.
         (a, Decimal128(tp, ts)) => {
             let integer_digits = *tp as i16 - *ts as i16;
-            let needed = int_width(a).map(|bytes| match bytes {
-                1 => 3,
-                2 => 5,
-                4 => 10,
-                _ => 19,
-            });
+            // The decimal digits of each integer type's largest value.
+            let needed = match a {
+                Int8 | UInt8 => Some(3),
+                Int16 | UInt16 => Some(5),
+                Int32 | UInt32 => Some(10),
+                Int64 => Some(19),
+                UInt64 => Some(20),
+                _ => None,
+            };
             matches!(a, Float32 | Float64) || needed.is_some_and(|n| integer_digits >= n)
         }
         (Date32 | Date64 | Timestamp(..), Timestamp(..)) => true,
@@ -164,5 +168,7 @@ mod tests {
         assert!(!fits(&DataType::Decimal128(12, 4), &DataType::Decimal128(12, 2)));
         assert!(!fits(&DataType::Utf8, &DataType::Float64));
         assert!(fits(&DataType::Int64, &DataType::Utf8));
+        assert!(fits(&DataType::UInt64, &DataType::Decimal128(20, 0)), "what PostgreSQL's UInt64 columns are");
+        assert!(!fits(&DataType::UInt64, &DataType::Decimal128(19, 0)));
     }
 }

@@ -1,7 +1,9 @@
 //! `read_csv`: Weir's own streaming CSV reader rather than DataFusion's, because a bad record must name its file
 //! and line and be routable to the dead-letter store while the good ones go on. Records are split by the `csv`
 //! crate; typing is vectorized: every column is read as text and cast with Arrow's kernels, and the rows a cast
-//! rejects are the invalid ones.
+//! rejects are the invalid ones. The `csv` crate does not say which fields were quoted, and a quoted `""` is the
+//! empty string where an unquoted empty field is NULL: the bytes read are kept until their record is done, and a
+//! record with a value that reads as NULL is looked at again to tell (see [`quoted_fields`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -139,6 +141,77 @@ fn count_lines(path: &Path, bytes: u64) -> std::io::Result<u64> {
     }
 }
 
+/// The bytes a reader has read and not yet forgotten, and the offset in the input of the first of them.
+#[derive(Default, Clone)]
+struct Raw(std::rc::Rc<std::cell::RefCell<(u64, Vec<u8>)>>);
+
+impl Raw {
+    /// Lets go of the bytes before `offset`: the records there are done. They are dropped once they are most of
+    /// what is kept, so that each byte is moved about once.
+    fn forget_before(&self, offset: u64) {
+        let mut raw = self.0.borrow_mut();
+        let (base, bytes) = &mut *raw;
+        let done = (offset.saturating_sub(*base) as usize).min(bytes.len());
+        if done > bytes.len() / 2 {
+            bytes.drain(..done);
+            *base += done as u64;
+        }
+    }
+
+    /// Calls `f` with the bytes from `offset` on (the record there and what was read after it).
+    fn with_record<T>(&self, offset: u64, f: impl FnOnce(&[u8]) -> T) -> T {
+        let raw = self.0.borrow();
+        let start = (offset.saturating_sub(raw.0) as usize).min(raw.1.len());
+        f(&raw.1[start..])
+    }
+}
+
+/// An input that keeps a copy of what is read from it in [`Raw`].
+struct Tee<R> {
+    input: R,
+    raw: Raw,
+}
+
+impl<R: std::io::Read> std::io::Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.raw.0.borrow_mut().1.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Which of the first `fields` fields of the record at the start of `bytes` are quoted.
+fn quoted_fields(bytes: &[u8], delimiter: u8, quote: u8, fields: usize) -> Vec<bool> {
+    let mut quoted = Vec::with_capacity(fields);
+    let mut at = 0;
+    while quoted.len() < fields && at <= bytes.len() {
+        let is_quoted = bytes.get(at) == Some(&quote);
+        quoted.push(is_quoted);
+        if is_quoted {
+            // To the closing quote: a doubled quote is one quote of the value.
+            at += 1;
+            while at < bytes.len() {
+                if bytes[at] == quote {
+                    if bytes.get(at + 1) == Some(&quote) {
+                        at += 2;
+                        continue;
+                    }
+                    break;
+                }
+                at += 1;
+            }
+        }
+        while at < bytes.len() && bytes[at] != delimiter && bytes[at] != b'\n' && bytes[at] != b'\r' {
+            at += 1;
+        }
+        if bytes.get(at) != Some(&delimiter) {
+            break;
+        }
+        at += 1;
+    }
+    quoted
+}
+
 fn byte(c: char, what: &str) -> Result<u8> {
     u8::try_from(c)
         .map_err(|_| DataFusionError::Plan(format!("the CSV {what} must be a single-byte character, not `{c}`")))
@@ -238,13 +311,15 @@ impl<'a> FileReader<'a> {
 
     /// Streams the file to `emit`; returns false when the reader downstream has gone away.
     fn read(&mut self, mut emit: impl FnMut(RecordBatch) -> bool) -> Result<bool> {
-        let input = self.open()?;
+        let raw = Raw::default();
+        let input = Tee { input: self.open()?, raw: raw.clone() };
         let end = self.range.map(|(_, end)| end);
+        let (delimiter, quote) = (byte(self.spec.delimiter, "delimiter")?, byte(self.spec.quote, "quote")?);
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .delimiter(byte(self.spec.delimiter, "delimiter")?)
-            .quote(byte(self.spec.quote, "quote")?)
+            .delimiter(delimiter)
+            .quote(quote)
             .from_reader(input);
         let mut record = csv::ByteRecord::new();
         let width = self.file_schema.fields().len();
@@ -258,7 +333,7 @@ impl<'a> FileReader<'a> {
                     return Err(DataFusionError::Execution(format!("{}: {e}", self.origin(line))));
                 }
             }
-            let position = record.position().expect("records read from a reader have a position");
+            let position = record.position().expect("records read from a reader have a position").clone();
             if end.is_some_and(|end| self.base + position.byte() >= end) {
                 break;
             }
@@ -282,8 +357,15 @@ impl<'a> FileReader<'a> {
                     continue;
                 }
             };
+            raw.forget_before(position.byte());
+            let is_null = |value: &str| self.spec.null_values.iter().any(|n| n == value);
+            let quoted = if self.spec.quoted_nulls || !text.iter().any(is_null) {
+                Vec::new()
+            } else {
+                raw.with_record(position.byte(), |bytes| quoted_fields(bytes, delimiter, quote, text.len()))
+            };
             for (i, value) in text.iter().enumerate() {
-                if self.spec.null_values.iter().any(|n| n == value) {
+                if is_null(value) && !quoted.get(i).copied().unwrap_or(false) {
                     self.builders[i].append_null();
                 } else {
                     self.builders[i].append_value(value);
@@ -397,5 +479,18 @@ impl<'a> FileReader<'a> {
         }
         let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(kept));
         Ok(RecordBatch::try_new_with_options(self.schema.clone(), typed, &options)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted_fields;
+
+    #[test]
+    fn quoted_fields_are_told_from_unquoted_ones() {
+        let fields = |line: &str, n| quoted_fields(line.as_bytes(), b',', b'"', n);
+        assert_eq!(fields("1,\"\",,\"a\"\"b,\r\nc\"\n2,x\n", 4), [false, true, false, true]);
+        assert_eq!(fields("\"\"\r\n", 1), [true]);
+        assert_eq!(fields(",", 2), [false, false]);
     }
 }

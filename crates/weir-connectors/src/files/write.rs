@@ -22,6 +22,10 @@ use crate::object_store::remote::{self, Remote};
 
 /// Writes a load step's input to its temporary location.
 pub async fn write(step: &Step, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
+    let input = match &step.kind {
+        StepKind::WriteParquet(_) => super::parquet::with_parquet_types(input)?,
+        _ => input,
+    };
     let sink = step.kind.file_sink().expect("only file sinks reach here");
     let rendered = cx.path(sink.path)?;
     let remote = if remote::is_remote(&rendered) { Some(Remote::open(&rendered, sink.connection, cx)?) } else { None };

@@ -24,7 +24,7 @@ use weir_spec::EnrichApi;
 use super::client::{Client, Request};
 use super::read::{parse_body, parse_path, select_records};
 use super::{Target, connect, method};
-use crate::files::json::{declared_schema, spilled_ndjson};
+use crate::files::json::{Origin, declared_schema, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let input = session.table(spec.input.value.as_str()).await?;
@@ -102,7 +102,8 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
         // Nothing to join: the input, unchanged.
         return Ok(input.into_view());
     }
-    let answers = session.read_table(spilled_ndjson(session, &spill, declared).await?)?;
+    let origin: Origin = Arc::new(|line| format!("lookup answer {line}"));
+    let answers = session.read_table(spilled_ndjson(session, &spill, declared, origin, cx)?)?;
 
     let prefix = spec.prefix.as_deref().unwrap_or("");
     let mut right: Vec<Expr> = Vec::new();

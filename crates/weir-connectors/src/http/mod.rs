@@ -23,7 +23,7 @@ use weir_spec::{HttpMethod, Retry, Spanned};
 pub use enrich::table as enrich;
 pub use kind::KIND;
 pub use read::table;
-pub(crate) use read::{parse_path, select_records};
+pub(crate) use read::{objects, parse_path, select_values};
 pub use write::write;
 
 use auth::Auth;

@@ -22,7 +22,7 @@ use weir_spec::{Paginate, ReadApi};
 
 use super::client::{Page, Request};
 use super::{absolute, connect, method};
-use crate::files::json::{declared_schema, flattened, spilled_ndjson};
+use crate::files::json::{Origin, declared_schema, flattened, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(spec.schema.as_ref())?;
@@ -43,6 +43,8 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
     let spill = cx.scratch_dir.join(format!("{}.api.ndjson", cx.step));
     let mut out = BufWriter::new(File::create(&spill)?);
     let (mut pages, mut total) = (0u64, 0u64);
+    // The spill's line of each page's first record, to name a record that does not fit by its page.
+    let mut page_starts = Vec::new();
     // One page at a time, unless the style knows the next pages' requests without their predecessors' answers.
     let window = if pager.predictable() && !cx.planning { spec.concurrency.unwrap_or(1).max(1) as u64 } else { 1 };
     'paging: loop {
@@ -58,6 +60,7 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
                 .map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
             let records =
                 pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
+            page_starts.push(total + 1);
             for record in &records {
                 serde_json::to_writer(&mut out, record).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 out.write_all(b"\n")?;
@@ -92,7 +95,11 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
         warn!(step = %cx.step, "the API returned no records; declare `schema:` so later steps see its columns even then");
         return Ok(Arc::new(MemTable::try_new(Arc::new(Schema::empty()), vec![vec![]])?));
     }
-    flattened(session, spilled_ndjson(session, &spill, declared).await?, spec.flatten)
+    let origin: Origin = Arc::new(move |line| {
+        let page = page_starts.partition_point(|start| *start <= line);
+        format!("page {page}, record {}", line + 1 - page_starts[page - 1])
+    });
+    flattened(session, spilled_ndjson(session, &spill, declared, origin, cx)?, spec.flatten)
 }
 
 fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<String>) -> Result<Request> {
@@ -260,14 +267,23 @@ pub(crate) fn select_records<'a>(
     body: &'a Value,
     path: Option<&JsonPath>,
 ) -> std::result::Result<Vec<&'a Value>, String> {
+    objects(select_values(body, path))
+}
+
+/// The nodes `path` selects in a body, as [`select_records`] does, whatever they are.
+pub(crate) fn select_values<'a>(body: &'a Value, path: Option<&JsonPath>) -> Vec<&'a Value> {
     let nodes = match path {
         Some(path) => path.query(body).all(),
         None => vec![body],
     };
-    let records: Vec<&Value> = match nodes.as_slice() {
+    match nodes.as_slice() {
         [Value::Array(items)] => items.iter().collect(),
         _ => nodes,
-    };
+    }
+}
+
+/// `records`, if every one is an object.
+pub(crate) fn objects(records: Vec<&Value>) -> std::result::Result<Vec<&Value>, String> {
     match records.iter().position(|r| !r.is_object()) {
         Some(i) => Err(format!("record {} is not a JSON object but {}", i + 1, truncate(&records[i].to_string(), 100))),
         None => Ok(records),

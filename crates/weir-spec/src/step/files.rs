@@ -124,9 +124,13 @@ file_source! {
         pub delimiter: char,
         #[serde(default = "double_quote")]
         pub quote: char,
-        /// Field values read as NULL.
+        /// Unquoted field values read as NULL. A quoted value is always text (`""` is the empty string), as
+        /// PostgreSQL's `COPY … CSV` and Polars read it; see `quoted_nulls`.
         #[serde(default = "default_null_values")]
         pub null_values: Vec<String>,
+        /// Let quoted values match `null_values` too, so `""` reads as NULL (DuckDB's and Spark's reading).
+        #[serde(default)]
+        pub quoted_nulls: bool,
         #[serde(default)]
         pub compression: Compression,
         /// Set when quoted values contain line breaks. Large uncompressed files are otherwise split at line breaks

@@ -21,6 +21,10 @@ pub struct ReadWebhook {
     pub records: Option<Spanned<String>>,
     #[serde(default)]
     pub format: WebhookFormat,
+    /// With `format: debezium`, also add each event's `op` (`c`, `u`, `d`, `r`) as column `_op`, which a load
+    /// then creates in its table.
+    #[serde(default)]
+    pub keep_op: bool,
 }
 
 /// How a webhook record reads.
@@ -31,7 +35,8 @@ pub enum WebhookFormat {
     #[default]
     Records,
     /// Each record is a Debezium change event (`op`, `before`, `after`, `source`, at the top or under `payload`):
-    /// the row is the after image (the before image of a delete), with `_op` (`c`, `u`, `d`, `r`) and `_deleted`
-    /// added, ready for `write_db` in upsert mode with `delete_when: _deleted`. Events apply in the order sent.
+    /// the row is the after image (the before image of a delete), with `_deleted` added, ready for `write_db` in
+    /// upsert mode with `delete_when: _deleted` (which is not a column of the table). Events apply in the order
+    /// sent. Tombstones (the `null` Debezium sends after a delete, for Kafka's compaction) are skipped and counted.
     Debezium,
 }

@@ -9,6 +9,7 @@
 mod dead_letters;
 mod kind;
 mod read;
+mod shared;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -33,11 +34,20 @@ fn db_path(conn: &ResolvedConnection, cx: &StepContext) -> PathBuf {
     crate::files::paths::database_file(conn.url.expose(), "sqlite", &cx.base_dir)
 }
 
-fn open(connection: &str, path: &Path) -> Result<Connection, DataFusionError> {
+/// Opens the file of `conn`, waiting up to its `busy_timeout` for a lock another process holds.
+fn open(conn: &ResolvedConnection, path: &Path) -> Result<Connection, DataFusionError> {
     let db = Connection::open(path)
-        .map_err(|e| sqlite_error(&format!("cannot open `{connection}` ({})", path.display()), e))?;
-    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| sqlite_error("cannot set a busy timeout", e))?;
+        .map_err(|e| sqlite_error(&format!("cannot open `{}` ({})", conn.name, path.display()), e))?;
+    db.busy_timeout(busy_timeout(conn)?).map_err(|e| sqlite_error("cannot set a busy timeout", e))?;
     Ok(db)
+}
+
+/// How long a statement waits for a lock another process holds on the file: the connection's `busy_timeout`.
+fn busy_timeout(conn: &ResolvedConnection) -> Result<std::time::Duration, DataFusionError> {
+    let Some(value) = conn.options.get("busy_timeout") else { return Ok(kind::BUSY_TIMEOUT) };
+    humantime::parse_duration(value.expose()).map_err(|e| {
+        DataFusionError::Plan(format!("connection `{}`: `busy_timeout` is not a duration: {e}", conn.name))
+    })
 }
 
 fn sqlite_error(context: &str, e: rusqlite::Error) -> DataFusionError {
@@ -94,6 +104,8 @@ fn ddl_type(ty: &DataType) -> Option<String> {
         | DataType::UInt16
         | DataType::UInt32 => "INTEGER".into(),
         DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL".into(),
+        // JSON text: a declared `JSON` would have numeric affinity, turning `"123"` into a number.
+        ty if crate::db::nested::is_nested(ty) => "TEXT".into(),
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
         DataType::UInt64 | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => "TEXT".into(),
         DataType::Date32 | DataType::Date64 => "DATE".into(),
@@ -165,7 +177,7 @@ impl crate::db::Database for Sqlite {
         let conn = cx.connection(&spec.connection.value)?;
         let (sql, params) = bind_values(&spec.sql.value, Style::Question, cx, param)?;
         let path = db_path(&conn, cx);
-        let db = open(&conn.name, &path)?;
+        let db = open(&conn, &path)?;
         let rows = tokio::task::block_in_place(|| db.execute(&sql, rusqlite::params_from_iter(params.iter())))
             .map_err(|e| sqlite_error(&format!("SQLite `{}` failed the statement", conn.name), e))?;
         info!(connection = %conn.name, rows, "Executed on `{}`: {sql}", conn.name);

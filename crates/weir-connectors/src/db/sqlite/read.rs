@@ -33,7 +33,7 @@ pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvi
     let conn = cx.connection(&spec.connection.value)?;
     let (from, params) = FLAVOR.relation_with_values(spec, cx, param)?;
     let path = db_path(&conn, cx);
-    let db = open(&conn.name, &path)?;
+    let db = open(&conn, &path)?;
     let describe_error = |e| sqlite_error(&format!("SQLite `{}` cannot prepare the step's query", conn.name), e);
     let mut statement = db.prepare(&format!("SELECT * FROM {from} LIMIT 1")).map_err(describe_error)?;
     let declared: Vec<(String, Option<String>)> =
@@ -77,7 +77,7 @@ impl Query for SqliteQuery {
         batch_size: usize,
         tx: Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let db = open(&self.conn.name, &self.path)?;
+        let db = open(&self.conn, &self.path)?;
         let (sql, params, name) = (sql.to_string(), self.params.clone(), self.conn.name.clone());
         tokio::task::spawn_blocking(move || {
             let read_error = |e| sqlite_error(&format!("reading from SQLite `{name}`"), e);

@@ -1,5 +1,5 @@
-//! `write_db` on SQLite: one `BEGIN IMMEDIATE` transaction holds the DDL and every row, committed only when the
-//! whole run succeeds. Rows go through cached prepared statements in input order: `INSERT` (`append`, `replace`
+//! `write_db` on SQLite: one `BEGIN IMMEDIATE` transaction per file holds the DDL and every row of the run's loads
+//! into it, committed only when the whole run succeeds. Rows go through cached prepared statements in input order: `INSERT` (`append`, `replace`
 //! after `DELETE`), `INSERT … ON CONFLICT (keys) DO UPDATE` (`upsert`), `DELETE … WHERE keys = …` (`delete` and the
 //! `delete_when` rows of an upsert). With `on_error: dead_letter` (or `skip`), a row the database refuses (a
 //! constraint) goes to the step's dead letters and the rest load: SQLite undoes only the refused statement.
@@ -19,21 +19,23 @@ use tracing::info;
 use weir_engine::{Batch, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
-use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, sqlite_error};
+use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, shared, sqlite_error};
 use crate::db::checkpoints;
 use crate::db::load::{self as db_load, canonical};
 use crate::db::schema_diff::{AddOnly, TableColumn};
 
-/// Loads `input` into the step's table inside a transaction left open for [`PendingLoad::commit`].
+/// Loads `input` into the step's table inside the run's transaction on the file (see [`shared`]), left open for
+/// [`PendingLoad::commit`].
 pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     let conn = cx.connection(&spec.connection.value)?;
     let table = cx.render(&spec.table)?;
     let input = db_load::with_audit_columns(spec, cx, input)?;
     let schema = input.schema().inner().clone();
     let fields = db_load::data_fields(spec, &schema)?;
-    let mut db = open(&conn.name, &db_path(&conn, cx))?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
-    db.execute_batch("BEGIN IMMEDIATE").map_err(|e| target.error("cannot start a transaction on", e))?;
+    let tx = shared::join(cx, &conn, &db_path(&conn, cx))?;
+    let mut db = tx.db.lock().await;
+    db.execute_batch("SAVEPOINT weir_load").map_err(|e| target.error("cannot start the load of", e))?;
     let loaded = match prepare_table(spec, &db, &target, &fields) {
         Ok(columns) => load(spec, cx, &mut db, &target, &columns, input).await,
         Err(e) => Err(e),
@@ -42,10 +44,18 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
         (Ok(rows), Some(batch)) => record_checkpoint(&db, cx, batch, rows, &conn.name).map(|()| rows),
         (other, _) => other,
     };
+    let loaded = loaded.and_then(|rows| {
+        db.execute_batch("RELEASE weir_load").map_err(|e| target.error("cannot finish the load of", e))?;
+        Ok(rows)
+    });
     match loaded {
-        Ok(rows) => Ok(Box::new(SqlitePending { db, rows, table, connection: conn.name })),
+        Ok(rows) => {
+            drop(db);
+            tx.loaded();
+            Ok(Box::new(SqlitePending { tx, rows, table }))
+        }
         Err(e) => {
-            let _ = db.execute_batch("ROLLBACK");
+            let _ = db.execute_batch("ROLLBACK TO weir_load; RELEASE weir_load");
             Err(e)
         }
     }
@@ -268,7 +278,7 @@ fn record_checkpoint(db: &Connection, cx: &StepContext, batch: Batch, rows: u64,
 /// The batches of run `cx.run_id` that a batch-loading `write_db` on SQLite has committed.
 pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
     let conn = cx.connection(&spec.connection.value)?;
-    let db = open(&conn.name, &db_path(&conn, cx))?;
+    let db = open(&conn, &db_path(&conn, cx))?;
     let failed = |e| sqlite_error(&format!("cannot read the checkpoint of `{}` on `{}`", cx.step, conn.name), e);
     let exists: i64 = db
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'weir_checkpoints'", [], |r| {
@@ -287,10 +297,9 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
 
 /// A load whose transaction is open until the run commits.
 struct SqlitePending {
-    db: Connection,
+    tx: std::sync::Arc<shared::Transaction>,
     rows: u64,
     table: String,
-    connection: String,
 }
 
 #[async_trait]
@@ -300,12 +309,10 @@ impl PendingLoad for SqlitePending {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.db.execute_batch("COMMIT").map_err(|e| {
-            sqlite_error(&format!("cannot commit the load of `{}` on `{}`", self.table, self.connection), e)
-        })
+        self.tx.commit(&self.table).await
     }
 
     async fn abort(self: Box<Self>) {
-        let _ = self.db.execute_batch("ROLLBACK");
+        self.tx.abort().await
     }
 }

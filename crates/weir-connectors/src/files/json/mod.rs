@@ -1,57 +1,224 @@
-//! `read_json`: NDJSON or a JSON array of objects, detected from the first byte of the first file.
+//! `read_json`: Weir's own reader rather than DataFusion's, because any JSON document of records must read (NDJSON,
+//! an array, one object, pretty or compact; see [`split`]) and a record that does not fit its columns must be set
+//! aside with its file and line while the others go on (see [`decode`]). Files stream: only a batch of records is
+//! held at a time.
 
-use std::io::Read;
+mod decode;
+mod split;
+
+use std::io::BufReader;
+use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionContext, ident};
 use tracing::info;
 use weir_engine::StepContext;
 use weir_spec::{Compression, OrderedMap, ReadJson};
 
-use super::listing::listing_table;
-use crate::db::types::parse_sql_type;
-use crate::files::paths;
-use crate::object_store::remote;
+pub use decode::{Origin, RecordDecoder};
+use split::Records;
 
+use crate::db::types::parse_sql_type;
+use crate::files::paths::{self, InputFile};
+use crate::object_store::remote::{self, Arrival};
+
+/// The table of a `read_json` step.
 pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let path = remote::localize(cx.path(&spec.path)?, spec.connection.as_ref(), cx, remote::Arrival::Whole).await?;
+    let rendered = cx.path(&spec.path)?;
+    let path = remote::localize(rendered.clone(), spec.connection.as_ref(), cx, Arrival::Streamed).await?;
     let inputs = paths::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
-    let first = &inputs[0].path;
-    let compression = paths::compression_of(first, spec.compression);
-    let mut head = [0u8; 512];
-    let n = paths::open(first, compression)?.read(&mut head)?;
-    let is_array = head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let format = JsonFormat::default()
-        .with_newline_delimited(!is_array)
-        .with_schema_infer_max_rec(spec.infer_rows)
-        .with_file_compression_type(match compression {
-            Compression::Gzip => FileCompressionType::GZIP,
-            Compression::Zstd => FileCompressionType::ZSTD,
-            _ => FileCompressionType::UNCOMPRESSED,
-        });
-    let table =
-        listing_table(session, &path, spec.hive_partitioning, Arc::new(format), declared_schema(spec.schema.as_ref())?)
-            .await?;
+    // A download is named by its URL, not by its scratch copy.
+    let name: Arc<dyn Fn(&Path) -> String + Send + Sync> = if remote::is_remote(&rendered) && inputs.len() == 1 {
+        Arc::new(move |_| rendered.clone())
+    } else {
+        Arc::new(|path| path.display().to_string())
+    };
+    let files: Vec<JsonFile> = inputs
+        .into_iter()
+        .map(|input| {
+            let shown = name(&input.path);
+            JsonFile { origin: Arc::new(move |line| format!("{shown}:{line}")), input }
+        })
+        .collect();
+    let declared = declared_schema(spec.schema.as_ref())?;
+    let table = records_table(session, files, declared, spec.infer_rows, spec.compression, cx)?;
     flattened(session, table, spec.flatten)
 }
 
 /// A table over an NDJSON file Weir wrote to scratch (API pages, lookup answers): the declared schema, or one
-/// inferred from every record, so a field that first appears late is still a column.
-pub(crate) async fn spilled_ndjson(
+/// inferred from every record, so a field that first appears late is still a column. `origin` names a record by
+/// its line in the file.
+pub(crate) fn spilled_ndjson(
     session: &SessionContext,
-    path: &std::path::Path,
+    path: &Path,
     schema: Option<SchemaRef>,
+    origin: Origin,
+    cx: &StepContext,
 ) -> Result<Arc<dyn TableProvider>> {
-    let format = JsonFormat::default().with_newline_delimited(true).with_schema_infer_max_rec(usize::MAX);
-    listing_table(session, &path.to_string_lossy(), false, Arc::new(format), schema).await
+    let file = JsonFile { input: InputFile { path: path.to_path_buf(), partitions: Vec::new() }, origin };
+    records_table(session, vec![file], schema, usize::MAX, Compression::None, cx)
+}
+
+/// One input file and how its records are named in messages.
+#[derive(Clone)]
+struct JsonFile {
+    input: InputFile,
+    origin: Origin,
+}
+
+impl std::fmt::Debug for JsonFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonFile").field("path", &self.input.path).finish_non_exhaustive()
+    }
+}
+
+/// The records of `files` as a streaming table: `declared` columns, or columns inferred from the first
+/// `infer_rows` records, then the files' partition columns.
+fn records_table(
+    session: &SessionContext,
+    files: Vec<JsonFile>,
+    declared: Option<SchemaRef>,
+    infer_rows: usize,
+    compression: Compression,
+    cx: &StepContext,
+) -> Result<Arc<dyn TableProvider>> {
+    let (file_schema, inferred) = match declared {
+        Some(schema) => (schema, None),
+        None => infer(&files, compression, infer_rows)?,
+    };
+    let mut fields: Vec<Field> = file_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(files[0].input.partitions.iter().map(|(k, _)| Field::new(k, DataType::Utf8, true)));
+    let schema = Arc::new(Schema::new(fields));
+    let groups = session.copied_config().target_partitions().clamp(1, files.len());
+    let partitions: Vec<Arc<dyn PartitionStream>> = (0..groups)
+        .map(|g| {
+            Arc::new(JsonPartition {
+                files: files.iter().skip(g).step_by(groups).cloned().collect(),
+                schema: schema.clone(),
+                file_schema: file_schema.clone(),
+                inferred,
+                compression,
+                cx: cx.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    Ok(Arc::new(StreamingTable::try_new(schema, partitions)?))
+}
+
+/// The records of `file`, from its first byte.
+fn records(file: &JsonFile, compression: Compression) -> Result<Records<BufReader<Box<dyn std::io::Read + Send>>>> {
+    let input = BufReader::with_capacity(1 << 16, paths::open(&file.input.path, compression)?);
+    Records::new(input).map_err(|e| split_error(file, e))
+}
+
+fn split_error(file: &JsonFile, error: split::SplitError) -> DataFusionError {
+    match error {
+        split::SplitError::NotRecords { line, what } => {
+            DataFusionError::Execution(format!("{}: {what}", (file.origin)(line)))
+        }
+        split::SplitError::Io(e) => DataFusionError::Execution(format!("{}: {e}", file.input.path.display())),
+    }
+}
+
+/// Columns inferred from the first `limit` records of `files`, and how many records that was.
+fn infer(files: &[JsonFile], compression: Compression, limit: usize) -> Result<(SchemaRef, Option<usize>)> {
+    let mut values = Vec::new();
+    'files: for file in files {
+        let mut records = records(file, compression)?;
+        while let Some(record) = records.next_record().map_err(|e| split_error(file, e))? {
+            let value: serde_json::Value = serde_json::from_slice(&record.bytes).map_err(|e| {
+                DataFusionError::Execution(format!("{}: the record is not valid JSON: {e}", (file.origin)(record.line)))
+            })?;
+            values.push(value);
+            if values.len() >= limit {
+                break 'files;
+            }
+        }
+    }
+    let seen = values.len();
+    let schema = infer_json_schema_from_iterator(values.into_iter().map(Ok))
+        .map_err(|e| DataFusionError::Plan(format!("cannot infer the columns of {:?}: {e}", files[0].input.path)))?;
+    Ok((Arc::new(schema), Some(seen)))
+}
+
+#[derive(Debug)]
+struct JsonPartition {
+    files: Vec<JsonFile>,
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    inferred: Option<usize>,
+    compression: Compression,
+    cx: StepContext,
+}
+
+impl PartitionStream for JsonPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let (files, schema, file_schema, inferred, compression, cx) = (
+            self.files.clone(),
+            self.schema.clone(),
+            self.file_schema.clone(),
+            self.inferred,
+            self.compression,
+            self.cx.clone(),
+        );
+        builder.spawn_blocking(move || {
+            for file in &files {
+                let mut records = records(file, compression)?;
+                let mut decoder = RecordDecoder::new(file_schema.clone(), inferred, &cx, file.origin.clone());
+                let emit = |batch: RecordBatch| -> Result<bool> {
+                    let batch = with_partitions(&schema, batch, &file.input)?;
+                    Ok(batch.num_rows() == 0 || tx.blocking_send(Ok(batch)).is_ok())
+                };
+                while let Some(record) = records.next_record().map_err(|e| split_error(file, e))? {
+                    decoder.push(record.line, record.bytes);
+                    if decoder.len() >= cx.batch_size && !emit(decoder.flush()?)? {
+                        return Ok(());
+                    }
+                }
+                if !emit(decoder.flush()?)? {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        builder.build()
+    }
+}
+
+/// `batch` with the partition columns of `file` after its own.
+fn with_partitions(schema: &SchemaRef, batch: RecordBatch, file: &InputFile) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (_, value) in &file.partitions {
+        columns.push(Arc::new(StringArray::from(vec![value.as_str(); rows])));
+    }
+    if columns.len() != schema.fields().len() {
+        return Err(DataFusionError::Execution(format!(
+            "{}: not under the same partition directories as the first file",
+            file.path.display()
+        )));
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
 /// The Arrow schema a `schema:` mapping of column to SQL type declares.

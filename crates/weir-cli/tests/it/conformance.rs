@@ -3,12 +3,13 @@
 //! beside it, instead of its test being left out.
 //!
 //! In the suite: PostgreSQL and MariaDB (the machine's servers), SQLite (a file), ClickHouse (a server each test
-//! starts) and DuckDB (a file; the tests have no DuckDB client, so it is read back through `weir` itself, with
-//! `read_db`). Not yet in it: ODBC, tested in `odbc.rs`.
+//! starts), DuckDB (a file; the tests have no DuckDB client, so it is read back through `weir` itself, with
+//! `read_db`) and ODBC (unixODBC's PostgreSQL driver against the machine's PostgreSQL).
 
 use crate::common::clickhouse::TestClickHouse;
 use crate::common::mysql::TestMyDb;
 use crate::common::postgres::TestDb;
+use crate::common::running::Running;
 use crate::common::{Project, REFUSING_TABLE, load_csv, over_budget, refused_rows};
 
 /// A database the suite loads into with `weir` and reads back with its own client.
@@ -18,6 +19,9 @@ trait Backend {
     /// Behaviours this backend does not have, and why.
     const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[];
     fn url(&self) -> String;
+    /// Makes table `t` with `columns` (`id bigint, name text`) for a backend whose loads do not create tables;
+    /// for the others the load makes it, which is part of what the suite tests.
+    fn create_table(&self, _columns: &str) {}
     /// Runs statements with the backend's own client.
     fn exec(&self, sql: &str);
     /// Every row of `sql`, columns joined by `|`, NULL as `NULL`.
@@ -26,6 +30,12 @@ trait Backend {
     fn select(&self, columns: &str) -> Vec<String> {
         self.query(&format!("SELECT {columns} FROM t ORDER BY id"))
     }
+    /// `column` as the backend's client shows it in [`Backend::select`] (DuckDB's through `weir`, as text).
+    fn shown(&self, column: &str) -> String {
+        column.to_string()
+    }
+    /// What `select` shows of a list `["a", "b"]` and an object `{"city": "X"}` loaded from JSON.
+    const NESTED: &'static str;
     /// The number of rows of `t`.
     fn count(&self) -> u64 {
         self.query("SELECT count(*) AS n FROM t")[0].parse().unwrap()
@@ -34,6 +44,12 @@ trait Backend {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Behaviour {
+    /// Loads create the table, and `upsert`, `delete` and `delete_when` match rows by `keys`.
+    KeyedWrites,
+    /// A load adds the columns its input has and the table lacks (`schema_evolution: evolve`).
+    SchemaEvolution,
+    /// Lists and objects from JSON load into the columns Weir creates for them (arrays, JSON, nested types).
+    Nested,
     /// Loads commit batch by batch (`settings.commit_every`) with a checkpoint in the batch's transaction.
     Checkpoints,
     /// Rows the database refuses (a duplicate key, a NOT NULL, a CHECK) go to the dead letters, the rest load.
@@ -54,6 +70,9 @@ fn supports<B: Backend>(behaviour: Behaviour) -> bool {
 /// `upsert` creates the table, `delete_when` applies CDC deletes (the last event per key wins), `freeze`
 /// refuses a new column, `delete` removes by key and `replace` swaps the contents.
 fn write_modes_cdc_deletes_and_schema_evolution<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::KeyedWrites) {
+        return;
+    }
     let p = Project::new().env("DB_URL", &db.url());
     let kind = B::KIND;
     p.ok(&["run", &load_csv(&p, kind, "id,name\n1,a\n2,b\n3,c\n", "mode: upsert, keys: [id]")]);
@@ -82,6 +101,9 @@ fn refused_rows_go_to_the_dead_letters<B: Backend>(db: &B) {
 
 /// `schema_evolution: evolve` (the default) adds a column the input has and the table lacks; earlier rows read NULL.
 fn new_columns_are_added<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::SchemaEvolution) {
+        return;
+    }
     let p = Project::new().env("DB_URL", &db.url());
     p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,a\n", "mode: append")]);
     p.ok(&["run", &load_csv(&p, B::KIND, "id,name,extra\n2,b,x\n", "mode: append")]);
@@ -90,6 +112,7 @@ fn new_columns_are_added<B: Backend>(db: &B) {
 
 /// An `execute` step runs after the run's loads commit: its statement sees the table the load created.
 fn execute_runs_after_the_loads_commit<B: Backend>(db: &B) {
+    db.create_table("id bigint, name text");
     let p = Project::new().env("DB_URL", &db.url());
     let file = load_csv(&p, B::KIND, "id,name\n1,a\n2,b\n", "mode: append");
     let after = "  after:\n    execute: { connection: db, sql: \"INSERT INTO t (id, name) VALUES (100, 'x')\" }\n";
@@ -101,6 +124,7 @@ fn execute_runs_after_the_loads_commit<B: Backend>(db: &B) {
 /// A filter of a later step over a `read_db` table goes into the SQL sent to the database, as `weir explain` shows,
 /// and the rows are the same as DataFusion's own filter would give.
 fn filters_push_down_into_the_query<B: Backend>(db: &B) {
+    db.create_table("id bigint, name text");
     let p = Project::new().env("DB_URL", &db.url());
     p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,a\n2,b\n3,c\n", "mode: append")]);
     p.file(
@@ -138,8 +162,52 @@ fn batched_loads_keep_a_checkpoint_beside_the_data<B: Backend>(db: &B) {
     );
 }
 
+/// A batched load killed (SIGKILL) after some batches committed goes on from its checkpoint with `--resume`: in
+/// append mode a batch loaded twice would show as a repeated id.
+fn a_killed_load_resumes_from_its_checkpoint<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::Checkpoints) {
+        return;
+    }
+    const ROWS: u64 = 200_000;
+    let csv: String =
+        std::iter::once("id,name\n".to_string()).chain((1..=ROWS).map(|id| format!("{id},n{id}\n"))).collect();
+    let p = Project::new().env("DB_URL", &db.url());
+    let file = load_csv(&p, B::KIND, &csv, "mode: append");
+    p.file(&file, &p.read(&file).replace("steps:\n", "settings:\n  commit_every: 10000\nsteps:\n"));
+    let mut run = Running::start(&p, &[("DB_URL", db.url())], &["run", &file]);
+    run.wait_for("Committed batch 2 of");
+    run.child.kill().unwrap();
+    let (code, log) = run.finish();
+    assert_eq!(code, None, "{}: killed mid-load:\n{log}", B::KIND);
+    let committed = db.count();
+    assert!(committed < ROWS && committed.is_multiple_of(10_000), "{}: whole batches only: {committed}", B::KIND);
+    p.ok(&["run", &file, "--resume"]);
+    assert_eq!(db.query("SELECT count(*), count(DISTINCT id) FROM t"), [format!("{ROWS}|{ROWS}")], "{}", B::KIND);
+}
+
+/// Records with a list and an object field (a JSON API's, say) load into a table Weir creates, twice: the second
+/// load finds the nested columns the first made.
+fn nested_values_load<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::Nested) {
+        return;
+    }
+    let p = Project::new().env("DB_URL", &db.url());
+    p.file("data/docs.json", "[{\"id\": 1, \"tags\": [\"a\", \"b\"], \"address\": {\"city\": \"X\"}}]").file(
+        "load.yaml",
+        &format!(
+            "name: load\nconnections:\n  db: {{ kind: {}, url: \"${{DB_URL}}\" }}\nsteps:\n  docs:\n    read_json: {{ path: data/docs.json }}\n  out:\n    write_db: {{ input: docs, connection: db, table: t, mode: append }}\n",
+            B::KIND
+        ),
+    );
+    p.ok(&["run", "load.yaml"]);
+    p.ok(&["run", "load.yaml"]);
+    let shown = db.select(&format!("id, {}, {}", db.shown("tags"), db.shown("address")));
+    assert_eq!(shown, [B::NESTED, B::NESTED], "{}", B::KIND);
+}
+
 /// A run that fails before its commit (a validation budget exceeded) leaves no row behind.
 fn a_failed_run_loads_nothing<B: Backend>(db: &B) {
+    db.create_table("id bigint, amount bigint");
     let p = Project::new().env("DB_URL", &db.url());
     p.ok(&["run", &load_csv(&p, B::KIND, "id,amount\n1,5\n", "mode: append")]);
     let err = p.fails(&["run", &over_budget(&p, B::KIND)], 2);
@@ -149,6 +217,7 @@ fn a_failed_run_loads_nothing<B: Backend>(db: &B) {
 
 /// A value with quotes and SQL in it is bound as data in `read_db`, never pasted into the query.
 fn parameters_stay_data<B: Backend>(db: &B) {
+    db.create_table("id bigint, name text");
     let p = Project::new().env("DB_URL", &db.url());
     p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,plain\n2,o'brien\n", "mode: append")]);
     p.file(
@@ -197,6 +266,16 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn a_killed_load_resumes_from_its_checkpoint() {
+                super::a_killed_load_resumes_from_its_checkpoint(&$new);
+            }
+
+            #[test]
+            fn nested_values_load() {
+                super::nested_values_load(&$new);
+            }
+
+            #[test]
             fn a_failed_run_loads_nothing() {
                 super::a_failed_run_loads_nothing(&$new);
             }
@@ -220,9 +299,12 @@ conformance!(sqlite, SqliteFile::new());
 conformance!(clickhouse, ClickHouseDb::new());
 #[cfg(feature = "duckdb")]
 conformance!(duckdb, DuckDbFile::new());
+#[cfg(feature = "odbc")]
+conformance!(odbc, OdbcDb(TestDb::new()));
 
 impl Backend for TestDb {
     const KIND: &'static str = "postgres";
+    const NESTED: &'static str = r#"1|{a,b}|{"city": "X"}"#;
     fn url(&self) -> String {
         TestDb::url(self)
     }
@@ -236,6 +318,7 @@ impl Backend for TestDb {
 
 impl Backend for TestMyDb {
     const KIND: &'static str = "mysql";
+    const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
     fn url(&self) -> String {
         TestMyDb::url(self)
     }
@@ -276,6 +359,7 @@ impl SqliteFile {
 
 impl Backend for SqliteFile {
     const KIND: &'static str = "sqlite";
+    const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
     fn url(&self) -> String {
         format!("sqlite://{}", self.0.path().join("db.sqlite").display())
     }
@@ -307,6 +391,7 @@ impl ClickHouseDb {
 
 impl Backend for ClickHouseDb {
     const KIND: &'static str = "clickhouse";
+    const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
     const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[
         (
             Behaviour::RefusedRows,
@@ -367,6 +452,11 @@ impl DuckDbFile {
 #[cfg(feature = "duckdb")]
 impl Backend for DuckDbFile {
     const KIND: &'static str = "duckdb";
+    const NESTED: &'static str = "1|[a;b]|{'city': X}";
+    /// DuckDB's text of a nested value, its commas (which the CSV it is read back through would quote) as `;`.
+    fn shown(&self, column: &str) -> String {
+        format!("replace(CAST({column} AS VARCHAR), ', ', ';')")
+    }
     const UNSUPPORTED: &'static [(Behaviour, &'static str)] =
         &[(Behaviour::RefusedRows, "DuckDB loads go through one set-based statement, so a refused row fails the load")];
     fn url(&self) -> String {
@@ -390,5 +480,35 @@ impl Backend for DuckDbFile {
         rows.iter()
             .map(|r| r.split(',').map(|v| if v.is_empty() { "NULL" } else { v }).collect::<Vec<_>>().join("|"))
             .collect()
+    }
+}
+
+/// The machine's PostgreSQL reached over ODBC. Weir neither creates nor alters tables over ODBC (column types and
+/// upsert syntax differ between the databases behind it), so the suite makes `t` for the load.
+#[cfg(feature = "odbc")]
+struct OdbcDb(TestDb);
+
+#[cfg(feature = "odbc")]
+impl Backend for OdbcDb {
+    const KIND: &'static str = "odbc";
+    const NESTED: &'static str = "";
+    const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[
+        (Behaviour::KeyedWrites, "over ODBC, loads append or replace into a table that exists"),
+        (Behaviour::SchemaEvolution, "Weir does not alter tables over ODBC"),
+        (Behaviour::Nested, "Weir creates no tables over ODBC, and sends only scalar columns"),
+        (Behaviour::RefusedRows, "ODBC loads go in whole column buffers, so a refused row fails the load"),
+        (Behaviour::Checkpoints, "Weir keeps no checkpoint table over ODBC: its loads are whole"),
+    ];
+    fn url(&self) -> String {
+        self.0.odbc_url()
+    }
+    fn create_table(&self, columns: &str) {
+        self.0.exec(&format!("CREATE TABLE t ({columns})"))
+    }
+    fn exec(&self, sql: &str) {
+        self.0.exec(sql)
+    }
+    fn query(&self, sql: &str) -> Vec<String> {
+        self.0.rows(sql)
     }
 }

@@ -540,3 +540,38 @@ fn sslmode_encrypts_and_checks_the_server_certificate_as_libpq_does() {
     ));
     assert!(err.contains("sslrootcert /nonexistent/root.crt"), "{err}");
 }
+
+/// Lists of scalars become PostgreSQL arrays and objects `jsonb`, and read back as Arrow lists and JSON text; an
+/// ISO-8601 string a pipeline declares a `timestamp` is one in the table, so a cursor on it compares as time.
+#[test]
+fn nested_json_records_load_as_arrays_and_jsonb_and_read_back() {
+    let db = TestDb::new();
+    let p = Project::new().env("DB_URL", &db.url());
+    p.file(
+        "data/docs.json",
+        r#"[{"id": 1, "at": "2024-01-01T10:00:00Z", "scores": [3, 1], "tags": ["a", "b"], "meta": {"k": [{"x": 1}]}},
+            {"id": 2, "at": "2024-01-02T10:00:00Z", "scores": [], "tags": null, "meta": {"k": []}}]"#,
+    )
+    .file(
+        "load.yaml",
+        "name: load\nconnections:\n  db: { kind: postgres, url: \"${DB_URL}\" }\nsteps:\n  docs:\n    read_json: { path: data/docs.json, schema: { id: bigint, at: timestamp } }\n  raw:\n    read_json: { path: data/docs.json }\n  typed:\n    sql: { query: \"SELECT d.id, d.at, r.scores, r.tags, r.meta FROM docs d JOIN raw r ON d.id = r.id\" }\n  out:\n    write_db: { input: typed, connection: db, table: t, mode: upsert, keys: [id] }\n",
+    );
+    p.ok(&["run", "load.yaml"]);
+    assert_eq!(
+        db.rows("SELECT column_name, data_type, udt_name FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position"),
+        ["id|bigint|int8", "at|timestamp without time zone|timestamp", "scores|ARRAY|_int8", "tags|ARRAY|_text", "meta|jsonb|jsonb"]
+    );
+    assert_eq!(
+        db.rows("SELECT id, at, scores, tags, meta FROM t ORDER BY id"),
+        [r#"1|2024-01-01 10:00:00|{3,1}|{a,b}|{"k": [{"x": 1}]}"#, r#"2|2024-01-02 10:00:00|{}|NULL|{"k": []}"#]
+    );
+    p.file(
+        "read.yaml",
+        "name: read\nconnections:\n  db: { kind: postgres, url: \"${DB_URL}\" }\nsteps:\n  t:\n    read_db: { connection: db, table: t }\n  shown:\n    sql: { query: \"SELECT id, cardinality(scores) AS n, scores[1] AS first, array_to_string(tags, '+') AS tags, meta FROM t ORDER BY id\" }\n  out:\n    write_csv: { input: shown, path: out/t.csv }\n",
+    );
+    p.ok(&["run", "read.yaml"]);
+    assert_eq!(
+        p.read("out/t.csv"),
+        "id,n,first,tags,meta\n1,2,3,a+b,\"{\"\"k\"\": [{\"\"x\"\": 1}]}\"\n2,0,,,\"{\"\"k\"\": []}\"\n"
+    );
+}

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-    UInt64Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, NullBufferBuilder, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
 };
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{DataType, FieldRef, TimeUnit};
 use weir_engine::timestamp_micros;
 
 pub enum ColumnBuilder {
@@ -26,6 +27,13 @@ pub enum ColumnBuilder {
     Binary(BinaryBuilder),
     Date32(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    /// A list of `values`: where each list ends in them, and which lists are NULL.
+    List {
+        field: FieldRef,
+        values: Box<ColumnBuilder>,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
 }
 
 impl ColumnBuilder {
@@ -49,6 +57,12 @@ impl ColumnBuilder {
             DataType::Timestamp(TimeUnit::Microsecond, tz) => {
                 Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), tz.clone())
             }
+            DataType::List(field) => Self::List {
+                field: field.clone(),
+                values: Box::new(Self::new(field.data_type(), capacity)?),
+                offsets: vec![0],
+                nulls: NullBufferBuilder::new(capacity),
+            },
             _ => return None,
         })
     }
@@ -68,7 +82,27 @@ impl ColumnBuilder {
             Self::Binary(b) => b.append_null(),
             Self::Date32(b) => b.append_null(),
             Self::Timestamp(b, _) => b.append_null(),
+            Self::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("offsets start with 0"));
+                nulls.append_null();
+            }
         }
+    }
+
+    /// A list into a list column: `fill` appends its elements to the values and says how many.
+    pub fn append_list(
+        &mut self,
+        fill: impl FnOnce(&mut ColumnBuilder) -> Result<usize, String>,
+    ) -> Result<(), String> {
+        let Self::List { values, offsets, nulls, .. } = self else {
+            return Err(format!("a list cannot go into a {} column", self.type_name()));
+        };
+        let added = i32::try_from(fill(values)?).map_err(|_| "a list of more than 2^31 values".to_string())?;
+        let end =
+            offsets.last().expect("offsets start with 0").checked_add(added).ok_or("lists too long for a batch")?;
+        offsets.push(end);
+        nulls.append_non_null();
+        Ok(())
     }
 
     /// An integer into an integer, boolean (non-zero is true), float or decimal column.
@@ -217,6 +251,10 @@ impl ColumnBuilder {
             Self::Utf8(b) => ArrayBuilder::finish(b),
             Self::Binary(b) => ArrayBuilder::finish(b),
             Self::Date32(b) => ArrayBuilder::finish(b),
+            Self::List { field, values, offsets, nulls } => {
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
+                Arc::new(ListArray::new(field.clone(), offsets, values.finish(), nulls.finish()))
+            }
         }
     }
 
@@ -235,6 +273,7 @@ impl ColumnBuilder {
             Self::Binary(_) => "binary",
             Self::Date32(_) => "date",
             Self::Timestamp(..) => "timestamp",
+            Self::List { .. } => "array",
         }
     }
 }

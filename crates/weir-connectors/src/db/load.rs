@@ -3,7 +3,7 @@
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::compute::CastOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
@@ -139,7 +139,7 @@ pub fn column_definitions(
 }
 
 /// The Arrow type a column is cast to before a row-by-row driver sends it: few types, each with one encoding in
-/// every driver.
+/// every driver. Nested values go as text, their JSON.
 pub fn canonical_type(ty: &DataType) -> DataType {
     match ty {
         DataType::Int8
@@ -160,8 +160,8 @@ pub fn canonical_type(ty: &DataType) -> DataType {
     }
 }
 
-/// `array` cast to its [`canonical_type`].
+/// `array` cast to its [`canonical_type`]; nested values become their JSON text.
 pub fn canonical(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
     let options = CastOptions { safe: false, ..Default::default() };
-    cast_with_options(array, &canonical_type(array.data_type()), &options).map_err(|e| e.to_string())
+    crate::db::nested::cast_for_table(array, &canonical_type(array.data_type()), &options).map_err(|e| e.to_string())
 }

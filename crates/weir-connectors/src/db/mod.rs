@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod column_builder;
 pub mod dead_letter_table;
 pub mod load;
+pub mod nested;
 pub mod scan;
 pub mod schema_diff;
 pub mod sql_params;

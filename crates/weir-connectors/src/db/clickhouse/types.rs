@@ -133,6 +133,8 @@ pub fn ddl_type(ty: &DataType, not_null: bool) -> Option<String> {
         DataType::Decimal128(p, s) if *s >= 0 => format!("Decimal({p}, {s})"),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => "String".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "String".into(),
+        // Lists, structs and maps as JSON text.
+        ty if crate::db::nested::is_nested(ty) => "String".into(),
         DataType::Date32 | DataType::Date64 => "Date".into(),
         DataType::Timestamp(..) => "DateTime".into(),
         _ => return None,

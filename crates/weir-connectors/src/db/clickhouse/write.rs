@@ -366,7 +366,12 @@ impl Staging {
             for (i, name) in names.iter().enumerate() {
                 let array = batch.column_by_name(name).expect("data_fields checked the columns").clone();
                 let is_flag = i >= columns.len();
-                arrays.push(if is_flag { cast(&array, &DataType::Boolean)? } else { array });
+                arrays.push(match is_flag {
+                    true => cast(&array, &DataType::Boolean)?,
+                    // Nested values go into `String` columns as their JSON.
+                    false if crate::db::nested::is_nested(array.data_type()) => crate::db::nested::json_text(&array)?,
+                    false => array,
+                });
             }
             let fields: Vec<Field> =
                 names.iter().zip(&arrays).map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();

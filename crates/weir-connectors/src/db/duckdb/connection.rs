@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use datafusion::arrow::array::{RecordBatch, StructArray};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::error::DataFusionError;
 use duckdb::Connection;
 use duckdb::types::Value;
@@ -13,7 +13,7 @@ use tracing::info;
 use weir_engine::{ResolvedConnection, StepContext, timestamp_micros};
 use weir_spec::{Execute, TypedValue};
 
-use crate::db::sql_params::{Style, bind_values};
+use crate::db::sql_params::{Style, bind_values, quote_ident};
 
 /// An `execute` step: one statement with `$name` parameters; returns the rows it affected.
 pub(super) async fn execute(spec: &Execute, cx: &StepContext) -> Result<u64, DataFusionError> {
@@ -85,13 +85,37 @@ pub(super) fn ddl_type(ty: &DataType) -> Option<String> {
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Timestamp(_, None) => "TIMESTAMP".into(),
         DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("{}[]", ddl_type(f.data_type())?)
+        }
+        DataType::Struct(fields) => {
+            let fields = fields
+                .iter()
+                .map(|f| Some(format!("{} {}", quote_ident(f.name()), ddl_type(f.data_type())?)))
+                .collect::<Option<Vec<_>>>()?;
+            format!("STRUCT({})", fields.join(", "))
+        }
         _ => return None,
     })
 }
 
 /// How a column of DuckDB's type (as `information_schema` names it) reads in Arrow.
 pub(super) fn arrow_type(db_type: &str) -> Option<DataType> {
-    let t = db_type.to_ascii_uppercase();
+    let t = db_type.trim().to_ascii_uppercase();
+    if let Some(element) = db_type.trim().strip_suffix("[]") {
+        return Some(DataType::List(Arc::new(Field::new("item", arrow_type(element)?, true))));
+    }
+    if t.starts_with("STRUCT(") && t.ends_with(')') {
+        let inner = &db_type.trim()[7..db_type.trim().len() - 1];
+        let fields = top_level(inner)
+            .into_iter()
+            .map(|field| {
+                let (name, ty) = field_name(field.trim())?;
+                Some(Field::new(name, arrow_type(ty)?, true))
+            })
+            .collect::<Option<Vec<Field>>>()?;
+        return Some(DataType::Struct(fields.into()));
+    }
     if let Some(args) = t.strip_prefix("DECIMAL(") {
         let (p, s) = args.trim_end_matches(')').split_once(',')?;
         return Some(DataType::Decimal128(p.trim().parse().ok()?, s.trim().parse().ok()?));
@@ -115,6 +139,46 @@ pub(super) fn arrow_type(db_type: &str) -> Option<DataType> {
         "TIMESTAMP WITH TIME ZONE" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         _ => return None,
     })
+}
+
+/// `text` split at the commas outside parentheses and quotes: the fields of a `STRUCT(…)`.
+fn top_level(text: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut quoted, mut start) = (Vec::new(), 0, false, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// A struct field's name (quoted or not) and the rest, its type.
+fn field_name(field: &str) -> Option<(String, &str)> {
+    if let Some(rest) = field.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' if rest[i + 1..].starts_with('"') => {
+                    name.push('"');
+                    chars.next();
+                }
+                '"' => return Some((name, rest[i + 1..].trim())),
+                c => name.push(c),
+            }
+        }
+        return None;
+    }
+    let (name, ty) = field.split_once(' ')?;
+    Some((name.to_string(), ty.trim()))
 }
 
 /// A batch of DuckDB's arrow as one of Weir's.

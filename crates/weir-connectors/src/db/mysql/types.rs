@@ -91,6 +91,7 @@ pub fn ddl_type(ty: &DataType, is_key: bool) -> Option<String> {
         DataType::Int32 | DataType::UInt16 => "INT".into(),
         DataType::Int64 | DataType::UInt32 => "BIGINT".into(),
         DataType::UInt64 => "BIGINT UNSIGNED".into(),
+        ty if crate::db::nested::is_nested(ty) => "JSON".into(),
         DataType::Float16 | DataType::Float32 => "FLOAT".into(),
         DataType::Float64 => "DOUBLE".into(),
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),

@@ -103,7 +103,11 @@ impl Query for PgQuery {
             .fields()
             .iter()
             .map(|f| {
-                self.decoders.iter().find(|(_, n)| n == f.name()).map(|(d, _)| *d).expect("scans project the relation")
+                self.decoders
+                    .iter()
+                    .find(|(_, n)| n == f.name())
+                    .map(|(d, _)| d.clone())
+                    .expect("scans project the relation")
             })
             .collect();
         let mut batches = BatchSender::new(schema, batch_size, tx);

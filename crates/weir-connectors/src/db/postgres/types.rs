@@ -4,8 +4,10 @@
 //! conversions: values go straight between the wire and Arrow buffers, and `numeric` maps to `Decimal128` exactly.
 //! The type list below is the documented mapping (README, "PostgreSQL types").
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use tokio_postgres::types::{FromSql, Type};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use tokio_postgres::types::{FromSql, Kind, Type};
 
 use crate::db::column_builder::ColumnBuilder;
 
@@ -36,7 +38,10 @@ pub fn arrow_type(ty: &Type, type_modifier: i32) -> Option<DataType> {
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         Type::BYTEA => DataType::Binary,
-        _ => return None,
+        _ => match ty.kind() {
+            Kind::Array(element) => DataType::List(Arc::new(Field::new("item", arrow_type(element, -1)?, true))),
+            _ => return None,
+        },
     })
 }
 
@@ -66,6 +71,13 @@ pub fn ddl_type(ty: &DataType) -> Option<String> {
         DataType::Timestamp(_, None) => "timestamp".into(),
         DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        // A list of scalars is an array of their type; other nested values are JSON.
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+            if !crate::db::nested::is_nested(f.data_type()) =>
+        {
+            format!("{}[]", ddl_type(f.data_type())?)
+        }
+        ty if crate::db::nested::is_nested(ty) => "jsonb".into(),
         _ => return None,
     })
 }
@@ -83,8 +95,10 @@ impl<'a> FromSql<'a> for RawValue<'a> {
 }
 
 /// How one column's binary values decode into a [`ColumnBuilder`] of the column's Arrow type.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Decode {
+    /// A one-dimensional array, into a list of its elements' type.
+    Array(Box<Decode>),
     Bool,
     Int2,
     Int4,
@@ -116,12 +130,17 @@ impl Decode {
             (&Type::DATE, _) => Self::Date,
             (&Type::TIMESTAMP | &Type::TIMESTAMPTZ, _) => Self::Timestamp,
             (&Type::BYTEA, _) => Self::Bytes,
+            (ty, DataType::List(element)) => match ty.kind() {
+                Kind::Array(of) => Self::Array(Box::new(Self::of(of, element.data_type()))),
+                _ => Self::Text,
+            },
             _ => Self::Text,
         }
     }
 
-    pub fn append(self, raw: &[u8], out: &mut ColumnBuilder) -> Result<(), String> {
-        match self {
+    pub fn append(&self, raw: &[u8], out: &mut ColumnBuilder) -> Result<(), String> {
+        match *self {
+            Self::Array(ref element) => decode_array(raw, element, out),
             Self::Bool => out.append_i64(raw.first().map_or(0, |v| *v as i64)),
             Self::Int2 => out.append_i64(i16::from_be_bytes(fixed(raw)?) as i64),
             Self::Int4 => out.append_i64(i32::from_be_bytes(fixed(raw)?) as i64),
@@ -137,6 +156,35 @@ impl Decode {
             Self::Bytes => out.append_bytes(raw),
         }
     }
+}
+
+/// PostgreSQL's binary array (dimensions, a null flag, the element type, each dimension's size and lower bound, then
+/// each element as a length and its bytes, -1 for NULL) as one list value.
+fn decode_array(raw: &[u8], element: &Decode, out: &mut ColumnBuilder) -> Result<(), String> {
+    let int = |at: usize| {
+        raw.get(at..at + 4).map(|b| i32::from_be_bytes(b.try_into().expect("four bytes"))).ok_or("truncated array")
+    };
+    match int(0)? {
+        0 => return out.append_list(|_| Ok(0)),
+        1 => {}
+        n => return Err(format!("a {n}-dimensional array; Weir reads arrays of one dimension")),
+    }
+    let count = int(12)?.max(0) as usize;
+    let mut at = 20;
+    out.append_list(|values| {
+        for _ in 0..count {
+            let len = int(at)?;
+            at += 4;
+            if len < 0 {
+                values.append_null();
+                continue;
+            }
+            let bytes = raw.get(at..at + len as usize).ok_or("truncated array element")?;
+            element.append(bytes, values)?;
+            at += len as usize;
+        }
+        Ok(count)
+    })
 }
 
 fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {

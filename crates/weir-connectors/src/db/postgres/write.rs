@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::compute::CastOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
@@ -491,7 +491,7 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .iter()
         .map(|f| {
             let column = batch.column_by_name(f.name()).expect("columns were matched against the input's schema");
-            cast_with_options(column, f.data_type(), &options).map_err(|e| {
+            crate::db::nested::cast_for_table(column, f.data_type(), &options).map_err(|e| {
                 DataFusionError::Execution(format!(
                     "column `{}`: cannot convert {} to the table's {}: {e}",
                     f.name(),

@@ -87,12 +87,35 @@ impl Transient {
     }
 }
 
+/// What a load did to its destination's rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowChanges {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+impl std::ops::Add for RowChanges {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            inserted: self.inserted + other.inserted,
+            updated: self.updated + other.updated,
+            deleted: self.deleted + other.deleted,
+        }
+    }
+}
+
 /// Data written by a load step but not yet visible at its destination. Every load of a run is prepared before any
 /// is committed, so a failure anywhere leaves every destination as it was.
 #[async_trait]
 pub trait PendingLoad: Send {
     /// Rows written.
     fn rows(&self) -> u64;
+    /// How the rows changed the destination, where it tells: a file, or a database that does not say, has `None`.
+    fn changes(&self) -> Option<RowChanges> {
+        None
+    }
     /// Makes the data visible (an atomic rename, a transaction commit).
     async fn commit(self: Box<Self>) -> Result<()>;
     /// Throws the data away.

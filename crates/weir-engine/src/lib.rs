@@ -20,7 +20,9 @@ mod run_logs;
 pub mod state_store;
 mod transforms;
 
-pub use connector::{Batch, Connectors, PendingLoad, ResolvedConnection, Secret, StepContext, Transient, truncate};
+pub use connector::{
+    Batch, Connectors, PendingLoad, ResolvedConnection, RowChanges, Secret, StepContext, Transient, truncate,
+};
 pub use dead_letters::{DeadLetters, DlqResult, by_step, purge};
 pub use error::{EngineError, in_step};
 pub use metrics::{RunMetrics, StepCounters};

@@ -34,6 +34,8 @@ pub struct StepCounters {
     bytes: AtomicU64,
     invalid: AtomicU64,
     retries: AtomicU64,
+    /// What a load's rows did to its destination, summed over its batches; `None` where the destination cannot tell.
+    changes: Mutex<Option<crate::RowChanges>>,
     timing: Mutex<Option<(Instant, Instant)>>,
     max: Option<MaxTracker>,
 }
@@ -60,6 +62,20 @@ impl StepCounters {
 
     pub fn invalid(&self) -> u64 {
         self.invalid.load(Ordering::Relaxed)
+    }
+
+    pub fn changes(&self) -> Option<crate::RowChanges> {
+        *self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds what one commit of a load changed (a load commits once, or once per batch).
+    pub fn add_changes(&self, changes: Option<crate::RowChanges>) {
+        let mut total = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        *total = match (*total, changes) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, b) => b,
+            (a, None) => a,
+        };
     }
 
     /// For steps that count their own output (loads report rows written).
@@ -146,6 +162,12 @@ impl RunMetrics {
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
         steps.iter().map(|(k, v)| (k.clone(), v.rows())).collect()
+    }
+
+    /// `(step, what its rows changed)` for every load whose destination tells.
+    pub fn changes(&self) -> Vec<(String, crate::RowChanges)> {
+        let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        steps.iter().filter_map(|(k, v)| Some((k.clone(), v.changes()?))).collect()
     }
 }
 

@@ -44,6 +44,8 @@ struct Series {
     running: BTreeMap<String, i64>,
     durations: BTreeMap<String, Histogram>,
     rows: BTreeMap<(String, String), u64>,
+    /// Rows loads inserted, updated and deleted, by pipeline, step and change.
+    changed: BTreeMap<(String, String, &'static str), u64>,
     set_aside: BTreeMap<String, u64>,
     lag: Histogram,
     hooks: BTreeMap<(String, u16), u64>,
@@ -61,13 +63,14 @@ impl Metrics {
         *self.series().running.entry(pipeline.to_string()).or_default() += 1;
     }
 
-    /// A finished run: its status, duration, rows per step and records set aside.
+    /// A finished run: its status, duration, rows per step, what its loads changed and records set aside.
     pub fn run_finished(
         &self,
         pipeline: &str,
         status: &'static str,
         seconds: f64,
         rows: &[(String, u64)],
+        changes: &[(String, weir_engine::RowChanges)],
         set_aside: u64,
     ) {
         let mut s = self.series();
@@ -76,6 +79,11 @@ impl Metrics {
         s.durations.entry(pipeline.to_string()).or_default().observe(seconds);
         for (step, n) in rows {
             *s.rows.entry((pipeline.to_string(), step.clone())).or_default() += n;
+        }
+        for (step, c) in changes {
+            for (change, n) in [("inserted", c.inserted), ("updated", c.updated), ("deleted", c.deleted)] {
+                *s.changed.entry((pipeline.to_string(), step.clone(), change)).or_default() += n;
+            }
         }
         *s.set_aside.entry(pipeline.to_string()).or_default() += set_aside;
     }
@@ -109,6 +117,17 @@ impl Metrics {
         out.push_str("# HELP weir_rows_total Rows out of each step.\n# TYPE weir_rows_total counter\n");
         for ((p, step), n) in &s.rows {
             let _ = writeln!(out, "weir_rows_total{{pipeline=\"{}\",step=\"{}\"}} {n}", esc(p), esc(step));
+        }
+        out.push_str(
+            "# HELP weir_rows_changed_total Rows loads inserted, updated and deleted, where the database tells.\n# TYPE weir_rows_changed_total counter\n",
+        );
+        for ((p, step, change), n) in &s.changed {
+            let _ = writeln!(
+                out,
+                "weir_rows_changed_total{{pipeline=\"{}\",step=\"{}\",change=\"{change}\"}} {n}",
+                esc(p),
+                esc(step)
+            );
         }
         out.push_str("# HELP weir_dead_letters_total Records set aside (dead-lettered or skipped).\n# TYPE weir_dead_letters_total counter\n");
         for (p, n) in &s.set_aside {

@@ -242,6 +242,7 @@ impl Runner {
                 status,
                 clock.elapsed().as_secs_f64(),
                 &rows,
+                &metrics.changes(),
                 outcome.records_set_aside,
             );
             let name = entry.pipeline.name().to_string();

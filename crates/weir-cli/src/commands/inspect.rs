@@ -111,13 +111,24 @@ pub fn runs(global: &Global, args: RunsArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&steps)?);
         } else {
             println!(
-                "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10} {:>8}",
-                "STEP", "KIND", "ROWS IN", "ROWS OUT", "INVALID", "MS", "RETRIES"
+                "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10} {:>8} {:>10} {:>10} {:>10}",
+                "STEP", "KIND", "ROWS IN", "ROWS OUT", "INVALID", "MS", "RETRIES", "INSERTED", "UPDATED", "DELETED"
             );
+            // Blank where the step is no load or its database does not tell.
+            let shown = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
             for s in steps {
                 println!(
-                    "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10} {:>8}",
-                    s.step, s.kind, s.rows_in, s.rows_out, s.rows_invalid, s.duration_ms, s.retries
+                    "{:<20} {:<14} {:>12} {:>12} {:>9} {:>10} {:>8} {:>10} {:>10} {:>10}",
+                    s.step,
+                    s.kind,
+                    s.rows_in,
+                    s.rows_out,
+                    s.rows_invalid,
+                    s.duration_ms,
+                    s.retries,
+                    shown(s.inserted),
+                    shown(s.updated),
+                    shown(s.deleted)
                 );
             }
             for c in store.checks(run)? {

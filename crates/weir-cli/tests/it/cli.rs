@@ -486,7 +486,7 @@ fn json_logs_carry_the_seed_monitoring_lines() {
         .collect();
     let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
     assert!(messages.contains(&"Extracted 3 records"), "{messages:?}");
-    assert!(messages.contains(&"Load complete: 3 inserted"), "{messages:?}");
+    assert!(messages.contains(&"Load complete: 3 inserted, 0 updated"), "{messages:?}");
     assert!(messages.iter().any(|m| m.starts_with("Pipeline finished in ")), "{messages:?}");
     let finished =
         events.iter().find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Pipeline finished"))).unwrap();

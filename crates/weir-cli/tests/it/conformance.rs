@@ -36,6 +36,8 @@ trait Backend {
     }
     /// What `select` shows of a list `["a", "b"]` and an object `{"city": "X"}` loaded from JSON.
     const NESTED: &'static str;
+    /// The same row read back with `read_db` and written with `write_json`.
+    const NESTED_READ: &'static str;
     /// The number of rows of `t`.
     fn count(&self) -> u64 {
         self.query("SELECT count(*) AS n FROM t")[0].parse().unwrap()
@@ -50,6 +52,8 @@ enum Behaviour {
     SchemaEvolution,
     /// Lists and objects from JSON load into the columns Weir creates for them (arrays, JSON, nested types).
     Nested,
+    /// A load reports the rows it inserted, updated and deleted.
+    ChangeCounts,
     /// Loads commit batch by batch (`settings.commit_every`) with a checkpoint in the batch's transaction.
     Checkpoints,
     /// Rows the database refuses (a duplicate key, a NOT NULL, a CHECK) go to the dead letters, the rest load.
@@ -203,6 +207,35 @@ fn nested_values_load<B: Backend>(db: &B) {
     p.ok(&["run", "load.yaml"]);
     let shown = db.select(&format!("id, {}, {}", db.shown("tags"), db.shown("address")));
     assert_eq!(shown, [B::NESTED, B::NESTED], "{}", B::KIND);
+    p.file(
+        "read.yaml",
+        &format!(
+            "name: read\nconnections:\n  db: {{ kind: {}, url: \"${{DB_URL}}\" }}\nsteps:\n  t:\n    read_db: {{ connection: db, query: \"SELECT id, tags, address FROM t\" }}\n  out:\n    write_json: {{ input: t, path: out/t.json }}\n",
+            B::KIND
+        ),
+    );
+    p.ok(&["run", "read.yaml"]);
+    assert_eq!(p.read("out/t.json").lines().next(), Some(B::NESTED_READ), "{}", B::KIND);
+}
+
+/// An upsert of new, changed and deleted rows reports each apart: in its log, in `weir runs --run`.
+fn loads_report_inserted_updated_and_deleted_rows<B: Backend>(db: &B) {
+    if !supports::<B>(Behaviour::KeyedWrites) || !supports::<B>(Behaviour::ChangeCounts) {
+        return;
+    }
+    let p = Project::new().env("DB_URL", &db.url());
+    p.ok(&["run", &load_csv(&p, B::KIND, "id,name\n1,a\n2,b\n3,c\n", "mode: upsert, keys: [id]")]);
+    let changes = "id,name,gone\n1,A,false\n3,c,true\n4,d,false\n5,e,false\n";
+    let log = p.ok_log(&["run", &load_csv(&p, B::KIND, changes, "mode: upsert, keys: [id], delete_when: gone")]);
+    assert!(log.contains("Load complete: 2 inserted, 1 updated, 1 deleted"), "{}: {log}", B::KIND);
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
+    let id = runs["runs"][0]["run_id"].as_str().unwrap();
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&["runs", "load.yaml", "--run", id, "--json"])).unwrap();
+    let out = steps.iter().find(|s| s["step"] == "out").unwrap();
+    assert_eq!((&out["inserted"], &out["updated"], &out["deleted"]), (&2.into(), &1.into(), &1.into()), "{}", B::KIND);
+    let table = p.ok(&["runs", "load.yaml", "--run", id]);
+    assert!(table.contains("INSERTED") && table.lines().any(|l| l.starts_with("out ")), "{table}");
 }
 
 /// A run that fails before its commit (a validation budget exceeded) leaves no row behind.
@@ -276,6 +309,11 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn loads_report_inserted_updated_and_deleted_rows() {
+                super::loads_report_inserted_updated_and_deleted_rows(&$new);
+            }
+
+            #[test]
             fn a_failed_run_loads_nothing() {
                 super::a_failed_run_loads_nothing(&$new);
             }
@@ -305,6 +343,7 @@ conformance!(odbc, OdbcDb(TestDb::new()));
 impl Backend for TestDb {
     const KIND: &'static str = "postgres";
     const NESTED: &'static str = r#"1|{a,b}|{"city": "X"}"#;
+    const NESTED_READ: &'static str = r#"{"id":1,"tags":["a","b"],"address":"{\"city\": \"X\"}"}"#;
     fn url(&self) -> String {
         TestDb::url(self)
     }
@@ -319,6 +358,7 @@ impl Backend for TestDb {
 impl Backend for TestMyDb {
     const KIND: &'static str = "mysql";
     const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
+    const NESTED_READ: &'static str = r#"{"id":1,"tags":"[\"a\",\"b\"]","address":"{\"city\":\"X\"}"}"#;
     fn url(&self) -> String {
         TestMyDb::url(self)
     }
@@ -360,6 +400,7 @@ impl SqliteFile {
 impl Backend for SqliteFile {
     const KIND: &'static str = "sqlite";
     const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
+    const NESTED_READ: &'static str = r#"{"id":1,"tags":"[\"a\",\"b\"]","address":"{\"city\":\"X\"}"}"#;
     fn url(&self) -> String {
         format!("sqlite://{}", self.0.path().join("db.sqlite").display())
     }
@@ -392,7 +433,12 @@ impl ClickHouseDb {
 impl Backend for ClickHouseDb {
     const KIND: &'static str = "clickhouse";
     const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
+    const NESTED_READ: &'static str = r#"{"id":1,"tags":"[\"a\",\"b\"]","address":"{\"city\":\"X\"}"}"#;
     const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[
+        (
+            Behaviour::ChangeCounts,
+            "a ReplacingMergeTree keeps every version of a row until its parts merge: an insert does not know whether it replaced one",
+        ),
         (
             Behaviour::RefusedRows,
             "ClickHouse has no keys or CHECK constraints that refuse a row, and its loads stream whole, so a row it cannot take fails the load",
@@ -453,6 +499,7 @@ impl DuckDbFile {
 impl Backend for DuckDbFile {
     const KIND: &'static str = "duckdb";
     const NESTED: &'static str = "1|[a;b]|{'city': X}";
+    const NESTED_READ: &'static str = r#"{"id":1,"tags":["a","b"],"address":{"city":"X"}}"#;
     /// DuckDB's text of a nested value, its commas (which the CSV it is read back through would quote) as `;`.
     fn shown(&self, column: &str) -> String {
         format!("replace(CAST({column} AS VARCHAR), ', ', ';')")
@@ -492,6 +539,7 @@ struct OdbcDb(TestDb);
 impl Backend for OdbcDb {
     const KIND: &'static str = "odbc";
     const NESTED: &'static str = "";
+    const NESTED_READ: &'static str = "";
     const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[
         (Behaviour::KeyedWrites, "over ODBC, loads append or replace into a table that exists"),
         (Behaviour::SchemaEvolution, "Weir does not alter tables over ODBC"),

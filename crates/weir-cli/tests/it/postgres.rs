@@ -238,7 +238,7 @@ fn dry_run_shows_ddl_and_merge_and_changes_nothing() {
     let log = p.ok_log(&["run", "incremental_sync.yaml", "--dry-run"]);
     for expected in [
         r#"Creating table: CREATE TABLE IF NOT EXISTS "warehouse"."orders" ("id" bigint NOT NULL, "customer_id" integer"#,
-        r#"Merging: INSERT INTO "warehouse"."orders" AS t ("id", "customer_id", "amount", "status", "updated_at")"#,
+        r#"Merging: WITH merged AS (INSERT INTO "warehouse"."orders" AS t ("id", "customer_id", "amount", "status", "updated_at")"#,
         "ON CONFLICT (\"id\") DO UPDATE SET",
         "Dry run: rolling back 4 rows",
         "dry run finished",

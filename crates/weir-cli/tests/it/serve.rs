@@ -322,6 +322,14 @@ async fn ingest_and_cdc(db: std::sync::Arc<TestDb>) {
     let (status, _) = server.post("/hooks/cdc", &auth, r#"[{"op": "r", "after": {"id": 3, "name": "Cy"}}]"#).await;
     assert_eq!(status, 200);
     assert_eq!(count(db.clone(), "SELECT id FROM customers ORDER BY id").await, ["1", "3"]);
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "weir_rows_changed_total{pipeline=\"orders_in\",step=\"out\",change=\"inserted\"} 2",
+        "weir_rows_changed_total{pipeline=\"customers_cdc\",step=\"out\",change=\"inserted\"} 2",
+        "weir_rows_changed_total{pipeline=\"customers_cdc\",step=\"out\",change=\"updated\"} 0",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
 }
 
 /// The page at `url` as headless Chromium renders it once its scripts have run.

@@ -13,7 +13,7 @@ use datafusion::error::{DataFusionError, Result};
 use object_store::ObjectStoreExt;
 use reqwest::Url;
 use tracing::info;
-use weir_engine::{PendingLoad, StepContext};
+use weir_engine::{PendingLoad, RowChanges, StepContext};
 use weir_spec::{Step, StepKind, WriteMode};
 
 use crate::files::paths;
@@ -154,6 +154,11 @@ impl PendingLoad for PendingFiles {
         self.rows
     }
 
+    /// A file's rows are all new.
+    fn changes(&self) -> Option<RowChanges> {
+        Some(RowChanges { inserted: self.rows, ..RowChanges::default() })
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         let io =
             |what: &str, e: std::io::Error| DataFusionError::Execution(format!("{what} {}: {e}", self.dest.display()));
@@ -197,6 +202,11 @@ impl PendingLoad for PendingStream {
         self.rows
     }
 
+    /// A file's rows are all new.
+    fn changes(&self) -> Option<RowChanges> {
+        Some(RowChanges { inserted: self.rows, ..RowChanges::default() })
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         self.held
             .commit()
@@ -227,6 +237,11 @@ struct PendingUpload {
 impl PendingLoad for PendingUpload {
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// A file's rows are all new.
+    fn changes(&self) -> Option<RowChanges> {
+        Some(RowChanges { inserted: self.rows, ..RowChanges::default() })
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

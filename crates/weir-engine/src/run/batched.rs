@@ -131,7 +131,10 @@ impl Run<'_> {
             }
             let path = format!("{}/", dir.join(id).display());
             let input = session.read_parquet(path, ParquetReadOptions::default()).await?;
-            engine.connectors.sink(step, cx, input).await?.commit().await?;
+            let pending = engine.connectors.sink(step, cx, input).await?;
+            let changes = pending.changes();
+            pending.commit().await?;
+            cx.counters.add_changes(changes);
             engine.store.set_checkpoint(&cx.run_id, id, parts.len() as u64, total).map_err(external)?;
             info!(pipeline = pipeline.name(), step = id, rows = total, "Load complete: {total} rows");
             return Ok(());
@@ -153,7 +156,11 @@ impl Run<'_> {
             let what = format!("batch {} of {} of `{id}`", index + 1, parts.len());
             with_retries(&retry, &what, &cx.counters, || async {
                 let input = session.read_parquet(path.display().to_string(), ParquetReadOptions::default()).await?;
-                engine.connectors.sink(step, &cx, input).await?.commit().await
+                let pending = engine.connectors.sink(step, &cx, input).await?;
+                let changes = pending.changes();
+                pending.commit().await?;
+                cx.counters.add_changes(changes);
+                Ok(())
             })
             .await?;
             rows_before += rows;

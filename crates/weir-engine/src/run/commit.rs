@@ -56,7 +56,9 @@ impl Run<'_> {
             return Ok(inputs.state.clone());
         }
         for (step, pending) in ready {
+            let changes = pending.changes();
             pending.commit().await.map_err(|e| attribute(name, step, e))?;
+            planned.metrics.get(step).expect("every planned step has counters").add_changes(changes);
         }
         for (step, cx) in &planned.actions {
             let rows = engine.connectors.action(step, cx).await.map_err(|e| attribute(name, step.id(), e))?;

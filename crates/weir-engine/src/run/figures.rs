@@ -12,6 +12,7 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
             // A step read twice (a self-join) still takes each input row in once.
             let inputs: BTreeSet<&String> = planned.dag.inputs.get(step.id()).into_iter().flatten().collect();
             let rows_in = inputs.iter().filter_map(|i| metrics.get(i)).map(|c| c.rows()).sum();
+            let changes = c.changes();
             Some(StepMetricsRow {
                 step: step.id().to_string(),
                 kind: step.kind.name().to_string(),
@@ -22,6 +23,9 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
                 bytes: c.bytes(),
                 duration_ms: c.duration_ms(),
                 retries: c.retries(),
+                inserted: changes.map(|c| c.inserted),
+                updated: changes.map(|c| c.updated),
+                deleted: changes.map(|c| c.deleted),
             })
         })
         .collect()
@@ -31,7 +35,25 @@ pub(super) fn log_summary(steps: &[StepMetricsRow]) {
     for s in steps {
         match s.category.as_str() {
             "extract" => info!(step = %s.step, records = s.rows_out, "Extracted {} records", s.rows_out),
-            "load" => info!(step = %s.step, records = s.rows_out, "Load complete: {} inserted", s.rows_out),
+            "load" => match (s.inserted, s.updated, s.deleted) {
+                (Some(inserted), Some(updated), Some(deleted)) => {
+                    let deleted_text = if deleted > 0 { format!(", {deleted} deleted") } else { String::new() };
+                    info!(
+                        step = %s.step,
+                        records = s.rows_out,
+                        inserted,
+                        updated,
+                        deleted,
+                        "Load complete: {inserted} inserted, {updated} updated{deleted_text}"
+                    )
+                }
+                _ => info!(
+                    step = %s.step,
+                    records = s.rows_out,
+                    "Load complete: {} rows written (the destination does not tell inserted from updated)",
+                    s.rows_out
+                ),
+            },
             "action" => info!(step = %s.step, records = s.rows_out, "Action complete: {} rows affected", s.rows_out),
             _ if s.kind == "validate" => info!(
                 step = %s.step,

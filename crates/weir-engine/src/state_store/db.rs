@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS step_metrics (
     duration_ms  BIGINT NOT NULL,
     retries      BIGINT NOT NULL DEFAULT 0,
     position     BIGINT NOT NULL DEFAULT 0,
+    inserted     BIGINT,
+    updated      BIGINT,
+    deleted      BIGINT,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS state_values (

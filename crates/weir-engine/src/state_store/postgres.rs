@@ -207,6 +207,10 @@ fn connect(url: &str) -> Result<Client> {
     Client::connect(&target.url, target.tls).map_err(|e| failed(e.to_string()))
 }
 
+/// Columns later versions keep, for a store an earlier version made.
+const ADDED_COLUMNS: &str = "ALTER TABLE step_metrics ADD COLUMN IF NOT EXISTS inserted BIGINT, \
+    ADD COLUMN IF NOT EXISTS updated BIGINT, ADD COLUMN IF NOT EXISTS deleted BIGINT";
+
 /// Creates the tables (one instance at a time: concurrent `CREATE … IF NOT EXISTS` can collide) and registers
 /// this instance.
 fn prepare(client: &mut Client, instance: &str) -> Result<()> {
@@ -215,7 +219,7 @@ fn prepare(client: &mut Client, instance: &str) -> Result<()> {
         .batch_execute("SET client_min_messages TO warning; SELECT pg_advisory_lock(hashtext('weir state schema'))")
         .map_err(pg)?;
     let created = client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS weir; SET search_path TO weir; {}",
+        "CREATE SCHEMA IF NOT EXISTS weir; SET search_path TO weir; {}; {ADDED_COLUMNS}",
         Dialect::Postgres.schema()
     ));
     client.batch_execute("SELECT pg_advisory_unlock(hashtext('weir state schema'))").map_err(pg)?;

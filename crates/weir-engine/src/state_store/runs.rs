@@ -155,12 +155,14 @@ impl StateStore {
             for (position, m) in metrics.iter().enumerate() {
                 db.execute(
                     "INSERT INTO step_metrics
-                         (run_id, step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, position)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         (run_id, step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, position,
+                          inserted, updated, deleted)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, category = excluded.category,
                          rows_in = excluded.rows_in, rows_out = excluded.rows_out, rows_invalid = excluded.rows_invalid,
                          bytes = excluded.bytes, duration_ms = excluded.duration_ms, retries = excluded.retries,
-                         position = excluded.position",
+                         position = excluded.position, inserted = excluded.inserted, updated = excluded.updated,
+                         deleted = excluded.deleted",
                     args![
                         run_id,
                         &m.step,
@@ -172,7 +174,10 @@ impl StateStore {
                         m.bytes,
                         m.duration_ms,
                         m.retries,
-                        position as i64
+                        position as i64,
+                        m.inserted.map(|n| n as i64),
+                        m.updated.map(|n| n as i64),
+                        m.deleted.map(|n| n as i64)
                     ],
                 )?;
             }
@@ -229,7 +234,8 @@ impl StateStore {
     pub fn step_metrics(&self, run_id: &str) -> Result<Vec<StepMetricsRow>> {
         self.tx(|db| {
             db.query(
-                "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries FROM step_metrics
+                "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, inserted, updated,
+                        deleted FROM step_metrics
                  WHERE run_id = ?1 ORDER BY position, step",
                 args![run_id],
             )?
@@ -245,6 +251,9 @@ impl StateStore {
                     bytes: r.int(6)? as u64,
                     duration_ms: r.int(7)? as u64,
                     retries: r.int(8)? as u64,
+                    inserted: r.opt_int(9)?.map(|n| n as u64),
+                    updated: r.opt_int(10)?.map(|n| n as u64),
+                    deleted: r.opt_int(11)?.map(|n| n as u64),
                 })
             })
             .collect()
@@ -305,6 +314,13 @@ pub struct StepMetricsRow {
     /// Failed attempts the step retried.
     #[serde(default)]
     pub retries: u64,
+    /// For a load into a database that tells: rows inserted, updated and deleted; `None` otherwise.
+    #[serde(default)]
+    pub inserted: Option<u64>,
+    #[serde(default)]
+    pub updated: Option<u64>,
+    #[serde(default)]
+    pub deleted: Option<u64>,
 }
 
 /// A failed run that `weir run --resume` can go on with, with what it started from.

@@ -52,6 +52,9 @@ fn migrate(conn: &Connection) -> Result<()> {
         ("runs", "instance", "TEXT"),
         ("step_metrics", "retries", "INTEGER NOT NULL DEFAULT 0"),
         ("step_metrics", "position", "INTEGER NOT NULL DEFAULT 0"),
+        ("step_metrics", "inserted", "INTEGER"),
+        ("step_metrics", "updated", "INTEGER"),
+        ("step_metrics", "deleted", "INTEGER"),
     ];
     for (table, column, decl) in added {
         let present =

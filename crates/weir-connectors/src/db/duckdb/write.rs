@@ -11,7 +11,7 @@ use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::error::{DataFusionError, Result};
 use duckdb::{Connection, OptionalExt};
 use tracing::info;
-use weir_engine::{Batch, PendingLoad, StepContext};
+use weir_engine::{Batch, PendingLoad, RowChanges, StepContext};
 use weir_spec::{DbWriteMode, WriteDb};
 
 use super::connection::{arrow_type, db_path, ddl_type, duckdb_error, open};
@@ -35,18 +35,18 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let rows = paths::rows_written(&written);
     let db = open(&conn.name, &db_path(&conn, cx))?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
-    let loaded = tokio::task::block_in_place(|| -> Result<()> {
+    let loaded = tokio::task::block_in_place(|| -> Result<RowChanges> {
         db.execute_batch("BEGIN TRANSACTION").map_err(|e| target.error("cannot start a transaction on", e))?;
         let columns = prepare_table(spec, &db, &target, &fields)?;
-        load(spec, cx, &db, &target, &columns, &staged_path, rows)?;
+        let changes = load(spec, cx, &db, &target, &columns, &staged_path, rows)?;
         if let Some(batch) = cx.batch {
             record_checkpoint(&db, cx, batch, rows, &conn.name)?;
         }
-        Ok(())
+        Ok(changes)
     });
     let _ = std::fs::remove_file(&staged);
     match loaded {
-        Ok(()) => Ok(Box::new(DuckDbPending { db, rows, table, connection: conn.name })),
+        Ok(changes) => Ok(Box::new(DuckDbPending { db, rows, changes, table, connection: conn.name })),
         Err(e) => {
             let _ = db.execute_batch("ROLLBACK");
             Err(e)
@@ -116,7 +116,7 @@ fn load(
     columns: &[Field],
     staged: &str,
     rows: u64,
-) -> Result<()> {
+) -> Result<RowChanges> {
     let file = format!("read_parquet('{}', file_row_number = true)", staged.replace('\'', "''"));
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name())).collect();
     let names = names.join(", ");
@@ -127,14 +127,14 @@ fn load(
     };
     let mut statements = Vec::new();
     match spec.mode {
-        DbWriteMode::Append => {
-            statements.push(format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted))
-        }
+        DbWriteMode::Append => statements
+            .push((format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted), Effect::Inserts)),
         DbWriteMode::Replace => {
             if Batch::is_first(cx.batch) {
-                statements.push(format!("DELETE FROM {}", target.quoted));
+                statements.push((format!("DELETE FROM {}", target.quoted), Effect::Deletes));
             }
-            statements.push(format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted));
+            statements
+                .push((format!("INSERT INTO {} ({names}) SELECT {names} FROM {file}", target.quoted), Effect::Inserts));
         }
         DbWriteMode::Upsert => {
             // The last row of each key in input order: an upsert's outcome is the key's final state, as on the
@@ -144,7 +144,10 @@ fn load(
                 keys.join(", ")
             );
             if let Some(deleting) = deleting("s.") {
-                statements.push(format!("DELETE FROM {} USING {last} s WHERE {on_keys} AND {deleting}", target.quoted));
+                statements.push((
+                    format!("DELETE FROM {} USING {last} s WHERE {on_keys} AND {deleting}", target.quoted),
+                    Effect::Deletes,
+                ));
             }
             let others: Vec<String> = columns
                 .iter()
@@ -157,26 +160,66 @@ fn load(
                 format!("DO UPDATE SET {}", others.join(", "))
             };
             let kept = deleting("").map_or(String::new(), |d| format!(" WHERE NOT {d}"));
-            statements.push(format!(
-                "INSERT INTO {} ({names}) SELECT {names} FROM {last}{kept} ON CONFLICT ({}) {action}",
-                target.quoted,
-                keys.join(", ")
+            // The rows whose key is in the table when the insert runs are the ones it updates.
+            let existing = format!(
+                "SELECT count(*) FROM {last} s WHERE {} EXISTS (SELECT 1 FROM {} WHERE {on_keys})",
+                deleting("s.").map_or(String::new(), |d| format!("NOT {d} AND")),
+                target.quoted
+            );
+            statements.push((
+                format!(
+                    "INSERT INTO {} ({names}) SELECT {names} FROM {last}{kept} ON CONFLICT ({}) {action}",
+                    target.quoted,
+                    keys.join(", ")
+                ),
+                Effect::Upserts { existing, updates: !others.is_empty() },
             ));
         }
         DbWriteMode::Delete => {
-            statements.push(format!(
-                "DELETE FROM {} USING (SELECT DISTINCT {} FROM {file}) s WHERE {on_keys}",
-                target.quoted,
-                keys.join(", ")
+            statements.push((
+                format!(
+                    "DELETE FROM {} USING (SELECT DISTINCT {} FROM {file}) s WHERE {on_keys}",
+                    target.quoted,
+                    keys.join(", ")
+                ),
+                Effect::Deletes,
             ));
         }
     }
-    let mut changed = 0;
-    for sql in &statements {
-        changed += db.execute(sql, []).map_err(|e| target.error("cannot load", e))?;
+    let mut changes = RowChanges::default();
+    for (sql, effect) in &statements {
+        let existing = match effect {
+            Effect::Upserts { existing, .. } => {
+                db.query_row(existing, [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| target.error("cannot look up keys in", e))? as u64
+            }
+            _ => 0,
+        };
+        let affected = db.execute(sql, []).map_err(|e| target.error("cannot load", e))? as u64;
+        match effect {
+            Effect::Inserts => changes.inserted += affected,
+            Effect::Deletes => changes.deleted += affected,
+            Effect::Upserts { updates: true, .. } => {
+                changes.updated += existing;
+                changes.inserted += affected.saturating_sub(existing);
+            }
+            Effect::Upserts { updates: false, .. } => changes.inserted += affected,
+        }
     }
-    info!(table = %target.name, rows, changed, "Wrote {rows} rows to {} ({changed} rows changed)", target.name);
-    Ok(())
+    info!(table = %target.name, rows, inserted = changes.inserted, updated = changes.updated, deleted = changes.deleted, "Wrote {rows} rows to {}", target.name);
+    Ok(changes)
+}
+
+/// What a load statement's count of affected rows counts.
+enum Effect {
+    Inserts,
+    Deletes,
+    /// An `INSERT … ON CONFLICT`, whose count is its inserts plus its updates (if it `updates`); `existing` counts
+    /// the rows whose key the table already has.
+    Upserts {
+        existing: String,
+        updates: bool,
+    },
 }
 
 const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS weir_checkpoints (
@@ -216,6 +259,7 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
 struct DuckDbPending {
     db: Connection,
     rows: u64,
+    changes: RowChanges,
     table: String,
     connection: String,
 }
@@ -224,6 +268,10 @@ struct DuckDbPending {
 impl PendingLoad for DuckDbPending {
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    fn changes(&self) -> Option<RowChanges> {
+        Some(self.changes)
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value};
 use tracing::info;
-use weir_engine::{Batch, Patience, PendingLoad, StepContext};
+use weir_engine::{Batch, Patience, PendingLoad, RowChanges, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::types::{arrow_type, ddl_type, values};
@@ -39,7 +39,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
 
     let Some(columns) = prepare_table(spec, &mut client, &target, &fields, cx.dry_run).await? else {
-        return Ok(Box::new(MyPending { client, rows: 0, table, connection: conn.name }));
+        return Ok(Box::new(MyPending { client, rows: 0, changes: None, table, connection: conn.name }));
     };
     if cx.batch.is_some() {
         // Before the transaction: MySQL commits DDL at once.
@@ -50,14 +50,14 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     }
     target.run(&mut client, "START TRANSACTION", "cannot start a transaction on").await?;
     let loaded = match load(spec, cx, &mut client, &target, &columns, input).await {
-        Ok(rows) => match cx.batch {
-            Some(batch) => record_checkpoint(&mut client, cx, batch, rows, &conn.name).await.map(|()| rows),
-            None => Ok(rows),
+        Ok((rows, changes)) => match cx.batch {
+            Some(batch) => record_checkpoint(&mut client, cx, batch, rows, &conn.name).await.map(|()| (rows, changes)),
+            None => Ok((rows, changes)),
         },
         Err(e) => Err(e),
     };
     match loaded {
-        Ok(rows) => Ok(Box::new(MyPending { client, rows, table, connection: conn.name })),
+        Ok((rows, changes)) => Ok(Box::new(MyPending { client, rows, changes, table, connection: conn.name })),
         Err(e) => {
             let _ = client.query_drop("ROLLBACK").await;
             Err(e)
@@ -250,7 +250,7 @@ async fn load(
     target: &Target,
     columns: &[Field],
     input: DataFrame,
-) -> Result<u64> {
+) -> Result<(u64, Option<RowChanges>)> {
     if spec.mode == DbWriteMode::Replace && Batch::is_first(cx.batch) {
         // Not TRUNCATE: MySQL commits it at once, and readers would see an empty table.
         target.run(client, &format!("DELETE FROM {}", target.quoted), "cannot empty").await?;
@@ -265,6 +265,7 @@ async fn load(
         Statement { target, names: &names, key_indices: &key_indices, isolate: cx.on_error != OnError::Fail };
     let mut stream = input.execute_stream().await?;
     let (mut rows, mut deleted, mut refused_rows) = (0u64, 0u64, 0u64);
+    let mut changes = Some(RowChanges::default());
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let values = columns
@@ -280,7 +281,7 @@ async fn load(
         let mut refused = Vec::new();
         match spec.mode {
             DbWriteMode::Append | DbWriteMode::Replace => {
-                refused = statement.insert(client, &values, 0..n, false).await?
+                refused = statement.insert(client, &values, 0..n, false, &mut changes).await?
             }
             DbWriteMode::Delete => deleted += statement.delete(client, &values, 0..n).await?,
             DbWriteMode::Upsert => {
@@ -293,7 +294,7 @@ async fn load(
                     if flagged {
                         deleted += statement.delete(client, &values, start..end).await?;
                     } else {
-                        refused.extend(statement.insert(client, &values, start..end, true).await?);
+                        refused.extend(statement.insert(client, &values, start..end, true, &mut changes).await?);
                     }
                     start = end;
                 }
@@ -304,7 +305,7 @@ async fn load(
     }
     let loaded = rows - refused_rows;
     info!(table = %target.name, rows, deleted, refused = refused_rows, "Wrote {loaded} of {rows} rows to {} ({deleted} deleted)", target.name);
-    Ok(loaded)
+    Ok((loaded, changes.map(|c| RowChanges { deleted, ..c })))
 }
 
 /// The `delete_when` column as booleans (NULL is false), if the step has one.
@@ -331,15 +332,16 @@ impl Statement<'_> {
         ROWS_PER_STATEMENT.min(MAX_PARAMS / columns.max(1)).max(1)
     }
 
-    /// Inserts `rows` of the batch; returns the rows the database refused for their data, with its reason, when
-    /// isolating. InnoDB undoes only a failed statement, so a refused statement is split in halves until the
-    /// refused rows stand alone.
+    /// Inserts `rows` of the batch, counting them into `changes`; returns the rows the database refused for their
+    /// data, with its reason, when isolating. InnoDB undoes only a failed statement, so a refused statement is split
+    /// in halves until the refused rows stand alone.
     async fn insert(
         &self,
         client: &mut Conn,
         values: &[Vec<Value>],
         rows: Range<usize>,
         upsert: bool,
+        changes: &mut Option<RowChanges>,
     ) -> Result<Vec<(usize, String)>> {
         let columns = self.names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ");
         let row = format!("({})", vec!["?"; self.names.len()].join(", "));
@@ -369,7 +371,13 @@ impl Statement<'_> {
             );
             let params: Vec<Value> = (start..end).flat_map(|r| values.iter().map(move |c| c[r].clone())).collect();
             match client.exec_drop(sql, Params::Positional(params)).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    let counted = match upsert {
+                        false => Some(RowChanges { inserted: client.affected_rows(), ..RowChanges::default() }),
+                        true => upserted(end - start, client.affected_rows(), &client.info()),
+                    };
+                    *changes = changes.zip(counted).map(|(a, b)| a + b);
+                }
                 Err(mysql_async::Error::Server(e)) if self.isolate && matches!(&e.state[..2], "22" | "23") => {
                     if end - start > 1 {
                         let middle = start + (end - start) / 2;
@@ -462,10 +470,24 @@ pub async fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> 
     Ok(batches.unwrap_or(0))
 }
 
+/// What an `INSERT … ON DUPLICATE KEY UPDATE` of `rows` rows did, from what the server answered: each insert counts
+/// one affected row and each update two (an unchanged row none), and a statement of several rows says how many
+/// met an existing key (`Records: 3  Duplicates: 1  Warnings: 0`).
+fn upserted(rows: usize, affected: u64, info: &str) -> Option<RowChanges> {
+    let rows = rows as u64;
+    let duplicates = match rows {
+        1 => u64::from(affected != 1),
+        _ => info.split("Duplicates:").nth(1)?.split_whitespace().next()?.parse().ok()?,
+    };
+    let inserted = rows.checked_sub(duplicates)?;
+    Some(RowChanges { inserted, updated: affected.checked_sub(inserted)? / 2, deleted: 0 })
+}
+
 /// A load whose transaction is open until the run commits.
 struct MyPending {
     client: Conn,
     rows: u64,
+    changes: Option<RowChanges>,
     table: String,
     connection: String,
 }
@@ -474,6 +496,10 @@ struct MyPending {
 impl PendingLoad for MyPending {
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    fn changes(&self) -> Option<RowChanges> {
+        self.changes
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
@@ -486,5 +512,20 @@ impl PendingLoad for MyPending {
     async fn abort(mut self: Box<Self>) {
         let _ = self.client.query_drop("ROLLBACK").await;
         let _ = self.client.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upserts_inserts_and_updates_come_from_the_servers_answer() {
+        let changes = |inserted, updated| Some(RowChanges { inserted, updated, deleted: 0 });
+        assert_eq!(upserted(3, 4, "Records: 3  Duplicates: 2  Warnings: 0"), changes(1, 1), "one unchanged row");
+        assert_eq!(upserted(1, 1, ""), changes(1, 0));
+        assert_eq!(upserted(1, 2, ""), changes(0, 1));
+        assert_eq!(upserted(1, 0, ""), changes(0, 0));
+        assert_eq!(upserted(2, 2, ""), None, "no count of duplicates: cannot tell");
     }
 }

@@ -16,7 +16,7 @@ use datafusion::sql::unparser::dialect::DefaultDialect;
 use futures::StreamExt;
 use tokio::sync::mpsc::Sender;
 use tracing::info;
-use weir_engine::{PendingLoad, ResolvedConnection, StepContext};
+use weir_engine::{PendingLoad, ResolvedConnection, RowChanges, StepContext};
 use weir_spec::{DbWriteMode, Execute, ReadDb, SchemaEvolution, TypedValue, WriteDb};
 
 use crate::db::load as db_load;
@@ -250,6 +250,11 @@ struct OdbcPending {
 impl PendingLoad for OdbcPending {
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Loads over ODBC only append (after a `DELETE`, for `replace`).
+    fn changes(&self) -> Option<RowChanges> {
+        Some(RowChanges { inserted: self.rows, ..RowChanges::default() })
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::info;
-use weir_engine::{Batch, Patience, PendingLoad, StepContext};
+use weir_engine::{Batch, Patience, PendingLoad, RowChanges, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::types::{arrow_type, ddl_type};
@@ -40,14 +40,14 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
         Target { client: &client, name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
     target.run("BEGIN", "cannot start a transaction on").await?;
     let loaded = match load(spec, cx, &target, input, Batch::is_first(cx.batch)).await {
-        Ok(rows) => match cx.batch {
-            Some(batch) => checkpoint::record(&client, cx, batch, rows, &conn.name).await.map(|()| rows),
-            None => Ok(rows),
+        Ok(loaded) => match cx.batch {
+            Some(batch) => checkpoint::record(&client, cx, batch, loaded.rows, &conn.name).await.map(|()| loaded),
+            None => Ok(loaded),
         },
         Err(e) => Err(e),
     };
     match loaded {
-        Ok(rows) => Ok(Box::new(PgPending { client, rows, table, connection: conn.name })),
+        Ok(Loaded { rows, changes }) => Ok(Box::new(PgPending { client, rows, changes, table, connection: conn.name })),
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
             Err(e)
@@ -101,9 +101,22 @@ struct LoadColumn {
     arrow: DataType,
 }
 
+/// What a load wrote: its rows, and how they changed the table where that is known (an upsert that sets refused
+/// rows aside applies them range by range and does not tell inserts from updates).
+struct Loaded {
+    rows: u64,
+    changes: Option<RowChanges>,
+}
+
+impl Loaded {
+    fn inserted(rows: u64) -> Self {
+        Self { rows, changes: Some(RowChanges { inserted: rows, ..RowChanges::default() }) }
+    }
+}
+
 /// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
 /// the table before.
-async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: DataFrame, first: bool) -> Result<u64> {
+async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: DataFrame, first: bool) -> Result<Loaded> {
     let input_schema: SchemaRef = input.schema().inner().clone();
     let data_fields = db_load::data_fields(spec, &input_schema)?;
 
@@ -131,23 +144,25 @@ async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: Data
     let names = |cols: &[&LoadColumn]| cols.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let all: Vec<&LoadColumn> = columns.iter().collect();
     let isolate = cx.on_error != OnError::Fail && spec.delete_when.is_none();
-    let rows = match spec.mode {
+    let loaded = match spec.mode {
         DbWriteMode::Append | DbWriteMode::Replace if isolate => {
             if spec.mode == DbWriteMode::Replace && first {
                 target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
             }
             let insert = format!("INSERT INTO {} ({})", target.quoted, names(&all));
-            apply_isolating(spec, cx, target, &all, (&insert, ""), input, |e| target.error("cannot load into", e))
-                .await?
+            Loaded::inserted(
+                apply_isolating(spec, cx, target, &all, (&insert, ""), input, |e| target.error("cannot load into", e))
+                    .await?,
+            )
         }
         DbWriteMode::Append => {
-            copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?
+            Loaded::inserted(copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?)
         }
         DbWriteMode::Replace => {
             if first {
                 target.run(&format!("TRUNCATE {}", target.quoted), "cannot truncate").await?;
             }
-            copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?
+            Loaded::inserted(copy_in(target, &format!("{} ({})", target.quoted, names(&all)), &all, None, input).await?)
         }
         DbWriteMode::Upsert => upsert(spec, cx, target, &all, input).await?,
         DbWriteMode::Delete => {
@@ -165,10 +180,10 @@ async fn load(spec: &WriteDb, cx: &StepContext, target: &Target<'_>, input: Data
                 )
                 .await?;
             info!(table = %target.name, staged = rows, deleted, "Deleted {deleted} rows from {}", target.name);
-            rows
+            Loaded { rows, changes: Some(RowChanges { deleted, ..RowChanges::default() }) }
         }
     };
-    Ok(rows)
+    Ok(loaded)
 }
 
 async fn create_table(spec: &WriteDb, target: &Target<'_>, fields: &[&Field]) -> Result<()> {
@@ -286,23 +301,24 @@ async fn upsert(
     target: &Target<'_>,
     columns: &[&LoadColumn],
     input: DataFrame,
-) -> Result<u64> {
+) -> Result<Loaded> {
     let names = columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let flag = spec.delete_when.as_deref();
     let keys = spec.keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     if cx.on_error != OnError::Fail && flag.is_none() {
         let insert = format!("INSERT INTO {} AS t ({names})", target.quoted);
         let conflict = format!(" ON CONFLICT ({keys}) {}", conflict_action(spec, columns));
-        return apply_isolating(spec, cx, target, columns, (&insert, &conflict), input, |e| {
-            upsert_error(target, &keys, e)
-        })
-        .await;
+        let rows =
+            apply_isolating(spec, cx, target, columns, (&insert, &conflict), input, |e| upsert_error(target, &keys, e))
+                .await?;
+        return Ok(Loaded { rows, changes: None });
     }
     stage(target, columns, if flag.is_some() { Staging::ChangeEvents } else { Staging::Rows }).await?;
     let copy_columns = if flag.is_some() { format!("{names}, weir_delete") } else { names.clone() };
     let rows = copy_in(target, &format!("weir_stage ({copy_columns})"), columns, flag, input).await?;
 
     // With deletes, several events per key are expected (a CDC stream): the last one wins.
+    let mut deleted = 0;
     let source = if flag.is_some() {
         target
             .run(
@@ -313,7 +329,7 @@ async fn upsert(
                 "cannot stage rows for",
             )
             .await?;
-        let deleted = target
+        deleted = target
             .run(
                 &format!(
                     "DELETE FROM {} AS t USING weir_latest AS s WHERE {} AND s.weir_delete",
@@ -329,14 +345,18 @@ async fn upsert(
         "weir_stage"
     };
     let action = conflict_action(spec, columns);
+    // A row the upsert inserted has no deleting transaction yet (`xmax = 0`); one it updated has this one's.
     let sql = format!(
-        "INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action}",
+        "WITH merged AS (INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action} \
+         RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
         target.quoted
     );
     info!(table = %target.name, "Merging: {sql}");
-    let changed = target.client.execute(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
-    info!(table = %target.name, staged = rows, changed, "Upserted {rows} rows into {}: {changed} inserted or changed", target.name);
-    Ok(rows)
+    let counts = target.client.query_one(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
+    let (inserted, updated) = (counts.get::<_, i64>(0) as u64, counts.get::<_, i64>(1) as u64);
+    info!(table = %target.name, staged = rows, inserted, updated, "Upserted {rows} rows into {}: {inserted} inserted, {updated} updated", target.name);
+    Ok(Loaded { rows, changes: Some(RowChanges { inserted, updated, deleted }) })
 }
 
 /// An upsert's failure, with a hint where the cause is common.
@@ -508,6 +528,7 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 struct PgPending {
     client: Client,
     rows: u64,
+    changes: Option<RowChanges>,
     table: String,
     connection: String,
 }
@@ -516,6 +537,10 @@ struct PgPending {
 impl PendingLoad for PgPending {
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    fn changes(&self) -> Option<RowChanges> {
+        self.changes
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

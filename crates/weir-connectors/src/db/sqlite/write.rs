@@ -16,7 +16,7 @@ use futures::StreamExt;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use tracing::info;
-use weir_engine::{Batch, PendingLoad, StepContext};
+use weir_engine::{Batch, PendingLoad, RowChanges, StepContext};
 use weir_spec::{DbWriteMode, OnError, WriteDb};
 
 use super::{arrow_type, datetime_text, db_path, ddl_type, open, quote_ident, quote_table, shared, sqlite_error};
@@ -41,18 +41,20 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
         Err(e) => Err(e),
     };
     let loaded = match (loaded, cx.batch) {
-        (Ok(rows), Some(batch)) => record_checkpoint(&db, cx, batch, rows, &conn.name).map(|()| rows),
+        (Ok((rows, changes)), Some(batch)) => {
+            record_checkpoint(&db, cx, batch, rows, &conn.name).map(|()| (rows, changes))
+        }
         (other, _) => other,
     };
-    let loaded = loaded.and_then(|rows| {
+    let loaded = loaded.and_then(|loaded| {
         db.execute_batch("RELEASE weir_load").map_err(|e| target.error("cannot finish the load of", e))?;
-        Ok(rows)
+        Ok(loaded)
     });
     match loaded {
-        Ok(rows) => {
+        Ok((rows, changes)) => {
             drop(db);
             tx.loaded();
-            Ok(Box::new(SqlitePending { tx, rows, table }))
+            Ok(Box::new(SqlitePending { tx, rows, changes, table }))
         }
         Err(e) => {
             let _ = db.execute_batch("ROLLBACK TO weir_load; RELEASE weir_load");
@@ -126,8 +128,8 @@ fn prepare_table(spec: &WriteDb, db: &Connection, target: &Target, fields: &[&Fi
     Ok(columns)
 }
 
-/// Loads the input; `first` is false for the later batches of a batched load, which a `replace` must not empty
-/// the table before.
+/// Loads the input; returns the rows loaded and how they changed the table (an upsert looks its key up first to
+/// tell an insert from an update; SQLite updates a row even when nothing in it changes).
 async fn load(
     spec: &WriteDb,
     cx: &StepContext,
@@ -135,7 +137,7 @@ async fn load(
     target: &Target,
     columns: &[Field],
     input: DataFrame,
-) -> Result<u64> {
+) -> Result<(u64, RowChanges)> {
     if spec.mode == DbWriteMode::Replace && Batch::is_first(cx.batch) {
         db.execute_batch(&format!("DELETE FROM {}", target.quoted)).map_err(|e| target.error("cannot empty", e))?;
     }
@@ -163,9 +165,15 @@ async fn load(
         key_indices.iter().map(|i| format!("{} = ?", names[*i])).collect::<Vec<_>>().join(" AND ")
     );
 
+    let exists = format!(
+        "SELECT 1 FROM {} WHERE {}",
+        target.quoted,
+        key_indices.iter().map(|i| format!("{} = ?", names[*i])).collect::<Vec<_>>().join(" AND ")
+    );
     let isolate = cx.on_error != OnError::Fail;
     let mut stream = input.execute_stream().await?;
     let (mut rows, mut deleted, mut refused_rows) = (0u64, 0usize, 0u64);
+    let mut changes = RowChanges::default();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let values = columns
@@ -195,6 +203,12 @@ async fn load(
             let mut insert = db
                 .prepare_cached(if spec.mode == DbWriteMode::Upsert { &upsert } else { &insert })
                 .map_err(|e| target.error("cannot prepare the insert into", e))?;
+            let mut exists = match spec.mode {
+                DbWriteMode::Upsert if !key_indices.is_empty() => {
+                    Some(db.prepare_cached(&exists).map_err(|e| target.error("cannot prepare a key lookup in", e))?)
+                }
+                _ => None,
+            };
             let mut delete = match spec.mode {
                 DbWriteMode::Upsert | DbWriteMode::Delete if !key_indices.is_empty() => {
                     Some(db.prepare_cached(&delete).map_err(|e| target.error("cannot prepare the delete from", e))?)
@@ -207,6 +221,12 @@ async fn load(
                     DataFusionError::External(format!("{e} (input row {})", written + r as u64 + 1).into())
                 };
                 let deleting = spec.mode == DbWriteMode::Delete || flags.as_ref().is_some_and(|f| f[r]);
+                let existed = match (&mut exists, deleting) {
+                    (Some(statement), false) => statement
+                        .exists(params_from_iter(key_indices.iter().map(|k| &values[*k][r])))
+                        .map_err(row_error)?,
+                    _ => false,
+                };
                 match (&mut delete, deleting) {
                     (Some(statement), true) => {
                         deleted += statement
@@ -214,7 +234,9 @@ async fn load(
                             .map_err(row_error)?;
                     }
                     _ => match insert.execute(params_from_iter(values.iter().map(|c| &c[r]))) {
-                        Ok(_) => {}
+                        Ok(0) => {}
+                        Ok(_) if existed => changes.updated += 1,
+                        Ok(_) => changes.inserted += 1,
                         Err(e)
                             if isolate && e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
                         {
@@ -230,8 +252,9 @@ async fn load(
         rows += batch.num_rows() as u64;
     }
     let loaded = rows - refused_rows;
+    changes.deleted = deleted as u64;
     info!(table = %target.name, rows, deleted, refused = refused_rows, "Wrote {loaded} of {rows} rows to {} ({deleted} deleted)", target.name);
-    Ok(loaded)
+    Ok((loaded, changes))
 }
 
 /// One column of a batch as SQLite values; `array` already has its [`db_load::canonical_type`].
@@ -299,6 +322,7 @@ pub fn committed_batches(spec: &WriteDb, cx: &StepContext) -> Result<u64> {
 struct SqlitePending {
     tx: std::sync::Arc<shared::Transaction>,
     rows: u64,
+    changes: RowChanges,
     table: String,
 }
 
@@ -306,6 +330,10 @@ struct SqlitePending {
 impl PendingLoad for SqlitePending {
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    fn changes(&self) -> Option<RowChanges> {
+        Some(self.changes)
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

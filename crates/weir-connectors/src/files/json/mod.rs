@@ -119,7 +119,7 @@ fn records_table(
 }
 
 /// The records of `file`, from its first byte.
-fn records(file: &JsonFile, compression: Compression) -> Result<Records<BufReader<Box<dyn std::io::Read + Send>>>> {
+fn records(file: &JsonFile, compression: Compression) -> Result<FileRecords> {
     let input = BufReader::with_capacity(1 << 16, paths::open(&file.input.path, compression)?);
     Records::new(input).map_err(|e| split_error(file, e))
 }
@@ -133,25 +133,72 @@ fn split_error(file: &JsonFile, error: split::SplitError) -> DataFusionError {
     }
 }
 
-/// Columns inferred from the first `limit` records of `files`, and how many records that was.
+/// Columns inferred from the first `limit` records of `files`, and how many records that was. Records are parsed
+/// one at a time as the inference takes them, so inferring over every record of a large spill holds none of them.
 fn infer(files: &[JsonFile], compression: Compression, limit: usize) -> Result<(SchemaRef, Option<usize>)> {
-    let mut values = Vec::new();
-    'files: for file in files {
-        let mut records = records(file, compression)?;
-        while let Some(record) = records.next_record().map_err(|e| split_error(file, e))? {
-            let value: serde_json::Value = serde_json::from_slice(&record.bytes).map_err(|e| {
-                DataFusionError::Execution(format!("{}: the record is not valid JSON: {e}", (file.origin)(record.line)))
-            })?;
-            values.push(value);
-            if values.len() >= limit {
-                break 'files;
+    let mut values =
+        InferredRecords { files: files.iter(), current: None, compression, left: limit, seen: 0, failure: None };
+    let inferred = infer_json_schema_from_iterator(&mut values);
+    if let Some(e) = values.failure {
+        return Err(e);
+    }
+    let schema = inferred
+        .map_err(|e| DataFusionError::Plan(format!("cannot infer the columns of {:?}: {e}", files[0].input.path)))?;
+    Ok((Arc::new(schema), Some(values.seen)))
+}
+
+type FileRecords = Records<BufReader<Box<dyn std::io::Read + Send>>>;
+
+/// The first `left` records of `files` as JSON values, for [`infer_json_schema_from_iterator`]. A failure ends
+/// them and is kept, naming its file and line.
+struct InferredRecords<'a> {
+    files: std::slice::Iter<'a, JsonFile>,
+    current: Option<(&'a JsonFile, FileRecords)>,
+    compression: Compression,
+    left: usize,
+    seen: usize,
+    failure: Option<DataFusionError>,
+}
+
+impl InferredRecords<'_> {
+    fn next_value(&mut self) -> Result<Option<serde_json::Value>> {
+        while self.left > 0 {
+            if self.current.is_none() {
+                let Some(file) = self.files.next() else { return Ok(None) };
+                self.current = Some((file, records(file, self.compression)?));
+            }
+            let (file, records) = self.current.as_mut().expect("opened above");
+            let file: &JsonFile = file;
+            match records.next_record().map_err(|e| split_error(file, e))? {
+                Some(record) => {
+                    self.left -= 1;
+                    self.seen += 1;
+                    return serde_json::from_slice(&record.bytes).map(Some).map_err(|e| {
+                        DataFusionError::Execution(format!(
+                            "{}: the record is not valid JSON: {e}",
+                            (file.origin)(record.line)
+                        ))
+                    });
+                }
+                None => self.current = None,
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for InferredRecords<'_> {
+    type Item = std::result::Result<serde_json::Value, datafusion::arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_value() {
+            Ok(value) => value.map(Ok),
+            Err(e) => {
+                self.failure = Some(e);
+                None
             }
         }
     }
-    let seen = values.len();
-    let schema = infer_json_schema_from_iterator(values.into_iter().map(Ok))
-        .map_err(|e| DataFusionError::Plan(format!("cannot infer the columns of {:?}: {e}", files[0].input.path)))?;
-    Ok((Arc::new(schema), Some(seen)))
 }
 
 #[derive(Debug)]

@@ -33,7 +33,8 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let schema = input.schema().inner().clone();
     let fields = db_load::data_fields(spec, &schema)?;
     let target = Target { name: table.clone(), quoted: quote_table(&table), connection: conn.name.clone() };
-    let tx = shared::join(cx, &conn, &db_path(&conn, cx))?;
+    // Beginning may wait (up to `busy_timeout`) for another process's lock.
+    let tx = tokio::task::block_in_place(|| shared::join(cx, &conn, &db_path(&conn, cx)))?;
     let mut db = tx.db.lock().await;
     db.execute_batch("SAVEPOINT weir_load").map_err(|e| target.error("cannot start the load of", e))?;
     let loaded = match prepare_table(spec, &db, &target, &fields) {

@@ -41,6 +41,7 @@ pub fn table(spec: &ReadWebhook, cx: &StepContext) -> Result<Arc<dyn TableProvid
         values.retain(|v| !v.is_null());
         let tombstones = before - values.len();
         if tombstones > 0 {
+            cx.counters().add_skipped(tombstones as u64);
             info!(step = %cx.step, tombstones, "Skipped {tombstones} tombstones (the null after each delete)");
         }
     }

@@ -33,6 +33,8 @@ pub struct StepCounters {
     rows: AtomicU64,
     bytes: AtomicU64,
     invalid: AtomicU64,
+    /// Records a source passed over by design, not for a fault (a Debezium tombstone).
+    skipped: AtomicU64,
     retries: AtomicU64,
     /// What a load's rows did to its destination, summed over its batches; `None` where the destination cannot tell.
     changes: Mutex<Option<crate::RowChanges>>,
@@ -101,6 +103,14 @@ impl StepCounters {
 
     pub fn add_invalid(&self, n: u64) {
         self.invalid.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    pub fn add_skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Milliseconds from the first batch asked for to the last one delivered.

@@ -150,6 +150,12 @@ fn debezium_tombstones_are_skipped_and_change_columns_stay_out_of_the_table() {
     p.file("events.json", &body);
     let log = p.ok_log(&["run", "p.yaml", "--payload", "events.json"]);
     assert!(log.contains("Skipped 1 tombstones"), "{log}");
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "p.yaml", "--json"])).unwrap();
+    let id = runs["runs"][0]["run_id"].as_str().unwrap();
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&["runs", "p.yaml", "--run", id, "--json"])).unwrap();
+    let events = steps.iter().find(|s| s["step"] == "events").unwrap();
+    assert_eq!((events["rows_out"].as_u64(), events["rows_skipped"].as_u64()), (Some(4), Some(1)), "{events}");
     let db = rusqlite::Connection::open(p.path().join("cdc.db")).unwrap();
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('people')")

@@ -20,6 +20,7 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
                 rows_in,
                 rows_out: c.rows(),
                 rows_invalid: c.invalid(),
+                rows_skipped: c.skipped(),
                 bytes: c.bytes(),
                 duration_ms: c.duration_ms(),
                 retries: c.retries(),

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS step_metrics (
     inserted     BIGINT,
     updated      BIGINT,
     deleted      BIGINT,
+    rows_skipped BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS state_values (

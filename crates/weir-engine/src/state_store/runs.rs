@@ -156,13 +156,13 @@ impl StateStore {
                 db.execute(
                     "INSERT INTO step_metrics
                          (run_id, step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, position,
-                          inserted, updated, deleted)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                          inserted, updated, deleted, rows_skipped)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, category = excluded.category,
                          rows_in = excluded.rows_in, rows_out = excluded.rows_out, rows_invalid = excluded.rows_invalid,
                          bytes = excluded.bytes, duration_ms = excluded.duration_ms, retries = excluded.retries,
                          position = excluded.position, inserted = excluded.inserted, updated = excluded.updated,
-                         deleted = excluded.deleted",
+                         deleted = excluded.deleted, rows_skipped = excluded.rows_skipped",
                     args![
                         run_id,
                         &m.step,
@@ -177,7 +177,8 @@ impl StateStore {
                         position as i64,
                         m.inserted.map(|n| n as i64),
                         m.updated.map(|n| n as i64),
-                        m.deleted.map(|n| n as i64)
+                        m.deleted.map(|n| n as i64),
+                        m.rows_skipped
                     ],
                 )?;
             }
@@ -235,7 +236,7 @@ impl StateStore {
         self.tx(|db| {
             db.query(
                 "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, inserted, updated,
-                        deleted FROM step_metrics
+                        deleted, rows_skipped FROM step_metrics
                  WHERE run_id = ?1 ORDER BY position, step",
                 args![run_id],
             )?
@@ -254,6 +255,7 @@ impl StateStore {
                     inserted: r.opt_int(9)?.map(|n| n as u64),
                     updated: r.opt_int(10)?.map(|n| n as u64),
                     deleted: r.opt_int(11)?.map(|n| n as u64),
+                    rows_skipped: r.int(12)? as u64,
                 })
             })
             .collect()
@@ -309,6 +311,9 @@ pub struct StepMetricsRow {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_invalid: u64,
+    /// Records the step passed over by design (Debezium tombstones), not set aside.
+    #[serde(default)]
+    pub rows_skipped: u64,
     pub bytes: u64,
     pub duration_ms: u64,
     /// Failed attempts the step retried.

@@ -55,6 +55,7 @@ fn migrate(conn: &Connection) -> Result<()> {
         ("step_metrics", "inserted", "INTEGER"),
         ("step_metrics", "updated", "INTEGER"),
         ("step_metrics", "deleted", "INTEGER"),
+        ("step_metrics", "rows_skipped", "INTEGER NOT NULL DEFAULT 0"),
     ];
     for (table, column, decl) in added {
         let present =

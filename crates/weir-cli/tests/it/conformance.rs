@@ -432,8 +432,8 @@ impl ClickHouseDb {
 
 impl Backend for ClickHouseDb {
     const KIND: &'static str = "clickhouse";
-    const NESTED: &'static str = r#"1|["a","b"]|{"city":"X"}"#;
-    const NESTED_READ: &'static str = r#"{"id":1,"tags":"[\"a\",\"b\"]","address":"{\"city\":\"X\"}"}"#;
+    const NESTED: &'static str = r#"1|['a','b']|{"city":"X"}"#;
+    const NESTED_READ: &'static str = r#"{"id":1,"tags":["a","b"],"address":"{\"city\":\"X\"}"}"#;
     const UNSUPPORTED: &'static [(Behaviour, &'static str)] = &[
         (
             Behaviour::ChangeCounts,

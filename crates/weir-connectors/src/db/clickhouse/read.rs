@@ -85,7 +85,7 @@ impl Query for ClickHouseQuery {
         let counting = schema.fields().is_empty();
         let types: Vec<ChType> = match counting {
             true => vec![ChType::parse("UInt8").expect("a known type")],
-            false => schema.fields().iter().map(|f| self.types[f.name()].clone()).collect(),
+            false => schema.fields().iter().map(|f| self.types[f.name()]).collect(),
         };
         let mut response =
             self.server.query(&format!("{sql} FORMAT RowBinary"), &self.params, "failed the read").await?;

@@ -1,6 +1,7 @@
 //! ClickHouse's `RowBinary` format: row after row, each column's value little-endian at its type's width,
 //! strings as a LEB128 length and the bytes, `Nullable` values behind a byte that is 1 for NULL. Dates are days
-//! since 1970 (UInt16), times Unix seconds (UInt32), decimals scaled integers of 4, 8 or 16 bytes by precision.
+//! since 1970 (UInt16), times Unix seconds (UInt32), decimals scaled integers of 4, 8 or 16 bytes by precision;
+//! an array is a LEB128 count and its elements.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
@@ -16,25 +17,38 @@ use crate::db::column_builder::ColumnBuilder;
 pub fn row_len(buf: &[u8], types: &[ChType]) -> Option<usize> {
     let mut pos = 0;
     for ty in types {
-        if ty.nullable {
-            let null = *buf.get(pos)? == 1;
-            pos += 1;
-            if null {
-                continue;
+        let count = match ty.array {
+            true => {
+                let (count, used) = varint(buf.get(pos..)?)?;
+                pos += used;
+                count
             }
-        }
-        pos += match ty.base {
-            Base::String => {
-                let (len, used) = varint(buf.get(pos..)?)?;
-                used + usize::try_from(len).ok()?
-            }
-            base => fixed_width(base),
+            false => 1,
         };
-        if pos > buf.len() {
-            return None;
+        for _ in 0..count {
+            value_len(buf, &ty.element(), &mut pos)?;
         }
     }
     Some(pos)
+}
+
+/// Moves `pos` past the scalar value of `ty` there, or `None` when `buf` ends inside it.
+fn value_len(buf: &[u8], ty: &ChType, pos: &mut usize) -> Option<()> {
+    if ty.nullable {
+        let null = *buf.get(*pos)? == 1;
+        *pos += 1;
+        if null {
+            return Some(());
+        }
+    }
+    *pos += match ty.base {
+        Base::String => {
+            let (len, used) = varint(buf.get(*pos..)?)?;
+            used + usize::try_from(len).ok()?
+        }
+        base => fixed_width(base),
+    };
+    (*pos <= buf.len()).then_some(())
 }
 
 fn fixed_width(base: Base) -> usize {
@@ -71,6 +85,17 @@ fn varint(buf: &[u8]) -> Option<(u64, usize)> {
 
 /// Appends the value of `ty` at `buf[*pos..]` to `out` and moves `pos` past it; the row is whole ([`row_len`]).
 pub fn read_value(ty: &ChType, buf: &[u8], pos: &mut usize, out: &mut ColumnBuilder) -> Result<(), String> {
+    if ty.array {
+        let (count, used) = varint(&buf[*pos..]).expect("row_len checked the row");
+        *pos += used;
+        let element = ty.element();
+        return out.append_list(|values| {
+            for _ in 0..count {
+                read_value(&element, buf, pos, values)?;
+            }
+            Ok(count as usize)
+        });
+    }
     if ty.nullable {
         *pos += 1;
         if buf[*pos - 1] == 1 {
@@ -142,6 +167,12 @@ pub fn encode(
         .collect::<Result<Vec<_>, _>>()?;
     for row in 0..batch.num_rows() {
         for ((column, ty), name) in columns.iter().zip(types).zip(names) {
+            if ty.array {
+                column
+                    .write(row, ty, out)
+                    .map_err(|e| format!("row {}, column `{name}`: {e}", before + row as u64 + 1))?;
+                continue;
+            }
             let null = column.array().is_null(row);
             if ty.nullable {
                 out.push(u8::from(null));
@@ -197,6 +228,29 @@ impl Wire {
             Self::Bytes(a) => return write_bytes(a.as_binary::<i32>().value(row), ty, out),
             Self::Cast(a) => a,
         };
+        if ty.array {
+            // A NULL list is the empty array: ClickHouse arrays cannot be NULL.
+            if a.is_null(row) {
+                put_varint(0, out);
+                return Ok(());
+            }
+            let lists = a.as_list::<i32>();
+            let (start, end) = (lists.value_offsets()[row] as usize, lists.value_offsets()[row + 1] as usize);
+            let (values, element) = (Self::Cast(lists.values().clone()), ty.element());
+            put_varint((end - start) as u64, out);
+            for i in start..end {
+                let null = values.array().is_null(i);
+                match (element.nullable, null) {
+                    (true, _) => out.push(u8::from(null)),
+                    (false, true) => return Err("a NULL element, and the array's elements are not Nullable".into()),
+                    (false, false) => {}
+                }
+                if !null {
+                    values.write(i, &element, out)?;
+                }
+            }
+            return Ok(());
+        }
         match ty.base {
             Base::Int { bytes: 1, signed: true } => {
                 out.extend_from_slice(&a.as_primitive::<Int8Type>().value(row).to_le_bytes())
@@ -259,20 +313,24 @@ fn write_bytes(bytes: &[u8], ty: &ChType, out: &mut Vec<u8>) -> Result<(), Strin
             out.resize(out.len() + n - bytes.len(), 0);
         }
         _ => {
-            let mut len = bytes.len() as u64;
-            loop {
-                let byte = (len & 0x7f) as u8;
-                len >>= 7;
-                if len == 0 {
-                    out.push(byte);
-                    break;
-                }
-                out.push(byte | 0x80);
-            }
+            put_varint(bytes.len() as u64, out);
             out.extend_from_slice(bytes);
         }
     }
     Ok(())
+}
+
+/// `n` as LEB128.
+fn put_varint(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 #[cfg(test)]

@@ -10,16 +10,23 @@
 //! | Date                           | Date32                        | Date32, Date64                          |
 //! | DateTime, DateTime('tz')       | Timestamp(µs, UTC)            | Timestamp (whole seconds only)          |
 //! | Nullable(T), LowCardinality(T) | T, nullable                   | Nullable(T) for nullable non-key columns |
+//! | Array(T) of the above          | List(T)                       | lists of scalars (a NULL list: `[]`)    |
+//! | (structs, maps: as JSON)       |                               | String holding the JSON                 |
 //!
-//! Other types (Enum, UUID, Array, Tuple, …) are refused with a hint to cast them in the step's query.
+//! Other types (Enum, UUID, Tuple, nested arrays, …) are refused with a hint to cast them in the step's query.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 
 /// A column type Weir reads and writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChType {
     pub base: Base,
+    /// Whether the values (an array's elements, for an array) may be NULL.
     pub nullable: bool,
+    /// An `Array` of values of `base`; ClickHouse arrays themselves are never NULL.
+    pub array: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +45,10 @@ impl ChType {
     /// The type ClickHouse names `name` (`Nullable(Decimal(12, 2))`), or `None` for one Weir does not handle.
     pub fn parse(name: &str) -> Option<Self> {
         let name = name.trim();
+        if let Some(inner) = unwrap(name, "Array") {
+            let element = Self::parse(inner).filter(|e| !e.array)?;
+            return Some(Self { array: true, ..element });
+        }
         if let Some(inner) = unwrap(name, "Nullable") {
             return Some(Self { nullable: true, ..Self::parse(inner)? });
         }
@@ -74,11 +85,28 @@ impl ChType {
                 }
             }
         };
-        Some(Self { base, nullable: false })
+        Some(Self { base, nullable: false, array: false })
+    }
+
+    /// An array's element type; a scalar's own.
+    pub fn element(&self) -> Self {
+        Self { array: false, ..*self }
+    }
+
+    /// `element` as a list of it, for an array.
+    fn listed(&self, element: DataType) -> DataType {
+        match self.array {
+            true => DataType::List(Arc::new(Field::new("item", element, self.nullable))),
+            false => element,
+        }
     }
 
     /// How values of this type read in Arrow. Unsigned types narrower than 64 bits widen to the next signed type.
     pub fn arrow(&self) -> DataType {
+        self.listed(self.element_arrow())
+    }
+
+    fn element_arrow(&self) -> DataType {
         match self.base {
             Base::Int { bytes: 1, signed: true } => DataType::Int8,
             Base::Int { bytes: 1, signed: false } | Base::Int { bytes: 2, signed: true } => DataType::Int16,
@@ -97,6 +125,10 @@ impl ChType {
     /// The Arrow type a column is cast to before its values are encoded: the exact width of the wire value, so an
     /// out-of-range value fails the cast instead of wrapping.
     pub fn wire_arrow(&self) -> DataType {
+        self.listed(self.element_wire_arrow())
+    }
+
+    fn element_wire_arrow(&self) -> DataType {
         match self.base {
             Base::Int { bytes: 1, signed: true } => DataType::Int8,
             Base::Int { bytes: 2, signed: true } => DataType::Int16,
@@ -107,7 +139,7 @@ impl ChType {
             Base::Int { bytes: 4, .. } => DataType::UInt32,
             Base::Int { .. } => DataType::UInt64,
             Base::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
-            _ => self.arrow(),
+            _ => self.element_arrow(),
         }
     }
 }
@@ -119,6 +151,12 @@ fn unwrap<'a>(name: &'a str, family: &str) -> Option<&'a str> {
 
 /// The ClickHouse type Weir gives a new column of Arrow type `ty`, `Nullable` unless `not_null`.
 pub fn ddl_type(ty: &DataType, not_null: bool) -> Option<String> {
+    if let DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) = ty
+        && !crate::db::nested::is_nested(f.data_type())
+    {
+        // Arrays cannot be Nullable in ClickHouse; their elements can.
+        return Some(format!("Array({})", ddl_type(f.data_type(), !f.is_nullable())?));
+    }
     let base = match ty {
         DataType::Boolean | DataType::Int8 => "Int8".to_string(),
         DataType::Int16 => "Int16".into(),
@@ -133,7 +171,7 @@ pub fn ddl_type(ty: &DataType, not_null: bool) -> Option<String> {
         DataType::Decimal128(p, s) if *s >= 0 => format!("Decimal({p}, {s})"),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => "String".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "String".into(),
-        // Lists, structs and maps as JSON text.
+        // Structs, maps and lists of them as JSON text.
         ty if crate::db::nested::is_nested(ty) => "String".into(),
         DataType::Date32 | DataType::Date64 => "Date".into(),
         DataType::Timestamp(..) => "DateTime".into(),
@@ -156,7 +194,10 @@ mod tests {
         assert_eq!(ChType::parse("LowCardinality(String)").unwrap().base, Base::String);
         assert_eq!(ChType::parse("FixedString(3)").unwrap().base, Base::FixedString(3));
         assert_eq!(ChType::parse("UInt32").unwrap().arrow(), DataType::Int64);
-        assert!(ChType::parse("Array(String)").is_none() && ChType::parse("Enum8('a' = 1)").is_none());
+        let tags = ChType::parse("Array(Nullable(String))").unwrap();
+        assert_eq!(tags.arrow(), DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))));
+        assert_eq!(ddl_type(&tags.arrow(), false).as_deref(), Some("Array(Nullable(String))"));
+        assert!(ChType::parse("Array(Array(Int8))").is_none() && ChType::parse("Enum8('a' = 1)").is_none());
     }
 
     #[test]

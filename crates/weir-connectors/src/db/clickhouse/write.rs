@@ -269,7 +269,7 @@ async fn evolve(
         let current = existing.iter().find(|c| c.name == *field.name()).and_then(|c| ChType::parse(&c.db_type));
         let not_null = match (change, &current) {
             (ColumnChange::Fits, Some(current)) => {
-                columns.push((field.name().clone(), current.clone()));
+                columns.push((field.name().clone(), *current));
                 continue;
             }
             (ColumnChange::Widen, Some(current)) => !current.nullable,
@@ -351,7 +351,7 @@ impl Staging {
         input: DataFrame,
     ) -> Result<u64> {
         let names: Vec<&str> = self.sent.iter().map(|(n, _)| n.as_str()).collect();
-        let types: Vec<ChType> = self.sent.iter().map(|(_, t)| t.clone()).collect();
+        let types: Vec<ChType> = self.sent.iter().map(|(_, t)| *t).collect();
         let mut into_columns: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
         if self.numbered {
             into_columns.push(quote_ident(ROW_NUMBER));
@@ -369,7 +369,9 @@ impl Staging {
                 arrays.push(match is_flag {
                     true => cast(&array, &DataType::Boolean)?,
                     // Nested values go into `String` columns as their JSON.
-                    false if crate::db::nested::is_nested(array.data_type()) => crate::db::nested::json_text(&array)?,
+                    false if crate::db::nested::is_nested(array.data_type()) && !types[i].array => {
+                        crate::db::nested::json_text(&array)?
+                    }
                     false => array,
                 });
             }
@@ -412,7 +414,8 @@ fn type_name(ty: &ChType) -> String {
         Base::Date => "Date".into(),
         Base::DateTime => "DateTime".into(),
     };
-    if ty.nullable { format!("Nullable({base})") } else { base }
+    let value = if ty.nullable { format!("Nullable({base})") } else { base };
+    if ty.array { format!("Array({value})") } else { value }
 }
 
 /// A statement of the commit.

@@ -12,7 +12,8 @@ use tracing::info;
 use weir_engine::StepContext;
 use weir_spec::{ReadWebhook, WebhookFormat};
 
-use crate::files::json::{Origin, RecordDecoder, declared_schema};
+use crate::db::types::declared_schema;
+use crate::files::json::{Origin, RecordDecoder};
 use crate::http::{objects, parse_path, select_values};
 
 pub fn table(spec: &ReadWebhook, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {

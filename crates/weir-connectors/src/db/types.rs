@@ -1,6 +1,24 @@
 //! SQL type names in pipeline files (`schema:` of sources) to Arrow types.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::error::{DataFusionError, Result};
+use weir_spec::OrderedMap;
+
+/// The Arrow schema a `schema:` mapping of column to SQL type declares.
+pub fn declared_schema(columns: Option<&OrderedMap<String>>) -> Result<Option<SchemaRef>> {
+    let Some(columns) = columns else { return Ok(None) };
+    let fields = columns
+        .iter()
+        .map(|(name, ty)| {
+            parse_sql_type(ty)
+                .map(|t| Field::new(name, t, true))
+                .map_err(|e| DataFusionError::Plan(format!("schema of column `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Arc::new(Schema::new(fields))))
+}
 
 /// Parses a SQL type name as written in a `schema:` block.
 pub fn parse_sql_type(text: &str) -> Result<DataType, String> {

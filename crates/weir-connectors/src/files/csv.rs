@@ -24,7 +24,7 @@ use tracing::info;
 use weir_engine::{NewDeadLetter, StepContext};
 use weir_spec::ReadCsv;
 
-use crate::db::types::parse_sql_type;
+use crate::db::types::declared_schema;
 use crate::files::paths::{self, InputFile};
 use crate::object_store::download as arriving;
 use crate::object_store::remote::{self, Arrival};
@@ -35,17 +35,8 @@ pub async fn table(session: &SessionContext, spec: &ReadCsv, cx: &StepContext) -
     let path = remote::localize(rendered.clone(), spec.connection.as_ref(), cx, Arrival::Streamed).await?;
     let inputs = paths::list(&path, spec.hive_partitioning)?;
     info!(step = %cx.step, files = inputs.len(), "Starting extract from {path}");
-    let file_schema = match &spec.schema {
-        Some(columns) => Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|(name, ty)| {
-                    parse_sql_type(ty)
-                        .map(|t| Field::new(name, t, true))
-                        .map_err(|e| DataFusionError::Plan(format!("schema of column `{name}`: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()?,
-        )),
+    let file_schema = match declared_schema(spec.schema.as_ref())? {
+        Some(schema) => schema,
         None => {
             // A download is named by its URL, not by its scratch copy.
             let first = inputs[0].path.display().to_string();
@@ -468,17 +459,7 @@ impl<'a> FileReader<'a> {
         let rejected = std::mem::take(&mut self.rejected);
         self.cx.reject(rejected)?;
         let kept = typed.first().map_or(0, |a| a.len());
-        for (_, value) in &self.file.partitions {
-            typed.push(Arc::new(StringArray::from(vec![value.as_str(); kept])));
-        }
-        if typed.len() < self.schema.fields().len() {
-            return Err(DataFusionError::Execution(format!(
-                "{}: not under the same partition directories as the first file",
-                self.file.path.display()
-            )));
-        }
-        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(kept));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), typed, &options)?)
+        paths::with_partitions(self.schema, typed, kept, self.file)
     }
 }
 

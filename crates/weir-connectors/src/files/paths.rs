@@ -143,6 +143,27 @@ pub fn open(path: &Path, compression: Compression) -> Result<Box<dyn std::io::Re
     })
 }
 
+/// A batch of `schema` from a file's own `columns` of `rows` rows and the partition values of `file` after them.
+pub fn with_partitions(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    mut columns: Vec<datafusion::arrow::array::ArrayRef>,
+    rows: usize,
+    file: &InputFile,
+) -> Result<datafusion::arrow::record_batch::RecordBatch> {
+    use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+    for (_, value) in &file.partitions {
+        columns.push(std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![value.as_str(); rows])));
+    }
+    if columns.len() != schema.fields().len() {
+        return Err(DataFusionError::Execution(format!(
+            "{}: not under the same partition directories as the first file",
+            file.path.display()
+        )));
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,8 @@ use weir_spec::EnrichApi;
 use super::client::{Client, Request};
 use super::read::{parse_body, parse_path, select_records};
 use super::{Target, connect, method};
-use crate::files::json::{Origin, declared_schema, spilled_ndjson};
+use crate::db::types::declared_schema;
+use crate::files::json::{Origin, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let input = session.table(spec.input.value.as_str()).await?;

@@ -22,7 +22,8 @@ use weir_spec::{Paginate, ReadApi};
 
 use super::client::{Page, Request};
 use super::{absolute, connect, method};
-use crate::files::json::{Origin, declared_schema, flattened, spilled_ndjson};
+use crate::db::types::declared_schema;
+use crate::files::json::{Origin, flattened, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(spec.schema.as_ref())?;

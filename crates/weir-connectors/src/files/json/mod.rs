@@ -10,10 +10,9 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::{DataFusionError, Result};
@@ -25,12 +24,12 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionContext, ident};
 use tracing::info;
 use weir_engine::StepContext;
-use weir_spec::{Compression, OrderedMap, ReadJson};
+use weir_spec::{Compression, ReadJson};
 
 pub use decode::{Origin, RecordDecoder};
 use split::Records;
 
-use crate::db::types::parse_sql_type;
+use crate::db::types::declared_schema;
 use crate::files::paths::{self, InputFile};
 use crate::object_store::remote::{self, Arrival};
 
@@ -232,7 +231,8 @@ impl PartitionStream for JsonPartition {
                 let mut records = records(file, compression)?;
                 let mut decoder = RecordDecoder::new(file_schema.clone(), inferred, &cx, file.origin.clone());
                 let emit = |batch: RecordBatch| -> Result<bool> {
-                    let batch = with_partitions(&schema, batch, &file.input)?;
+                    let rows = batch.num_rows();
+                    let batch = paths::with_partitions(&schema, batch.columns().to_vec(), rows, &file.input)?;
                     Ok(batch.num_rows() == 0 || tx.blocking_send(Ok(batch)).is_ok())
                 };
                 while let Some(record) = records.next_record().map_err(|e| split_error(file, e))? {
@@ -249,37 +249,6 @@ impl PartitionStream for JsonPartition {
         });
         builder.build()
     }
-}
-
-/// `batch` with the partition columns of `file` after its own.
-fn with_partitions(schema: &SchemaRef, batch: RecordBatch, file: &InputFile) -> Result<RecordBatch> {
-    let rows = batch.num_rows();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    for (_, value) in &file.partitions {
-        columns.push(Arc::new(StringArray::from(vec![value.as_str(); rows])));
-    }
-    if columns.len() != schema.fields().len() {
-        return Err(DataFusionError::Execution(format!(
-            "{}: not under the same partition directories as the first file",
-            file.path.display()
-        )));
-    }
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
-}
-
-/// The Arrow schema a `schema:` mapping of column to SQL type declares.
-pub(crate) fn declared_schema(columns: Option<&OrderedMap<String>>) -> Result<Option<SchemaRef>> {
-    let Some(columns) = columns else { return Ok(None) };
-    let fields = columns
-        .iter()
-        .map(|(name, ty)| {
-            parse_sql_type(ty)
-                .map(|t| Field::new(name, t, true))
-                .map_err(|e| DataFusionError::Plan(format!("schema of column `{name}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Arc::new(Schema::new(fields))))
 }
 
 /// `table` as is, or with its nested objects turned into `parent.child` columns.

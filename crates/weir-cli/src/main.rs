@@ -123,9 +123,14 @@ enum Command {
     Backfill(commands::backfill::BackfillArgs),
     /// Run a directory of pipelines on their triggers (cron, every, after, webhook), with a JSON API and /metrics.
     #[command(
-        after_help = "Examples:\n  weir serve pipelines/ --listen 127.0.0.1:8080\n  WEIR_STATE=postgres://weir@db/weir weir serve pipelines/   (on several machines: they share runs, schedules and takeovers)\n  curl -X POST 127.0.0.1:8080/api/pipelines/orders/runs     (a manual run; ?wait=true answers when it ends)\n  curl 127.0.0.1:8080/api/pipelines                         (next and last run of each)\n  curl 127.0.0.1:8080/metrics                               (Prometheus)"
+        after_help = "Examples:\n  weir serve pipelines/ --listen 127.0.0.1:8080\n  weir serve pipelines/ --listen 0.0.0.0:8080 --tokens tokens.yaml --tls-cert cert.pem --tls-key key.pem\n  weir serve pipelines/ --hooks-listen 0.0.0.0:8443   (webhooks face the network, the API stays on 127.0.0.1)\n  WEIR_STATE=postgres://weir@db/weir weir serve pipelines/   (on several machines: they share runs, schedules and takeovers)\n  curl -X POST -H 'Content-Type: application/json' -H \"Authorization: Bearer $TOKEN\" 127.0.0.1:8080/api/pipelines/orders/runs\n                                                           (a manual run; ?wait=true answers when it ends)\n  curl -H \"Authorization: Bearer $TOKEN\" 127.0.0.1:8080/api/pipelines   (next and last run of each)\n  curl 127.0.0.1:8080/metrics      (Prometheus: open without tokens or with --open-metrics, else a metrics token)\n\nA call that changes something must be sent as `Content-Type: application/json`; calls from other sites' pages\nare refused."
     )]
     Serve(commands::serve::ServeArgs),
+    /// Make an API token for `weir serve`: prints the secret once, and the tokens-file line that accepts it.
+    #[command(
+        after_help = "Examples:\n  weir token ci --role operate >> ci.secret      (the file line goes to stderr)\n  weir token grafana --role metrics\n\nRoles: metrics < read < operate < admin; each may do all the ones before it may."
+    )]
+    Token(commands::serve::TokenArgs),
 }
 
 impl Global {
@@ -205,6 +210,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::State(cmd) => commands::inspect::state(g, cmd),
         Command::Dlq(cmd) => commands::inspect::dlq(g, cmd).await,
         Command::Serve(args) => commands::serve::serve(g, args).await,
+        Command::Token(args) => commands::serve::token(args),
         Command::Backfill(args) => commands::backfill::backfill(g, args).await,
     }
 }

@@ -1,12 +1,15 @@
 //! `weir serve`: one process that runs a project's pipelines on their triggers (cron, intervals, webhooks, other
 //! pipelines), serves the JSON API and `/metrics`, and reloads changed pipeline files.
 
+mod access;
 mod hooks;
 mod http;
+mod limit;
 mod metrics;
 mod project;
 mod runner;
 mod schedule;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,13 +21,15 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 use weir_engine::{CancellationToken, LogSink, StateLocation, StateStore};
 
+pub use access::{Role, TokenError, Tokens, file_entry as token_file_entry, generate as generate_token};
 pub use hooks::{Refused, authenticate};
 pub use project::Project;
 pub use runner::{Finished, Runner, TriggerError};
 pub use schedule::{Fire, Schedule, Scheduler};
+pub use tls::TlsFiles;
 
 /// How to serve.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Config {
     /// The directory of pipeline files.
     pub project: PathBuf,
@@ -36,7 +41,18 @@ pub struct Config {
     pub state: StateLocation,
     /// How long an instance of a shared store may miss heartbeats before its runs are taken over.
     pub lease: Duration,
+    /// Where the API, the dashboard and `/metrics` are served, and the webhooks unless `hooks_listen` is given.
     pub listen: SocketAddr,
+    /// A listener for the webhooks alone, so they can face the network while the API stays on loopback.
+    pub hooks_listen: Option<SocketAddr>,
+    /// Serve both listeners over TLS with this certificate.
+    pub tls: Option<TlsFiles>,
+    /// The API tokens; with none, anyone who reaches `listen` may do everything, so `listen` must be a loopback
+    /// address unless `insecure_no_auth`.
+    pub tokens: Tokens,
+    pub insecure_no_auth: bool,
+    /// `/metrics` answers without a token.
+    pub open_metrics: bool,
     /// Runs at once across all pipelines.
     pub max_runs: usize,
     /// How often pipeline files are checked for changes.
@@ -47,6 +63,14 @@ pub struct Config {
 
 /// Serves until `shutdown` is cancelled, then lets running runs stop (they roll back their open batch).
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.tokens.is_empty() && !config.listen.ip().is_loopback() && !config.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to serve the API on {} without tokens: anyone who can reach it could start and cancel runs and \
+             read dead letters. Give tokens (--tokens FILE or WEIR_API_TOKENS; `weir token` makes one), listen on \
+             127.0.0.1, or pass --insecure-no-auth",
+            config.listen
+        );
+    }
     let project =
         Project::load(&config.project).with_context(|| format!("cannot read {}", config.project.display()))?;
     info!(
@@ -65,21 +89,77 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         if store.is_shared() { "shared" } else { "embedded" }
     );
     config.run_logs.attach(store.clone());
+    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let api =
+        std::net::TcpListener::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let hooks = config
+        .hooks_listen
+        .map(|addr| std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}")))
+        .transpose()?;
+
     let scheduler = Arc::new(Mutex::new(build_scheduler(&project, &store)));
     let runner =
         Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
     runner.resume_interrupted();
-
     tokio::spawn(takeover_loop(runner.clone(), config.lease, shutdown.clone()));
     tokio::spawn(schedule_loop(runner.clone(), scheduler.clone(), shutdown.clone()));
-    tokio::spawn(reload_loop(runner.clone(), scheduler.clone(), config.clone(), shutdown.clone()));
+    tokio::spawn(reload_loop(
+        runner.clone(),
+        scheduler.clone(),
+        config.project.clone(),
+        config.reload_every,
+        shutdown.clone(),
+    ));
+    if let (Some(files), Some(tls)) = (config.tls.clone(), tls.clone()) {
+        tokio::spawn(files.watch(tls, shutdown.clone()));
+    }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!("Serving on http://{}", listener.local_addr()?);
-    let app = http::router(http::AppState { runner, scheduler });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    if config.tokens.is_empty() {
+        warn!("The API has no tokens: anyone who can reach {} may start runs and read dead letters", config.listen);
+    } else {
+        info!(tokens = config.tokens.len(), "The API takes {} token(s)", config.tokens.len());
+    }
+    let state = http::AppState {
+        runner,
+        scheduler,
+        access: Arc::new(access::Access::new(config.tokens, config.open_metrics, tls.is_some())),
+        replays: Default::default(),
+        hook_requests: Default::default(),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut served =
+        vec![tokio::spawn(listen(api, tls.clone(), http::router(state.clone(), hooks.is_none()), shutdown.clone()))];
+    info!("Serving on {scheme}://{}", config.listen);
+    if let Some(hooks) = hooks {
+        info!("Serving webhooks on {scheme}://{}", hooks.local_addr()?);
+        served.push(tokio::spawn(listen(hooks, tls, http::hooks_router(state), shutdown.clone())));
+    }
+    for listener in served {
+        listener.await??;
+    }
+    Ok(())
+}
+
+/// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is given; requests going finish first.
+async fn listen(
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+    });
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await?,
+        Some(tls) => axum_server::tls_rustls::from_tcp_rustls(listener, tls)?.handle(handle).serve(app).await?,
+    }
     Ok(())
 }
 
@@ -135,18 +215,19 @@ async fn takeover_loop(runner: Arc<Runner>, lease: Duration, shutdown: Cancellat
 async fn reload_loop(
     runner: Arc<Runner>,
     scheduler: Arc<Mutex<Scheduler>>,
-    config: Config,
+    dir: PathBuf,
+    every: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(config.reload_every) => {}
+            () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
-        let changed = match runner.project_mut().reload(&config.project) {
+        let changed = match runner.project_mut().reload(&dir) {
             Ok(changed) => changed,
             Err(e) => {
-                warn!("Cannot re-read {}: {e}", config.project.display());
+                warn!("Cannot re-read {}: {e}", dir.display());
                 continue;
             }
         };

@@ -32,7 +32,7 @@ pub use model::{
 pub use serde_saphyr::Spanned;
 pub use step::*;
 pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
-pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, Trigger, Webhook};
+pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, RateLimit, Trigger, Webhook};
 pub use value::{TypedValue, ValueType};
 
 /// The JSON Schema of a pipeline file, generated from the Rust types so it can never drift from the parser, with

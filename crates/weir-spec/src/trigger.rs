@@ -64,6 +64,32 @@ pub struct Webhook {
     /// The largest body accepted, in bytes; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body: usize,
+    /// At most this many requests in each `per` (429 beyond, with `Retry-After`), e.g. `{ requests: 60, per: 1m }`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// A request header naming each delivery (`Idempotency-Key`, GitHub's `X-GitHub-Delivery`). A request whose
+    /// key was seen within `replay_window` is answered as the first was, without starting a second run.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// How long an idempotency key is remembered.
+    #[serde(default = "default_replay_window")]
+    pub replay_window: Duration,
+}
+
+/// A hook's request allowance.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+
+fn default_replay_window() -> Duration {
+    Duration(std::time::Duration::from_secs(24 * 3600))
 }
 
 fn default_max_body() -> usize {
@@ -170,6 +196,14 @@ impl Trigger {
             out.push(Diagnostic::at(
                 &hook.name,
                 format!("webhook `{}`: give exactly one of `token` and `hmac`", hook.name.value),
+            ));
+        }
+        if let Some(limit) = self.webhook.as_ref().and_then(|h| h.rate_limit)
+            && (limit.requests == 0 || limit.per.0.is_zero())
+        {
+            out.push(Diagnostic::new(
+                at,
+                format!("trigger {}: `rate_limit` needs requests and per above zero", index + 1),
             ));
         }
     }

@@ -5,6 +5,7 @@
 mod common;
 mod conformance;
 
+mod access;
 mod api;
 mod cli;
 mod clickhouse;

@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::postgres::TestDb;
 use crate::common::serve;
+use crate::common::server::Server;
 use axum::Router;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
@@ -44,73 +45,6 @@ fn project(dir: &Path, api: SocketAddr) {
     write(dir, "b.yaml", &api_to("b"));
     write(dir, "c.yaml", &api_to("c"));
     write(dir, "d.yaml", &csv_to("d", "  - after: [b, c]"));
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Self {
-        Self::start_with(dir, &[]).await
-    }
-
-    async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}"), "--reload-secs", "0.2"])
-            .env_remove("WEIR_STATE_DIR")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.http.get(format!("{}/api/pipelines", server.base)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "weir serve did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        server
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let text = self.http.get(format!("{}{path}", self.base)).send().await.unwrap().text().await.unwrap();
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
-    }
-
-    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-        let mut request = self.http.post(format!("{}{path}", self.base)).body(body.to_string());
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// The runs of `pipeline`, oldest first, once at least `count` have ended.
-    async fn runs(&self, pipeline: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let runs = self.get(&format!("/api/runs?pipeline={pipeline}")).await["runs"].as_array().unwrap().clone();
-            if runs.iter().filter(|r| r["status"] != "running").count() >= count {
-                return runs.into_iter().rev().collect();
-            }
-            assert!(Instant::now() < deadline, "{pipeline}: fewer than {count} finished runs: {runs:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
 }
 
 fn time(run: &Value, field: &str) -> DateTime<Utc> {
@@ -456,4 +390,10 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
     // The replay button's request: with the rule unchanged, every dead letter fails again and stays.
     let (status, reply) = server.post("/api/dead-letters/replay?pipeline=orders&step=checked", &[], "").await;
     assert_eq!((status, reply["failed_again"].as_u64()), (200, Some(4)), "{reply}");
+
+    // The audit log shows each call that changed something: the runs started, the cancel and the replay.
+    let audit = page("/audit").await.unwrap();
+    assert!(audit.contains("POST /api/runs/") && audit.contains("/cancel"), "{audit}");
+    assert!(audit.contains("POST /api/dead-letters/replay?pipeline=orders&amp;step=checked"), "{audit}");
+    assert!(audit.matches("<tr data-audit").count() >= 6, "{audit}");
 }

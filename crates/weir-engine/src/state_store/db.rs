@@ -107,6 +107,14 @@ CREATE TABLE IF NOT EXISTS instances (
     started_at   TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq         {id},
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    status      BIGINT NOT NULL
+);
 {create_view} pipeline_metrics AS
 SELECT
     r.pipeline AS pipeline_id,

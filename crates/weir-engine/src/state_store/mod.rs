@@ -2,6 +2,7 @@
 //! Embedded by default (SQLite, [`sqlite`]); shared by several instances in PostgreSQL ([`postgres`]). Every
 //! operation below is one transaction written once for both (see [`db`]).
 
+mod audit;
 mod checkpoints;
 mod checks;
 mod db;
@@ -13,6 +14,7 @@ mod runs;
 mod sqlite;
 mod values;
 
+pub use audit::AuditEntry;
 pub use checks::CheckRecord;
 pub use dead_letters::{DeadLetter, DeadLetterFilter, NewDeadLetter};
 pub use logs::LogLine;

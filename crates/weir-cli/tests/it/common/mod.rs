@@ -8,6 +8,7 @@ pub mod gcs_xml;
 pub mod mysql;
 pub mod postgres;
 pub mod running;
+pub mod server;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 

@@ -1,39 +1,14 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Weir</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
-  header { background: #1d2330; color: #fff; padding: 10px 20px; display: flex; gap: 20px; align-items: baseline; }
-  header a { color: #cfd6e4; text-decoration: none; }
-  header h1 { font-size: 18px; margin: 0; }
-  main { padding: 16px 20px; }
-  table { border-collapse: collapse; background: #fff; width: 100%; margin-bottom: 16px; }
-  th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #e3e6eb; vertical-align: top; }
-  th { background: #eef0f4; font-weight: 600; }
-  .status-success { color: #1a7f37; font-weight: 600; }
-  .status-failed { color: #c62828; font-weight: 600; }
-  .status-running { color: #9a6700; font-weight: 600; }
-  .error { color: #c62828; white-space: pre-wrap; }
-  .muted { color: #6b7385; }
-  button { cursor: pointer; }
-  svg text { font: 12px system-ui, sans-serif; }
-  .charts { display: flex; gap: 16px; flex-wrap: wrap; }
-  .chart { background: #fff; padding: 8px; }
-</style>
-</head>
-<body>
-<header><h1>Weir</h1><a href="#/">Pipelines</a><span id="clock" class="muted"></span></header>
-<main id="view">Loading…</main>
-<script>
 "use strict";
 const view = document.getElementById("view");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-const api = async (path, options) => {
-  const response = await fetch(path, options);
-  const body = await response.json();
+// Calls the API; a request that changes something is sent as JSON (the server refuses anything else), and an
+// ended session goes back to the sign-in page.
+const api = async (path, options = {}) => {
+  const method = options.method ?? "GET";
+  const init = method === "GET" ? {} : { method, headers: { "Content-Type": "application/json" }, body: options.body ?? "" };
+  const response = await fetch(path, init);
+  if (response.status === 401) { location.href = "/signin"; throw new Error("signed out"); }
+  const body = response.status === 204 ? {} : await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
 };
@@ -163,6 +138,23 @@ async function dlq(name) {
   });
 }
 
+// Every call that changed something, newest first (only an admin token may read it).
+async function audit() {
+  const { audit } = await api("/api/audit?limit=200");
+  const rows = audit.map((a) => `<tr data-audit><td>${esc(a.at)}</td><td>${esc(a.actor)}</td><td>${esc(a.address)}</td>
+      <td><code>${esc(a.action)}</code></td><td>${a.status}</td></tr>`);
+  view.innerHTML = `<h2>Audit log</h2><table id="audit"><tr><th>When</th><th>Who</th><th>From</th><th>What</th><th>Outcome</th></tr>${rows.join("")}</table>`;
+}
+
+// Who is signed in, and a way out when the server asks for tokens.
+async function who() {
+  const me = await api("/api/session");
+  document.getElementById("who").textContent = me.tokens ? `${me.name} (${me.role})` : "";
+  const out = document.getElementById("sign-out");
+  out.hidden = !me.tokens;
+  out.onclick = async () => { await api("/api/session", { method: "DELETE" }); location.href = "/signin"; };
+}
+
 // Whether the page shows a run still going, which refreshes like the pipeline list.
 let live = false;
 
@@ -173,6 +165,7 @@ async function render() {
     if (page === "pipeline") await pipeline(arg);
     else if (page === "run") await run(arg);
     else if (page === "dlq") await dlq(arg);
+    else if (page === "audit") await audit();
     else await pipelines();
   } catch (e) {
     view.innerHTML = `<p class="error">${esc(e.message)}</p>`;
@@ -180,9 +173,7 @@ async function render() {
   document.getElementById("clock").textContent = "updated " + new Date().toLocaleTimeString();
 }
 window.addEventListener("hashchange", render);
+who();
 render();
 // Live progress: the pipeline list, and a run still going, refresh every two seconds.
 setInterval(() => { if ((location.hash || "#/") === "#/" || live) render(); }, 2000);
-</script>
-</body>
-</html>

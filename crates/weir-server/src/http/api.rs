@@ -1,60 +1,21 @@
-//! The HTTP side of `weir serve`: the JSON API, webhook triggers and `/metrics`.
+//! The JSON API's routes; who may call each is decided in the router.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_engine::DeadLetterFilter;
-use weir_spec::{Pipeline, StepKind};
+use weir_spec::{Pipeline, TypedValue};
 
-use crate::hooks::{Refused, authenticate};
-use crate::runner::{Finished, Runner, TriggerError};
-use crate::schedule::Scheduler;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub runner: Arc<Runner>,
-    pub scheduler: Arc<Mutex<Scheduler>>,
-}
-
-/// Bodies above this are refused before any hook looks at them; each hook has its own, smaller, `max_body`.
-const BODY_CEILING: usize = 64 << 20;
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/pipelines", get(pipelines))
-        .route("/api/pipelines/{name}/runs", post(trigger))
-        .route("/api/runs", get(runs))
-        .route("/api/pipelines/{name}/state", get(pipeline_state))
-        .route("/api/runs/{id}", get(run))
-        .route("/api/runs/{id}/cancel", post(cancel))
-        .route("/api/dead-letters", get(dead_letters))
-        .route("/hooks/{name}", post(hook))
-        .route("/api/dead-letters/replay", post(replay))
-        .route("/api/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/", get(dashboard))
-        .layer(DefaultBodyLimit::max(BODY_CEILING))
-        .with_state(state)
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
-}
-
-fn internal(e: impl std::fmt::Display) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, e)
-}
+use super::{AppState, error, internal};
+use crate::runner::TriggerError;
 
 /// Every pipeline: definition summary, triggers, next scheduled run, last run, runs going.
-async fn pipelines(State(app): State<AppState>) -> Response {
+pub(super) async fn pipelines(State(app): State<AppState>) -> Response {
     let project = app.runner.project().clone();
     let store = app.runner.store();
     let mut out = Vec::new();
@@ -97,7 +58,7 @@ async fn pipelines(State(app): State<AppState>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct RunsQuery {
+pub(super) struct RunsQuery {
     pipeline: Option<String>,
     status: Option<String>,
     #[serde(default = "default_limit")]
@@ -108,7 +69,7 @@ fn default_limit() -> usize {
     50
 }
 
-async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+pub(super) async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
     match app.runner.store().runs(q.pipeline.as_deref(), q.limit) {
         Ok(runs) => axum::Json(json!({ "runs": runs.into_iter().filter(|r| q.status.as_ref().is_none_or(|s| *s == r.status)).collect::<Vec<_>>() })).into_response(),
         Err(e) => internal(e),
@@ -116,7 +77,7 @@ async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Respon
 }
 
 /// One run with its per-step metrics and checks.
-async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     let store = app.runner.store();
     let detail = (|| {
         let Some(run) = store.run(&id)? else { return Ok(None) };
@@ -136,7 +97,7 @@ async fn run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
 
 /// `POST /api/runs/{id}/cancel`: stops a run going in this instance; its open batch rolls back and it is recorded
 /// failed ("cancelled"). Batches it committed stay (`commit_every`), and it is not resumed on its own.
-async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     if app.runner.cancel(&id) {
         return (StatusCode::ACCEPTED, axum::Json(json!({ "run_id": id, "status": "cancelling" }))).into_response();
     }
@@ -151,7 +112,7 @@ async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Response
 }
 
 /// `GET /api/pipelines/{name}/state`: each declared state value, stored or its default, with when it was saved.
-async fn pipeline_state(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+pub(super) async fn pipeline_state(State(app): State<AppState>, Path(name): Path<String>) -> Response {
     let Some(entry) = app.runner.project().pipelines.get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("no pipeline `{name}` in this project"));
     };
@@ -175,13 +136,13 @@ async fn pipeline_state(State(app): State<AppState>, Path(name): Path<String>) -
 }
 
 #[derive(Deserialize)]
-struct DeadLetterQuery {
+pub(super) struct DeadLetterQuery {
     pipeline: String,
     run: Option<String>,
     step: Option<String>,
 }
 
-async fn dead_letters(State(app): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Response {
+pub(super) async fn dead_letters(State(app): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Response {
     let filter = DeadLetterFilter { run_id: q.run, step: q.step, id: None };
     let letters = app
         .runner
@@ -194,14 +155,14 @@ async fn dead_letters(State(app): State<AppState>, Query(q): Query<DeadLetterQue
 }
 
 #[derive(Deserialize, Default)]
-struct TriggerQuery {
+pub(super) struct TriggerQuery {
     /// Answer when the run has ended, with its outcome, instead of at once.
     #[serde(default)]
-    wait: bool,
+    pub(super) wait: bool,
 }
 
 /// `POST /api/pipelines/{name}/runs` with an optional JSON object of variables.
-async fn trigger(
+pub(super) async fn trigger(
     State(app): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<TriggerQuery>,
@@ -214,80 +175,7 @@ async fn trigger(
     start(&app, &name, "api", variables, q.wait).await
 }
 
-/// `POST /hooks/{name}`: the webhook trigger whose `name` matches, authenticated as it says.
-async fn hook(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<TriggerQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let found = app.runner.project().pipelines.iter().find_map(|(pipeline, entry)| {
-        entry
-            .pipeline
-            .triggers
-            .iter()
-            .find_map(|t| t.webhook.clone().filter(|w| w.name.value == name))
-            .map(|w| (pipeline.clone(), w))
-    });
-    let response = match found {
-        None => error(StatusCode::NOT_FOUND, format!("no webhook `{name}`")),
-        Some((pipeline, webhook)) => {
-            let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
-            match authenticate(&webhook, header, &body, chrono::Utc::now()) {
-                Err(refused @ Refused::TooLarge { .. }) => error(StatusCode::PAYLOAD_TOO_LARGE, refused),
-                Err(refused @ Refused::Unauthorized(_)) => error(StatusCode::UNAUTHORIZED, refused),
-                Err(refused @ Refused::Misconfigured(_)) => internal(refused),
-                Ok(()) if takes_records(&app, &pipeline) => ingest(&app, &pipeline, &body).await,
-                Ok(()) => match variables(&body) {
-                    Ok(variables) => start(&app, &pipeline, "webhook", variables, q.wait).await,
-                    Err(e) => error(StatusCode::BAD_REQUEST, e),
-                },
-            }
-        }
-    };
-    app.runner.metrics.hook(&name, response.status().as_u16());
-    response
-}
-
-/// Whether `pipeline` reads its webhook's body as records (a `read_webhook` step) rather than as variables.
-fn takes_records(app: &AppState, pipeline: &str) -> bool {
-    let project = app.runner.project();
-    project
-        .pipelines
-        .get(pipeline)
-        .is_some_and(|e| e.pipeline.steps.iter().any(|s| matches!(s.kind, StepKind::ReadWebhook(_))))
-}
-
-/// Runs `pipeline` on the request's records and answers once its loads have committed: 200 with the run and the
-/// records taken, or 422 with why nothing was loaded. A request that finds the pipeline busy waits its turn.
-async fn ingest(app: &AppState, pipeline: &str, body: &[u8]) -> Response {
-    let payload: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
-    };
-    let payload = Arc::new(payload);
-    let handle = loop {
-        match app.runner.trigger(pipeline, "webhook", BTreeMap::new(), Some(payload.clone())) {
-            Ok(handle) => break handle,
-            Err(TriggerError::Busy { .. }) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
-            Err(e) => return error(StatusCode::NOT_FOUND, e),
-        }
-    };
-    match handle.await {
-        Ok(Finished { result: Ok(report), .. }) => {
-            let records: u64 = report.steps.iter().filter(|s| s.kind == "read_webhook").map(|s| s.rows_out).sum();
-            axum::Json(json!({ "status": "committed", "run_id": report.run_id, "records": records })).into_response()
-        }
-        Ok(Finished { result: Err(message), .. }) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "status": "rejected", "error": message })))
-                .into_response()
-        }
-        Err(e) => internal(e),
-    }
-}
-
-async fn start(
+pub(super) async fn start(
     app: &AppState,
     pipeline: &str,
     trigger: &str,
@@ -327,7 +215,7 @@ async fn start(
 }
 
 /// A JSON object body as `--var` values (strings as they are, other values as JSON text); an empty body is none.
-fn variables(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
+pub(super) fn variables(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(BTreeMap::new());
     }
@@ -360,13 +248,13 @@ fn steps(pipeline: &Pipeline) -> Vec<Value> {
 }
 
 #[derive(Deserialize)]
-struct ReplayQuery {
+pub(super) struct ReplayQuery {
     pipeline: String,
     step: String,
 }
 
 /// `POST /api/dead-letters/replay?pipeline=&step=`: as `weir dlq replay --step`.
-async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Response {
+pub(super) async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Response {
     match app.runner.replay(&q.pipeline, &q.step).await {
         Ok(report) => {
             let status = if report.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
@@ -384,16 +272,124 @@ async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Re
     }
 }
 
-/// The API's OpenAPI document, written by hand beside the routes above.
-async fn openapi() -> Response {
-    ([("content-type", "application/json")], include_str!("openapi.json")).into_response()
+/// The API's OpenAPI document: written by hand beside the routes, with what every guarded operation shares
+/// added here (its security schemes, and the answers for a missing or weak token, too many failures, and for a
+/// change sent cross-site or not as JSON).
+pub(super) async fn openapi() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut document: Value = serde_json::from_str(include_str!("../openapi.json")).expect("openapi.json is JSON");
+        let error = json!({ "$ref": "#/components/responses/Error" });
+        for operations in document["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
+            for (method, operation) in operations.as_object_mut().into_iter().flatten() {
+                let guarded = operation.get("x-weir-role").is_some();
+                let responses = operation["responses"].as_object_mut().expect("every operation has responses");
+                let mut shared: Vec<&str> = Vec::new();
+                if guarded {
+                    shared.extend(["401", "403", "429"]);
+                }
+                if method != "get" {
+                    shared.extend(["403", "415"]);
+                }
+                for status in shared {
+                    responses.entry(status).or_insert_with(|| error.clone());
+                }
+                if guarded {
+                    operation["security"] = json!([{ "token": [] }, { "session": [] }]);
+                }
+            }
+        }
+        document.to_string()
+    });
+    ([("content-type", "application/json")], DOCUMENT.as_str()).into_response()
 }
 
-/// The dashboard: one page over the JSON API.
-async fn dashboard() -> Response {
-    axum::response::Html(include_str!("dashboard.html")).into_response()
-}
-
-async fn metrics(State(app): State<AppState>) -> Response {
+pub(super) async fn metrics(State(app): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], app.runner.metrics.render()).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct PurgeQuery {
+    pipeline: String,
+    run: Option<String>,
+    step: Option<String>,
+    id: Option<i64>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `DELETE /api/dead-letters?pipeline=&(run=|step=|id=|all=true)`: as `weir dlq purge`.
+pub(super) async fn purge(State(app): State<AppState>, Query(q): Query<PurgeQuery>) -> Response {
+    let filter = DeadLetterFilter { run_id: q.run, step: q.step, id: q.id };
+    if !q.all && filter.run_id.is_none() && filter.step.is_none() && filter.id.is_none() {
+        return error(StatusCode::BAD_REQUEST, "say which dead letters to delete: run=, step=, id= or all=true");
+    }
+    let purged = app
+        .runner
+        .dead_letters(&q.pipeline)
+        .and_then(|store| weir_engine::purge(&*store, &q.pipeline, &filter).map_err(anyhow::Error::from_boxed));
+    match purged {
+        Ok(purged) => axum::Json(json!({ "pipeline": q.pipeline, "purged": purged })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewValue {
+    value: String,
+}
+
+/// `PUT /api/pipelines/{name}/state/{key}` with `{"value": "…"}`: as `weir state set`.
+pub(super) async fn set_state(
+    State(app): State<AppState>,
+    Path((name, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(NewValue { value }) = serde_json::from_slice(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body must be {\"value\": \"…\"}");
+    };
+    let declared = match declared_state(&app, &name, &key) {
+        Ok(ty) => ty,
+        Err(missing) => return error(StatusCode::NOT_FOUND, missing),
+    };
+    let value = match TypedValue::parse(declared, &value) {
+        Ok(value) => value,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match app.runner.store().set_state(&name, &key, &value) {
+        Ok(()) => axum::Json(json!({ "pipeline": name, "name": key, "value": value.to_string() })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `DELETE /api/pipelines/{name}/state/{key}`: as `weir state reset`; the declared default applies next run.
+pub(super) async fn reset_state(State(app): State<AppState>, Path((name, key)): Path<(String, String)>) -> Response {
+    if let Err(missing) = declared_state(&app, &name, &key) {
+        return error(StatusCode::NOT_FOUND, missing);
+    }
+    match app.runner.store().reset_state(&name, Some(&key)) {
+        Ok(removed) => axum::Json(json!({ "pipeline": name, "name": key, "reset": removed })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The declared type of state value `key` of pipeline `name`, or why there is none (a 404).
+fn declared_state(app: &AppState, name: &str, key: &str) -> Result<weir_spec::ValueType, String> {
+    let project = app.runner.project();
+    let entry = project.pipelines.get(name).ok_or_else(|| format!("no pipeline `{name}`"))?;
+    let declared = entry.pipeline.state.get(key).ok_or_else(|| format!("`{key}` is not a state value of `{name}`"))?;
+    Ok(declared.value.ty)
+}
+
+#[derive(Deserialize)]
+pub(super) struct AuditQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+/// `GET /api/audit`: the latest state-changing calls, newest first.
+pub(super) async fn audit(State(app): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
+    match app.runner.store().audit_log(q.limit) {
+        Ok(entries) => axum::Json(json!({ "audit": entries })).into_response(),
+        Err(e) => internal(e),
+    }
 }

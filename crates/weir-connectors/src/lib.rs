@@ -6,6 +6,8 @@
 mod alerts;
 mod db;
 mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod http;
 mod object_store;
 pub mod registry;

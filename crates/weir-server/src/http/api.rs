@@ -60,9 +60,27 @@ pub(super) async fn pipelines(State(app): State<AppState>) -> Response {
 #[derive(Deserialize)]
 pub(super) struct RunsQuery {
     pipeline: Option<String>,
-    status: Option<String>,
+    status: Option<RunStatus>,
     #[serde(default = "default_limit")]
     limit: usize,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RunStatus {
+    Running,
+    Success,
+    Failed,
+}
+
+impl RunStatus {
+    fn name(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+        }
+    }
 }
 
 fn default_limit() -> usize {
@@ -71,7 +89,7 @@ fn default_limit() -> usize {
 
 pub(super) async fn runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
     match app.runner.store().runs(q.pipeline.as_deref(), q.limit) {
-        Ok(runs) => axum::Json(json!({ "runs": runs.into_iter().filter(|r| q.status.as_ref().is_none_or(|s| *s == r.status)).collect::<Vec<_>>() })).into_response(),
+        Ok(runs) => axum::Json(json!({ "runs": runs.into_iter().filter(|r| q.status.is_none_or(|s| s.name() == r.status)).collect::<Vec<_>>() })).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -150,7 +168,15 @@ pub(super) async fn dead_letters(State(app): State<AppState>, Query(q): Query<De
         .and_then(|store| store.matching(&q.pipeline, &filter).map_err(anyhow::Error::from_boxed));
     match letters {
         Ok(letters) => axum::Json(json!({ "dead_letters": letters })).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => refused(e),
+    }
+}
+
+/// 404 for a pipeline this project lacks, else 400 with why the request cannot be done.
+fn refused(e: anyhow::Error) -> Response {
+    match e.downcast_ref::<TriggerError>() {
+        Some(unknown @ TriggerError::Unknown(_)) => error(StatusCode::NOT_FOUND, unknown),
+        _ => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
 }
 
@@ -255,6 +281,11 @@ pub(super) struct ReplayQuery {
 
 /// `POST /api/dead-letters/replay?pipeline=&step=`: as `weir dlq replay --step`.
 pub(super) async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQuery>) -> Response {
+    let has_step =
+        app.runner.project().pipelines.get(&q.pipeline).map(|e| e.pipeline.steps.iter().any(|s| s.id() == q.step));
+    if has_step == Some(false) {
+        return error(StatusCode::NOT_FOUND, format!("no step `{}` in pipeline `{}`", q.step, q.pipeline));
+    }
     match app.runner.replay(&q.pipeline, &q.step).await {
         Ok(report) => {
             let status = if report.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
@@ -268,13 +299,13 @@ pub(super) async fn replay(State(app): State<AppState>, Query(q): Query<ReplayQu
             });
             (status, axum::Json(body)).into_response()
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => refused(e),
     }
 }
 
 /// The API's OpenAPI document: written by hand beside the routes, with what every guarded operation shares
-/// added here (its security schemes, and the answers for a missing or weak token, too many failures, and for a
-/// change sent cross-site or not as JSON).
+/// added here (its security schemes, and the answers for a missing or weak token, too many failures, a query or
+/// body that does not parse, and a change sent cross-site or not as JSON).
 pub(super) async fn openapi() -> Response {
     static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let mut document: Value = serde_json::from_str(include_str!("../openapi.json")).expect("openapi.json is JSON");
@@ -282,10 +313,14 @@ pub(super) async fn openapi() -> Response {
         for operations in document["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
             for (method, operation) in operations.as_object_mut().into_iter().flatten() {
                 let guarded = operation.get("x-weir-role").is_some();
+                let takes_input = operation.get("parameters").is_some() || operation.get("requestBody").is_some();
                 let responses = operation["responses"].as_object_mut().expect("every operation has responses");
                 let mut shared: Vec<&str> = Vec::new();
                 if guarded {
                     shared.extend(["401", "403", "429"]);
+                }
+                if takes_input {
+                    shared.push("400");
                 }
                 if method != "get" {
                     shared.extend(["403", "415"]);
@@ -329,7 +364,7 @@ pub(super) async fn purge(State(app): State<AppState>, Query(q): Query<PurgeQuer
         .and_then(|store| weir_engine::purge(&*store, &q.pipeline, &filter).map_err(anyhow::Error::from_boxed));
     match purged {
         Ok(purged) => axum::Json(json!({ "pipeline": q.pipeline, "purged": purged })).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => refused(e),
     }
 }
 

@@ -83,7 +83,33 @@ fn hooks_routes() -> Router<AppState> {
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
-    router.layer(map_response(pages::security_headers)).layer(DefaultBodyLimit::max(BODY_CEILING)).with_state(state)
+    router
+        .layer(map_response(json_errors))
+        .layer(map_response(pages::security_headers))
+        .layer(DefaultBodyLimit::max(BODY_CEILING))
+        .with_state(state)
+}
+
+/// The router's own refusals (a query or path that does not parse, a method a route lacks) are plain text; every
+/// answer of the API is JSON, so they are given as `{"error": …}` too.
+async fn json_errors(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.to_str().is_ok_and(|t| t.starts_with("text/plain")));
+    if !response.status().is_client_error() || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut json = error(parts.status, String::from_utf8_lossy(&text));
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE {
+            json.headers_mut().insert(name, value.clone());
+        }
+    }
+    json
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {

@@ -4,7 +4,7 @@
 //! held at a time.
 
 mod decode;
-mod split;
+pub(crate) mod split;
 
 use std::io::BufReader;
 use std::path::Path;

@@ -127,9 +127,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         hook_requests: Default::default(),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("Serving on {scheme}://{}", api.local_addr()?);
     let mut served =
         vec![tokio::spawn(listen(api, tls.clone(), http::router(state.clone(), hooks.is_none()), shutdown.clone()))];
-    info!("Serving on {scheme}://{}", config.listen);
     if let Some(hooks) = hooks {
         info!("Serving webhooks on {scheme}://{}", hooks.local_addr()?);
         served.push(tokio::spawn(listen(hooks, tls, http::hooks_router(state), shutdown.clone())));

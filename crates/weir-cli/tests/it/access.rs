@@ -237,6 +237,19 @@ async fn a_cross_site_request_is_refused_and_starts_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(server.get("/api/runs?pipeline=p").await["runs"], serde_json::json!([]), "nothing started");
 
+    // What schemathesis found, answered as the document says: a query that does not parse gets a JSON 400, an
+    // unknown step a 404, a method a route lacks 405, and a change without a body needs no content type.
+    let bad = server.http.get(format!("{}/api/runs?status=bogus", server.base)).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(bad.headers()["content-type"], "application/json");
+    assert!(bad.text().await.unwrap().contains("\"error\""));
+    let (status, body) = server.post("/api/dead-letters/replay?pipeline=p&step=", &[], "").await;
+    assert_eq!(status, 404, "{body}");
+    let trace = server.http.request("TRACE".parse().unwrap(), format!("{}/api/pipelines", server.base));
+    assert_eq!(trace.send().await.unwrap().status().as_u16(), 405);
+    let bodiless = server.http.post(format!("{}/api/runs/none/cancel", server.base)).send().await.unwrap();
+    assert_eq!(bodiless.status().as_u16(), 404, "no body, no content type needed");
+
     // The dashboard's own request passes.
     let host = server.base.trim_start_matches("http://").to_string();
     let own = server

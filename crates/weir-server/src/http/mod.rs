@@ -45,10 +45,7 @@ pub fn router(state: AppState, with_hooks: bool) -> Router {
         .route("/api/pipelines", guarded(Role::Read, get(api::pipelines)))
         .route("/api/pipelines/{name}/runs", guarded(Role::Operate, post(api::trigger)))
         .route("/api/pipelines/{name}/state", guarded(Role::Read, get(api::pipeline_state)))
-        .route(
-            "/api/pipelines/{name}/state/{key}",
-            guarded(Role::Admin, put(api::set_state)).merge(guarded(Role::Admin, delete(api::reset_state))),
-        )
+        .route("/api/pipelines/{name}/state/{key}", guarded(Role::Admin, put(api::set_state).delete(api::reset_state)))
         .route("/api/runs", guarded(Role::Read, get(api::runs)))
         .route("/api/runs/{id}", guarded(Role::Read, get(api::run)))
         .route("/api/runs/{id}/cancel", guarded(Role::Operate, post(api::cancel)))

@@ -1,6 +1,8 @@
 """Runs the orders job (examples/orders/pipeline.yaml) in Weir, DuckDB and Polars on the same generated CSV, one
 after the other in one run, checks that all three produce the same totals, and prints wall time, peak memory and
-Weir's ratio to each.
+Weir's ratio to each. Then the fan-out job (bench/orders/fanout.yaml: the same job with a second load, the
+deduplicated orders themselves) in Weir and DuckDB (which also writes the rows that break a rule, Weir's dead
+letters), checks both outputs agree, and prints Weir's fan-out time against its single-load time and DuckDB's.
 
     cargo build --release -p weir-cli
     python3 bench/compare.py --rows 10000000 --memory-limit 512MB
@@ -25,6 +27,20 @@ from timing import measure  # noqa: E402
 def totals(path):
     q = f"SELECT count(*), round(sum(total_spent), 2), sum(order_count) FROM read_parquet('{path}')"
     return duckdb.sql(q).fetchall()[0]
+
+
+def latest_totals(path):
+    q = f"SELECT count(*), count(DISTINCT order_id), round(sum(amount), 2), max(updated_at) FROM read_parquet('{path}')"
+    return duckdb.sql(q).fetchall()[0]
+
+
+def best_of(name, cmd, env, runs):
+    best = None
+    for _ in range(runs):
+        wall, rss = measure(name, cmd, env)
+        best = (wall, rss) if best is None or wall < best[0] else best
+    print(f"{name:<14} {best[0]:8.2f} s  {best[1]:8.0f} MiB peak RSS", flush=True)
+    return best
 
 
 def main():
@@ -55,14 +71,7 @@ def main():
         "duckdb": ([sys.executable, str(BENCH / "peers/duckdb_job.py"), str(data), str(out / "duckdb.parquet")], None),
         "polars": ([sys.executable, str(BENCH / "peers/polars_job.py"), str(data), str(out / "polars.parquet")], None),
     }
-    results = {}
-    for name, (cmd, job_env) in jobs.items():
-        best = None
-        for _ in range(args.runs):
-            wall, rss = measure(name, cmd, job_env)
-            best = (wall, rss) if best is None or wall < best[0] else best
-        results[name] = best
-        print(f"{name:<7} {best[0]:8.2f} s  {best[1]:8.0f} MiB peak RSS", flush=True)
+    results = {name: best_of(name, cmd, job_env, args.runs) for name, (cmd, job_env) in jobs.items()}
 
     sums = {name: totals(out / f"{name}.parquet") for name in jobs}
     print(f"\ninput: {args.rows:,} rows, {size_mb:,.0f} MB CSV; weir --memory-limit {args.memory_limit}")
@@ -76,6 +85,35 @@ def main():
     print(f"\n{'engine':<8}{'wall s':>9}{'rows/s':>14}{'peak MiB':>10}{'weir/peer time':>16}{'weir/peer mem':>15}")
     for name, (wall, rss) in results.items():
         print(f"{name:<8}{wall:>9.2f}{args.rows / wall:>14,.0f}{rss:>10.0f}{w_wall / wall:>16.2f}{w_rss / rss:>15.2f}")
+
+    print("\nfan-out: the same job with a second load, the deduplicated orders")
+    fan = {
+        "weir-fanout": (
+            [args.weir, "-q", "run", str(BENCH / "orders/fanout.yaml"), "--var", f"input={data}",
+             "--var", f"output={out / 'weir-fanout.parquet'}", "--var", f"latest={out / 'weir-latest.parquet'}",
+             "--memory-limit", args.memory_limit],
+            dict(env, WEIR_STATE_DIR=str(out / ".weir-fanout")),
+        ),
+        "duckdb-fanout": (
+            [sys.executable, str(BENCH / "peers/duckdb_job.py"), str(data), str(out / "duckdb-fanout.parquet"),
+             str(out / "duckdb-latest.parquet"), str(out / "duckdb-invalid.parquet")],
+            None,
+        ),
+    }
+    fan_results = {name: best_of(name, cmd, job_env, args.runs) for name, (cmd, job_env) in fan.items()}
+    fan_sums = {name: totals(out / f"{name}.parquet") for name in fan}
+    latest = {name: latest_totals(out / f"{name.split('-')[0]}-latest.parquet") for name in fan}
+    print("monthly (groups, sum total_spent, sum order_count) and latest (rows, order ids, sum amount, max updated_at):")
+    for name in fan:
+        print(f"  {name:<14} {fan_sums[name]}  {latest[name]}")
+    fan_agree = len(set(fan_sums.values()) | set(sums.values())) == 1 and len(set(latest.values())) == 1
+    print("results agree" if fan_agree else "RESULTS DIFFER")
+    f_wall, f_rss = fan_results["weir-fanout"]
+    d_wall, d_rss = fan_results["duckdb-fanout"]
+    print(f"\nweir fan-out {f_wall:.2f} s, {f_rss:.0f} MiB: {f_wall / w_wall:.2f}x weir's single-load time "
+          f"(goal <= 1.15), {f_wall / d_wall:.2f}x duckdb's fan-out time (goal <= 1.00), "
+          f"{f_rss / d_rss:.2f}x its memory")
+    agree = agree and fan_agree
     sys.exit(0 if agree else 1)
 
 

@@ -6,6 +6,7 @@
 mod connector;
 mod dead_letters;
 mod error;
+mod fan_out;
 mod materialize;
 mod metrics;
 mod package;

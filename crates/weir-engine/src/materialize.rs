@@ -1,12 +1,14 @@
-//! Steps read by several others run once: their output is streamed to an Arrow IPC file in the run's scratch
-//! directory, and the readers scan that file. This keeps side effects (dead letters, API calls, cursors) to one
-//! pass and memory bounded, where a shared in-memory stream could deadlock a reader that needs all of one input
-//! before another (a join).
+//! A step with several readers, one of which reads outside the loads' streams (a check, after the loads; an
+//! `enrich_api`, while planning), runs once before the loads: its output is written to an Arrow IPC file in the
+//! run's scratch directory, and the readers scan that file. This keeps
+//! side effects (dead letters, API calls, cursors) to one pass. Other steps with several readers are streamed to
+//! them at once instead (see `fan_out`). The file is in IPC's stream format, which DataFusion reads batch by
+//! batch; it reads the file format's byte ranges whole, a partition's half of the file in memory at once.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -26,7 +28,7 @@ pub async fn materialize(
     let schema = Arc::clone(df.schema().inner());
     let mut stream = df.execute_stream().await?;
     let file = std::fs::File::create(&path)?;
-    let mut writer = FileWriter::try_new(std::io::BufWriter::new(file), &schema)?;
+    let mut writer = StreamWriter::try_new(std::io::BufWriter::new(file), &schema)?;
     while let Some(batch) = stream.next().await {
         writer.write(&batch?)?;
     }

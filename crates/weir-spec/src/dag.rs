@@ -1,6 +1,6 @@
 //! The steps as a graph: who reads whom, in which order to plan them, and how many times each output is read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::check::unknown_step;
 use crate::diagnostic::{Diagnostic, Pos};
@@ -93,6 +93,19 @@ impl Dag {
             }
         }
         count
+    }
+
+    /// `steps` and every step they read, directly or not.
+    pub fn upstream<'a>(&self, steps: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
+        let mut seen = HashSet::new();
+        let mut pending: Vec<String> = steps.into_iter().map(str::to_string).collect();
+        while let Some(id) = pending.pop() {
+            if let Some(reads) = self.inputs.get(&id) {
+                pending.extend(reads.iter().filter(|r| !seen.contains(*r)).cloned());
+            }
+            seen.insert(id);
+        }
+        seen
     }
 }
 

@@ -51,6 +51,7 @@ impl Run<'_> {
         let Run { pipeline, inputs, .. } = *self;
         let name = pipeline.name();
         let planned = self.plan_steps(Mode::Run, metrics.clone(), None).await.map_err(|e| (e, Vec::new()))?;
+        planned.arm_fan_outs(name).await.map_err(|e| (e, Vec::new()))?;
         let staged = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input");
             let df = planned.ctx.table(input.value.as_str()).await.map_err(|e| attribute(name, step.id(), e))?;
@@ -187,8 +188,8 @@ pub(super) fn load_retry(pipeline: &Pipeline, step: &Step) -> weir_spec::Retry {
 
 /// The steps a retry of `load` as a whole runs again (the load and what it reads, back to the materialized steps,
 /// which are read from their scratch copy), if running them again is harmless: none may set records aside
-/// (`on_error` other than `fail`, which `validate` is by default), or those would be kept twice. `None` when a
-/// retry would repeat such a side effect.
+/// (`on_error` other than `fail`, which `validate` is by default), or those would be kept twice, and none may be
+/// streamed to several readers, which each read once. `None` when a retry would repeat such a side effect.
 pub(super) fn rereadable(pipeline: &Pipeline, planned: &Planned, load: &str) -> Option<Vec<String>> {
     let mut upstream = Vec::new();
     let mut pending = vec![load.to_string()];
@@ -196,7 +197,7 @@ pub(super) fn rereadable(pipeline: &Pipeline, planned: &Planned, load: &str) -> 
         if planned.materialized.contains(&id) || upstream.contains(&id) {
             continue;
         }
-        if pipeline.step(&id)?.on_error() != OnError::Fail {
+        if planned.fan_outs.contains_key(&id) || pipeline.step(&id)?.on_error() != OnError::Fail {
             return None;
         }
         pending.extend(planned.dag.inputs.get(&id).into_iter().flatten().cloned());

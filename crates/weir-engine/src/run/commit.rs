@@ -7,6 +7,7 @@ impl Run<'_> {
     pub(crate) async fn execute(&self, planned: &Planned) -> Result<BTreeMap<String, TypedValue>, EngineError> {
         let Run { engine, pipeline, options, inputs } = *self;
         let name = pipeline.name();
+        planned.arm_fan_outs(name).await?;
         let loads = planned.sinks.iter().map(|(step, cx)| async {
             let input = step.kind.input().expect("load steps have an input").value.as_str();
             info!(pipeline = name, step = step.id(), "Starting load");

@@ -22,6 +22,7 @@ use weir_spec::{
 use crate::connector::{Batch, Connectors, PendingLoad, StepContext, resolve_connection};
 use crate::dead_letters::{DeadLetters, NdjsonDeadLetters};
 use crate::error::{EngineError, attribute};
+use crate::fan_out::FanOut;
 use crate::materialize::materialize;
 use crate::metrics::{RunMetrics, StepCounters, StepTable};
 use crate::package::{self, Manifest};
@@ -94,8 +95,10 @@ pub struct Planned {
     pub ctx: SessionContext,
     pub dag: Dag,
     pub metrics: RunMetrics,
-    /// Steps whose output was written to scratch once, for their several readers.
+    /// Steps whose output was written to scratch once, for their several readers (one of them a check).
     materialized: BTreeSet<String>,
+    /// Steps streamed to their several readers at once.
+    fan_outs: BTreeMap<String, Arc<FanOut>>,
     sinks: Vec<(Step, StepContext)>,
     /// Action steps in file order, run after the loads commit.
     actions: Vec<(Step, StepContext)>,
@@ -113,7 +116,7 @@ pub(crate) struct ReplayInput {
 pub(crate) enum Mode {
     /// Plan only: nothing executes (validate, explain).
     Plan,
-    /// Plan to run: steps read by several others are materialized once.
+    /// Plan to run: steps read by several others run once, streamed to all of them (or materialized).
     Run,
 }
 

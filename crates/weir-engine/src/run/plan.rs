@@ -19,11 +19,19 @@ impl Run<'_> {
         for check in pipeline.checks.values() {
             *readers.entry(check.step.value.as_str()).or_default() += 1;
         }
+        // Checks read after the loads, when a streamed step has gone by, and an extract step with an input
+        // (`enrich_api`) reads it while planning, before streams start: what either reads is materialized.
+        let eager =
+            pipeline.steps.iter().filter(|s| s.kind.category() == Category::Extract).filter_map(|s| s.kind.input());
+        let materialize_at = dag.upstream(
+            pipeline.checks.values().map(|c| c.step.value.as_str()).chain(eager.map(|input| input.value.as_str())),
+        );
         let params = sql_params(&inputs.variables, &inputs.state);
         let shared = Shared::new(*self, mode)?;
         let mut sinks = Vec::new();
         let mut actions = Vec::new();
         let mut materialized = BTreeSet::new();
+        let mut fan_outs = BTreeMap::new();
 
         for id in &dag.order {
             if replay.is_some_and(|r| !r.steps.contains(id) && *id != r.input) {
@@ -56,17 +64,23 @@ impl Run<'_> {
                 Category::Transform => plan_transform(&ctx, step, &params, cx).await.map_err(plan_err)?,
             };
             let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(StepTable::new(id, provider, counters));
-            let table = if mode == Mode::Run && readers.get(id.as_str()).copied().unwrap_or(0) > 1 {
-                materialized.insert(id.clone());
-                materialize(&ctx, id, table, &inputs.scratch_dir).await.map_err(|e| attribute(&name, id, e))?
-            } else {
-                table
+            let table = match readers.get(id.as_str()).copied().unwrap_or(0) {
+                n if n > 1 && mode == Mode::Run && materialize_at.contains(id) => {
+                    materialized.insert(id.clone());
+                    materialize(&ctx, id, table, &inputs.scratch_dir).await.map_err(|e| attribute(&name, id, e))?
+                }
+                n if n > 1 && mode == Mode::Run => {
+                    let fan_out = Arc::new(FanOut::new(id, table, inputs.scratch_dir.clone()));
+                    fan_outs.insert(id.clone(), fan_out.clone());
+                    fan_out
+                }
+                _ => table,
             };
             ctx.register_table(id.as_str(), table).map_err(plan_err)?;
         }
         // Actions run in file order, whatever the DAG's order.
         actions.sort_by_key(|(step, _): &(Step, StepContext)| pipeline.steps.iter().position(|s| s.id() == step.id()));
-        Ok(Planned { ctx, dag, metrics, materialized, sinks, actions })
+        Ok(Planned { ctx, dag, metrics, materialized, fan_outs, sinks, actions })
     }
 }
 
@@ -161,6 +175,23 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
 }
 
 impl Planned {
+    /// Plans every load's input once, so that each step streamed to several readers knows them all before any
+    /// starts; then arms those steps.
+    pub(crate) async fn arm_fan_outs(&self, pipeline: &str) -> Result<(), EngineError> {
+        if self.fan_outs.is_empty() {
+            return Ok(());
+        }
+        for (step, _) in &self.sinks {
+            let input = step.kind.input().expect("load steps have an input").value.as_str();
+            let planned = async { self.ctx.table(input).await?.create_physical_plan().await };
+            planned.await.map_err(|e| attribute(pipeline, step.id(), e))?;
+        }
+        for fan_out in self.fan_outs.values() {
+            fan_out.arm();
+        }
+        Ok(())
+    }
+
     /// The DAG and, for every load, the physical plan that feeds it.
     pub async fn explain(&self) -> datafusion::error::Result<String> {
         let mut out = String::from("Steps in order (step <- inputs):\n");

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scheduler scale: `weir serve` with N pipelines, each on a once-a-minute cron (`* * * * *`), for a few minutes.
-Reads the schedule-lag histogram from /metrics (how late each fire was triggered after its due time), the runs
-that finished, and the server's peak RSS.
+Reads from /metrics the trigger lag (how late each fire was claimed and queued after its due time), apart from
+the queue wait (how long its run then waited for one of the `--max-runs` slots) and the queue's depth at the end,
+the runs that finished, and the server's peak RSS.
 
     cargo build --release -p weir-cli --bins
     python3 bench/serve/scheduler_scale.py --pipelines 10000 --seconds 150
@@ -92,11 +93,18 @@ def main():
     lag = histogram(text, "weir_schedule_lag_seconds")
     p50, fires = quantile(lag, 0.50)
     p99, _ = quantile(lag, 0.99)
+    wait = histogram(text, "weir_run_queue_wait_seconds")
+    w50, waited = quantile(wait, 0.50)
+    w99, _ = quantile(wait, 0.99)
+    depth = re.search(r"^weir_run_queue_depth (\S+)$", text, re.M)
+    oldest = re.search(r"^weir_run_queue_oldest_seconds (\S+)$", text, re.M)
     runs = sum(int(m.group(1)) for m in re.finditer(r'^weir_runs_total\{[^}]*status="success"\} (\d+)$', text, re.M))
     failed = sum(int(m.group(1)) for m in re.finditer(r'^weir_runs_total\{[^}]*status="failed"\} (\d+)$', text, re.M))
     skipped = err.count("Scheduled run skipped")
     print(f"{args.pipelines} pipelines on `* * * * *`, {args.seconds:.0f} s after a start-up of {loaded:.1f} s, --max-runs {args.max_runs}")
-    print(f"fires triggered {fires}; schedule lag p50 <= {p50} s, p99 <= {p99} s (goal p99 < 1 s; bucket upper bounds)")
+    print(f"fires triggered {fires}; trigger lag p50 <= {p50} s, p99 <= {p99} s (goal p99 < 1 s; bucket upper bounds)")
+    print(f"queue wait of {waited} runs: p50 <= {w50} s, p99 <= {w99} s; at the end {depth.group(1) if depth else '?'} "
+          f"runs waiting, the oldest for {float(oldest.group(1)) if oldest else float('nan'):.1f} s")
     print(f"runs finished: {runs} succeeded, {failed} failed; fires skipped because the previous run was still queued: {skipped}")
     print(f"server peak RSS {rss:.0f} MiB")
 

@@ -102,7 +102,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Arc::new(Runner::new(project, store.clone(), config.state_dir.clone(), config.max_runs, shutdown.clone()));
     runner.resume_interrupted();
     tokio::spawn(takeover_loop(runner.clone(), config.lease, shutdown.clone()));
-    tokio::spawn(schedule_loop(runner.clone(), scheduler.clone(), shutdown.clone()));
+    spawn_scheduler(runner.clone(), scheduler.clone(), shutdown.clone()).context("cannot start the scheduler")?;
     tokio::spawn(reload_loop(
         runner.clone(),
         scheduler.clone(),
@@ -171,24 +171,32 @@ fn build_scheduler(project: &Project, store: &StateStore) -> Scheduler {
     Scheduler::new(project, Utc::now(), last_fire)
 }
 
-/// Fires due schedules; sleeps until the next is due, waking at least every second to notice reloads.
-async fn schedule_loop(runner: Arc<Runner>, scheduler: Arc<Mutex<Scheduler>>, shutdown: CancellationToken) {
-    loop {
-        let now = Utc::now();
-        let (fires, next) = {
-            let mut s = scheduler.lock().unwrap_or_else(|p| p.into_inner());
-            (s.due(now), s.next_due())
-        };
-        if !fires.is_empty() {
-            runner.fire(fires);
+/// Fires due schedules on a thread of its own, sleeping until the next is due and waking at least every second
+/// to notice reloads and shutdown. Runs keep the async runtime's workers busy; on a thread apart, a fire is claimed
+/// and queued on time whatever the backlog, and waits for a run slot in the queue (`/api/queue`) instead.
+fn spawn_scheduler(
+    runner: Arc<Runner>,
+    scheduler: Arc<Mutex<Scheduler>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new().name("weir-scheduler".into()).spawn(move || {
+        // Runs are spawned onto the server's runtime.
+        let _entered = runtime.enter();
+        while !shutdown.is_cancelled() {
+            let now = Utc::now();
+            let (fires, next) = {
+                let mut s = scheduler.lock().unwrap_or_else(|p| p.into_inner());
+                (s.due(now), s.next_due())
+            };
+            if !fires.is_empty() {
+                runner.fire(fires);
+            }
+            let wait =
+                next.and_then(|n| (n - Utc::now()).to_std().ok()).unwrap_or(Duration::ZERO).min(Duration::from_secs(1));
+            std::thread::sleep(wait.max(Duration::from_millis(5)));
         }
-        let wait =
-            next.and_then(|n| (n - Utc::now()).to_std().ok()).unwrap_or(Duration::ZERO).min(Duration::from_secs(1));
-        tokio::select! {
-            () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
+    })
 }
 
 /// Marks the runs of processes and instances that are gone as interrupted, and resumes them here: a `weir run`

@@ -48,6 +48,7 @@ struct Series {
     changed: BTreeMap<(String, String, &'static str), u64>,
     set_aside: BTreeMap<String, u64>,
     lag: Histogram,
+    queue_wait: Histogram,
     hooks: BTreeMap<(String, u16), u64>,
 }
 
@@ -93,11 +94,17 @@ impl Metrics {
         self.series().lag.observe(seconds);
     }
 
+    /// How long a run waited for a server-wide slot.
+    pub fn queue_wait(&self, seconds: f64) {
+        self.series().queue_wait.observe(seconds);
+    }
+
     pub fn hook(&self, hook: &str, status: u16) {
         *self.series().hooks.entry((hook.to_string(), status)).or_default() += 1;
     }
 
-    pub fn render(&self) -> String {
+    /// The series, with the run queue as it is now: `queue` runs waiting, the oldest for `oldest` seconds.
+    pub fn render(&self, queue: usize, oldest: f64) -> String {
         let s = self.series();
         let mut out = String::new();
         out.push_str("# HELP weir_runs_total Finished runs by pipeline and status.\n# TYPE weir_runs_total counter\n");
@@ -133,8 +140,16 @@ impl Metrics {
         for (p, n) in &s.set_aside {
             let _ = writeln!(out, "weir_dead_letters_total{{pipeline=\"{}\"}} {n}", esc(p));
         }
-        out.push_str("# HELP weir_schedule_lag_seconds Delay between a schedule's due time and its run's start.\n# TYPE weir_schedule_lag_seconds histogram\n");
+        out.push_str("# HELP weir_schedule_lag_seconds Delay between a schedule's due time and its fire being claimed and queued (trigger lag; waiting for a slot is weir_run_queue_wait_seconds).\n# TYPE weir_schedule_lag_seconds histogram\n");
         s.lag.render(&mut out, "weir_schedule_lag_seconds", "");
+        out.push_str("# HELP weir_run_queue_wait_seconds Time runs waited for a server-wide slot (--max-runs).\n# TYPE weir_run_queue_wait_seconds histogram\n");
+        s.queue_wait.render(&mut out, "weir_run_queue_wait_seconds", "");
+        out.push_str(
+            "# HELP weir_run_queue_depth Runs waiting for a server-wide slot now.\n# TYPE weir_run_queue_depth gauge\n",
+        );
+        let _ = writeln!(out, "weir_run_queue_depth {queue}");
+        out.push_str("# HELP weir_run_queue_oldest_seconds How long the longest-waiting run has waited.\n# TYPE weir_run_queue_oldest_seconds gauge\n");
+        let _ = writeln!(out, "weir_run_queue_oldest_seconds {oldest}");
         out.push_str("# HELP weir_webhook_requests_total Webhook requests by hook and HTTP status.\n# TYPE weir_webhook_requests_total counter\n");
         for ((hook, status), n) in &s.hooks {
             let _ = writeln!(out, "weir_webhook_requests_total{{hook=\"{}\",status=\"{status}\"}} {n}", esc(hook));

@@ -36,10 +36,28 @@ pub enum TriggerError {
     Busy { pipeline: String, running: usize },
 }
 
+/// A run started and waiting for a server-wide slot (`--max-runs`).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub run_id: String,
+    pub pipeline: String,
+    pub trigger: String,
+    pub queued_at: DateTime<Utc>,
+    since: Instant,
+}
+
+impl Queued {
+    pub fn waited(&self) -> std::time::Duration {
+        self.since.elapsed()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Book {
     /// The runs going in this instance, by id: their pipeline and what cancels them.
     live: HashMap<String, (String, CancellationToken)>,
+    /// The live runs still waiting for a slot, by id.
+    queued: HashMap<String, Queued>,
     started: HashMap<String, DateTime<Utc>>,
     succeeded: HashMap<String, DateTime<Utc>>,
 }
@@ -55,6 +73,7 @@ pub struct Runner {
     project: RwLock<Project>,
     state_dir: PathBuf,
     slots: Arc<Semaphore>,
+    max_runs: usize,
     book: Mutex<Book>,
     pub metrics: Metrics,
     shutdown: CancellationToken,
@@ -73,6 +92,7 @@ impl Runner {
             project: RwLock::new(project),
             state_dir,
             slots: Arc::new(Semaphore::new(max_runs)),
+            max_runs,
             book: Mutex::new(Book::default()),
             metrics: Metrics::default(),
             shutdown,
@@ -98,6 +118,18 @@ impl Runner {
     /// Runs of `pipeline` going now.
     pub fn running(&self, pipeline: &str) -> usize {
         self.book().running(pipeline)
+    }
+
+    /// The runs waiting for a server-wide slot, longest waiting first.
+    pub fn queue(&self) -> Vec<Queued> {
+        let mut queued: Vec<Queued> = self.book().queued.values().cloned().collect();
+        queued.sort_by_key(|q| q.since);
+        queued
+    }
+
+    /// The server-wide limit of runs going at once, and the slots free now.
+    pub fn slots(&self) -> (usize, usize) {
+        (self.max_runs, self.slots.available_permits())
     }
 
     /// Starts a run of `pipeline` unless it is at its limit; it waits for a server-wide slot before it begins.
@@ -215,6 +247,14 @@ impl Runner {
             }
             book.live.insert(run_id.clone(), (pipeline.to_string(), cancel.clone()));
             book.started.insert(pipeline.to_string(), Utc::now());
+            let queued = Queued {
+                run_id: run_id.clone(),
+                pipeline: pipeline.to_string(),
+                trigger: trigger.to_string(),
+                queued_at: Utc::now(),
+                since: Instant::now(),
+            };
+            book.queued.insert(run_id.clone(), queued);
         }
         self.metrics.run_started(pipeline);
         info!(pipeline, trigger, run_id, "Triggered {pipeline} ({trigger})");
@@ -222,6 +262,9 @@ impl Runner {
         let trigger = trigger.to_string();
         Ok(tokio::spawn(async move {
             let _slot = runner.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            if let Some(queued) = runner.book().queued.remove(&run_id) {
+                runner.metrics.queue_wait(queued.waited().as_secs_f64());
+            }
             let options = RunOptions {
                 trigger,
                 variables,
@@ -311,6 +354,7 @@ impl Runner {
         let ready: Vec<String> = {
             let mut book = self.book();
             book.live.remove(run_id);
+            book.queued.remove(run_id);
             if !succeeded {
                 return;
             }

@@ -119,6 +119,7 @@ async fn every_route_answers_each_role_as_its_document_says_and_no_token_is_ever
         ("PUT", "/api/pipelines/p/state/last_run".into(), r#"{"value": "2026-01-01T00:00:00Z"}"#, 200),
         ("DELETE", "/api/pipelines/p/state/last_run".into(), "", 200),
         ("GET", "/api/runs".into(), "", 200),
+        ("GET", "/api/queue".into(), "", 200),
         ("GET", format!("/api/runs/{run_id}"), "", 200),
         ("POST", format!("/api/runs/{run_id}/cancel"), "", 409),
         ("GET", "/api/dead-letters?pipeline=p".into(), "", 200),

@@ -397,3 +397,41 @@ async fn the_dashboard_shows_pipelines_runs_their_dag_and_dead_letters() {
     assert!(audit.contains("POST /api/dead-letters/replay?pipeline=orders&amp;step=checked"), "{audit}");
     assert!(audit.matches("<tr data-audit").count() >= 6, "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_max_runs_wait_in_a_queue_that_the_api_and_metrics_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = slow_api();
+    for name in ["first", "second"] {
+        write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nsteps:\n  rows:\n    read_api: {{ url: \"http://{api}/slow\", records: $.data }}\n  out:\n    write_csv: {{ input: rows, path: out/{name}.csv }}\n"
+            ),
+        );
+    }
+    let server = Server::launch(dir.path(), &["--max-runs", "1"], &[], "http", reqwest::Client::new()).await;
+    for name in ["first", "second"] {
+        let (status, body) = server.post(&format!("/api/pipelines/{name}/runs"), &[], "").await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let queue = server.get("/api/queue").await;
+    assert_eq!((queue["max_runs"].as_u64(), queue["depth"].as_u64()), (Some(1), Some(1)), "{queue}");
+    let waiting = &queue["waiting"][0];
+    assert!(["first", "second"].contains(&waiting["pipeline"].as_str().unwrap()), "{queue}");
+    assert_eq!(waiting["trigger"], "api", "{queue}");
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("weir_run_queue_depth 1"), "{metrics}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("/api/runs?status=success").await["runs"].as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the queued run did not run:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.get("/api/queue").await["depth"], 0);
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    for line in ["weir_run_queue_depth 0", "weir_run_queue_wait_seconds_count 2", "weir_run_queue_oldest_seconds 0"] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+}

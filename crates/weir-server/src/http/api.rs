@@ -339,7 +339,21 @@ pub(super) async fn openapi() -> Response {
 }
 
 pub(super) async fn metrics(State(app): State<AppState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], app.runner.metrics.render()).into_response()
+    let queue = app.runner.queue();
+    let oldest = queue.first().map_or(0.0, |q| q.waited().as_secs_f64());
+    ([("content-type", "text/plain; version=0.0.4")], app.runner.metrics.render(queue.len(), oldest)).into_response()
+}
+
+/// The runs waiting for a server-wide slot, longest waiting first, and the slots.
+pub(super) async fn queue(State(app): State<AppState>) -> Response {
+    let queue = app.runner.queue();
+    let (max_runs, free) = app.runner.slots();
+    let waiting: Vec<serde_json::Value> = queue
+        .iter()
+        .map(|q| json!({ "run_id": q.run_id, "pipeline": q.pipeline, "trigger": q.trigger, "queued_at": q.queued_at, "waited_seconds": q.waited().as_secs_f64() }))
+        .collect();
+    axum::Json(json!({ "max_runs": max_runs, "free_slots": free, "depth": waiting.len(), "waiting": waiting }))
+        .into_response()
 }
 
 #[derive(Deserialize)]

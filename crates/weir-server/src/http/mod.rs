@@ -47,6 +47,7 @@ pub fn router(state: AppState, with_hooks: bool) -> Router {
         .route("/api/pipelines/{name}/state", guarded(Role::Read, get(api::pipeline_state)))
         .route("/api/pipelines/{name}/state/{key}", guarded(Role::Admin, put(api::set_state).delete(api::reset_state)))
         .route("/api/runs", guarded(Role::Read, get(api::runs)))
+        .route("/api/queue", guarded(Role::Read, get(api::queue)))
         .route("/api/runs/{id}", guarded(Role::Read, get(api::run)))
         .route("/api/runs/{id}/cancel", guarded(Role::Operate, post(api::cancel)))
         .route(

@@ -4,6 +4,7 @@ table; each result is checked (row count and sum of amounts). Then Weir's increm
 rows, against its full run.
 
     python3 bench/pg/compare.py --rows 10000000
+    python3 bench/pg/compare.py --rows 10000000 --only weir floor --baseline /path/to/older/weir   # before/after
 """
 import argparse
 import os
@@ -82,6 +83,7 @@ def main():
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--weir", default=os.environ.get("WEIR_BIN", "/var/tmp/weir-target/release/weir"))
     ap.add_argument("--only", nargs="*", help="run only these tools (weir floor sling dlt)")
+    ap.add_argument("--baseline", help="another Weir binary (an earlier build) to run first, as `weir-baseline`")
     args = ap.parse_args()
     print(f"setting up {args.rows:,} source rows and a target holding every other id (stale)", flush=True)
     setup(args.rows)
@@ -94,7 +96,12 @@ def main():
              f"psql -h 127.0.0.1 -U postgres -d {DB} -q -v ON_ERROR_STOP=1 -1 "
              f"-c \"CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT {COLUMNS} FROM dst_orders WITH NO DATA\" "
              f"-c \"COPY stage FROM STDIN (FORMAT binary)\" -c \"{MERGE}\""]
+    baseline = {}
+    if args.baseline:
+        baseline_env = dict(env, WEIR_STATE_DIR=str(work / "weir-baseline-state"))
+        baseline["weir-baseline"] = ([args.baseline, "-q", "run", str(HERE / "upsert.yaml")], baseline_env, "dst_orders")
     tools = {
+        **baseline,
         "weir": ([args.weir, "-q", "run", str(HERE / "upsert.yaml")], env, "dst_orders"),
         "floor": (floor, None, "dst_orders"),
         "sling": ([sling_binary(), "run", "--src-conn", "BENCH_PG", "--src-stream", "public.src_orders", "--tgt-conn", "BENCH_PG",
@@ -105,19 +112,19 @@ def main():
     }
     results = {}
     for name, (cmd, tool_env, table) in tools.items():
-        if args.only and name not in args.only:
+        if args.only and name not in args.only and name != "weir-baseline":
             continue
         reset_target()
         wall, rss = measure(name, cmd, tool_env)
         check(name, table, expected)
         results[name] = (wall, rss)
-        print(f"{name:<6} {wall:8.2f} s  {args.rows / wall:>12,.0f} rows/s  {rss:8.0f} MiB peak RSS", flush=True)
+        print(f"{name:<13} {wall:8.2f} s  {args.rows / wall:>12,.0f} rows/s  {rss:8.0f} MiB peak RSS", flush=True)
 
     if "weir" in results:
         print("\nWeir's ratio to each (wall time; below 1 is faster):")
         for name, (wall, _) in results.items():
             if name != "weir":
-                print(f"  weir / {name:<6} {results['weir'][0] / wall:6.2f}")
+                print(f"  weir / {name:<13} {results['weir'][0] / wall:6.2f}")
 
         reset_target()
         full, _ = measure("weir incremental (first, full)", [args.weir, "-q", "run", str(HERE / "incremental.yaml")], env)

@@ -172,9 +172,18 @@ fn fan_out_of_a_validating_step_dead_letters_once() {
         "p.yaml",
         "name: once\nsteps:\n  x:\n    read_csv: { path: data/x.csv }\n  ok:\n    validate: { input: x, rules: { pos: { positive: amount } } }\n  a:\n    write_csv: { input: ok, path: out/a.csv }\n  b:\n    write_json: { input: ok, path: out/b.ndjson }\n",
     );
-    p.ok(&["run", "p.yaml"]);
+    let log = p.ok_log(&["run", "p.yaml"]);
+    assert!(log.contains("`ok` has 2 readers: streamed to all of them at once"), "{log}");
     assert_eq!(p.dlq("p.yaml").len(), 1);
     assert_eq!(p.read("out/a.csv"), "id,amount\n1,5\n3,7\n");
+    assert_eq!(p.read("out/b.ndjson"), "{\"id\":1,\"amount\":5}\n{\"id\":3,\"amount\":7}\n");
+
+    // Checked, the step is read once more after the loads: it is written to scratch instead, and still runs once.
+    let checked = p.read("p.yaml") + "checks:\n  some: { step: ok, min_rows: 1 }\n";
+    p.file("p.yaml", &checked);
+    let log = p.ok_log(&["run", "p.yaml"]);
+    assert!(log.contains("`ok` has 3 readers, one outside the loads: written to scratch once"), "{log}");
+    assert_eq!(p.dlq("p.yaml").len(), 2, "one more dead letter for the second run, not two");
 }
 
 fn validate_messages(p: &Project, yaml: &str) -> String {

@@ -66,10 +66,12 @@ impl Run<'_> {
             let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(StepTable::new(id, provider, counters));
             let table = match readers.get(id.as_str()).copied().unwrap_or(0) {
                 n if n > 1 && mode == Mode::Run && materialize_at.contains(id) => {
+                    info!(pipeline = %name, step = %id, "`{id}` has {n} readers, one outside the loads: written to scratch once");
                     materialized.insert(id.clone());
                     materialize(&ctx, id, table, &inputs.scratch_dir).await.map_err(|e| attribute(&name, id, e))?
                 }
                 n if n > 1 && mode == Mode::Run => {
+                    info!(pipeline = %name, step = %id, "`{id}` has {n} readers: streamed to all of them at once");
                     let fan_out = Arc::new(FanOut::new(id, table, inputs.scratch_dir.clone()));
                     fan_outs.insert(id.clone(), fan_out.clone());
                     fan_out

@@ -58,13 +58,31 @@ struct Book {
     live: HashMap<String, (String, CancellationToken)>,
     /// The live runs still waiting for a slot, by id.
     queued: HashMap<String, Queued>,
+    /// How many runs each pipeline has live: what `live` holds, counted, since a trigger asks for every fire.
+    per_pipeline: HashMap<String, usize>,
     started: HashMap<String, DateTime<Utc>>,
     succeeded: HashMap<String, DateTime<Utc>>,
 }
 
 impl Book {
     fn running(&self, pipeline: &str) -> usize {
-        self.live.values().filter(|(p, _)| p == pipeline).count()
+        self.per_pipeline.get(pipeline).copied().unwrap_or(0)
+    }
+
+    fn admit(&mut self, run_id: &str, pipeline: &str, cancel: CancellationToken) {
+        self.live.insert(run_id.to_string(), (pipeline.to_string(), cancel));
+        *self.per_pipeline.entry(pipeline.to_string()).or_default() += 1;
+    }
+
+    fn release(&mut self, run_id: &str) {
+        self.queued.remove(run_id);
+        let Some((pipeline, _)) = self.live.remove(run_id) else { return };
+        if let Some(n) = self.per_pipeline.get_mut(&pipeline) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_pipeline.remove(&pipeline);
+            }
+        }
     }
 }
 
@@ -167,6 +185,7 @@ impl Runner {
         };
         let claims: Vec<(&str, &str, usize)> =
             wanted.iter().map(|(f, limit, due)| (f.pipeline.as_str(), due.as_str(), *limit)).collect();
+        let clock = Instant::now();
         let claimed = match self.store().claim_fires(&claims) {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -174,6 +193,7 @@ impl Runner {
                 return;
             }
         };
+        let claiming = clock.elapsed();
         for ((fire, _, due), claimed) in wanted.iter().zip(claimed) {
             if !claimed {
                 debug!(pipeline = %fire.pipeline, %due, "Fire taken by another instance, or the pipeline is at its limit");
@@ -184,6 +204,13 @@ impl Runner {
                 warn!(pipeline = %fire.pipeline, "Scheduled run skipped: {e}");
             }
         }
+        debug!(
+            fires = claims.len(),
+            "Claimed {} fire(s) in {} ms and queued their runs in {} ms",
+            claims.len(),
+            claiming.as_millis(),
+            (clock.elapsed() - claiming).as_millis()
+        );
     }
 
     /// Resumes the pipelines' runs whose process died (`weir run` or an earlier `weir serve` killed, a machine
@@ -245,7 +272,7 @@ impl Runner {
             if running >= entry.pipeline.settings.concurrency {
                 return Err(TriggerError::Busy { pipeline: pipeline.to_string(), running });
             }
-            book.live.insert(run_id.clone(), (pipeline.to_string(), cancel.clone()));
+            book.admit(&run_id, pipeline, cancel.clone());
             book.started.insert(pipeline.to_string(), Utc::now());
             let queued = Queued {
                 run_id: run_id.clone(),
@@ -353,8 +380,7 @@ impl Runner {
     fn finished(self: &Arc<Self>, pipeline: &str, run_id: &str, succeeded: bool) {
         let ready: Vec<String> = {
             let mut book = self.book();
-            book.live.remove(run_id);
-            book.queued.remove(run_id);
+            book.release(run_id);
             if !succeeded {
                 return;
             }

@@ -1,6 +1,8 @@
 //! When scheduled pipelines are due. The scheduler is plain data driven by the times it is given, so tests move
 //! its clock by hand; the server's loop feeds it the wall clock.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use weir_spec::{CronSchedule, Misfire, Trigger};
 
@@ -50,6 +52,8 @@ pub struct Fire {
 struct Entry {
     pipeline: String,
     schedule: Schedule,
+    /// The schedule as written (`cron|timezone` or `every:ms`): entries with the same one fire at the same times.
+    key: String,
     next: DateTime<Utc>,
 }
 
@@ -81,7 +85,13 @@ impl Scheduler {
                     }
                 }
                 if let Some(next) = schedule.next_after(now) {
-                    scheduler.entries.push(Entry { pipeline: name.clone(), schedule, next });
+                    let key = match (&trigger.cron, &trigger.every) {
+                        (Some(cron), _) => {
+                            format!("{}|{}", cron.value, trigger.timezone.as_ref().map_or("", |t| t.value.as_str()))
+                        }
+                        (None, every) => format!("every:{:?}", every.map(|d| d.0)),
+                    };
+                    scheduler.entries.push(Entry { pipeline: name.clone(), schedule, key, next });
                 }
             }
         }
@@ -95,18 +105,25 @@ impl Scheduler {
     }
 
     /// The fires due at `now`, each schedule moved on to its next fire after `now`: a schedule that fell behind by
-    /// several fires (a slow machine, a suspended process) fires once, not once per missed fire.
+    /// several fires (a slow machine, a suspended process) fires once, not once per missed fire. The next fire is
+    /// worked out once per distinct schedule: thousands of pipelines on `0 * * * *` cost one cron evaluation, not
+    /// thousands, while their fires wait to be claimed.
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Fire> {
         let mut fires = std::mem::take(&mut self.pending);
+        let mut next_of: HashMap<String, DateTime<Utc>> = HashMap::new();
         for entry in &mut self.entries {
             if entry.next > now {
                 continue;
             }
             fires.push(Fire { pipeline: entry.pipeline.clone(), due: entry.next, catch_up: false });
-            match entry.schedule.next_after(now) {
-                Some(next) => entry.next = next,
-                None => entry.next = DateTime::<Utc>::MAX_UTC,
-            }
+            entry.next = match next_of.get(&entry.key) {
+                Some(next) => *next,
+                None => {
+                    let next = entry.schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    next_of.insert(entry.key.clone(), next);
+                    next
+                }
+            };
         }
         fires
     }

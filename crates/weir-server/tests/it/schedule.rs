@@ -96,3 +96,31 @@ fn a_deleted_file_takes_its_schedule_with_it() {
     assert!(project.pipelines.is_empty());
     assert_eq!(Scheduler::new(&project, at("2026-11-25T12:00:00Z"), |_| None).next_due(), None);
 }
+
+#[test]
+fn pipelines_sharing_a_schedule_fire_together_and_each_moves_on_by_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = |name: &str, trigger: &str| {
+        let yaml = format!(
+            "name: {name}\ntriggers:\n  - {trigger}\nsteps:\n  a:\n    read_csv: {{ path: a.csv }}\n  out:\n    write_csv: {{ input: a, path: b.csv }}\n"
+        );
+        std::fs::write(dir.path().join(format!("{name}.yaml")), yaml).unwrap();
+    };
+    pipeline("a", "{ cron: '0 * * * *' }");
+    pipeline("b", "{ cron: '0 * * * *' }");
+    // The same cron in India (UTC+5:30) fires at half past, UTC.
+    pipeline("c", "{ cron: '0 * * * *', timezone: Asia/Kolkata }");
+    pipeline("d", "{ every: 30m }");
+    let project = Project::load(dir.path()).unwrap();
+    let mut s = Scheduler::new(&project, at("2026-11-25T12:07:00Z"), |_| None);
+    let names = |fires: Vec<Fire>| fires.into_iter().map(|f| f.pipeline).collect::<Vec<_>>();
+    assert_eq!(names(s.due(at("2026-11-25T12:30:00Z"))), ["c", "d"]);
+    assert_eq!(s.next_fire("c"), Some(at("2026-11-25T13:30:00Z")));
+    assert_eq!(s.next_fire("d"), Some(at("2026-11-25T13:00:00Z")));
+    assert_eq!(names(s.due(at("2026-11-25T13:00:00Z"))), ["a", "b", "d"]);
+    for p in ["a", "b"] {
+        assert_eq!(s.next_fire(p), Some(at("2026-11-25T14:00:00Z")), "{p}");
+    }
+    assert_eq!(s.next_fire("c"), Some(at("2026-11-25T13:30:00Z")), "the time zone is part of the schedule");
+    assert_eq!(s.next_fire("d"), Some(at("2026-11-25T13:30:00Z")));
+}

@@ -161,41 +161,6 @@ fn upsert_with_cdc_deletes_applies_the_last_event_per_key() {
     );
 }
 
-/// Upserts of 100,000 staged rows or more are applied with `MERGE`: the same rows, deletes and counts as the
-/// `INSERT … ON CONFLICT` of smaller batches.
-#[test]
-fn large_upserts_merge_with_the_same_rows_deletes_and_counts() {
-    let db = TestDb::new();
-    let p = Project::new().env("DB_URL", &db.url());
-    let write = "mode: upsert, keys: [id], delete_when: deleted";
-    let mut first = String::from("id,name,deleted\n");
-    for id in 1..=150_000 {
-        first.push_str(&format!("{id},a{id},false\n"));
-    }
-    let file = load_csv(&p, "postgres", &first, write);
-    let log = p.ok_log(&["run", &file]);
-    assert!(log.contains("Merging: MERGE INTO"), "{log}");
-    assert!(log.contains("150000 inserted, 0 updated"), "{log}");
-    // Ids 75,001 to 150,000 again (the even ones changed), 150,001 to 225,000 new, and 1 to 1,000 deleted.
-    let mut second = String::from("id,name,deleted\n");
-    for id in 75_001..=225_000 {
-        let name = if id % 2 == 0 || id > 150_000 { format!("b{id}") } else { format!("a{id}") };
-        second.push_str(&format!("{id},{name},false\n"));
-    }
-    for id in 1..=1_000 {
-        second.push_str(&format!("{id},a{id},true\n"));
-    }
-    let file = load_csv(&p, "postgres", &second, write);
-    let log = p.ok_log(&["run", &file]);
-    assert!(log.contains("Merging: MERGE INTO") && log.contains("Deleted 1000 rows"), "{log}");
-    assert!(log.contains("75000 inserted, 37500 updated"), "{log}");
-    assert_eq!(
-        db.rows("SELECT count(*), min(id), max(id), count(*) FILTER (WHERE name LIKE 'b%') FROM t"),
-        ["224000|1001|225000|112500"]
-    );
-    assert_eq!(db.rows("SELECT name FROM t WHERE id IN (75001, 75002) ORDER BY id"), ["a75001", "b75002"]);
-}
-
 #[test]
 fn append_delete_and_schema_evolution() {
     let db = TestDb::new();

@@ -344,81 +344,19 @@ async fn upsert(
     } else {
         "weir_stage"
     };
-    let (inserted, updated) = if merges(target, rows).await? {
-        let before = tuple_counts(target).await?;
-        let sql = merge_statement(spec, target, columns, &format!("(SELECT {names} FROM {source})"));
-        info!(table = %target.name, "Merging: {sql}");
-        target.client.execute(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
-        let after = tuple_counts(target).await?;
-        ((after.0 - before.0) as u64, (after.1 - before.1) as u64)
-    } else {
-        let action = conflict_action(spec, columns);
-        // A row the upsert inserted has no deleting transaction yet (`xmax = 0`); one it updated has this one's.
-        let sql = format!(
-            "WITH merged AS (INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action} \
-             RETURNING (xmax = 0) AS inserted) \
-             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
-            target.quoted
-        );
-        info!(table = %target.name, "Merging: {sql}");
-        let counts = target.client.query_one(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
-        (counts.get::<_, i64>(0) as u64, counts.get::<_, i64>(1) as u64)
-    };
+    let action = conflict_action(spec, columns);
+    // A row the upsert inserted has no deleting transaction yet (`xmax = 0`); one it updated has this one's.
+    let sql = format!(
+        "WITH merged AS (INSERT INTO {} AS t ({names}) SELECT {names} FROM {source} ON CONFLICT ({keys}) {action} \
+         RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
+        target.quoted
+    );
+    info!(table = %target.name, "Merging: {sql}");
+    let counts = target.client.query_one(&sql, &[]).await.map_err(|e| upsert_error(target, &keys, &e))?;
+    let (inserted, updated) = (counts.get::<_, i64>(0) as u64, counts.get::<_, i64>(1) as u64);
     info!(table = %target.name, staged = rows, inserted, updated, "Upserted {rows} rows into {}: {inserted} inserted, {updated} updated", target.name);
     Ok(Loaded { rows, changes: Some(RowChanges { inserted, updated, deleted }) })
-}
-
-/// Staged rows from which `MERGE` applies an upsert rather than `INSERT … ON CONFLICT`: PostgreSQL can then
-/// hash-join the stage to the table instead of probing the key's index once per row, which pays on large batches
-/// (0.78× the time on 2 million rows, half of them updates) and not on small ones.
-const MERGE_FROM_ROWS: u64 = 100_000;
-
-/// Whether to apply `rows` staged rows with `MERGE`: a large batch, PostgreSQL 15 or later (which has it), and a
-/// plain table, whose own tuple counts then tell the rows inserted from those updated (`MERGE` returns no rows
-/// before PostgreSQL 17).
-async fn merges(target: &Target<'_>, rows: u64) -> Result<bool> {
-    if rows < MERGE_FROM_ROWS {
-        return Ok(false);
-    }
-    let sql = "SELECT current_setting('server_version_num')::int >= 150000 \
-               AND (SELECT relkind = 'r' FROM pg_class WHERE oid = $1::text::regclass)";
-    let row = target.client.query_one(sql, &[&target.quoted]).await.map_err(|e| target.error("cannot inspect", &e))?;
-    Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
-}
-
-/// The rows this transaction has inserted into and updated in the target so far.
-async fn tuple_counts(target: &Target<'_>) -> Result<(i64, i64)> {
-    let sql = "SELECT pg_stat_get_xact_tuples_inserted(c), pg_stat_get_xact_tuples_updated(c) \
-               FROM (SELECT $1::text::regclass::oid AS c) AS target";
-    let row = target.client.query_one(sql, &[&target.quoted]).await.map_err(|e| target.error("cannot inspect", &e))?;
-    Ok((row.get(0), row.get(1)))
-}
-
-/// `MERGE INTO` the target from `source` (a parenthesized query of the load's columns): what `conflict_action`
-/// does, as a join.
-fn merge_statement(spec: &WriteDb, target: &Target<'_>, columns: &[&LoadColumn], source: &str) -> String {
-    let quoted = |prefix: &str| columns.iter().map(|c| format!("{prefix}{}", quote_ident(&c.name))).collect::<Vec<_>>();
-    let others: Vec<&&LoadColumn> = columns.iter().filter(|c| !spec.keys.contains(&c.name)).collect();
-    let matched = if others.is_empty() {
-        String::new()
-    } else {
-        let list =
-            |prefix: &str| others.iter().map(|c| format!("{prefix}{}", quote_ident(&c.name))).collect::<Vec<_>>();
-        let set = others.iter().map(|c| format!("{0} = s.{0}", quote_ident(&c.name))).collect::<Vec<_>>();
-        format!(
-            " WHEN MATCHED AND ({}) IS DISTINCT FROM ({}) THEN UPDATE SET {}",
-            list("t.").join(", "),
-            list("s.").join(", "),
-            set.join(", ")
-        )
-    };
-    format!(
-        "MERGE INTO {} AS t USING {source} AS s ON {}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
-        target.quoted,
-        key_match(&spec.keys),
-        quoted("").join(", "),
-        quoted("s.").join(", ")
-    )
 }
 
 /// An upsert's failure, with a hint where the cause is common.

@@ -104,7 +104,7 @@ def main():
         **baseline,
         "weir": ([args.weir, "-q", "run", str(HERE / "upsert.yaml")], env, "dst_orders"),
         "floor": (floor, None, "dst_orders"),
-        "sling": ([sling_binary(), "run", "--src-conn", "BENCH_PG", "--src-stream", "public.src_orders", "--tgt-conn", "BENCH_PG",
+        "sling": ([sling_binary() if not args.only or "sling" in args.only else "sling", "run", "--src-conn", "BENCH_PG", "--src-stream", "public.src_orders", "--tgt-conn", "BENCH_PG",
                    "--tgt-object", "public.dst_orders", "--mode", "incremental", "--primary-key", "id"], sling_env, "dst_orders"),
         # dlt's PostgreSQL destination insists on a password; the server trusts 127.0.0.1 and ignores it.
         "dlt": ([sys.executable, str(HERE / "dlt_job.py"), URL.replace("postgres@", "postgres:unused@"), str(work / "dlt")],

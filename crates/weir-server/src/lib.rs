@@ -172,8 +172,8 @@ fn build_scheduler(project: &Project, store: &StateStore) -> Scheduler {
 }
 
 /// Fires due schedules on a thread of its own, sleeping until the next is due and waking at least every second
-/// to notice reloads and shutdown. Runs keep the async runtime's workers busy; on a thread apart, a fire is claimed
-/// and queued on time whatever the backlog, and waits for a run slot in the queue (`/api/queue`) instead.
+/// to notice reloads and shutdown. Claiming fires is a blocking state-store transaction, kept off the workers of
+/// the async runtime that the runs use; a claimed fire's run waits for a slot in the queue (`/api/queue`).
 fn spawn_scheduler(
     runner: Arc<Runner>,
     scheduler: Arc<Mutex<Scheduler>>,

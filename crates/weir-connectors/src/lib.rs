@@ -1,6 +1,7 @@
 //! Weir's connectors, one folder per family: [`files`] (CSV, JSON, Parquet, listing, writing, copying),
 //! [`object_store`] (S3, Azure, GCS, SFTP, SharePoint and what remote files share), [`db`] (the shared scan and
-//! load, then one folder per database), [`http`] (REST APIs), [`alerts`] and the webhook source. Connection kinds
+//! load, then one folder per database), [`http`] (REST APIs), [`models`] (language models), [`alerts`] and the
+//! webhook source. Connection kinds
 //! are listed once, in [`registry`]. [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod alerts;
@@ -9,6 +10,7 @@ mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod http;
+mod models;
 mod object_store;
 pub mod registry;
 mod run;
@@ -47,6 +49,7 @@ impl Connectors for Builtin {
             Extract::ReadDb(spec) => database(cx, &spec.connection)?.read(spec, cx).await,
             Extract::ReadApi(spec) => http::table(session, spec, cx).await,
             Extract::EnrichApi(spec) => http::enrich(session, spec, cx).await,
+            Extract::AiExtract(spec) => models::extract(session, spec, cx).await,
             Extract::ReadWebhook(spec) => webhook::table(spec, cx),
         }
     }

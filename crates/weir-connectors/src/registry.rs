@@ -5,14 +5,16 @@
 use weir_spec::{ConnectionKind, KnownKind};
 
 use crate::db::Database;
+use crate::models::ModelKind;
 use crate::object_store::StoreKind;
-use crate::{db, http, object_store};
+use crate::{db, http, models, object_store};
 
 /// What a build has of a connection kind.
 #[derive(Clone, Copy)]
 pub enum Connector {
     Database(&'static dyn Database),
     Store(&'static dyn StoreKind),
+    Model(&'static dyn ModelKind),
 }
 
 struct Entry {
@@ -34,6 +36,7 @@ static ENTRIES: &[Entry] = &[
     Entry { kind: &object_store::gcs::KIND, connector: object_store::gcs::CONNECTOR },
     Entry { kind: &object_store::sftp::KIND, connector: object_store::sftp::CONNECTOR },
     Entry { kind: &object_store::sharepoint::KIND, connector: object_store::sharepoint::CONNECTOR },
+    Entry { kind: &models::openai::KIND, connector: models::openai::CONNECTOR },
 ];
 
 /// Every connection kind, and whether this build has it: for the checks (`weir_spec::Environment::with_kinds`).
@@ -65,7 +68,15 @@ pub fn checkpoints(name: &str) -> bool {
 pub fn database(name: &str) -> Result<&'static dyn Database, String> {
     match connector(name)? {
         Connector::Database(db) => Ok(db),
-        Connector::Store(_) => Err(format!("`{name}` is not a database")),
+        _ => Err(format!("`{name}` is not a database")),
+    }
+}
+
+/// The language-model endpoint of kind `name`.
+pub fn model(name: &str) -> Result<&'static dyn ModelKind, String> {
+    match connector(name)? {
+        Connector::Model(model) => Ok(model),
+        _ => Err(format!("`{name}` is not a language model; ai_extract needs an `openai` connection")),
     }
 }
 
@@ -86,7 +97,7 @@ mod tests {
         for entry in ENTRIES {
             match entry.connector {
                 Some(Connector::Database(_)) => assert!(entry.kind.can.execute, "{}", entry.kind.name),
-                Some(Connector::Store(_)) => {
+                Some(Connector::Store(_) | Connector::Model(_)) => {
                     assert!(!entry.kind.can.execute && !entry.kind.can.checkpoints, "{}", entry.kind.name)
                 }
                 None => assert!(

@@ -152,6 +152,8 @@ pub struct StepContext {
     pub(crate) connections: Arc<BTreeMap<String, Connection>>,
     pub(crate) dead_letters: Arc<dyn DeadLetters>,
     pub(crate) counters: Arc<StepCounters>,
+    /// The run's state store, for what steps keep between runs besides state values (model answers).
+    pub(crate) store: Arc<crate::StateStore>,
 }
 
 impl std::fmt::Debug for StepContext {
@@ -201,6 +203,16 @@ impl StepContext {
     /// The step's counters, for connectors that count what the engine cannot see (retried requests).
     pub fn counters(&self) -> Arc<StepCounters> {
         self.counters.clone()
+    }
+
+    /// The model answers kept under those of `keys` that have one (see [`crate::StateStore::model_answers`]).
+    pub fn model_answers(&self, keys: &[String]) -> Result<HashMap<String, String>> {
+        self.store.model_answers(keys).map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// Keeps model answers for later runs, by key.
+    pub fn keep_model_answers(&self, answers: &[(String, String)]) -> Result<()> {
+        self.store.keep_model_answers(answers).map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     /// Hands over records this step could not process, following its `on_error`: fail on the first, count and drop

@@ -26,7 +26,7 @@ pub use connector::{
 };
 pub use dead_letters::{DeadLetters, DlqResult, by_step, purge};
 pub use error::{EngineError, in_step};
-pub use metrics::{RunMetrics, StepCounters};
+pub use metrics::{ModelUsage, RunMetrics, StepCounters};
 pub use params::{resolve_variables, timestamp_micros, to_scalar};
 pub use quality::CheckResult;
 pub use replay::ReplayReport;

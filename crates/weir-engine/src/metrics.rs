@@ -36,10 +36,42 @@ pub struct StepCounters {
     /// Records a source passed over by design, not for a fault (a Debezium tombstone).
     skipped: AtomicU64,
     retries: AtomicU64,
+    /// What asking a language model cost the step, for a step that asks one.
+    usage: Mutex<Option<ModelUsage>>,
     /// What a load's rows did to its destination, summed over its batches; `None` where the destination cannot tell.
     changes: Mutex<Option<crate::RowChanges>>,
     timing: Mutex<Option<(Instant, Instant)>>,
     max: Option<MaxTracker>,
+}
+
+/// What a step's questions to a language model cost: requests sent, texts answered from the cache instead, tokens
+/// as the server counted them, and their price (in millionths of the currency the connection's prices are in;
+/// `None` when it sets no price).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelUsage {
+    pub requests: u64,
+    pub cached: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<u64>,
+}
+
+impl std::ops::Add for ModelUsage {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        let cost_micros = match (self.cost_micros, other.cost_micros) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        Self {
+            requests: self.requests + other.requests,
+            cached: self.cached + other.cached,
+            input_tokens: self.input_tokens + other.input_tokens,
+            output_tokens: self.output_tokens + other.output_tokens,
+            cost_micros,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -99,6 +131,16 @@ impl StepCounters {
 
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds requests, cache hits, tokens and cost of a step that asks a language model.
+    pub fn add_usage(&self, more: ModelUsage) {
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        *usage = Some(usage.unwrap_or_default() + more);
+    }
+
+    pub fn usage(&self) -> Option<ModelUsage> {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn add_invalid(&self, n: u64) {
@@ -172,6 +214,12 @@ impl RunMetrics {
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
         steps.iter().map(|(k, v)| (k.clone(), v.rows())).collect()
+    }
+
+    /// `(step, what it asked of a language model)` for every step that asked one.
+    pub fn usage(&self) -> Vec<(String, ModelUsage)> {
+        let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        steps.iter().filter_map(|(k, v)| Some((k.clone(), v.usage()?))).collect()
     }
 
     /// `(step, what its rows changed)` for every load whose destination tells.

@@ -68,9 +68,11 @@ impl Engine {
         // Only these steps keep the row they were given; others keep what could not be decoded (a CSV line) or a
         // lookup key, which cannot go back in.
         let input = match &failing.kind {
-            StepKind::Validate(_) | StepKind::Map(_) | StepKind::WriteApi(_) | StepKind::WriteDb(_) => {
-                failing.kind.input().expect("each has an input").value.clone()
-            }
+            StepKind::Validate(_)
+            | StepKind::Map(_)
+            | StepKind::AiExtract(_)
+            | StepKind::WriteApi(_)
+            | StepKind::WriteDb(_) => failing.kind.input().expect("each has an input").value.clone(),
             other => {
                 return Err(input_err(format!(
                     "dead letters of `{step}` ({}) hold what it could not read, not a row it was given: fix the source \

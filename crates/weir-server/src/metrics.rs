@@ -47,6 +47,8 @@ struct Series {
     /// Rows loads inserted, updated and deleted, by pipeline, step and change.
     changed: BTreeMap<(String, String, &'static str), u64>,
     set_aside: BTreeMap<String, u64>,
+    /// What steps asked of language models, by pipeline and step.
+    model: BTreeMap<(String, String), weir_engine::ModelUsage>,
     lag: Histogram,
     queue_wait: Histogram,
     hooks: BTreeMap<(String, u16), u64>,
@@ -64,22 +66,27 @@ impl Metrics {
         *self.series().running.entry(pipeline.to_string()).or_default() += 1;
     }
 
-    /// A finished run: its status, duration, rows per step, what its loads changed and records set aside.
+    /// A finished run: its status, duration, rows per step, what its loads changed, what its steps asked of
+    /// language models, and records set aside.
     pub fn run_finished(
         &self,
         pipeline: &str,
         status: &'static str,
         seconds: f64,
-        rows: &[(String, u64)],
-        changes: &[(String, weir_engine::RowChanges)],
+        steps: &weir_engine::RunMetrics,
         set_aside: u64,
     ) {
+        let (rows, changes, usage) = (steps.snapshot(), steps.changes(), steps.usage());
         let mut s = self.series();
         *s.running.entry(pipeline.to_string()).or_default() -= 1;
         *s.runs.entry((pipeline.to_string(), status)).or_default() += 1;
         s.durations.entry(pipeline.to_string()).or_default().observe(seconds);
         for (step, n) in rows {
-            *s.rows.entry((pipeline.to_string(), step.clone())).or_default() += n;
+            *s.rows.entry((pipeline.to_string(), step)).or_default() += n;
+        }
+        for (step, u) in usage {
+            let total = s.model.entry((pipeline.to_string(), step)).or_default();
+            *total = *total + u;
         }
         for (step, c) in changes {
             for (change, n) in [("inserted", c.inserted), ("updated", c.updated), ("deleted", c.deleted)] {
@@ -139,6 +146,49 @@ impl Metrics {
         out.push_str("# HELP weir_dead_letters_total Records set aside (dead-lettered or skipped).\n# TYPE weir_dead_letters_total counter\n");
         for (p, n) in &s.set_aside {
             let _ = writeln!(out, "weir_dead_letters_total{{pipeline=\"{}\"}} {n}", esc(p));
+        }
+        out.push_str("# HELP weir_model_requests_total Requests steps sent to language models.\n# TYPE weir_model_requests_total counter\n");
+        for ((p, step), u) in &s.model {
+            let _ = writeln!(
+                out,
+                "weir_model_requests_total{{pipeline=\"{}\",step=\"{}\"}} {}",
+                esc(p),
+                esc(step),
+                u.requests
+            );
+        }
+        out.push_str("# HELP weir_model_cache_hits_total Texts answered from kept model answers instead of a request.\n# TYPE weir_model_cache_hits_total counter\n");
+        for ((p, step), u) in &s.model {
+            let _ = writeln!(
+                out,
+                "weir_model_cache_hits_total{{pipeline=\"{}\",step=\"{}\"}} {}",
+                esc(p),
+                esc(step),
+                u.cached
+            );
+        }
+        out.push_str("# HELP weir_model_tokens_total Tokens language models counted, by direction.\n# TYPE weir_model_tokens_total counter\n");
+        for ((p, step), u) in &s.model {
+            for (direction, n) in [("input", u.input_tokens), ("output", u.output_tokens)] {
+                let _ = writeln!(
+                    out,
+                    "weir_model_tokens_total{{pipeline=\"{}\",step=\"{}\",direction=\"{direction}\"}} {n}",
+                    esc(p),
+                    esc(step)
+                );
+            }
+        }
+        out.push_str("# HELP weir_model_cost_total What model requests cost, at the connection's prices.\n# TYPE weir_model_cost_total counter\n");
+        for ((p, step), u) in &s.model {
+            if let Some(micros) = u.cost_micros {
+                let _ = writeln!(
+                    out,
+                    "weir_model_cost_total{{pipeline=\"{}\",step=\"{}\"}} {}",
+                    esc(p),
+                    esc(step),
+                    micros as f64 / 1e6
+                );
+            }
         }
         out.push_str("# HELP weir_schedule_lag_seconds Delay between a schedule's due time and its fire being claimed and queued (trigger lag; waiting for a slot is weir_run_queue_wait_seconds).\n# TYPE weir_schedule_lag_seconds histogram\n");
         s.lag.render(&mut out, "weir_schedule_lag_seconds", "");

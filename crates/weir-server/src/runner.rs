@@ -306,13 +306,11 @@ impl Runner {
             let (result, outcome) =
                 run_and_alert(&runner.engine, &entry.pipeline, &options, metrics.clone(), start).await;
             let status = if result.is_ok() { "success" } else { "failed" };
-            let rows: Vec<(String, u64)> = metrics.snapshot();
             runner.metrics.run_finished(
                 &entry.pipeline.name.value,
                 status,
                 clock.elapsed().as_secs_f64(),
-                &rows,
-                &metrics.changes(),
+                &metrics,
                 outcome.records_set_aside,
             );
             let name = entry.pipeline.name().to_string();

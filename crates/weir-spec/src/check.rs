@@ -11,7 +11,7 @@ use crate::api::{Paginate, ReadApi, Retry, WriteApi};
 use crate::connection_kind::{ConnectionKind, Family, UrlUse};
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
 use crate::model::{Connection, Pipeline, StateUpdate};
-use crate::step::{Category, DbWriteMode, Rule, Step, StepKind};
+use crate::step::{AiExtract, Category, DbWriteMode, FieldType, Rule, Step, StepKind};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
 
@@ -449,6 +449,7 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                 }
                 check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
             }
+            StepKind::AiExtract(x) => check_ai_extract(pipeline, step, x, out),
             StepKind::WriteDb(w) => {
                 check_retry(w.retry.as_ref(), "retry", step.kind_pos, out);
                 check_connection_ref(pipeline, &w.connection, out);
@@ -558,6 +559,60 @@ fn check_read_api(pipeline: &Pipeline, step: &Step, api: &ReadApi, out: &mut Vec
     check_retry(api.retry.as_ref(), "retry", step.kind_pos, out);
     if api.requests_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {
         out.push(Diagnostic::new(step.kind_pos, "requests_per_second must be above 0"));
+    }
+}
+
+fn check_ai_extract(pipeline: &Pipeline, step: &Step, x: &AiExtract, out: &mut Vec<Diagnostic>) {
+    check_connection_ref(pipeline, &x.connection, out);
+    if let Some(conn) = pipeline.connections.get(&x.connection.value)
+        && conn.kind.value != "openai"
+    {
+        out.push(Diagnostic::at(
+            &x.connection,
+            format!(
+                "connection `{}` is of kind `{}`; ai_extract needs an `openai` connection",
+                x.connection.value, conn.kind.value
+            ),
+        ));
+    }
+    if x.text.is_some() == x.template.is_some() {
+        out.push(
+            Diagnostic::new(step.kind_pos, "an ai_extract step needs exactly one of `text` and `template`")
+                .with_hint("`text: raw_address` names a column; `template: \"{name}, {address}\"` joins several"),
+        );
+    }
+    match x.field_list() {
+        Ok(fields) if fields.is_empty() => {
+            out.push(Diagnostic::new(step.kind_pos, "an ai_extract step needs at least one field"));
+        }
+        Ok(fields) => {
+            for (name, field) in &fields {
+                if let Some(bad) = field.allowed.iter().find(|v| !fits_type(v, field.ty)) {
+                    out.push(Diagnostic::new(
+                        step.kind_pos,
+                        format!("field `{name}`: enum value {bad} is not of type {}", field.ty.name()),
+                    ));
+                }
+            }
+        }
+        Err(why) => out.push(Diagnostic::new(step.kind_pos, why)),
+    }
+    if x.batch_size == 0 || x.concurrency == 0 {
+        out.push(Diagnostic::new(step.kind_pos, "batch_size and concurrency must be at least 1"));
+    }
+    if x.requests_per_minute == Some(0) || x.tokens_per_minute == Some(0) {
+        out.push(Diagnostic::new(step.kind_pos, "requests_per_minute and tokens_per_minute must be above 0"));
+    }
+    check_retry(x.retry.as_ref(), "retry", step.kind_pos, out);
+}
+
+/// Whether an enum value is of a field's type.
+fn fits_type(value: &serde_json::Value, ty: FieldType) -> bool {
+    match ty {
+        FieldType::String => value.is_string(),
+        FieldType::Integer => value.is_i64() || value.is_u64(),
+        FieldType::Number => value.is_number(),
+        FieldType::Boolean => value.is_boolean(),
     }
 }
 

@@ -29,6 +29,8 @@ pub enum Family {
     ObjectStore,
     /// A REST API: `read_api`, `enrich_api`, `write_api`, and `https://` file reads.
     Http,
+    /// A language model behind an OpenAI-compatible chat endpoint: `ai_extract`.
+    Model,
 }
 
 impl Family {
@@ -37,6 +39,7 @@ impl Family {
             Self::Database => "database",
             Self::ObjectStore => "object store",
             Self::Http => "http",
+            Self::Model => "model",
         }
     }
 }

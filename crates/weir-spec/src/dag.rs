@@ -27,8 +27,11 @@ impl Dag {
         let mut inputs: HashMap<String, Vec<String>> = HashMap::new();
         for step in &pipeline.steps {
             let reads = match (step.kind.input(), &step.kind) {
-                // Enrichment reads its input twice (its keys, then the join), so the input must run only once.
-                (Some(input), crate::StepKind::EnrichApi(_)) => vec![input.value.clone(), input.value.clone()],
+                // Enrichment and extraction read their input twice (its keys or texts, then the join), so the input
+                // must run only once.
+                (Some(input), crate::StepKind::EnrichApi(_) | crate::StepKind::AiExtract(_)) => {
+                    vec![input.value.clone(), input.value.clone()]
+                }
                 (Some(input), _) => vec![input.value.clone()],
                 (None, crate::StepKind::Sql(sql)) => match sql_inputs(step) {
                     Ok(tables) => {

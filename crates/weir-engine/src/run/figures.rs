@@ -27,6 +27,7 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
                 inserted: changes.map(|c| c.inserted),
                 updated: changes.map(|c| c.updated),
                 deleted: changes.map(|c| c.deleted),
+                model: c.usage(),
             })
         })
         .collect()
@@ -34,6 +35,22 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
 
 pub(super) fn log_summary(steps: &[StepMetricsRow]) {
     for s in steps {
+        if let Some(u) = s.model {
+            let cost = u.cost_micros.map(|c| format!(", costing {:.6}", c as f64 / 1e6)).unwrap_or_default();
+            info!(
+                step = %s.step,
+                requests = u.requests,
+                cached = u.cached,
+                input_tokens = u.input_tokens,
+                output_tokens = u.output_tokens,
+                cost_micros = u.cost_micros,
+                "Asked the model {} times ({} texts answered from the cache): {} input and {} output tokens{cost}",
+                u.requests,
+                u.cached,
+                u.input_tokens,
+                u.output_tokens
+            );
+        }
         match s.category.as_str() {
             "extract" => info!(step = %s.step, records = s.rows_out, "Extracted {} records", s.rows_out),
             "load" => match (s.inserted, s.updated, s.deleted) {

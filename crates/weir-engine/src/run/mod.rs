@@ -184,6 +184,7 @@ impl Shared {
             connections: Arc::new(pipeline.connections.clone()),
             dead_letters,
             counters: Arc::default(),
+            store: engine.store.clone(),
         };
         Ok(Self { base })
     }

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS step_metrics (
     updated      BIGINT,
     deleted      BIGINT,
     rows_skipped BIGINT NOT NULL DEFAULT 0,
+    model_requests BIGINT,
+    model_cached   BIGINT,
+    input_tokens   BIGINT,
+    output_tokens  BIGINT,
+    cost_micros    BIGINT,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS state_values (
@@ -106,6 +111,11 @@ CREATE TABLE IF NOT EXISTS instances (
     pid          BIGINT NOT NULL,
     started_at   TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_answers (
+    key         TEXT PRIMARY KEY,
+    answer      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_log (
     seq         {id},

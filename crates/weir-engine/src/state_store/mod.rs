@@ -9,6 +9,7 @@ mod db;
 mod dead_letters;
 mod fires;
 mod logs;
+mod model_answers;
 pub mod postgres;
 mod runs;
 mod sqlite;

@@ -210,7 +210,9 @@ fn connect(url: &str) -> Result<Client> {
 /// Columns later versions keep, for a store an earlier version made.
 const ADDED_COLUMNS: &str = "ALTER TABLE step_metrics ADD COLUMN IF NOT EXISTS inserted BIGINT, \
     ADD COLUMN IF NOT EXISTS updated BIGINT, ADD COLUMN IF NOT EXISTS deleted BIGINT, \
-    ADD COLUMN IF NOT EXISTS rows_skipped BIGINT NOT NULL DEFAULT 0";
+    ADD COLUMN IF NOT EXISTS rows_skipped BIGINT NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS model_requests BIGINT, \
+    ADD COLUMN IF NOT EXISTS model_cached BIGINT, ADD COLUMN IF NOT EXISTS input_tokens BIGINT, \
+    ADD COLUMN IF NOT EXISTS output_tokens BIGINT, ADD COLUMN IF NOT EXISTS cost_micros BIGINT";
 
 /// Creates the tables (one instance at a time: concurrent `CREATE … IF NOT EXISTS` can collide) and registers
 /// this instance.

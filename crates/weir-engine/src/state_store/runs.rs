@@ -1,6 +1,7 @@
 //! Runs: started, finished, abandoned, resumed; their step metrics and the `pipeline_metrics` view.
 
 use super::*;
+use crate::metrics::ModelUsage;
 
 impl StateStore {
     pub fn start_run(&self, run_id: &str, pipeline: &str, trigger: &str, variables: &serde_json::Value) -> Result<()> {
@@ -156,13 +157,17 @@ impl StateStore {
                 db.execute(
                     "INSERT INTO step_metrics
                          (run_id, step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, position,
-                          inserted, updated, deleted, rows_skipped)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                          inserted, updated, deleted, rows_skipped, model_requests, model_cached, input_tokens,
+                          output_tokens, cost_micros)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
                      ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, category = excluded.category,
                          rows_in = excluded.rows_in, rows_out = excluded.rows_out, rows_invalid = excluded.rows_invalid,
                          bytes = excluded.bytes, duration_ms = excluded.duration_ms, retries = excluded.retries,
                          position = excluded.position, inserted = excluded.inserted, updated = excluded.updated,
-                         deleted = excluded.deleted, rows_skipped = excluded.rows_skipped",
+                         deleted = excluded.deleted, rows_skipped = excluded.rows_skipped,
+                         model_requests = excluded.model_requests, model_cached = excluded.model_cached,
+                         input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                         cost_micros = excluded.cost_micros",
                     args![
                         run_id,
                         &m.step,
@@ -178,7 +183,12 @@ impl StateStore {
                         m.inserted.map(|n| n as i64),
                         m.updated.map(|n| n as i64),
                         m.deleted.map(|n| n as i64),
-                        m.rows_skipped
+                        m.rows_skipped,
+                        m.model.map(|u| u.requests as i64),
+                        m.model.map(|u| u.cached as i64),
+                        m.model.map(|u| u.input_tokens as i64),
+                        m.model.map(|u| u.output_tokens as i64),
+                        m.model.and_then(|u| u.cost_micros).map(|c| c as i64)
                     ],
                 )?;
             }
@@ -236,7 +246,8 @@ impl StateStore {
         self.tx(|db| {
             db.query(
                 "SELECT step, kind, category, rows_in, rows_out, rows_invalid, bytes, duration_ms, retries, inserted, updated,
-                        deleted, rows_skipped FROM step_metrics
+                        deleted, rows_skipped, model_requests, model_cached, input_tokens, output_tokens, cost_micros
+                 FROM step_metrics
                  WHERE run_id = ?1 ORDER BY position, step",
                 args![run_id],
             )?
@@ -256,6 +267,16 @@ impl StateStore {
                     updated: r.opt_int(10)?.map(|n| n as u64),
                     deleted: r.opt_int(11)?.map(|n| n as u64),
                     rows_skipped: r.int(12)? as u64,
+                    model: match r.opt_int(13)? {
+                        Some(requests) => Some(ModelUsage {
+                            requests: requests as u64,
+                            cached: r.opt_int(14)?.unwrap_or(0) as u64,
+                            input_tokens: r.opt_int(15)?.unwrap_or(0) as u64,
+                            output_tokens: r.opt_int(16)?.unwrap_or(0) as u64,
+                            cost_micros: r.opt_int(17)?.map(|c| c as u64),
+                        }),
+                        None => None,
+                    },
                 })
             })
             .collect()
@@ -326,6 +347,9 @@ pub struct StepMetricsRow {
     pub updated: Option<u64>,
     #[serde(default)]
     pub deleted: Option<u64>,
+    /// For a step that asks a language model: requests, cache hits, tokens and cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelUsage>,
 }
 
 /// A failed run that `weir run --resume` can go on with, with what it started from.

@@ -56,6 +56,11 @@ fn migrate(conn: &Connection) -> Result<()> {
         ("step_metrics", "updated", "INTEGER"),
         ("step_metrics", "deleted", "INTEGER"),
         ("step_metrics", "rows_skipped", "INTEGER NOT NULL DEFAULT 0"),
+        ("step_metrics", "model_requests", "INTEGER"),
+        ("step_metrics", "model_cached", "INTEGER"),
+        ("step_metrics", "input_tokens", "INTEGER"),
+        ("step_metrics", "output_tokens", "INTEGER"),
+        ("step_metrics", "cost_micros", "INTEGER"),
     ];
     for (table, column, decl) in added {
         let present =

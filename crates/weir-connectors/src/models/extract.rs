@@ -5,6 +5,7 @@
 //! fitting answer are handed to `on_error` whole (dead letters keep the row, the reason and the model's raw
 //! answer), and are not in the output: a replayed dead letter is loaded once.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::functions::expr_fn::{coalesce, concat};
 use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::{SessionContext, ident};
+use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tracing::info;
@@ -70,21 +73,7 @@ pub async fn table(session: &SessionContext, spec: &AiExtract, cx: &StepContext)
     let mut failures = Vec::new();
     if !cx.planning {
         let texts = keyed.clone().select(vec![col(TEXT)])?.filter(col(TEXT).is_not_null())?.distinct()?;
-        let mut texts = texts.execute_stream().await?;
-        let mut chunk = Vec::new();
-        while let Some(batch) = texts.next().await {
-            let batch = batch?;
-            chunk.extend(batch.column(0).as_string::<i32>().iter().flatten().map(str::to_string));
-            if chunk.len() >= CHUNK {
-                asker.answer(std::mem::take(&mut chunk), &mut out, &mut failures, &mut tally).await?;
-            }
-            if cx.on_error == OnError::Fail && !failures.is_empty() {
-                break;
-            }
-        }
-        if !chunk.is_empty() && (cx.on_error != OnError::Fail || failures.is_empty()) {
-            asker.answer(chunk, &mut out, &mut failures, &mut tally).await?;
-        }
+        asker.answer_all(texts.execute_stream().await?, &mut out, &mut failures, &mut tally).await?;
     }
     out.flush()?;
     drop(out);
@@ -231,6 +220,8 @@ struct Asker<'a> {
     system: String,
     examples: Vec<(String, String)>,
     schema: Value,
+    /// The hash of everything but the text that decides an answer: the model, the prompt and the fields.
+    key_prefix: Sha256,
     shown: AtomicUsize,
 }
 
@@ -266,6 +257,8 @@ impl<'a> Asker<'a> {
             })
             .collect();
         let schema = if batched { fields.batch_schema() } else { fields.record_schema(false) };
+        let identity = json!([model.identity(), system, examples, schema]).to_string();
+        let key_prefix = Sha256::new_with_prefix(format!("{}:{identity}", identity.len()));
         Self {
             model,
             fields,
@@ -275,14 +268,16 @@ impl<'a> Asker<'a> {
             system,
             examples,
             schema,
+            key_prefix,
             shown: AtomicUsize::new(0),
         }
     }
 
     /// Where a text's answer is kept: the model, the prompt, the fields and the text, hashed.
     fn key(&self, text: &str) -> String {
-        let identity = json!([self.model.identity(), self.system, self.examples, self.schema, text]);
-        hex::encode(Sha256::digest(identity.to_string().as_bytes()))
+        let mut hasher = self.key_prefix.clone();
+        hasher.update(text.as_bytes());
+        hex::encode(hasher.finalize())
     }
 
     fn question(&self, texts: &[String]) -> Question {
@@ -297,15 +292,62 @@ impl<'a> Asker<'a> {
         Question { system: self.system.clone(), examples: self.examples.clone(), user, schema: self.schema.clone() }
     }
 
-    /// Answers `texts`: kept answers first, then the model; fitting answers are written to `out` (and kept),
-    /// the others added to `failures`.
-    async fn answer(
+    /// Answers every text of `texts`: kept answers first, then the model, with `concurrency` requests in flight
+    /// all along (the next texts are looked up while requests are out). Fitting answers are written to `out` and
+    /// kept; the others are added to `failures`. With `on_error: fail`, the first failure stops the asking.
+    async fn answer_all(
         &self,
-        texts: Vec<String>,
+        mut texts: SendableRecordBatchStream,
         out: &mut impl Write,
         failures: &mut Vec<(String, String)>,
         tally: &mut Tally,
     ) -> Result<()> {
+        let mut queue: VecDeque<Vec<String>> = VecDeque::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut to_keep = Vec::new();
+        let mut texts_left = true;
+        loop {
+            if texts_left && queue.len() < self.spec.concurrency {
+                let mut chunk = Vec::new();
+                while chunk.len() < CHUNK {
+                    let Some(batch) = texts.next().await else {
+                        texts_left = false;
+                        break;
+                    };
+                    chunk.extend(batch?.column(0).as_string::<i32>().iter().flatten().map(str::to_string));
+                }
+                let pending = self.kept_answers(chunk, out, tally)?;
+                queue.extend(pending.chunks(self.spec.batch_size).map(<[String]>::to_vec));
+                continue;
+            }
+            while in_flight.len() < self.spec.concurrency
+                && let Some(group) = queue.pop_front()
+            {
+                in_flight.push(self.ask(group));
+            }
+            let Some(settled) = in_flight.next().await else { break };
+            let Settled { fitting, failed } = settled?;
+            tally.asked += fitting.len() as u64;
+            for (text, answer) in fitting {
+                if self.spec.cache {
+                    to_keep.push((self.key(&text), Value::Object(answer.clone()).to_string()));
+                }
+                write_answer(out, &text, answer)?;
+            }
+            failures.extend(failed);
+            if self.cx.on_error == OnError::Fail && !failures.is_empty() {
+                break;
+            }
+            if to_keep.len() >= CHUNK {
+                self.cx.keep_model_answers(&std::mem::take(&mut to_keep))?;
+            }
+        }
+        self.cx.keep_model_answers(&to_keep)
+    }
+
+    /// Writes the kept answers of `texts` to `out`; the texts still to ask about. A dry run prints the first
+    /// requests it would send and asks about none.
+    fn kept_answers(&self, texts: Vec<String>, out: &mut impl Write, tally: &mut Tally) -> Result<Vec<String>> {
         let keys: Vec<String> = texts.iter().map(|t| self.key(t)).collect();
         let kept = if self.spec.cache { self.cx.model_answers(&keys)? } else { Default::default() };
         let (mut pending, mut cached) = (Vec::new(), 0);
@@ -322,32 +364,17 @@ impl<'a> Asker<'a> {
             tally.cached += cached;
             self.cx.counters().add_usage(ModelUsage { cached, ..ModelUsage::default() });
         }
-        if self.cx.dry_run {
-            for group in pending.chunks(self.spec.batch_size) {
-                if self.shown.fetch_add(1, Ordering::Relaxed) < DRY_RUN_SHOWN {
-                    let request = serde_json::to_string_pretty(&self.model.request(&self.question(group)))
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    info!(step = %self.cx.step, "Dry run: would send\n{request}");
-                }
-            }
-            return Ok(());
+        if !self.cx.dry_run {
+            return Ok(pending);
         }
-        let groups: Vec<Vec<String>> = pending.chunks(self.spec.batch_size).map(<[String]>::to_vec).collect();
-        let mut settled = futures::stream::iter(groups.into_iter().map(|group| self.ask(group)))
-            .buffer_unordered(self.spec.concurrency);
-        let mut to_keep = Vec::new();
-        while let Some(result) = settled.next().await {
-            let Settled { fitting, failed } = result?;
-            tally.asked += fitting.len() as u64;
-            for (text, answer) in fitting {
-                if self.spec.cache {
-                    to_keep.push((self.key(&text), Value::Object(answer.clone()).to_string()));
-                }
-                write_answer(out, &text, answer)?;
+        for group in pending.chunks(self.spec.batch_size) {
+            if self.shown.fetch_add(1, Ordering::Relaxed) < DRY_RUN_SHOWN {
+                let request = serde_json::to_string_pretty(&self.model.request(&self.question(group)))
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                info!(step = %self.cx.step, "Dry run: would send\n{request}");
             }
-            failures.extend(failed);
         }
-        self.cx.keep_model_answers(&to_keep)
+        Ok(Vec::new())
     }
 
     /// One request about `texts`, and what it settled. A request that failed for good fails all of its texts.

@@ -60,8 +60,7 @@ async function complete(body) {
     }
     session.setChatHistory(history);
     const maxTokens = body.max_tokens ?? 512;
-    let finish = "stop";
-    const content = await session.prompt(last.content, {
+    const { responseText: content, stopReason } = await session.promptWithMeta(last.content, {
       grammar: await grammarOf(body.response_format),
       maxTokens,
       temperature: body.temperature ?? 0,
@@ -72,7 +71,7 @@ async function complete(body) {
     });
     const promptText = messages.map((m) => m.content).join("\n");
     const outputTokens = model.tokenize(content).length;
-    if (outputTokens >= maxTokens) finish = "length";
+    const finish = stopReason === "maxTokens" ? "length" : "stop";
     return {
       id: `chatcmpl-${Date.now()}`,
       object: "chat.completion",

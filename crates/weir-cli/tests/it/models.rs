@@ -377,3 +377,16 @@ fn the_address_example_runs_against_a_local_model() {
     let kept: Vec<String> = sorted(&again).into_iter().filter(|l| sorted(&out).contains(l)).collect();
     assert_eq!(kept.len(), loaded.len() + 1, "the kept answers come back as they were:\n{out}\n{again}");
 }
+
+#[test]
+fn kept_answers_live_in_a_shared_postgresql_state_too() {
+    let db = crate::common::postgres::TestDb::new();
+    let (url, seen) = scripted_server();
+    let csv = "id,address\n1,1 A St|Oslo||NO\n2,2 B St|Leeds||GB\n";
+    let p = project(&url, "      text: address", csv).env("WEIR_STATE", &db.url());
+    p.ok(&["run", "p.yaml"]);
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(seen.texts().len(), 2, "the second run asked nothing: {:?}", seen.texts());
+    assert_eq!(step_figures(&p)["model"]["cached"], 2);
+    assert_eq!(db.rows("SELECT count(*) FROM weir.model_answers"), ["2"]);
+}

@@ -222,23 +222,28 @@ fn weir_serve_resumes_a_killed_run_on_start() {
     let listen = format!("127.0.0.1:{port}");
     let mut serve = Running::start(&p, &env, &["serve", ".", "--listen", &listen]);
     serve.wait_for("Resuming interrupted run");
-    wait_for_one_successful_run(&p, "the killed run was not resumed");
+    if let Err(statuses) = one_successful_run(&p) {
+        panic!("the killed run was not resumed: {statuses:?}");
+    }
     let _ = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status();
     serve.finish();
     assert_eq!(db.rows(CHECK), [expected()], "append mode: nothing loaded twice");
 }
 
-/// Waits until `load.yaml` has one run and it succeeded (a resumed run keeps its id).
-fn wait_for_one_successful_run(p: &Project, failure: &str) {
+/// Waits until `load.yaml` has one run and it succeeded (a resumed run keeps its id); after two minutes, the
+/// runs' statuses.
+fn one_successful_run(p: &Project) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "load.yaml", "--json"])).unwrap();
-        let statuses: Vec<&str> =
-            runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+        let statuses: Vec<String> =
+            runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
         if statuses == ["success"] {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "{failure}: {statuses:?}");
+        if Instant::now() >= deadline {
+            return Err(statuses);
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -282,9 +287,12 @@ fn two_instances_share_a_postgres_store_fire_each_schedule_once_and_take_over_a_
     let (_, log_a) = a.finish();
 
     b.wait_for("Resuming interrupted run");
-    wait_for_one_successful_run(&p, &format!("instance B did not finish A's run; A's log:\n{log_a}"));
+    let finished = one_successful_run(&p);
     let _ = Command::new("kill").args(["-TERM", &b.child.id().to_string()]).status();
     let (_, log_b) = b.finish();
+    if let Err(statuses) = finished {
+        panic!("instance B did not finish A's run: {statuses:?}\nA's log:\n{log_a}\nB's log:\n{log_b}");
+    }
     assert!(
         log_b.contains("batches before: going on from there") && !log_b.contains("committed 0 of"),
         "B went on from A's checkpoint:\n{log_b}"

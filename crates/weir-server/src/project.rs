@@ -33,7 +33,7 @@ pub struct Project {
 }
 
 impl Project {
-    /// Loads every `*.yaml`/`*.yml` file directly in `dir`.
+    /// Loads every `*.yaml`/`*.yml` file directly in `dir`, but for test files (`*.test.yaml`, for `weir test`).
     pub fn load(dir: &Path) -> std::io::Result<Self> {
         let mut project = Self::default();
         project.reload(dir)?;
@@ -48,6 +48,7 @@ impl Project {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .filter(|p| !p.file_stem().is_some_and(|stem| stem.to_string_lossy().ends_with(".test")))
             .collect();
         files.sort();
         // A deleted file takes its pipeline (and its schedules) with it.
@@ -81,5 +82,22 @@ impl Project {
             }
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_files_beside_pipelines_are_not_pipelines() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline =
+            "name: p\nsteps:\n  a:\n    read_csv: { path: a.csv }\n  b:\n    write_csv: { input: a, path: b.csv }\n";
+        std::fs::write(dir.path().join("p.yaml"), pipeline).unwrap();
+        std::fs::write(dir.path().join("p.test.yaml"), "cases: {}\n").unwrap();
+        let project = Project::load(dir.path()).unwrap();
+        assert_eq!(project.pipelines.keys().collect::<Vec<_>>(), ["p"]);
+        assert!(project.broken.is_empty(), "{:?}", project.broken);
     }
 }

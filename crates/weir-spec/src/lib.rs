@@ -17,6 +17,7 @@ mod diagnostic;
 mod model;
 mod step;
 mod template;
+mod test_suite;
 mod trigger;
 mod value;
 
@@ -32,6 +33,10 @@ pub use model::{
 pub use serde_saphyr::Spanned;
 pub use step::*;
 pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
+pub use test_suite::{
+    CheckOutcome, DeadLetterExpect, Expect, Given, MockResponse, RealConnection, StepExpect, TestCase, TestRun,
+    TestSuite,
+};
 pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, RateLimit, Trigger, Webhook};
 pub use value::{TypedValue, ValueType};
 

@@ -48,6 +48,25 @@ steps:
     write_parquet: { input: big_enough, path: out/orders.parquet }
 "#;
 
+const TESTS: &str = r#"# The pipeline's test cases: `weir test .` runs them (docs/testing.md).
+cases:
+  bad rows are set aside and small orders left out:
+    variables: { min_amount: 10 }
+    given:
+      orders:
+        rows:
+          - { order_id: 1, email: " Ada@Example.com ", amount: 19.99, ordered_at: "2024-01-15" }
+          - { order_id: 2, email: bob@example.com, amount: 5.0, ordered_at: "2024-01-16" }
+          - { order_id: 3, email: not-an-email, amount: 7.5, ordered_at: "2024-01-16" }
+    expect:
+      steps:
+        out:
+          rows:
+            - { order_id: 1, email: ada@example.com, amount: 19.99 }
+      dead_letters:
+        - { step: checked, reason: email_format, record: { order_id: 3 } }
+"#;
+
 const ORDERS: &str = "order_id,email,amount,ordered_at
 1, Ada@Example.com ,19.99,2024-01-15
 2,bob@example.com,5.00,2024-01-16
@@ -61,8 +80,12 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(args.dir.join("data")).with_context(|| format!("cannot create {}", args.dir.display()))?;
     std::fs::write(args.dir.join("pipeline.yaml"), PIPELINE)?;
+    std::fs::write(args.dir.join("pipeline.test.yaml"), TESTS)?;
     std::fs::write(args.dir.join("data/orders.csv"), ORDERS)?;
     std::fs::write(args.dir.join(".gitignore"), ".weir/\nout/\n")?;
-    println!("created {0}/pipeline.yaml; run it with:\n  weir run {0}/pipeline.yaml", args.dir.display());
+    println!(
+        "created {0}/pipeline.yaml and its tests; run it with:\n  weir run {0}/pipeline.yaml\nand its tests with:\n  weir test {0}",
+        args.dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -386,6 +386,7 @@ fn init_scaffolds_a_project_that_runs() {
     let schema: serde_json::Value = serde_json::from_str(&p.ok(&["schema"])).unwrap();
     assert!(schema["properties"]["steps"].is_object());
     assert!(p.ok(&["list"]).contains("read_csv"));
+    assert!(p.ok(&["test", "demo"]).contains("1 cases: 1 passed, 0 failed"), "the scaffold's own test passes");
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod object_store;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod parquet_interop;
+mod pipeline_tests;
 mod postgres;
 mod registry;
 mod resume;

@@ -95,6 +95,21 @@ fn the_published_schema_is_current() {
     assert!(published == current, "docs/pipeline.schema.json is stale: run `weir schema > docs/pipeline.schema.json`");
 }
 
+/// `docs/test.schema.json`, for editors of `NAME.test.yaml` files, must match `weir schema --tests`. `WEIR_BLESS=1`
+/// rewrites it.
+#[test]
+fn the_published_test_file_schema_is_current() {
+    let path = std::path::Path::new(&manifest_dir()).join("../../docs/test.schema.json");
+    let current = Project::new().ok(&["schema", "--tests"]);
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&path, &current).unwrap();
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(published == current, "docs/test.schema.json is stale: run `weir schema --tests > docs/test.schema.json`");
+    let schema: serde_json::Value = serde_json::from_str(&current).unwrap();
+    assert!(schema["$defs"]["Given"]["properties"]["responses"].is_object(), "{current}");
+}
+
 /// `docs/reference.md` is generated from the same types; it must be current too. `WEIR_BLESS=1` rewrites it.
 #[test]
 fn the_reference_is_current() {

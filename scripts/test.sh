@@ -69,3 +69,6 @@ cargo test --workspace --locked --features weir-cli/odbc,weir-cli/duckdb "$@"
 # report is what a CI system would show.
 cargo run --quiet --locked --features weir-cli/odbc,weir-cli/duckdb -p weir-cli -- \
   test examples/ --junit "$CARGO_TARGET_DIR/weir-test-examples.xml"
+# The examples' documentation site, as `weir docs` writes it (open $CARGO_TARGET_DIR/weir-site/index.html).
+cargo run --quiet --locked --features weir-cli/odbc,weir-cli/duckdb -p weir-cli -- \
+  docs examples/ -o "$CARGO_TARGET_DIR/weir-site"

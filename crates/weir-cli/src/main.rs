@@ -5,6 +5,7 @@
 mod commands;
 mod load;
 mod progress;
+mod site;
 mod testing;
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ Examples:
   weir run pipeline.yaml --resume          go on with a failed or killed run from its last checkpoint
   weir serve pipelines/                    run a directory of pipelines on their triggers, with an API
   weir test examples/                      run the pipelines' test cases (NAME.test.yaml beside NAME.yaml)
+  weir docs pipelines/ -o site/            a static site: every pipeline, its lineage, schedule and dependencies
 
 Exit codes: 0 ok, 1 the pipeline has mistakes, 2 error.";
 
@@ -136,6 +138,12 @@ enum Command {
         after_help = "Examples:\n  weir test examples/                      every NAME.test.yaml under examples/, in parallel\n  weir test orders.test.yaml --filter dedup    only cases whose name contains `dedup`\n  weir test pipelines/ --junit report.xml      a JUnit report for CI as well\n  weir test pipelines/ --update                write the rows the runs produced over expected rows that differ\n\nA case replaces what extract steps read (`given`: rows, a fixture file, or API responses served on\n127.0.0.1), captures what loads write in memory (unless it names a real connection), and compares.\nSee docs/testing.md. Exit codes: 0 every case passed, 1 some failed, 2 some could not run."
     )]
     Test(testing::TestArgs),
+    /// Write a static site documenting pipelines: owner and contacts, sources and destinations, lineage, steps,
+    /// checks, schedules with their next fire times, and the dependencies between pipelines.
+    #[command(
+        after_help = "Examples:\n  weir docs pipelines/ -o site/            then open site/index.html (no server, no network)\n  weir docs pipelines/ --state postgres://weir@db/weir -o site/   with each pipeline's last runs and stored state\n\nConnections appear by name and kind only: URLs and options, which may hold secrets, are never written."
+    )]
+    Docs(site::DocsArgs),
     /// Make an API token for `weir serve`: prints the secret once, and the tokens-file line that accepts it.
     #[command(
         after_help = "Examples:\n  weir token ci --role operate >> ci.secret      (the file line goes to stderr)\n  weir token grafana --role metrics\n\nRoles: metrics < read < operate < admin; each may do all the ones before it may."
@@ -228,6 +236,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => commands::serve::serve(g, args).await,
         Command::Token(args) => commands::serve::token(args),
         Command::Test(args) => testing::test(args).await,
+        Command::Docs(args) => site::docs(g, args),
         Command::Backfill(args) => commands::backfill::backfill(g, args).await,
     }
 }

@@ -10,6 +10,7 @@ mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod http;
+mod lineage;
 mod models;
 mod object_store;
 pub mod registry;

@@ -25,4 +25,5 @@ mod resume;
 mod serve;
 mod sftp;
 mod sharepoint;
+mod site;
 mod sqlite;

@@ -275,6 +275,55 @@ impl StepKind {
     }
 }
 
+/// Where an extract step reads or a load step writes, as the file says it (templates unrendered): for the docs
+/// site and lineage events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint<'a> {
+    /// A path, glob or URL; a table; an API path; or what the step reads when it names nothing (`a query`).
+    pub location: &'a str,
+    /// The connection it goes through, if any.
+    pub connection: Option<&'a str>,
+    /// What it is: `csv`, `json`, `parquet`, `files`, `table`, `query`, `api`, `model` or `webhook`.
+    pub form: &'static str,
+}
+
+impl StepKind {
+    /// Where the step reads (extract) or writes (load); `None` for transforms and actions.
+    pub fn endpoint(&self) -> Option<Endpoint<'_>> {
+        Some(match self.role() {
+            Role::Extract(e) => match e {
+                Extract::ReadCsv(s) => at(&s.path, s.connection.as_ref(), "csv"),
+                Extract::ReadJson(s) => at(&s.path, s.connection.as_ref(), "json"),
+                Extract::ReadParquet(s) => at(&s.path, s.connection.as_ref(), "parquet"),
+                Extract::ListFiles(s) => at(&s.path, s.connection.as_ref(), "files"),
+                Extract::ReadDb(s) => match &s.table {
+                    Some(table) => at(table, Some(&s.connection), "table"),
+                    None => Endpoint { location: "a query", connection: Some(&s.connection.value), form: "query" },
+                },
+                Extract::ReadApi(s) => at(&s.url, s.connection.as_ref(), "api"),
+                Extract::EnrichApi(s) => at(&s.url, s.connection.as_ref(), "api"),
+                Extract::AiExtract(s) => {
+                    Endpoint { location: "a language model", connection: Some(&s.connection.value), form: "model" }
+                }
+                Extract::ReadWebhook(_) => Endpoint { location: "webhook requests", connection: None, form: "webhook" },
+            },
+            Role::Load(l) => match l {
+                Load::WriteCsv(s) => at(&s.path, s.connection.as_ref(), "csv"),
+                Load::WriteJson(s) => at(&s.path, s.connection.as_ref(), "json"),
+                Load::WriteParquet(s) => at(&s.path, s.connection.as_ref(), "parquet"),
+                Load::CopyFiles(s) => at(&s.to, None, "files"),
+                Load::WriteDb(s) => at(&s.table, Some(&s.connection), "table"),
+                Load::WriteApi(s) => at(&s.url, s.connection.as_ref(), "api"),
+            },
+            Role::Transform(_) | Role::Action(_) => return None,
+        })
+    }
+}
+
+fn at<'a>(location: &'a Spanned<String>, connection: Option<&'a Spanned<String>>, form: &'static str) -> Endpoint<'a> {
+    Endpoint { location: &location.value, connection: connection.map(|c| c.value.as_str()), form }
+}
+
 /// A step before its id (the map key) is known.
 #[derive(Debug, Clone)]
 pub struct StepBody {

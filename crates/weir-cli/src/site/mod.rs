@@ -1,6 +1,7 @@
 //! `weir docs`: a static site documenting a directory of pipelines. Plain HTML with inline SVG and styles: it
 //! opens from disk, needs no build step and no network, and runs no script.
 
+mod columns;
 mod graph;
 mod page;
 

@@ -162,9 +162,22 @@ pub fn pipeline_page(doc: &Doc, downstream: &[String], now: chrono::DateTime<chr
     }
     b.push_str("</table>");
 
-    b.push_str("<h2>Lineage</h2><p class=\"muted\">Sources, through every step, to destinations (table level).</p>");
+    b.push_str("<h2>Lineage</h2><p class=\"muted\">Sources, through every step, to destinations.</p>");
     let (nodes, edges) = lineage(p);
     let _ = write!(b, "<div class=\"graph-box\">{}</div>", graph::svg("lineage", &nodes, &edges));
+
+    let traced: Vec<(&str, super::columns::ColumnLineage)> =
+        p.steps.iter().filter_map(|s| super::columns::of(&s.kind).map(|c| (s.id(), c))).collect();
+    if !traced.is_empty() {
+        b.push_str("<h3>Columns</h3><p class=\"muted\">Where each column a <code>map</code> makes or a <code>sql</code> step selects comes from, as its expression says.</p><table id=\"columns\"><tr><th>Step</th><th>Column</th><th>From</th></tr>");
+        for (step, columns) in traced {
+            for (column, from) in columns {
+                let from = if from.is_empty() { "(computed)".to_string() } else { from.join(", ") };
+                let _ = write!(b, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(step), esc(&column), esc(&from));
+            }
+        }
+        b.push_str("</table>");
+    }
 
     b.push_str("<h2>Sources and destinations</h2><table id=\"endpoints\"><tr><th>Step</th><th></th><th>What</th><th>Through</th></tr>");
     for step in p.steps.iter() {

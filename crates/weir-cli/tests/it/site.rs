@@ -92,6 +92,8 @@ fn the_site_shows_each_pipeline_its_lineage_schedule_and_dependencies_without_se
     }
     let report = rendered(&site.join("report.html"));
     assert!(report.contains(r#"after <a href="extract.html">extract</a> succeeded"#), "{report}");
+    assert!(report.contains("<td>daily</td><td>revenue</td><td>orders.amount</td>"), "column lineage:\n{report}");
+    assert!(extract.contains("<td>paid</td><td>*</td><td>orders.*</td>"), "column lineage:\n{extract}");
     for file in std::fs::read_dir(&site).unwrap() {
         let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
         assert!(!text.contains("hunter2") && !text.contains("db.internal"), "a connection URL was written:\n{text}");

@@ -87,6 +87,7 @@ fn trigger_words(trigger: &weir_spec::Trigger, now: chrono::DateTime<chrono::Utc
         if let Ok(schedule) =
             weir_spec::CronSchedule::parse(&cron.value, trigger.timezone.as_ref().map(|t| t.value.as_str()))
         {
+            let _ = write!(out, ": <span class=\"cron-words\">{}</span>", esc(&schedule.cron.describe()));
             let mut at = now;
             let mut next = Vec::new();
             for _ in 0..3 {

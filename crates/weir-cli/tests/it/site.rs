@@ -77,7 +77,8 @@ fn the_site_shows_each_pipeline_its_lineage_schedule_and_dependencies_without_se
     for text in [
         "Orders from the shop database.",
         "data@example.com",
-        "on the cron schedule <code>0 3 * * *</code> (UTC); next: <span class=\"next-fires\">",
+        "on the cron schedule <code>0 3 * * *</code> (UTC): <span class=\"cron-words\">",
+        "; next: <span class=\"next-fires\">",
         "Then starts</th><td><a href=\"report.html\">report</a>",
         r#"data-node="source:orders""#,
         r#"data-from="orders" data-to="paid""#,

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use weir_spec::Pipeline;
+use weir_spec::{Form, Pipeline};
 
 const SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
 const ERROR_FACET: &str =
@@ -156,7 +156,7 @@ fn event(
 /// appear: only its scheme, host and port.
 fn dataset(pipeline: &Pipeline, step: &weir_spec::Step, base_dir: &Path) -> Option<Value> {
     let at = step.kind.endpoint()?;
-    if matches!(at.form, "webhook" | "model" | "query") {
+    if matches!(at.form, Form::Webhook | Form::Model | Form::Query) {
         return None;
     }
     if let Some((scheme, rest)) = at.location.split_once("://") {
@@ -181,7 +181,7 @@ fn dataset(pipeline: &Pipeline, step: &weir_spec::Step, base_dir: &Path) -> Opti
     let database =
         parsed.as_ref().map(|u| u.path().trim_matches('/').to_string()).filter(|d| !d.is_empty() && !d.contains('/'));
     let name = match (at.form, database) {
-        ("table", Some(db)) => format!("{db}.{}", at.location),
+        (Form::Table, Some(db)) => format!("{db}.{}", at.location),
         _ => at.location.to_string(),
     };
     Some(json!({ "namespace": namespace, "name": name }))

@@ -1,6 +1,7 @@
 //! The one way a pipeline is run by `weir run`, `weir backfill` and `weir serve`: the engine runs it (and records
-//! it in the state store), with OpenLineage events before and after when configured, then its alerts are sent. Keeping the three on one path is what makes a failed
-//! backfill or scheduled run alert like a manual one.
+//! it in the state store), with OpenLineage events before and after when configured, then its alerts are sent.
+//! Keeping the three on one path is what makes a failed backfill or scheduled run alert (and tell a catalog) like
+//! a manual one.
 
 use std::time::Instant;
 

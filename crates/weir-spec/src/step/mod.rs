@@ -283,8 +283,39 @@ pub struct Endpoint<'a> {
     pub location: &'a str,
     /// The connection it goes through, if any.
     pub connection: Option<&'a str>,
-    /// What it is: `csv`, `json`, `parquet`, `files`, `table`, `query`, `api`, `model` or `webhook`.
-    pub form: &'static str,
+    pub form: Form,
+}
+
+/// What an [`Endpoint`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Csv,
+    Json,
+    Parquet,
+    /// Files listed or copied.
+    Files,
+    Table,
+    /// A database query (whose tables only the database knows).
+    Query,
+    Api,
+    Model,
+    Webhook,
+}
+
+impl std::fmt::Display for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Csv => "csv",
+            Self::Json => "json",
+            Self::Parquet => "parquet",
+            Self::Files => "files",
+            Self::Table => "table",
+            Self::Query => "query",
+            Self::Api => "api",
+            Self::Model => "model",
+            Self::Webhook => "webhook",
+        })
+    }
 }
 
 impl StepKind {
@@ -292,35 +323,37 @@ impl StepKind {
     pub fn endpoint(&self) -> Option<Endpoint<'_>> {
         Some(match self.role() {
             Role::Extract(e) => match e {
-                Extract::ReadCsv(s) => at(&s.path, s.connection.as_ref(), "csv"),
-                Extract::ReadJson(s) => at(&s.path, s.connection.as_ref(), "json"),
-                Extract::ReadParquet(s) => at(&s.path, s.connection.as_ref(), "parquet"),
-                Extract::ListFiles(s) => at(&s.path, s.connection.as_ref(), "files"),
+                Extract::ReadCsv(s) => at(&s.path, s.connection.as_ref(), Form::Csv),
+                Extract::ReadJson(s) => at(&s.path, s.connection.as_ref(), Form::Json),
+                Extract::ReadParquet(s) => at(&s.path, s.connection.as_ref(), Form::Parquet),
+                Extract::ListFiles(s) => at(&s.path, s.connection.as_ref(), Form::Files),
                 Extract::ReadDb(s) => match &s.table {
-                    Some(table) => at(table, Some(&s.connection), "table"),
-                    None => Endpoint { location: "a query", connection: Some(&s.connection.value), form: "query" },
+                    Some(table) => at(table, Some(&s.connection), Form::Table),
+                    None => Endpoint { location: "a query", connection: Some(&s.connection.value), form: Form::Query },
                 },
-                Extract::ReadApi(s) => at(&s.url, s.connection.as_ref(), "api"),
-                Extract::EnrichApi(s) => at(&s.url, s.connection.as_ref(), "api"),
+                Extract::ReadApi(s) => at(&s.url, s.connection.as_ref(), Form::Api),
+                Extract::EnrichApi(s) => at(&s.url, s.connection.as_ref(), Form::Api),
                 Extract::AiExtract(s) => {
-                    Endpoint { location: "a language model", connection: Some(&s.connection.value), form: "model" }
+                    Endpoint { location: "a language model", connection: Some(&s.connection.value), form: Form::Model }
                 }
-                Extract::ReadWebhook(_) => Endpoint { location: "webhook requests", connection: None, form: "webhook" },
+                Extract::ReadWebhook(_) => {
+                    Endpoint { location: "webhook requests", connection: None, form: Form::Webhook }
+                }
             },
             Role::Load(l) => match l {
-                Load::WriteCsv(s) => at(&s.path, s.connection.as_ref(), "csv"),
-                Load::WriteJson(s) => at(&s.path, s.connection.as_ref(), "json"),
-                Load::WriteParquet(s) => at(&s.path, s.connection.as_ref(), "parquet"),
-                Load::CopyFiles(s) => at(&s.to, None, "files"),
-                Load::WriteDb(s) => at(&s.table, Some(&s.connection), "table"),
-                Load::WriteApi(s) => at(&s.url, s.connection.as_ref(), "api"),
+                Load::WriteCsv(s) => at(&s.path, s.connection.as_ref(), Form::Csv),
+                Load::WriteJson(s) => at(&s.path, s.connection.as_ref(), Form::Json),
+                Load::WriteParquet(s) => at(&s.path, s.connection.as_ref(), Form::Parquet),
+                Load::CopyFiles(s) => at(&s.to, None, Form::Files),
+                Load::WriteDb(s) => at(&s.table, Some(&s.connection), Form::Table),
+                Load::WriteApi(s) => at(&s.url, s.connection.as_ref(), Form::Api),
             },
             Role::Transform(_) | Role::Action(_) => return None,
         })
     }
 }
 
-fn at<'a>(location: &'a Spanned<String>, connection: Option<&'a Spanned<String>>, form: &'static str) -> Endpoint<'a> {
+fn at<'a>(location: &'a Spanned<String>, connection: Option<&'a Spanned<String>>, form: Form) -> Endpoint<'a> {
     Endpoint { location: &location.value, connection: connection.map(|c| c.value.as_str()), form }
 }
 

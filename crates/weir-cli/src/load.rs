@@ -65,3 +65,38 @@ pub fn parse_var(text: &str) -> anyhow::Result<(String, String)> {
     let (name, value) = text.split_once('=').with_context(|| format!("`{text}`: write --var name=value"))?;
     Ok((name.trim().to_string(), value.to_string()))
 }
+
+/// The YAML files under a directory, in name order.
+#[derive(Debug, Default)]
+pub struct YamlFiles {
+    pub pipelines: Vec<PathBuf>,
+    /// Test files: `NAME.test.yaml` (or `.yml`), for `weir test`.
+    pub tests: Vec<PathBuf>,
+}
+
+/// The YAML files under `dir`, recursively; hidden directories (`.weir/`), `node_modules` and `target` are skipped.
+pub fn yaml_files(dir: &Path) -> anyhow::Result<YamlFiles> {
+    let mut found = YamlFiles::default();
+    collect_yaml(dir, &mut found)?;
+    Ok(found)
+}
+
+fn collect_yaml(dir: &Path, found: &mut YamlFiles) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') || name == "node_modules" || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml(&path, found)?;
+        } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            if weir_spec::is_test_file(&path) { found.tests.push(path) } else { found.pipelines.push(path) }
+        }
+    }
+    Ok(())
+}

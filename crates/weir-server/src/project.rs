@@ -48,7 +48,7 @@ impl Project {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .filter(|p| !p.file_stem().is_some_and(|stem| stem.to_string_lossy().ends_with(".test")))
+            .filter(|p| !weir_spec::is_test_file(p))
             .collect();
         files.sort();
         // A deleted file takes its pipeline (and its schedules) with it.

@@ -35,7 +35,7 @@ pub use step::*;
 pub use template::{SCOPES, Template, TemplateError, env_references, interpolate_env};
 pub use test_suite::{
     CheckOutcome, DeadLetterExpect, Expect, Given, MockResponse, RealConnection, StepExpect, TestCase, TestRun,
-    TestSuite,
+    TestSuite, is_test_file,
 };
 pub use trigger::{CronSchedule, HmacAlgorithm, HmacAuth, Misfire, RateLimit, Trigger, Webhook};
 pub use value::{TypedValue, ValueType};

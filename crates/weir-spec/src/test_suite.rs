@@ -209,6 +209,11 @@ pub enum CheckOutcome {
     Failed,
 }
 
+/// Whether `path` names a test file (`NAME.test.yaml`, `NAME.test.yml`) rather than a pipeline.
+pub fn is_test_file(path: &std::path::Path) -> bool {
+    path.file_stem().is_some_and(|stem| stem.to_string_lossy().ends_with(".test"))
+}
+
 impl TestSuite {
     /// The JSON Schema of test files, for editors (`weir schema --tests`).
     pub fn json_schema() -> serde_json::Value {

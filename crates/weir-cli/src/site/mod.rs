@@ -5,7 +5,7 @@ mod columns;
 mod graph;
 mod page;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -29,7 +29,7 @@ pub fn docs(global: &Global, args: DocsArgs) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for path in &args.paths {
         if path.is_dir() {
-            pipeline_files(path, &mut files)?;
+            files.extend(crate::load::yaml_files(path)?.pipelines);
         } else if path.is_file() {
             files.push(path.clone());
         } else {
@@ -88,28 +88,4 @@ pub fn docs(global: &Global, args: DocsArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("wrote {} pipeline pages and {}", docs.len(), args.out.join("index.html").display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Pipeline files under `dir`: `*.yaml` and `*.yml`, but for test files and hidden directories (`.weir/`).
-fn pipeline_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        if name.starts_with('.') || name == "node_modules" || name == "target" {
-            continue;
-        }
-        if path.is_dir() {
-            pipeline_files(&path, out)?;
-        } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
-            && !name.ends_with(".test.yaml")
-            && !name.ends_with(".test.yml")
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

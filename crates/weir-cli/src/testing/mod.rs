@@ -48,10 +48,12 @@ pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let clock = Instant::now();
     let roots = if args.paths.is_empty() { vec![PathBuf::from(".")] } else { args.paths.clone() };
     let mut files = Vec::new();
-    let mut untested = Vec::new();
+    let mut pipelines = Vec::new();
     for root in &roots {
         if root.is_dir() {
-            discover(root, &mut files, &mut untested)?;
+            let found = crate::load::yaml_files(root)?;
+            files.extend(found.tests);
+            pipelines.extend(found.pipelines);
         } else if root.is_file() {
             files.push(root.clone());
         } else {
@@ -67,6 +69,7 @@ pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut broken = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut order = Vec::new();
+    let mut tested = std::collections::HashSet::new();
     for file in &files {
         let (suite, cases) = match load_suite(file, args.update) {
             Ok(loaded) => loaded,
@@ -75,6 +78,7 @@ pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        tested.insert(std::path::absolute(&suite.pipeline_file).unwrap_or_else(|_| suite.pipeline_file.clone()));
         let suite = Arc::new(suite);
         let mut names = Vec::new();
         for (name, case) in cases.0 {
@@ -137,7 +141,10 @@ pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.junit {
         junit::write(path, &reports, &broken)?;
     }
-    for pipeline in &untested {
+    let untested = pipelines
+        .iter()
+        .filter(|p| !tested.contains(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())) && is_pipeline(p));
+    for pipeline in untested {
         eprintln!("note: {} has no test file", pipeline.display());
     }
     println!(
@@ -177,39 +184,6 @@ fn pipeline_name(file: &Path) -> Option<String> {
     ["yaml", "yml"]
         .iter()
         .find_map(|ext| name.strip_suffix(&format!(".test.{ext}")).map(|stem| format!("{stem}.{ext}")))
-}
-
-/// Test files under `dir`, and the pipelines there without one.
-fn discover(dir: &Path, files: &mut Vec<PathBuf>, untested: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in &entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with('.') || name == "node_modules" || name == "target" {
-            continue;
-        }
-        if path.is_dir() {
-            discover(path, files, untested)?;
-        } else if pipeline_name(path).is_some() {
-            files.push(path.clone());
-        } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && is_pipeline(path) {
-            let tested = ["yaml", "yml"].iter().any(|ext| {
-                let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-                path.with_file_name(format!("{stem}.test.{ext}")).exists()
-            });
-            let named = entries
-                .iter()
-                .filter(|p| pipeline_name(p).is_some())
-                .any(|p| TestSuite::from_file(p).ok().and_then(|s| s.pipeline).is_some_and(|n| dir.join(n) == *path));
-            if !tested && !named {
-                untested.push(path.clone());
-            }
-        }
-    }
-    Ok(())
 }
 
 fn is_pipeline(path: &Path) -> bool {

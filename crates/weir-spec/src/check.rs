@@ -11,7 +11,9 @@ use crate::api::{Paginate, ReadApi, Retry, WriteApi};
 use crate::connection_kind::{ConnectionKind, Family, UrlUse};
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
 use crate::model::{Connection, Pipeline, StateUpdate};
-use crate::step::{AiExtract, Category, DbWriteMode, FieldType, Rule, Step, StepKind};
+use crate::step::{
+    AiExtract, Category, DbWriteMode, DeltaWriteMode, FieldType, ReadDelta, Rule, Step, StepKind, WriteDelta,
+};
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
 
@@ -378,6 +380,8 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                 match &step.kind {
                     StepKind::ListFiles(l) => vec![l.connection.as_ref()],
                     StepKind::CopyFiles(c) => vec![c.from_connection.as_ref(), c.connection.as_ref()],
+                    StepKind::ReadDelta(d) => vec![d.connection.as_ref()],
+                    StepKind::WriteDelta(d) => vec![d.connection.as_ref()],
                     _ => Vec::new(),
                 }
                 .into_iter()
@@ -468,6 +472,13 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                 }
             }
             StepKind::Execute(e) => check_connection_ref(pipeline, &e.connection, out),
+            StepKind::ReadDelta(d) => check_read_delta(pipeline, step, d, out),
+            StepKind::WriteDelta(d) => {
+                check_write_delta(pipeline, step, d, out);
+                if !seen_sink.insert(d.path.value.clone()) {
+                    out.push(Diagnostic::at(&d.path, format!("two load steps write `{}`", d.path.value)));
+                }
+            }
             StepKind::Dedup(d) if d.keys.is_empty() => {
                 out.push(Diagnostic::new(step.kind_pos, "a dedup step needs at least one key column"));
             }
@@ -475,6 +486,45 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                 out.push(Diagnostic::new(step.kind_pos, "a map step needs at least one column"));
             }
             _ => {}
+        }
+    }
+}
+
+fn check_read_delta(pipeline: &Pipeline, step: &Step, d: &ReadDelta, out: &mut Vec<Diagnostic>) {
+    check_template(pipeline, &d.path.value, Pos::of(&d.path), out);
+    for text in [&d.timestamp, &d.changes_since].into_iter().flatten() {
+        check_template(pipeline, &text.value, Pos::of(text), out);
+    }
+    let chosen = [d.version.is_some(), d.timestamp.is_some(), d.changes_since.is_some()];
+    if chosen.iter().filter(|c| **c).count() > 1 {
+        out.push(
+            Diagnostic::new(
+                step.kind_pos,
+                "a read_delta step takes at most one of `version`, `timestamp` and `changes_since`",
+            )
+            .with_hint(
+                "`version`/`timestamp` read one old version whole; `changes_since` reads what changed after one",
+            ),
+        );
+    }
+}
+
+fn check_write_delta(pipeline: &Pipeline, step: &Step, d: &WriteDelta, out: &mut Vec<Diagnostic>) {
+    check_template(pipeline, &d.path.value, Pos::of(&d.path), out);
+    let needs_keys = matches!(d.mode, DeltaWriteMode::Upsert | DeltaWriteMode::Delete);
+    if needs_keys && d.keys.is_empty() {
+        out.push(
+            Diagnostic::new(step.kind_pos, format!("mode `{:?}` needs `keys`", d.mode).to_lowercase())
+                .with_hint("e.g. `keys: [id]`: the columns that identify a row"),
+        );
+    }
+    if d.delete_when.is_some() && d.mode != DeltaWriteMode::Upsert {
+        out.push(Diagnostic::new(step.kind_pos, "`delete_when` works with `mode: upsert` only"));
+    }
+    if let Some(predicate) = &d.replace_where {
+        check_template(pipeline, &predicate.value, Pos::of(predicate), out);
+        if d.mode != DeltaWriteMode::Overwrite {
+            out.push(Diagnostic::at(predicate, "`replace_where` works with `mode: overwrite` only"));
         }
     }
 }

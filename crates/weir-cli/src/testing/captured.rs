@@ -12,8 +12,8 @@ use datafusion::catalog::MemTable;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use weir_engine::PendingLoad;
-use weir_spec::{DbWriteMode, StepKind, WriteMode};
+use weir_engine::{PendingLoad, StepContext};
+use weir_spec::{DbWriteMode, DeltaWriteMode, StepKind, WriteMode};
 
 /// How a load changes its destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub enum Write {
     /// The destination holds this run's rows (a file written whole, the requests of a `write_api`).
     Replace,
     Append,
+    /// Replace the rows matching a SQL condition (`write_delta`'s `replace_where`).
+    ReplaceWhere(String),
     Upsert {
         keys: Vec<String>,
         delete_when: Option<String>,
@@ -31,19 +33,28 @@ pub enum Write {
 }
 
 impl Write {
-    pub fn of(kind: &StepKind) -> Self {
-        match kind {
+    pub fn of(kind: &StepKind, cx: &StepContext) -> Result<Self> {
+        Ok(match kind {
             StepKind::WriteDb(db) => match db.mode {
                 DbWriteMode::Append => Self::Append,
                 DbWriteMode::Replace => Self::Replace,
                 DbWriteMode::Upsert => Self::Upsert { keys: db.keys.clone(), delete_when: db.delete_when.clone() },
                 DbWriteMode::Delete => Self::Delete { keys: db.keys.clone() },
             },
+            StepKind::WriteDelta(delta) => match (delta.mode, &delta.replace_where) {
+                (DeltaWriteMode::Append, _) => Self::Append,
+                (DeltaWriteMode::Overwrite, None) => Self::Replace,
+                (DeltaWriteMode::Overwrite, Some(predicate)) => Self::ReplaceWhere(cx.render(predicate)?),
+                (DeltaWriteMode::Upsert, _) => {
+                    Self::Upsert { keys: delta.keys.clone(), delete_when: delta.delete_when.clone() }
+                }
+                (DeltaWriteMode::Delete, _) => Self::Delete { keys: delta.keys.clone() },
+            },
             other => match other.file_sink().map(|s| s.mode) {
                 Some(WriteMode::Append) => Self::Append,
                 _ => Self::Replace,
             },
-        }
+        })
     }
 }
 
@@ -101,6 +112,12 @@ async fn apply(before: Option<Table>, write: &Write, rows: Table) -> Result<Tabl
     let merged = match write {
         Write::Replace => unreachable!("handled above"),
         Write::Append => old.union_by_name(rows.frame(&ctx)?)?,
+        Write::ReplaceWhere(predicate) => {
+            // Rows where the condition is NULL are not matched, so they stay.
+            let matched = old.parse_sql_expr(predicate)?;
+            let stays = datafusion::prelude::coalesce(vec![matched, datafusion::prelude::lit(false)]);
+            old.filter(!stays)?.union_by_name(rows.frame(&ctx)?)?
+        }
         Write::Upsert { keys, delete_when } => {
             let new = match delete_when {
                 Some(flag) => kept(&ctx, &rows, flag)?,

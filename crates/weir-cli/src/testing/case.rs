@@ -308,6 +308,7 @@ fn opened_connections<'a>(pipeline: &'a Pipeline, stand_ins: &HashMap<String, St
             Extract::ReadApi(s) => s.connection.as_ref(),
             Extract::EnrichApi(s) => s.connection.as_ref(),
             Extract::AiExtract(s) => Some(&s.connection),
+            Extract::ReadDelta(s) => s.connection.as_ref(),
             Extract::ReadWebhook(_) => None,
         };
         out.extend(name.map(|n| n.value.as_str()));

@@ -37,6 +37,7 @@ pub fn connection_of(kind: &StepKind) -> Option<&str> {
         StepKind::WriteDb(s) => Some(&s.connection.value),
         StepKind::Execute(s) => Some(&s.connection.value),
         StepKind::WriteApi(s) => s.connection.as_ref().map(|c| c.value.as_str()),
+        StepKind::WriteDelta(s) => s.connection.as_ref().map(|c| c.value.as_str()),
         other => other.file_sink().and_then(|s| s.connection).map(|c| c.value.as_str()),
     }
 }
@@ -67,7 +68,7 @@ impl Connectors for TestConnectors {
         let schema = batches.first().map_or(planned, |b| b.schema());
         Ok(Box::new(CapturedLoad {
             step: step.id().to_string(),
-            write: Write::of(&step.kind),
+            write: Write::of(&step.kind, cx)?,
             rows: Table { schema, batches },
             destinations: self.destinations.clone(),
         }))

@@ -12,6 +12,7 @@ mod clickhouse;
 #[cfg(feature = "duckdb")]
 mod duckdb;
 mod inputs;
+mod lakes;
 mod models;
 mod mysql;
 mod object_store;

@@ -47,15 +47,15 @@ fn until_ok(command: &mut Command, what: &str) {
     }
 }
 
-/// A moto S3 server with one bucket.
-struct S3Server {
+/// A moto S3 server with one bucket (the lake tests' too).
+pub(crate) struct S3Server {
     _process: Process,
-    endpoint: String,
-    bucket: String,
+    pub(crate) endpoint: String,
+    pub(crate) bucket: String,
 }
 
 impl S3Server {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let (process, port) = Process::start("moto_server", &["-H", "127.0.0.1", "-p", "{port}"]);
         let endpoint = format!("http://127.0.0.1:{port}");
         let bucket = "weir-test".to_string();
@@ -79,7 +79,7 @@ impl S3Server {
     }
 
     /// The connection block of a pipeline; the secret comes from the environment, as in production.
-    fn connection(&self) -> String {
+    pub(crate) fn connection(&self) -> String {
         format!(
             "  lake: {{ kind: s3, options: {{ endpoint: \"{}\", region: us-east-1, access_key_id: test, secret_access_key: \"${{S3_SECRET}}\", allow_http: \"true\" }} }}\n",
             self.endpoint
@@ -94,7 +94,7 @@ impl S3Server {
         block_on(async { self.store().get(&Path::from(key)).await.unwrap().bytes().await.unwrap().to_vec() })
     }
 
-    fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
         let store = self.store();
         let mut keys: Vec<String> =
             block_on(store.list(Some(&Path::from(prefix))).map_ok(|m| m.location.to_string()).try_collect()).unwrap();

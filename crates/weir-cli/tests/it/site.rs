@@ -115,7 +115,7 @@ fn the_examples_site_is_built_with_a_page_per_pipeline() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     p.ok_log(&["docs", examples.to_str().unwrap(), "-o", "site"]);
     let pages = std::fs::read_dir(p.path().join("site")).unwrap().count();
-    assert_eq!(pages, 13, "index and 12 example pipelines");
+    assert_eq!(pages, 15, "index and 14 example pipelines");
 }
 
 /// The OpenLineage events a run wrote to `file`, one a line.

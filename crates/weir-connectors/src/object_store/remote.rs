@@ -217,6 +217,13 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(30);
 /// A request limit long enough never to cut a transfer short; [`next_piece`] notices a stalled one.
 const NO_LIMIT: &str = "7d";
 
+/// The store that holds `url` (its bucket or container, rooted at `/`), for libraries that address the keys
+/// themselves (delta-rs), with the connection's endpoint, credentials and per-request `timeout`.
+pub fn store_of(url: &Url, connection: Option<&Spanned<String>>, cx: &StepContext) -> Result<Arc<dyn ObjectStore>> {
+    let conn = connection.map(|c| cx.connection(&c.value)).transpose()?;
+    build_store(url, conn.as_ref(), Limit::PerRequest)
+}
+
 /// How a store's requests are limited in time.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Limit {

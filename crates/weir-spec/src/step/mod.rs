@@ -26,6 +26,7 @@ use crate::api::{EnrichApi, ReadApi, WriteApi};
 mod database;
 mod extract;
 mod files;
+mod lake;
 mod transform;
 mod webhook;
 
@@ -33,6 +34,7 @@ use crate::diagnostic::Pos;
 pub use database::*;
 pub use extract::*;
 pub use files::*;
+pub use lake::*;
 pub use transform::*;
 pub use webhook::*;
 
@@ -132,6 +134,7 @@ step_kinds! {
         "read_api" => ReadApi(Box<ReadApi>): "JSON records from a REST API: auth, pagination, rate limit, retries",
         "enrich_api" => EnrichApi(Box<EnrichApi>) [input]: "an API lookup per distinct key of an input, joined back as new columns",
         "ai_extract" => AiExtract(Box<AiExtract>) [input]: "typed columns read out of free text by a language model, every answer checked; cached",
+        "read_delta" => ReadDelta(ReadDelta): "a Delta Lake table, local or on object storage: as of a version or time, or its changes since a version",
         "read_webhook" => ReadWebhook(ReadWebhook): "records posted to the pipeline's webhook under weir serve, acknowledged after commit; Debezium events",
     }
     Transform {
@@ -147,6 +150,7 @@ step_kinds! {
         "write_parquet" => WriteParquet(WriteParquet) [input]: "Parquet file or directory, atomic, compression and row-group size",
         "copy_files" => CopyFiles(CopyFiles) [input]: "copy the files a list_files step lists to a directory or bucket prefix, at commit",
         "write_db" => WriteDb(WriteDb) [input]: "a database table: append, replace, upsert or delete by keys; created and evolved",
+        "write_delta" => WriteDelta(WriteDelta) [input]: "a Delta Lake table: append, overwrite (all or where), upsert by MERGE, delete; one version per run",
         "write_api" => WriteApi(Box<WriteApi>) [input]: "records to an HTTP API, one per request or batched; concurrency, retries, idempotency key",
     }
     Action {
@@ -292,6 +296,8 @@ pub enum Form {
     Csv,
     Json,
     Parquet,
+    /// A Delta Lake table.
+    Delta,
     /// Files listed or copied.
     Files,
     Table,
@@ -308,6 +314,7 @@ impl std::fmt::Display for Form {
             Self::Csv => "csv",
             Self::Json => "json",
             Self::Parquet => "parquet",
+            Self::Delta => "delta",
             Self::Files => "files",
             Self::Table => "table",
             Self::Query => "query",
@@ -336,6 +343,7 @@ impl StepKind {
                 Extract::AiExtract(s) => {
                     Endpoint { location: "a language model", connection: Some(&s.connection.value), form: Form::Model }
                 }
+                Extract::ReadDelta(s) => at(&s.path, s.connection.as_ref(), Form::Delta),
                 Extract::ReadWebhook(_) => {
                     Endpoint { location: "webhook requests", connection: None, form: Form::Webhook }
                 }
@@ -346,6 +354,7 @@ impl StepKind {
                 Load::WriteParquet(s) => at(&s.path, s.connection.as_ref(), Form::Parquet),
                 Load::CopyFiles(s) => at(&s.to, None, Form::Files),
                 Load::WriteDb(s) => at(&s.table, Some(&s.connection), Form::Table),
+                Load::WriteDelta(s) => at(&s.path, s.connection.as_ref(), Form::Delta),
                 Load::WriteApi(s) => at(&s.url, s.connection.as_ref(), Form::Api),
             },
             Role::Transform(_) | Role::Action(_) => return None,

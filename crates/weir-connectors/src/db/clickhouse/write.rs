@@ -22,7 +22,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use futures::StreamExt;
 use tracing::{info, warn};
-use weir_engine::{Patience, PendingLoad, StepContext};
+use weir_engine::{NothingToLoad, Patience, PendingLoad, StepContext};
 use weir_spec::{DbWriteMode, TypedValue, WriteDb};
 
 use super::rowbinary::encode;
@@ -50,7 +50,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     let create = create_table_sql(spec, &fields)?;
     if existing.is_none() && cx.dry_run {
         info!(table = %target.name, "Dry run: would create the table, then load: CREATE TABLE {} {create}", target.quoted);
-        return Ok(Box::new(Nothing));
+        return Ok(Box::new(NothingToLoad));
     }
     if existing.is_none() && spec.mode != DbWriteMode::Replace {
         target.run(&server, &format!("CREATE TABLE {} {create}", target.quoted), "cannot create").await?;
@@ -67,7 +67,7 @@ pub async fn write(spec: &WriteDb, cx: &StepContext, input: DataFrame) -> Result
     if cx.dry_run {
         let statements: Vec<&str> = commit.iter().map(Statement::sql).collect();
         info!(table = %target.name, "Dry run: would stage the rows ({ddl}), then commit: {}", statements.join("; "));
-        return Ok(Box::new(Nothing));
+        return Ok(Box::new(NothingToLoad));
     }
     staging.create(&server, &ddl).await?;
     match staging.load(&target, &server, &columns, input).await {
@@ -509,20 +509,4 @@ impl PendingLoad for ClickHousePending {
     async fn abort(self: Box<Self>) {
         self.staging.drop_table(&self.server).await;
     }
-}
-
-/// A dry run's load: nothing was written.
-struct Nothing;
-
-#[async_trait]
-impl PendingLoad for Nothing {
-    fn rows(&self) -> u64 {
-        0
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        Ok(())
-    }
-
-    async fn abort(self: Box<Self>) {}
 }

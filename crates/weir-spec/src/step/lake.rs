@@ -1,0 +1,100 @@
+//! Data-lake steps: `read_delta` and `write_delta`, Delta Lake tables on local disk or object storage.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{OrderedMap, SchemaEvolution};
+
+/// Read a Delta Lake table: its current version, an older one (time travel), or only the rows that changed since
+/// a version (its change data feed). Later steps' filters and columns are pushed into the scan, so partitions and
+/// files whose statistics rule them out are never read (`weir explain` shows the pushed filters).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadDelta {
+    /// The table's directory: a local path (relative to the pipeline file) or `s3://bucket/prefix`, `az://…`,
+    /// `gs://…`; `{{ var.x }}` templating.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// For object storage: a connection of that kind holding the endpoint and credentials. Without one, the
+    /// standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`) apply.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    /// Read the table as of this version (time travel). At most one of `version`, `timestamp` and
+    /// `changes_since`.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub version: Option<Spanned<u64>>,
+    /// Read the table as it was at this instant (ISO 8601, `2024-01-15T00:00:00Z`): the last version committed at
+    /// or before it. `{{ var.x }}` templating.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timestamp: Option<Spanned<String>>,
+    /// Read only the changes committed after this version, from the table's change data feed (the table needs
+    /// `delta.enableChangeDataFeed: "true"`), usually `"{{ state.delta_version }}"` with the state updated by
+    /// `max: STEP._commit_version`. Rows carry `_change_type` (`insert`, `update_preimage`, `update_postimage`,
+    /// `delete`), `_commit_version` and `_commit_timestamp`. An empty or negative value (a state's `default: -1`) reads every change from version 0.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub changes_since: Option<Spanned<String>>,
+}
+
+/// Write a Delta Lake table, created from the input's columns when missing. The data files are written while the
+/// run loads; the load becomes one new table version when the run commits, so a failed or killed run adds no
+/// version and readers never see part of a load.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteDelta {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    /// The table's directory: a local path (relative to the pipeline file) or `s3://bucket/prefix`, `az://…`,
+    /// `gs://…`; `{{ var.x }}` templating.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// For object storage: a connection of that kind holding the endpoint and credentials.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mode: DeltaWriteMode,
+    /// Columns that identify a row: the match of `upsert` (a Delta MERGE) and of `delete`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// For `upsert`: a boolean input column; rows where it is true delete their key's row instead (CDC deletes).
+    /// The column itself is not written.
+    #[serde(default)]
+    pub delete_when: Option<String>,
+    /// For `overwrite`: replace only the rows matching this SQL condition over the table's columns (usually its
+    /// partitions, `order_date >= '2024-01-01'`); every input row must match it. Without it the whole table is
+    /// replaced.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub replace_where: Option<Spanned<String>>,
+    /// Partition columns of a table Weir creates (an existing table keeps its own).
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// What to do when the input's columns differ from the table's: `evolve` adds new columns, `freeze` fails
+    /// naming them, `discard` drops them.
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+    /// Table properties of a table Weir creates (`delta.enableChangeDataFeed: "true"`,
+    /// `delta.appendOnly: "true"`, ...).
+    #[serde(default)]
+    pub properties: OrderedMap<String>,
+}
+
+/// How a `write_delta` step treats the rows already in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaWriteMode {
+    /// Add every input row.
+    #[default]
+    Append,
+    /// Make the table (or the rows `replace_where` names) hold exactly the input.
+    Overwrite,
+    /// Update rows whose keys match an input row, insert the rest (a Delta MERGE).
+    Upsert,
+    /// Delete the rows whose keys appear in the input.
+    Delete,
+}

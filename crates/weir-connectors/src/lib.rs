@@ -77,6 +77,7 @@ impl Connectors for Builtin {
         };
         match action {
             Action::Execute(spec) => database(cx, &spec.connection)?.execute(spec, cx).await,
+            Action::MaintainDelta(spec) => lakes::delta::maintain::maintain(spec, cx).await,
         }
     }
 

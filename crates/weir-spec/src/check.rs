@@ -12,7 +12,8 @@ use crate::connection_kind::{ConnectionKind, Family, UrlUse};
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
 use crate::model::{Connection, Pipeline, StateUpdate};
 use crate::step::{
-    AiExtract, Category, DbWriteMode, DeltaWriteMode, FieldType, ReadDelta, Rule, Step, StepKind, WriteDelta,
+    AiExtract, Category, DbWriteMode, DeltaWriteMode, FieldType, MaintainDelta, ReadDelta, Rule, Step, StepKind,
+    WriteDelta,
 };
 use crate::template::{SCOPES, Template, env_references};
 use crate::value::TypedValue;
@@ -382,6 +383,7 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                     StepKind::CopyFiles(c) => vec![c.from_connection.as_ref(), c.connection.as_ref()],
                     StepKind::ReadDelta(d) => vec![d.connection.as_ref()],
                     StepKind::WriteDelta(d) => vec![d.connection.as_ref()],
+                    StepKind::MaintainDelta(d) => vec![d.connection.as_ref()],
                     _ => Vec::new(),
                 }
                 .into_iter()
@@ -473,6 +475,7 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
             }
             StepKind::Execute(e) => check_connection_ref(pipeline, &e.connection, out),
             StepKind::ReadDelta(d) => check_read_delta(pipeline, step, d, out),
+            StepKind::MaintainDelta(d) => check_maintain_delta(pipeline, step, d, out),
             StepKind::WriteDelta(d) => {
                 check_write_delta(pipeline, step, d, out);
                 if !seen_sink.insert(d.path.value.clone()) {
@@ -526,6 +529,17 @@ fn check_write_delta(pipeline: &Pipeline, step: &Step, d: &WriteDelta, out: &mut
         if d.mode != DeltaWriteMode::Overwrite {
             out.push(Diagnostic::at(predicate, "`replace_where` works with `mode: overwrite` only"));
         }
+    }
+}
+
+fn check_maintain_delta(pipeline: &Pipeline, step: &Step, d: &MaintainDelta, out: &mut Vec<Diagnostic>) {
+    check_template(pipeline, &d.path.value, Pos::of(&d.path), out);
+    if !d.optimize && d.vacuum.is_none() && !d.checkpoint {
+        out.push(
+            Diagnostic::new(step.kind_pos, "a maintain_delta step has nothing to do").with_hint(
+                "set `optimize: true`, `vacuum: 168h` (the span of time travel to keep) or `checkpoint: true`",
+            ),
+        );
     }
 }
 

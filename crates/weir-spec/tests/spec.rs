@@ -144,9 +144,9 @@ fn the_json_schema_describes_every_step_kind() {
 #[test]
 fn delta_steps_are_checked_for_what_their_modes_need() {
     let found = diagnostics(
-        "name: lake\nsteps:\n  t:\n    read_delta: { path: lake/t, version: 3, timestamp: \"2024-01-15\" }\n  up:\n    write_delta: { input: t, path: lake/u, mode: upsert }\n  over:\n    write_delta: { input: t, path: lake/o, mode: append, replace_where: \"day = 1\", delete_when: gone }\n",
+        "name: lake\nsteps:\n  t:\n    read_delta: { path: lake/t, version: 3, timestamp: \"2024-01-15\" }\n  up:\n    write_delta: { input: t, path: lake/u, mode: upsert }\n  over:\n    write_delta: { input: t, path: lake/o, mode: append, replace_where: \"day = 1\", delete_when: gone }\n  tidy:\n    maintain_delta: { path: lake/o }\n",
     );
-    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(found.len(), 5, "{found:#?}");
     assert!(
         found[0].starts_with("<pipeline>:4:5: a read_delta step takes at most one of `version`, `timestamp`"),
         "{found:#?}"
@@ -154,4 +154,5 @@ fn delta_steps_are_checked_for_what_their_modes_need() {
     assert!(found[1].starts_with("<pipeline>:6:5: mode `upsert` needs `keys`"), "{found:#?}");
     assert!(found[2].starts_with("<pipeline>:8:5: `delete_when` works with `mode: upsert` only"), "{found:#?}");
     assert!(found[3].starts_with("<pipeline>:8:73: `replace_where` works with `mode: overwrite` only"), "{found:#?}");
+    assert!(found[4].starts_with("<pipeline>:10:5: a maintain_delta step has nothing to do"), "{found:#?}");
 }

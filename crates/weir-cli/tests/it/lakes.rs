@@ -349,6 +349,23 @@ fn a_run_killed_before_its_commit_leaves_the_table_at_its_last_version_and_a_rer
     p.ok(&["run", "held.yaml"]);
     let read = deltalake(&local(&p), None, "");
     assert_eq!((read.version, read.rows.len()), (1, 8), "{read:?}");
+    assert_eq!(walk_parquet(&p.path().join("lake/orders")), 3);
+
+    // Maintenance compacts the two loads' files into one and removes the replaced and the unnamed files.
+    p.file(
+        "tidy.yaml",
+        "name: tidy\nsteps:\n  tidy:\n    maintain_delta: { path: lake/orders, optimize: true, vacuum: 0s, checkpoint: true }\n",
+    );
+    let log = p.ok_log(&["run", "tidy.yaml"]);
+    assert!(log.contains("2 files into 1") && log.contains("3 files removed"), "{log}");
+    assert_eq!(walk_parquet(&p.path().join("lake/orders")), 1, "one data file left");
+    let read = deltalake(&local(&p), None, "");
+    assert_eq!(read.rows.len(), 8, "the same rows: {read:?}");
+    let checkpoint = std::fs::read_dir(p.path().join("lake/orders/_delta_log"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".checkpoint.parquet"));
+    assert!(checkpoint, "a checkpoint in the log");
 }
 
 #[test]
@@ -370,11 +387,13 @@ fn a_writer_that_commits_first_moves_a_held_append_to_the_next_version() {
     assert_eq!((read.version, read.rows.len()), (2, 12), "both appends, each once: {read:?}");
 }
 
+/// The data files under `dir` (a checkpoint, in `_delta_log`, is no data file).
 fn walk_parquet(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| match e.path() {
+            path if path.ends_with("_delta_log") => 0,
             path if path.is_dir() => walk_parquet(&path),
             path => usize::from(path.extension().is_some_and(|x| x == "parquet")),
         })

@@ -1,10 +1,12 @@
-//! Data-lake steps: `read_delta` and `write_delta`, Delta Lake tables on local disk or object storage.
+//! Data-lake steps: `read_delta`, `write_delta` and `maintain_delta`, Delta Lake tables on local disk or object
+//! storage.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{OrderedMap, SchemaEvolution};
+use crate::api::Duration;
 
 /// Read a Delta Lake table: its current version, an older one (time travel), or only the rows that changed since
 /// a version (its change data feed). Later steps' filters and columns are pushed into the scan, so partitions and
@@ -97,4 +99,32 @@ pub enum DeltaWriteMode {
     Upsert,
     /// Delete the rows whose keys appear in the input.
     Delete,
+}
+
+/// Maintain a Delta Lake table after the run's loads commit (actions run in file order, so after the loads into
+/// the table): compact small files, remove files no version needs, write a checkpoint. Each is an operation of
+/// delta-rs; compaction and vacuum are table versions of their own. The step's figure is the files it touched.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainDelta {
+    /// The table's directory or URL, as for `write_delta`.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// For object storage: a connection of that kind holding the endpoint and credentials.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    /// Compact small files (many small loads make many small files) into files of about 100 MB, partition by
+    /// partition; readers see the same rows.
+    #[serde(default)]
+    pub optimize: bool,
+    /// Remove files that no version younger than this span names (files replaced by later loads, and files no
+    /// version ever named, from runs that failed or were killed before their commit): `168h` keeps a week of time
+    /// travel. Versions older than the span can no longer be read. A span shorter than the table's own
+    /// `delta.deletedFileRetentionDuration` (a week unless set) is taken as asked.
+    #[serde(default)]
+    pub vacuum: Option<Duration>,
+    /// Write a checkpoint of the table's log, so readers replay one file instead of every commit since the last.
+    #[serde(default)]
+    pub checkpoint: bool,
 }

@@ -155,6 +155,7 @@ step_kinds! {
     }
     Action {
         "execute" => Execute(Execute): "one SQL statement on a database after the run's loads commit (ANALYZE, COPY INTO)",
+        "maintain_delta" => MaintainDelta(MaintainDelta): "compact, vacuum or checkpoint a Delta Lake table after the run's loads commit",
     }
 }
 

@@ -1,23 +1,27 @@
 //! Delta Lake tables through delta-rs (`deltalake-core`), which runs on Weir's DataFusion: [`read`] registers a
 //! table (or its change data feed) as a DataFusion table, [`write`] runs delta-rs's own write, merge and delete
-//! with their commit held back by [`gate`] until the run commits.
+//! with their commit held back by [`gate`] until the run commits, and [`maintain`] compacts, vacuums and
+//! checkpoints.
 //!
 //! Tables on object storage are opened on the same object stores (and connections) as Weir's file steps, handed
 //! to delta-rs ready-made; its commits use the store's conditional put (`PutMode::Create`), which S3, Azure Blob
 //! and GCS provide, so two writers can never both create the same version.
 
 mod gate;
+pub mod maintain;
 pub mod read;
 pub mod write;
 
 use std::sync::{Arc, Once};
 
 use datafusion::error::{DataFusionError, Result};
+use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::logstore::{
     LogStore, LogStoreFactory, LogStoreRef, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
 };
 use deltalake_core::{DeltaResult, DeltaTableBuilder, DeltaTableError};
 use reqwest::Url;
+use serde_json::Value;
 use weir_engine::StepContext;
 use weir_spec::Spanned;
 
@@ -90,6 +94,15 @@ impl Location {
             _ => self.url.to_string(),
         }
     }
+}
+
+/// Weir's pipeline, step and run in a commit's metadata, for the table's history.
+fn commit_properties(cx: &StepContext) -> CommitProperties {
+    CommitProperties::default().with_metadata([
+        ("weir.pipeline".to_string(), Value::from(cx.pipeline.clone())),
+        ("weir.step".to_string(), Value::from(cx.step.clone())),
+        ("weir.run_id".to_string(), Value::from(cx.run_id.clone())),
+    ])
 }
 
 /// Registers delta-rs's default log store (commits by conditional put) for the object-storage schemes Weir

@@ -18,7 +18,6 @@ use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::ident;
 use deltalake_core::delta_datafusion::DeltaColumn;
 use deltalake_core::delta_datafusion::planner::DeltaPlanner;
-use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::operations::write::SchemaMode;
 use deltalake_core::protocol::SaveMode;
 use deltalake_core::{DeltaResult, DeltaTable, DeltaTableError};
@@ -30,8 +29,8 @@ use tracing::info;
 use weir_engine::{NothingToLoad, PendingLoad, RowChanges, StepContext};
 use weir_spec::{DeltaWriteMode, SchemaEvolution, WriteDelta};
 
-use super::Location;
 use super::gate::{Decision, Gate};
+use super::{Location, commit_properties};
 
 pub async fn write(spec: &WriteDelta, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     let location = Location::of(&spec.path, spec.connection.as_ref(), cx, true)?;
@@ -155,11 +154,7 @@ fn operation(
     exists: bool,
     input: DataFrame,
 ) -> Result<BoxFuture<'static, DeltaResult<DeltaTable>>> {
-    let properties = CommitProperties::default().with_metadata([
-        ("weir.pipeline".to_string(), Value::from(cx.pipeline.clone())),
-        ("weir.step".to_string(), Value::from(cx.step.clone())),
-        ("weir.run_id".to_string(), Value::from(cx.run_id.clone())),
-    ]);
+    let properties = commit_properties(cx);
     let delete_when = spec.delete_when.as_deref();
     match (spec.mode, exists) {
         (DeltaWriteMode::Append | DeltaWriteMode::Overwrite, _) | (DeltaWriteMode::Upsert, false) => {

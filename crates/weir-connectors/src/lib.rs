@@ -52,6 +52,7 @@ impl Connectors for Builtin {
             Extract::EnrichApi(spec) => http::enrich(session, spec, cx).await,
             Extract::AiExtract(spec) => models::extract(session, spec, cx).await,
             Extract::ReadDelta(spec) => lakes::delta::read::table(session, spec, cx).await,
+            Extract::ReadIceberg(spec) => lakes::iceberg::read::table(spec, cx).await,
             Extract::ReadWebhook(spec) => webhook::table(spec, cx),
         }
     }
@@ -67,6 +68,7 @@ impl Connectors for Builtin {
             Load::CopyFiles(spec) => files::copy::copy(spec, cx, input).await,
             Load::WriteDb(spec) => database(cx, &spec.connection)?.write(spec, cx, input).await,
             Load::WriteDelta(spec) => lakes::delta::write::write(spec, cx, input).await,
+            Load::WriteIceberg(spec) => lakes::iceberg::write::write(spec, cx, input).await,
             Load::WriteApi(spec) => http::write(spec, cx, input).await,
         }
     }

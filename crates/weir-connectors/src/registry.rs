@@ -5,9 +5,10 @@
 use weir_spec::{ConnectionKind, KnownKind};
 
 use crate::db::Database;
+use crate::lakes::iceberg::CatalogKind;
 use crate::models::ModelKind;
 use crate::object_store::StoreKind;
-use crate::{db, http, models, object_store};
+use crate::{db, http, lakes, models, object_store};
 
 /// What a build has of a connection kind.
 #[derive(Clone, Copy)]
@@ -15,6 +16,7 @@ pub enum Connector {
     Database(&'static dyn Database),
     Store(&'static dyn StoreKind),
     Model(&'static dyn ModelKind),
+    Catalog(&'static dyn CatalogKind),
 }
 
 struct Entry {
@@ -37,6 +39,7 @@ static ENTRIES: &[Entry] = &[
     Entry { kind: &object_store::sftp::KIND, connector: object_store::sftp::CONNECTOR },
     Entry { kind: &object_store::sharepoint::KIND, connector: object_store::sharepoint::CONNECTOR },
     Entry { kind: &models::openai::KIND, connector: models::openai::CONNECTOR },
+    Entry { kind: &lakes::iceberg::rest::KIND, connector: lakes::iceberg::rest::CONNECTOR },
 ];
 
 /// Every connection kind, and whether this build has it: for the checks (`weir_spec::Environment::with_kinds`).
@@ -97,7 +100,7 @@ mod tests {
         for entry in ENTRIES {
             match entry.connector {
                 Some(Connector::Database(_)) => assert!(entry.kind.can.execute, "{}", entry.kind.name),
-                Some(Connector::Store(_) | Connector::Model(_)) => {
+                Some(Connector::Store(_) | Connector::Model(_) | Connector::Catalog(_)) => {
                     assert!(!entry.kind.can.execute && !entry.kind.can.checkpoints, "{}", entry.kind.name)
                 }
                 None => assert!(

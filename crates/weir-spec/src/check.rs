@@ -384,6 +384,8 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                     StepKind::ReadDelta(d) => vec![d.connection.as_ref()],
                     StepKind::WriteDelta(d) => vec![d.connection.as_ref()],
                     StepKind::MaintainDelta(d) => vec![d.connection.as_ref()],
+                    StepKind::ReadIceberg(i) => vec![i.connection.as_ref()],
+                    StepKind::WriteIceberg(i) => vec![i.connection.as_ref()],
                     _ => Vec::new(),
                 }
                 .into_iter()
@@ -482,6 +484,24 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                     out.push(Diagnostic::at(&d.path, format!("two load steps write `{}`", d.path.value)));
                 }
             }
+            StepKind::ReadIceberg(i) => {
+                check_catalog(pipeline, env, &i.catalog, out);
+                if let Some(timestamp) = &i.timestamp {
+                    check_template(pipeline, &timestamp.value, Pos::of(timestamp), out);
+                    if i.snapshot_id.is_some() {
+                        out.push(Diagnostic::new(
+                            step.kind_pos,
+                            "a read_iceberg step takes at most one of `snapshot_id` and `timestamp`",
+                        ));
+                    }
+                }
+            }
+            StepKind::WriteIceberg(i) => {
+                check_catalog(pipeline, env, &i.catalog, out);
+                if !seen_sink.insert(format!("{}/{}", i.catalog.value, i.table.value)) {
+                    out.push(Diagnostic::at(&i.table, format!("two load steps write table `{}`", i.table.value)));
+                }
+            }
             StepKind::Dedup(d) if d.keys.is_empty() => {
                 out.push(Diagnostic::new(step.kind_pos, "a dedup step needs at least one key column"));
             }
@@ -539,6 +559,22 @@ fn check_maintain_delta(pipeline: &Pipeline, step: &Step, d: &MaintainDelta, out
             Diagnostic::new(step.kind_pos, "a maintain_delta step has nothing to do").with_hint(
                 "set `optimize: true`, `vacuum: 168h` (the span of time travel to keep) or `checkpoint: true`",
             ),
+        );
+    }
+}
+
+/// The `catalog` of an Iceberg step: a declared connection of a catalog kind.
+fn check_catalog(pipeline: &Pipeline, env: &Environment, name: &Spanned<String>, out: &mut Vec<Diagnostic>) {
+    check_connection_ref(pipeline, name, out);
+    if let Some(conn) = pipeline.connections.get(&name.value)
+        && env.family(&conn.kind.value).is_some_and(|f| f != Family::Catalog)
+    {
+        out.push(
+            Diagnostic::at(
+                name,
+                format!("connection `{}` is of kind `{}`, not a catalog", name.value, conn.kind.value),
+            )
+            .with_hint(format!("Iceberg steps take a connection of kind {}", env.kinds_of(Family::Catalog).join(", "))),
         );
     }
 }

@@ -31,6 +31,8 @@ pub enum Family {
     Http,
     /// A language model behind an OpenAI-compatible chat endpoint: `ai_extract`.
     Model,
+    /// A catalog of lake tables: the `catalog` of `read_iceberg` and `write_iceberg`.
+    Catalog,
 }
 
 impl Family {
@@ -40,6 +42,7 @@ impl Family {
             Self::ObjectStore => "object store",
             Self::Http => "http",
             Self::Model => "model",
+            Self::Catalog => "catalog",
         }
     }
 }

@@ -156,3 +156,16 @@ fn delta_steps_are_checked_for_what_their_modes_need() {
     assert!(found[3].starts_with("<pipeline>:8:73: `replace_where` works with `mode: overwrite` only"), "{found:#?}");
     assert!(found[4].starts_with("<pipeline>:10:5: a maintain_delta step has nothing to do"), "{found:#?}");
 }
+
+#[test]
+fn iceberg_steps_take_one_way_to_pick_a_snapshot_and_a_declared_catalog() {
+    let found = diagnostics(
+        "name: lake\nconnections:\n  cat: { kind: iceberg_rest, url: \"http://localhost:8181\" }\nsteps:\n  t:\n    read_iceberg: { catalog: cat, table: a.t, snapshot_id: 3, timestamp: \"2024-01-15\" }\n  out:\n    write_iceberg: { input: t, catalog: lake, table: a.u }\n",
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("<pipeline>:6:5: a read_iceberg step takes at most one of `snapshot_id` and `timestamp`"),
+        "{found:#?}"
+    );
+    assert!(found[1].starts_with("<pipeline>:8:41: unknown connection `lake`"), "{found:#?}");
+}

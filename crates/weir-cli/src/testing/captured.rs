@@ -50,6 +50,7 @@ impl Write {
                 }
                 (DeltaWriteMode::Delete, _) => Self::Delete { keys: delta.keys.clone() },
             },
+            StepKind::WriteIceberg(_) => Self::Append,
             other => match other.file_sink().map(|s| s.mode) {
                 Some(WriteMode::Append) => Self::Append,
                 _ => Self::Replace,

@@ -38,6 +38,7 @@ pub fn connection_of(kind: &StepKind) -> Option<&str> {
         StepKind::Execute(s) => Some(&s.connection.value),
         StepKind::WriteApi(s) => s.connection.as_ref().map(|c| c.value.as_str()),
         StepKind::WriteDelta(s) => s.connection.as_ref().map(|c| c.value.as_str()),
+        StepKind::WriteIceberg(s) => Some(&s.catalog.value),
         other => other.file_sink().and_then(|s| s.connection).map(|c| c.value.as_str()),
     }
 }

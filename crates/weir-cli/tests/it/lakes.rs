@@ -298,7 +298,7 @@ fn a_failed_or_dry_run_adds_no_version_and_the_schema_policy_is_kept() {
 }
 
 /// A `write_api` endpoint whose first request waits until `release` is set, holding its run before the commit.
-fn held_endpoint(release: Arc<AtomicBool>) -> std::net::SocketAddr {
+pub(crate) fn held_endpoint(release: Arc<AtomicBool>) -> std::net::SocketAddr {
     let first = Arc::new(AtomicBool::new(true));
     crate::common::serve(Router::new().route(
         "/hook",

@@ -11,6 +11,7 @@ mod cli;
 mod clickhouse;
 #[cfg(feature = "duckdb")]
 mod duckdb;
+mod iceberg;
 mod inputs;
 mod lakes;
 mod models;

@@ -14,11 +14,11 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 /// A server process, killed when dropped.
-struct Process(Child);
+pub(crate) struct Process(Child);
 
 impl Process {
     /// Starts `program` with `args`, where `{port}` stands for a free port of 127.0.0.1; returns it and the port.
-    fn start(program: &str, args: &[&str]) -> (Self, u16) {
+    pub(crate) fn start(program: &str, args: &[&str]) -> (Self, u16) {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let args: Vec<String> = args.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
         let child = Command::new(program)
@@ -39,7 +39,7 @@ impl Drop for Process {
 }
 
 /// Runs `command` until it succeeds: the server is listening and the set-up it does is done.
-fn until_ok(command: &mut Command, what: &str) {
+pub(crate) fn until_ok(command: &mut Command, what: &str) {
     let started = Instant::now();
     while !command.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
         assert!(started.elapsed() < Duration::from_secs(30), "{what} did not start");

@@ -2,3 +2,4 @@
 //! writes atomic and old versions readable. One folder per format.
 
 pub mod delta;
+pub mod iceberg;

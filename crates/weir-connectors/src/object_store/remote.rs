@@ -224,6 +224,12 @@ pub fn store_of(url: &Url, connection: Option<&Spanned<String>>, cx: &StepContex
     build_store(url, conn.as_ref(), Limit::PerRequest)
 }
 
+/// The store of `url`'s bucket through an already resolved connection (`None`: the environment's credentials),
+/// for libraries that open stores after the step's context is gone.
+pub fn store_for(url: &Url, conn: Option<&ResolvedConnection>) -> Result<Arc<dyn ObjectStore>> {
+    build_store(url, conn, Limit::PerRequest)
+}
+
 /// How a store's requests are limited in time.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Limit {

@@ -1,5 +1,5 @@
 //! Data-lake steps: `read_delta`, `write_delta` and `maintain_delta`, Delta Lake tables on local disk or object
-//! storage.
+//! storage; `read_iceberg` and `write_iceberg`, Iceberg tables through their catalog.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -127,4 +127,74 @@ pub struct MaintainDelta {
     /// Write a checkpoint of the table's log, so readers replay one file instead of every commit since the last.
     #[serde(default)]
     pub checkpoint: bool,
+}
+
+/// Read an Iceberg table through its catalog: its current snapshot or an older one (time travel). Later steps'
+/// filters and columns are pushed into the scan, so data files whose partition or column statistics rule them out
+/// are never read (`weir explain` shows the pushed predicate and the files left to read).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadIceberg {
+    /// An `iceberg_rest` connection: the catalog that knows the table.
+    #[schemars(with = "String")]
+    pub catalog: Spanned<String>,
+    /// The table as the catalog names it, `namespace.table` (a nested namespace as `a.b.table`).
+    #[schemars(with = "String")]
+    pub table: Spanned<String>,
+    /// For a table whose files are on object storage: a connection of that kind holding the endpoint and
+    /// credentials. Without one, the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`) apply.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    /// Read the table as of this snapshot (time travel). At most one of `snapshot_id` and `timestamp`.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub snapshot_id: Option<Spanned<i64>>,
+    /// Read the table as it was at this instant (ISO 8601, `2024-01-15T00:00:00Z`): the snapshot that was
+    /// current then. `{{ var.x }}` templating.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timestamp: Option<Spanned<String>>,
+}
+
+/// Append to an Iceberg table through its catalog, created from the input's columns when missing. The data files
+/// are written while the run loads; they become one new snapshot when the run commits, so a failed or killed run
+/// adds no snapshot and readers never see part of a load.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteIceberg {
+    #[schemars(with = "String")]
+    pub input: Spanned<String>,
+    /// An `iceberg_rest` connection: the catalog that knows (or will know) the table.
+    #[schemars(with = "String")]
+    pub catalog: Spanned<String>,
+    /// The table, `namespace.table`; a missing namespace is created with it.
+    #[schemars(with = "String")]
+    pub table: Spanned<String>,
+    /// For a table whose files are on object storage: a connection of that kind.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connection: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mode: IcebergWriteMode,
+    /// Partition columns (identity partitions) of a table Weir creates; an existing table keeps its own spec.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// What to do when the input's columns differ from the table's: `evolve` adds new columns (a schema update
+    /// committed with the snapshot), `freeze` fails naming them, `discard` drops them.
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+    /// Table properties of a table Weir creates (`write.parquet.compression-codec: zstd`, ...).
+    #[serde(default)]
+    pub properties: OrderedMap<String>,
+}
+
+/// How a `write_iceberg` step treats the rows already in its table. Only appends: the Iceberg library Weir uses
+/// commits new data files, but not overwrites, row-level deletes or merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IcebergWriteMode {
+    /// Add every input row.
+    #[default]
+    Append,
 }

@@ -135,6 +135,7 @@ step_kinds! {
         "enrich_api" => EnrichApi(Box<EnrichApi>) [input]: "an API lookup per distinct key of an input, joined back as new columns",
         "ai_extract" => AiExtract(Box<AiExtract>) [input]: "typed columns read out of free text by a language model, every answer checked; cached",
         "read_delta" => ReadDelta(ReadDelta): "a Delta Lake table, local or on object storage: as of a version or time, or its changes since a version",
+        "read_iceberg" => ReadIceberg(ReadIceberg): "an Iceberg table through its REST catalog: its current snapshot or one by id or time",
         "read_webhook" => ReadWebhook(ReadWebhook): "records posted to the pipeline's webhook under weir serve, acknowledged after commit; Debezium events",
     }
     Transform {
@@ -151,6 +152,7 @@ step_kinds! {
         "copy_files" => CopyFiles(CopyFiles) [input]: "copy the files a list_files step lists to a directory or bucket prefix, at commit",
         "write_db" => WriteDb(WriteDb) [input]: "a database table: append, replace, upsert or delete by keys; created and evolved",
         "write_delta" => WriteDelta(WriteDelta) [input]: "a Delta Lake table: append, overwrite (all or where), upsert by MERGE, delete; one version per run",
+        "write_iceberg" => WriteIceberg(WriteIceberg) [input]: "append to an Iceberg table through its REST catalog, created and evolved; one snapshot per run",
         "write_api" => WriteApi(Box<WriteApi>) [input]: "records to an HTTP API, one per request or batched; concurrency, retries, idempotency key",
     }
     Action {
@@ -299,6 +301,8 @@ pub enum Form {
     Parquet,
     /// A Delta Lake table.
     Delta,
+    /// An Iceberg table.
+    Iceberg,
     /// Files listed or copied.
     Files,
     Table,
@@ -316,6 +320,7 @@ impl std::fmt::Display for Form {
             Self::Json => "json",
             Self::Parquet => "parquet",
             Self::Delta => "delta",
+            Self::Iceberg => "iceberg",
             Self::Files => "files",
             Self::Table => "table",
             Self::Query => "query",
@@ -345,6 +350,7 @@ impl StepKind {
                     Endpoint { location: "a language model", connection: Some(&s.connection.value), form: Form::Model }
                 }
                 Extract::ReadDelta(s) => at(&s.path, s.connection.as_ref(), Form::Delta),
+                Extract::ReadIceberg(s) => at(&s.table, Some(&s.catalog), Form::Iceberg),
                 Extract::ReadWebhook(_) => {
                     Endpoint { location: "webhook requests", connection: None, form: Form::Webhook }
                 }
@@ -356,6 +362,7 @@ impl StepKind {
                 Load::CopyFiles(s) => at(&s.to, None, Form::Files),
                 Load::WriteDb(s) => at(&s.table, Some(&s.connection), Form::Table),
                 Load::WriteDelta(s) => at(&s.path, s.connection.as_ref(), Form::Delta),
+                Load::WriteIceberg(s) => at(&s.table, Some(&s.catalog), Form::Iceberg),
                 Load::WriteApi(s) => at(&s.url, s.connection.as_ref(), Form::Api),
             },
             Role::Transform(_) | Role::Action(_) => return None,

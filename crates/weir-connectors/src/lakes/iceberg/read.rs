@@ -1,0 +1,331 @@
+//! `read_iceberg`: an Iceberg table, at its current snapshot or an older one, as a DataFusion table. Scans pass
+//! the needed columns and the filters iceberg-rust can evaluate to its planner, which skips data files by their
+//! partition values and column statistics; `weir explain` shows the predicate and how many files are left.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::{StreamExt, TryStreamExt};
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::expr::{Predicate, Reference};
+use iceberg::scan::TableScan;
+use iceberg::spec::Datum;
+use iceberg::table::Table;
+use tracing::info;
+use weir_engine::StepContext;
+use weir_spec::ReadIceberg;
+
+use super::Opened;
+use super::bridge::{batch_from_iceberg, schema_from_iceberg};
+
+pub async fn table(spec: &ReadIceberg, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
+    let opened = Opened::of(&spec.catalog, &spec.table, spec.connection.as_ref(), cx).await?;
+    let table = opened.catalog.load_table(&opened.ident).await.map_err(|e| opened.error(e))?;
+    let metadata = table.metadata();
+    let snapshot = match (&spec.snapshot_id, &spec.timestamp) {
+        (Some(id), _) => Some(
+            metadata
+                .snapshot_by_id(id.value)
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!("Iceberg table `{}` has no snapshot {}", opened.shown, id.value))
+                })?
+                .clone(),
+        ),
+        (None, Some(timestamp)) => {
+            let instant = instant(&cx.render(timestamp)?)?;
+            let log = metadata.history().iter().rev().find(|entry| entry.timestamp_ms <= instant.timestamp_millis());
+            let log = log.ok_or_else(|| {
+                DataFusionError::Plan(format!("Iceberg table `{}` had no snapshot yet at {instant}", opened.shown))
+            })?;
+            metadata.snapshot_by_id(log.snapshot_id).cloned()
+        }
+        (None, None) => metadata.current_snapshot().cloned(),
+    };
+    // An old snapshot is read with the schema it was written with.
+    let schema = snapshot
+        .as_ref()
+        .and_then(|s| s.schema_id())
+        .and_then(|id| metadata.schema_by_id(id))
+        .unwrap_or_else(|| metadata.current_schema());
+    let schema = schema_from_iceberg(&schema_to_arrow_schema(schema).map_err(|e| opened.error(e))?)?;
+    let snapshot_id = snapshot.map(|s| s.snapshot_id());
+    match snapshot_id {
+        Some(id) => info!(step = %cx.step, snapshot = id, "Starting extract from Iceberg table {}", opened.shown),
+        None => info!(step = %cx.step, "Starting extract from Iceberg table {}: it has no snapshot yet", opened.shown),
+    }
+    Ok(Arc::new(IcebergTable { table, shown: opened.shown, snapshot_id, schema, batch_size: cx.batch_size }))
+}
+
+/// An instant as `timestamp` may write it: RFC 3339, or a date (its midnight UTC).
+fn instant(text: &str) -> Result<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| {
+            DataFusionError::Plan(format!("`timestamp` is `{text}`, not an instant such as 2024-01-15T00:00:00Z"))
+        })
+}
+
+/// One snapshot of an Iceberg table (or none, for a table never written).
+#[derive(Debug)]
+struct IcebergTable {
+    table: Table,
+    shown: String,
+    snapshot_id: Option<i64>,
+    schema: SchemaRef,
+    batch_size: usize,
+}
+
+#[async_trait]
+impl TableProvider for IcebergTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: iceberg-rust skips files and row groups; DataFusion still applies each filter to the rows.
+        Ok(filters
+            .iter()
+            .map(|f| match predicate(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(columns) => Arc::new(self.schema.project(columns)?),
+            None => self.schema.clone(),
+        };
+        let pushed = filters.iter().filter_map(predicate).reduce(Predicate::and);
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        let Some(snapshot_id) = self.snapshot_id else {
+            return Ok(Arc::new(IcebergScan {
+                scan: None,
+                shown: self.shown.clone(),
+                predicate: None,
+                files: (0, 0),
+                schema,
+                properties,
+            }));
+        };
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let build = |predicate: Option<&Predicate>| {
+            let mut builder = self
+                .table
+                .scan()
+                .snapshot_id(snapshot_id)
+                .select(columns.clone())
+                .with_batch_size(Some(self.batch_size));
+            if let Some(predicate) = predicate {
+                builder = builder.with_filter(predicate.clone());
+            }
+            builder.build()
+        };
+        // A predicate iceberg-rust cannot bind (a literal of another type than its column) only loses the skipping.
+        let (scan, predicate) = match build(pushed.as_ref()) {
+            Ok(scan) => (scan, pushed),
+            Err(_) => (build(None).map_err(|e| self.error(e))?, None),
+        };
+        let total = match &predicate {
+            Some(_) => file_count(&build(None).map_err(|e| self.error(e))?).await.map_err(|e| self.error(e))?,
+            None => 0,
+        };
+        let left = file_count(&scan).await.map_err(|e| self.error(e))?;
+        let files = (left, if predicate.is_some() { total } else { left });
+        Ok(Arc::new(IcebergScan {
+            scan: Some(Arc::new(scan)),
+            shown: self.shown.clone(),
+            predicate,
+            files,
+            schema,
+            properties,
+        }))
+    }
+}
+
+impl IcebergTable {
+    fn error(&self, e: iceberg::Error) -> DataFusionError {
+        DataFusionError::External(format!("Iceberg table `{}`: {e}", self.shown).into())
+    }
+}
+
+/// The data files a scan reads.
+async fn file_count(scan: &TableScan) -> iceberg::Result<usize> {
+    scan.plan_files().await?.try_fold(0, |n, _| async move { Ok(n + 1) }).await
+}
+
+/// The scan of one snapshot, streaming iceberg-rust's batches as Weir's.
+struct IcebergScan {
+    /// `None` for a table with no snapshot: no rows.
+    scan: Option<Arc<TableScan>>,
+    shown: String,
+    predicate: Option<Predicate>,
+    /// Files left to read, of the files in the snapshot.
+    files: (usize, usize),
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for IcebergScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        DisplayAs::fmt_as(self, DisplayFormatType::Default, f)
+    }
+}
+
+impl DisplayAs for IcebergScan {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "IcebergScan: table={}", self.shown)?;
+        if let Some(snapshot) = self.scan.as_ref().and_then(|s| s.snapshot()) {
+            write!(f, ", snapshot={}", snapshot.snapshot_id())?;
+        }
+        let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        write!(f, ", columns=[{}]", columns.join(", "))?;
+        if let Some(predicate) = &self.predicate {
+            write!(f, ", predicate={predicate}")?;
+        }
+        write!(f, ", files={} of {}", self.files.0, self.files.1)
+    }
+}
+
+impl ExecutionPlan for IcebergScan {
+    fn name(&self) -> &str {
+        "IcebergScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let schema = self.schema.clone();
+        let Some(scan) = self.scan.clone() else {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
+        };
+        let shown = self.shown.clone();
+        let error = move |e: iceberg::Error| DataFusionError::External(format!("Iceberg table `{shown}`: {e}").into());
+        let converted = schema.clone();
+        let inner = error.clone();
+        let batches = futures::stream::once(async move { scan.to_arrow().await.map(|s| s.map_err(inner)) })
+            .map_err(error)
+            .try_flatten()
+            .map(move |batch| batch_from_iceberg(batch?, &converted));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// A DataFusion filter as an Iceberg predicate, when it is one iceberg-rust can evaluate on file statistics.
+fn predicate(expr: &Expr) -> Option<Predicate> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            Some(predicate(left)?.and(predicate(right)?))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => Some(predicate(left)?.or(predicate(right)?)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (column, op, value) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) => (c, *op, v),
+                (Expr::Literal(v, _), Expr::Column(c)) => (c, op.swap()?, v),
+                _ => return None,
+            };
+            let column = Reference::new(column.name.clone());
+            let value = datum(value)?;
+            Some(match op {
+                Operator::Eq => column.equal_to(value),
+                Operator::NotEq => column.not_equal_to(value),
+                Operator::Lt => column.less_than(value),
+                Operator::LtEq => column.less_than_or_equal_to(value),
+                Operator::Gt => column.greater_than(value),
+                Operator::GtEq => column.greater_than_or_equal_to(value),
+                _ => return None,
+            })
+        }
+        Expr::Not(inner) => Some(predicate(inner)?.negate()),
+        Expr::IsNull(inner) => Some(reference(inner)?.is_null()),
+        Expr::IsNotNull(inner) => Some(reference(inner)?.is_not_null()),
+        Expr::InList(list) => {
+            let values = list
+                .list
+                .iter()
+                .map(|v| match v {
+                    Expr::Literal(v, _) => datum(v),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let column = reference(&list.expr)?;
+            Some(if list.negated { column.is_not_in(values) } else { column.is_in(values) })
+        }
+        _ => None,
+    }
+}
+
+fn reference(expr: &Expr) -> Option<Reference> {
+    match expr {
+        Expr::Column(c) => Some(Reference::new(c.name.clone())),
+        _ => None,
+    }
+}
+
+/// A literal as an Iceberg value; `None` for NULL and for types without a plain Iceberg counterpart.
+fn datum(value: &ScalarValue) -> Option<Datum> {
+    Some(match value {
+        ScalarValue::Boolean(Some(v)) => Datum::bool(*v),
+        ScalarValue::Int32(Some(v)) => Datum::int(*v),
+        ScalarValue::Int64(Some(v)) => Datum::long(*v),
+        ScalarValue::Float32(Some(v)) => Datum::float(*v),
+        ScalarValue::Float64(Some(v)) => Datum::double(*v),
+        ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v)) | ScalarValue::LargeUtf8(Some(v)) => {
+            Datum::string(v)
+        }
+        ScalarValue::Date32(Some(v)) => Datum::date(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), None) => Datum::timestamp_micros(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), Some(_)) => Datum::timestamptz_micros(*v),
+        _ => return None,
+    })
+}

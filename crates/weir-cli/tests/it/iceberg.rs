@@ -312,4 +312,14 @@ fn data_files_on_s3_are_written_and_read_through_weirs_object_store_connection()
     let log = p.ok_log(&["run", "read.yaml"]);
     assert!(!log.contains("secret_access_key: test"), "{log}");
     assert_eq!(p.read("out/days.csv"), "day,n\n2024-01-15,4\n2024-01-16,2\n2024-01-17,2\n");
+
+    // A scan for no columns at all still counts the rows.
+    p.file(
+        "count.yaml",
+        &format!(
+            "name: count\n{connections}steps:\n  t:\n    read_iceberg: {{ catalog: catalog, table: sales.orders, connection: lake }}\n  n:\n    sql: {{ query: SELECT count(*) AS n FROM t }}\n  out:\n    write_csv: {{ input: n, path: out/n.csv }}\n"
+        ),
+    );
+    p.ok(&["run", "count.yaml"]);
+    assert_eq!(p.read("out/n.csv"), "n\n8\n");
 }

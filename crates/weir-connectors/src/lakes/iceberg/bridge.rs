@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, StructArray};
+use arrow::array::{Array, RecordBatch, RecordBatchOptions, StructArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow58::array::Array as _;
 use datafusion::error::{DataFusionError, Result};
@@ -28,6 +28,11 @@ pub fn schema_from_iceberg(schema: &arrow58::datatypes::Schema) -> Result<Schema
 /// A batch of iceberg-rust's arrow as one of Weir's, with `schema` (which [`schema_from_iceberg`] made of the
 /// batch's own schema).
 pub fn batch_from_iceberg(batch: arrow58::array::RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    // A scan for no columns (`count(*)`) has only row counts, which a struct array cannot carry.
+    if schema.fields().is_empty() {
+        let rows = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        return Ok(RecordBatch::try_new_with_options(schema.clone(), Vec::new(), &rows)?);
+    }
     let (array, exported) =
         arrow58::ffi::to_ffi(&arrow58::array::StructArray::from(batch).into_data()).map_err(external)?;
     // SAFETY: as in `schema_from_iceberg`; the array's release callback moves with it too.

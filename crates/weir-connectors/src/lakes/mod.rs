@@ -3,3 +3,12 @@
 
 pub mod delta;
 pub mod iceberg;
+
+/// Weir's pipeline, step and run, as a lake commit's metadata names them, for the table's history.
+fn run_metadata(cx: &weir_engine::StepContext) -> [(String, String); 3] {
+    [
+        ("weir.pipeline".to_string(), cx.pipeline.clone()),
+        ("weir.step".to_string(), cx.step.clone()),
+        ("weir.run_id".to_string(), cx.run_id.clone()),
+    ]
+}

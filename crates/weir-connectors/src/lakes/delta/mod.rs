@@ -98,11 +98,7 @@ impl Location {
 
 /// Weir's pipeline, step and run in a commit's metadata, for the table's history.
 fn commit_properties(cx: &StepContext) -> CommitProperties {
-    CommitProperties::default().with_metadata([
-        ("weir.pipeline".to_string(), Value::from(cx.pipeline.clone())),
-        ("weir.step".to_string(), Value::from(cx.step.clone())),
-        ("weir.run_id".to_string(), Value::from(cx.run_id.clone())),
-    ])
+    CommitProperties::default().with_metadata(super::run_metadata(cx).map(|(key, value)| (key, Value::from(value))))
 }
 
 /// Registers delta-rs's default log store (commits by conditional put) for the object-storage schemes Weir

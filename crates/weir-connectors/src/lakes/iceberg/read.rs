@@ -19,9 +19,12 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
+use iceberg::Runtime;
+use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::expr::{Predicate, Reference};
-use iceberg::scan::TableScan;
+use iceberg::io::FileIO;
+use iceberg::scan::FileScanTask;
 use iceberg::spec::Datum;
 use iceberg::table::Table;
 use tracing::info;
@@ -131,48 +134,40 @@ impl TableProvider for IcebergTable {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        let Some(snapshot_id) = self.snapshot_id else {
-            return Ok(Arc::new(IcebergScan {
-                scan: None,
-                shown: self.shown.clone(),
-                predicate: None,
-                files: (0, 0),
-                schema,
-                properties,
-            }));
+        let mut scan = IcebergScan {
+            shown: self.shown.clone(),
+            snapshot_id: self.snapshot_id,
+            predicate: None,
+            tasks: Vec::new(),
+            total_files: None,
+            file_io: self.table.file_io().clone(),
+            batch_size: self.batch_size,
+            schema,
+            properties,
         };
-        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let Some(snapshot_id) = self.snapshot_id else { return Ok(Arc::new(scan)) };
+        let columns: Vec<String> = scan.schema.fields().iter().map(|f| f.name().clone()).collect();
         let build = |predicate: Option<&Predicate>| {
-            let mut builder = self
-                .table
-                .scan()
-                .snapshot_id(snapshot_id)
-                .select(columns.clone())
-                .with_batch_size(Some(self.batch_size));
+            let mut builder = self.table.scan().snapshot_id(snapshot_id).select(columns.clone());
             if let Some(predicate) = predicate {
                 builder = builder.with_filter(predicate.clone());
             }
             builder.build()
         };
         // A predicate iceberg-rust cannot bind (a literal of another type than its column) only loses the skipping.
-        let (scan, predicate) = match build(pushed.as_ref()) {
-            Ok(scan) => (scan, pushed),
+        let (planned, predicate) = match build(pushed.as_ref()) {
+            Ok(planned) => (planned, pushed),
             Err(_) => (build(None).map_err(|e| self.error(e))?, None),
         };
-        let total = match &predicate {
-            Some(_) => file_count(&build(None).map_err(|e| self.error(e))?).await.map_err(|e| self.error(e))?,
-            None => 0,
-        };
-        let left = file_count(&scan).await.map_err(|e| self.error(e))?;
-        let files = (left, if predicate.is_some() { total } else { left });
-        Ok(Arc::new(IcebergScan {
-            scan: Some(Arc::new(scan)),
-            shown: self.shown.clone(),
-            predicate,
-            files,
-            schema,
-            properties,
-        }))
+        // The files are planned once, here, so `weir explain` can say how many are left; the scan reads them.
+        scan.tasks =
+            planned.plan_files().await.map_err(|e| self.error(e))?.try_collect().await.map_err(|e| self.error(e))?;
+        scan.predicate = predicate;
+        scan.total_files = planned
+            .snapshot()
+            .and_then(|s| s.summary().additional_properties.get("total-data-files"))
+            .and_then(|n| n.parse().ok());
+        Ok(Arc::new(scan))
     }
 }
 
@@ -182,19 +177,18 @@ impl IcebergTable {
     }
 }
 
-/// The data files a scan reads.
-async fn file_count(scan: &TableScan) -> iceberg::Result<usize> {
-    scan.plan_files().await?.try_fold(0, |n, _| async move { Ok(n + 1) }).await
-}
-
-/// The scan of one snapshot, streaming iceberg-rust's batches as Weir's.
+/// The scan of one snapshot: the data files its filters leave, read by iceberg-rust and handed on as Weir's
+/// batches.
 struct IcebergScan {
-    /// `None` for a table with no snapshot: no rows.
-    scan: Option<Arc<TableScan>>,
     shown: String,
+    /// `None` for a table with no snapshot: no files, no rows.
+    snapshot_id: Option<i64>,
     predicate: Option<Predicate>,
-    /// Files left to read, of the files in the snapshot.
-    files: (usize, usize),
+    tasks: Vec<FileScanTask>,
+    /// The snapshot's data files, where its summary says.
+    total_files: Option<usize>,
+    file_io: FileIO,
+    batch_size: usize,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -208,15 +202,19 @@ impl fmt::Debug for IcebergScan {
 impl DisplayAs for IcebergScan {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "IcebergScan: table={}", self.shown)?;
-        if let Some(snapshot) = self.scan.as_ref().and_then(|s| s.snapshot()) {
-            write!(f, ", snapshot={}", snapshot.snapshot_id())?;
+        if let Some(snapshot) = self.snapshot_id {
+            write!(f, ", snapshot={snapshot}")?;
         }
         let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
         write!(f, ", columns=[{}]", columns.join(", "))?;
         if let Some(predicate) = &self.predicate {
             write!(f, ", predicate={predicate}")?;
         }
-        write!(f, ", files={} of {}", self.files.0, self.files.1)
+        write!(f, ", files={}", self.tasks.len())?;
+        match self.total_files {
+            Some(total) => write!(f, " of {total}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -245,18 +243,15 @@ impl ExecutionPlan for IcebergScan {
     }
 
     fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let schema = self.schema.clone();
-        let Some(scan) = self.scan.clone() else {
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
-        };
         let shown = self.shown.clone();
         let error = move |e: iceberg::Error| DataFusionError::External(format!("Iceberg table `{shown}`: {e}").into());
+        let runtime = Runtime::try_current().map_err(&error)?;
+        let tasks = futures::stream::iter(self.tasks.clone().into_iter().map(Ok)).boxed();
+        let reader = ArrowReaderBuilder::new(self.file_io.clone(), runtime).with_batch_size(self.batch_size).build();
+        let batches = reader.read(tasks).map_err(&error)?.stream();
+        let schema = self.schema.clone();
         let converted = schema.clone();
-        let inner = error.clone();
-        let batches = futures::stream::once(async move { scan.to_arrow().await.map(|s| s.map_err(inner)) })
-            .map_err(error)
-            .try_flatten()
-            .map(move |batch| batch_from_iceberg(batch?, &converted));
+        let batches = batches.map(move |batch| batch_from_iceberg(batch.map_err(&error)?, &converted));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }

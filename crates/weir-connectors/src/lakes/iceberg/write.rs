@@ -47,7 +47,7 @@ pub async fn write(spec: &WriteIceberg, cx: &StepContext, input: DataFrame) -> R
     let catalog = &opened.catalog;
     let exists = catalog.table_exists(&opened.ident).await.map_err(|e| opened.error(e))?;
     if !exists && cx.dry_run {
-        let rows = count(input).await?;
+        let rows = input.count().await? as u64;
         info!(step = %cx.step, "Dry run: would create Iceberg table {} with {rows} rows", opened.shown);
         return Ok(Box::new(PendingIceberg::nothing(opened, rows)));
     }
@@ -65,37 +65,35 @@ pub async fn write(spec: &WriteIceberg, cx: &StepContext, input: DataFrame) -> R
     let mut writer = Writer::new(&table, schema.clone(), cx).await.map_err(|e| opened.error(e))?;
     let mut rows = 0u64;
     let mut batches = input.execute_stream().await?;
+    let mut failure = None;
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        rows += batch.num_rows() as u64;
-        let written = writer.write(batch_to_iceberg(batch, &target)?).await;
+        let written = match batch.and_then(|b| batch_to_iceberg(b, &target)) {
+            Ok(batch) => {
+                rows += batch.num_rows() as u64;
+                writer.write(batch).await.map_err(|e| opened.error(e))
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = written {
-            return Err(opened.error(e));
+            failure = Some(e);
+            break;
         }
     }
-    let files = writer.close().await.map_err(|e| opened.error(e))?;
+    let files = writer.close().await.map_err(|e| opened.error(e));
+    if let Some(e) = failure {
+        // The files the writer finished before the failure are named by no snapshot: remove them now.
+        remove(&table, &files.unwrap_or_default()).await;
+        return Err(e);
+    }
+    let files = files?;
     info!(
         step = %cx.step,
         "Wrote {rows} rows to Iceberg table {} in {} files: a new snapshot when the run commits",
         opened.shown,
         files.len()
     );
-    let summary = HashMap::from([
-        ("weir.pipeline".to_string(), cx.pipeline.clone()),
-        ("weir.step".to_string(), cx.step.clone()),
-        ("weir.run_id".to_string(), cx.run_id.clone()),
-    ]);
+    let summary = HashMap::from(crate::lakes::run_metadata(cx));
     Ok(Box::new(PendingIceberg { opened, table: Some(table), added, files, rows, summary }))
-}
-
-/// Consumes the input, counting its rows.
-async fn count(input: DataFrame) -> Result<u64> {
-    let mut rows = 0u64;
-    let mut batches = input.execute_stream().await?;
-    while let Some(batch) = batches.next().await {
-        rows += batch?.num_rows() as u64;
-    }
-    Ok(rows)
 }
 
 /// Creates the table (and its namespace) with the input's columns in Iceberg's types.
@@ -387,11 +385,17 @@ impl PendingLoad for PendingIceberg {
     }
 
     async fn abort(self: Box<Self>) {
-        let Some(table) = &self.table else { return };
-        for file in &self.files {
-            if let Err(e) = table.file_io().delete(file.file_path()).await {
-                warn!("Cannot remove {} after the run failed: {e}", file.file_path());
-            }
+        if let Some(table) = &self.table {
+            remove(table, &self.files).await;
+        }
+    }
+}
+
+/// Removes data files no snapshot will name, saying which could not go.
+async fn remove(table: &Table, files: &[DataFile]) {
+    for file in files {
+        if let Err(e) = table.file_io().delete(file.file_path()).await {
+            warn!("Cannot remove {} after the load failed: {e}", file.file_path());
         }
     }
 }

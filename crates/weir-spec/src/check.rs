@@ -485,7 +485,21 @@ fn check_steps(pipeline: &Pipeline, env: &Environment, out: &mut Vec<Diagnostic>
                 }
             }
             StepKind::ReadIceberg(i) => {
-                check_catalog(pipeline, env, &i.catalog, out);
+                if let Some(catalog) = &i.catalog {
+                    check_catalog(pipeline, env, catalog, out);
+                }
+                if let Some(file) = &i.metadata {
+                    check_template(pipeline, &file.value, Pos::of(file), out);
+                }
+                if i.source().is_none() {
+                    out.push(
+                        Diagnostic::new(
+                            step.kind_pos,
+                            "a read_iceberg step needs `catalog` and `table`, or `metadata`",
+                        )
+                        .with_hint("`catalog` names an iceberg_rest connection; `metadata` a table's metadata file"),
+                    );
+                }
                 if let Some(timestamp) = &i.timestamp {
                     check_template(pipeline, &timestamp.value, Pos::of(timestamp), out);
                     if i.snapshot_id.is_some() {

@@ -168,4 +168,8 @@ fn iceberg_steps_take_one_way_to_pick_a_snapshot_and_a_declared_catalog() {
         "{found:#?}"
     );
     assert!(found[1].starts_with("<pipeline>:8:41: unknown connection `lake`"), "{found:#?}");
+
+    let neither = diagnostics("name: lake\nsteps:\n  t:\n    read_iceberg: { table: a.t }\n");
+    assert_eq!(neither.len(), 1, "{neither:#?}");
+    assert!(neither[0].contains("needs `catalog` and `table`, or `metadata`"), "{neither:#?}");
 }

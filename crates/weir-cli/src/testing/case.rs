@@ -309,7 +309,7 @@ fn opened_connections<'a>(pipeline: &'a Pipeline, stand_ins: &HashMap<String, St
             Extract::EnrichApi(s) => s.connection.as_ref(),
             Extract::AiExtract(s) => Some(&s.connection),
             Extract::ReadDelta(s) => s.connection.as_ref(),
-            Extract::ReadIceberg(s) => Some(&s.catalog),
+            Extract::ReadIceberg(s) => s.catalog.as_ref().or(s.connection.as_ref()),
             Extract::ReadWebhook(_) => None,
         };
         out.extend(name.map(|n| n.value.as_str()));

@@ -171,8 +171,11 @@ between = int(time.time() * 1000)
 time.sleep(0.05)
 t.append(pa.table({"id": [3], "region": ["eu"], "at": pa.array([2_000_000], ts)}, schema=arrow))
 print(between)
+print(t.metadata_location)
 "#;
-    let between = catalog.pyiceberg(SCRIPT, &[]).trim().parse::<i64>().unwrap();
+    let out = catalog.pyiceberg(SCRIPT, &[]);
+    let (between, metadata) = out.trim().split_once('\n').unwrap();
+    let between = between.parse::<i64>().unwrap();
     let instant = chrono::DateTime::from_timestamp_millis(between).unwrap().to_rfc3339();
     p.file(
         "read.yaml",
@@ -187,6 +190,22 @@ print(between)
     let plan = p.ok(&["explain", "read.yaml"]);
     assert!(plan.contains("predicate=region = \"eu\"") || plan.contains("region"), "{plan}");
     assert!(plan.contains("files=2 of 3"), "the us file is skipped: {plan}");
+
+    // Without the catalog: the table as its metadata file describes it, with the same pruning.
+    let file = metadata.strip_prefix("file://").unwrap();
+    p.file(
+        "file.yaml",
+        &format!(
+            "name: file\nsteps:\n  t:\n    read_iceberg: {{ metadata: \"{file}\" }}\n  eu:\n    sql: {{ query: \"SELECT id FROM t WHERE region = 'eu' ORDER BY id\" }}\n  out:\n    write_csv: {{ input: eu, path: out/file.csv }}\n"
+        ),
+    );
+    p.ok(&["run", "file.yaml"]);
+    assert_eq!(p.read("out/file.csv"), "id\n1\n3\n");
+    let plan = p.ok(&["explain", "file.yaml"]);
+    assert!(plan.contains("files=2 of 3"), "{plan}");
+    p.file("nofile.yaml", "name: nofile\nsteps:\n  t:\n    read_iceberg: { metadata: nowhere/v1.metadata.json }\n  out:\n    write_csv: { input: t, path: out/x.csv }\n");
+    let err = p.fails(&["run", "nofile.yaml"], 2);
+    assert!(err.contains("step `t`") && err.contains("cannot read Iceberg metadata file ./nowhere/v1.metadata.json"), "{err}");
 }
 
 #[test]

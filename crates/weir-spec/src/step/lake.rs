@@ -129,18 +129,26 @@ pub struct MaintainDelta {
     pub checkpoint: bool,
 }
 
-/// Read an Iceberg table through its catalog: its current snapshot or an older one (time travel). Later steps'
-/// filters and columns are pushed into the scan, so data files whose partition or column statistics rule them out
-/// are never read (`weir explain` shows the pushed predicate and the files left to read).
+/// Read an Iceberg table through its catalog, or from its metadata file: its current snapshot or an older one
+/// (time travel). Later steps' filters and columns are pushed into the scan, so data files whose partition or
+/// column statistics rule them out are never read (`weir explain` shows the pushed predicate and the files left).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadIceberg {
-    /// An `iceberg_rest` connection: the catalog that knows the table.
-    #[schemars(with = "String")]
-    pub catalog: Spanned<String>,
+    /// An `iceberg_rest` connection: the catalog that knows the table. With `table`; or `metadata` instead.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub catalog: Option<Spanned<String>>,
     /// The table as the catalog names it, `namespace.table` (a nested namespace as `a.b.table`).
-    #[schemars(with = "String")]
-    pub table: Spanned<String>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub table: Option<Spanned<String>>,
+    /// Without a catalog: the table's metadata file (`…/metadata/00002-….metadata.json`, the `metadata_location`
+    /// tools print), a local path (relative to the pipeline file) or `s3://…`, `az://…`, `gs://…`; `{{ var.x }}`
+    /// templating. The table is read as that file describes it, however far its catalog has moved on.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub metadata: Option<Spanned<String>>,
     /// For a table whose files are on object storage: a connection of that kind holding the endpoint and
     /// credentials. Without one, the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`) apply.
     #[serde(default)]
@@ -197,4 +205,23 @@ pub enum IcebergWriteMode {
     /// Add every input row.
     #[default]
     Append,
+}
+
+/// Where a `read_iceberg` step finds its table.
+#[derive(Debug, Clone, Copy)]
+pub enum IcebergSource<'a> {
+    Catalog { catalog: &'a Spanned<String>, table: &'a Spanned<String> },
+    Metadata(&'a Spanned<String>),
+}
+
+impl ReadIceberg {
+    /// The step's table: `catalog` with `table`, or `metadata`; `None` when it names neither or both (which the
+    /// checks report).
+    pub fn source(&self) -> Option<IcebergSource<'_>> {
+        match (&self.catalog, &self.table, &self.metadata) {
+            (Some(catalog), Some(table), None) => Some(IcebergSource::Catalog { catalog, table }),
+            (None, None, Some(metadata)) => Some(IcebergSource::Metadata(metadata)),
+            _ => None,
+        }
+    }
 }

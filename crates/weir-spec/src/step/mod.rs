@@ -350,7 +350,11 @@ impl StepKind {
                     Endpoint { location: "a language model", connection: Some(&s.connection.value), form: Form::Model }
                 }
                 Extract::ReadDelta(s) => at(&s.path, s.connection.as_ref(), Form::Delta),
-                Extract::ReadIceberg(s) => at(&s.table, Some(&s.catalog), Form::Iceberg),
+                Extract::ReadIceberg(s) => match s.source() {
+                    Some(IcebergSource::Catalog { catalog, table }) => at(table, Some(catalog), Form::Iceberg),
+                    Some(IcebergSource::Metadata(file)) => at(file, s.connection.as_ref(), Form::Iceberg),
+                    None => Endpoint { location: "an Iceberg table", connection: None, form: Form::Iceberg },
+                },
                 Extract::ReadWebhook(_) => {
                     Endpoint { location: "webhook requests", connection: None, form: Form::Webhook }
                 }

@@ -1,4 +1,5 @@
-//! `read_iceberg`: an Iceberg table, at its current snapshot or an older one, as a DataFusion table. Scans pass
+//! `read_iceberg`: an Iceberg table (through its catalog, or straight from a metadata file), at its current
+//! snapshot or an older one, as a DataFusion table. Scans pass
 //! the needed columns and the filters iceberg-rust can evaluate to its planner, which skips data files by their
 //! partition values and column statistics; `weir explain` shows the predicate and how many files are left.
 
@@ -20,38 +21,50 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::Runtime;
+use iceberg::TableIdent;
 use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::expr::{Predicate, Reference};
 use iceberg::io::FileIO;
+use iceberg::io::FileIOBuilder;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::Datum;
-use iceberg::table::Table;
+use iceberg::table::{StaticTable, Table};
 use tracing::info;
 use weir_engine::StepContext;
-use weir_spec::ReadIceberg;
+use weir_spec::{IcebergSource, ReadIceberg, Spanned};
 
 use super::Opened;
 use super::bridge::{batch_from_iceberg, schema_from_iceberg};
+use super::storage::FilesFactory;
+use crate::object_store::remote;
 
 pub async fn table(spec: &ReadIceberg, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
-    let opened = Opened::of(&spec.catalog, &spec.table, spec.connection.as_ref(), cx).await?;
-    let table = opened.catalog.load_table(&opened.ident).await.map_err(|e| opened.error(e))?;
+    let (table, shown) = match spec.source() {
+        Some(IcebergSource::Catalog { catalog, table }) => {
+            let opened = Opened::of(catalog, table, spec.connection.as_ref(), cx).await?;
+            let table = opened.catalog.load_table(&opened.ident).await.map_err(|e| opened.error(e))?;
+            (table, opened.shown)
+        }
+        Some(IcebergSource::Metadata(file)) => from_metadata_file(file, spec.connection.as_ref(), cx).await?,
+        None => {
+            return Err(DataFusionError::Plan("a read_iceberg step needs `catalog` and `table`, or `metadata`".into()));
+        }
+    };
+    let error = |e: iceberg::Error| DataFusionError::External(format!("Iceberg table `{shown}`: {e}").into());
     let metadata = table.metadata();
     let snapshot = match (&spec.snapshot_id, &spec.timestamp) {
         (Some(id), _) => Some(
             metadata
                 .snapshot_by_id(id.value)
-                .ok_or_else(|| {
-                    DataFusionError::Plan(format!("Iceberg table `{}` has no snapshot {}", opened.shown, id.value))
-                })?
+                .ok_or_else(|| DataFusionError::Plan(format!("Iceberg table `{shown}` has no snapshot {}", id.value)))?
                 .clone(),
         ),
         (None, Some(timestamp)) => {
             let instant = instant(&cx.render(timestamp)?)?;
             let log = metadata.history().iter().rev().find(|entry| entry.timestamp_ms <= instant.timestamp_millis());
             let log = log.ok_or_else(|| {
-                DataFusionError::Plan(format!("Iceberg table `{}` had no snapshot yet at {instant}", opened.shown))
+                DataFusionError::Plan(format!("Iceberg table `{shown}` had no snapshot yet at {instant}"))
             })?;
             metadata.snapshot_by_id(log.snapshot_id).cloned()
         }
@@ -63,13 +76,37 @@ pub async fn table(spec: &ReadIceberg, cx: &StepContext) -> Result<Arc<dyn Table
         .and_then(|s| s.schema_id())
         .and_then(|id| metadata.schema_by_id(id))
         .unwrap_or_else(|| metadata.current_schema());
-    let schema = schema_from_iceberg(&schema_to_arrow_schema(schema).map_err(|e| opened.error(e))?)?;
+    let schema = schema_from_iceberg(&schema_to_arrow_schema(schema).map_err(error)?)?;
     let snapshot_id = snapshot.map(|s| s.snapshot_id());
     match snapshot_id {
-        Some(id) => info!(step = %cx.step, snapshot = id, "Starting extract from Iceberg table {}", opened.shown),
-        None => info!(step = %cx.step, "Starting extract from Iceberg table {}: it has no snapshot yet", opened.shown),
+        Some(id) => info!(step = %cx.step, snapshot = id, "Starting extract from Iceberg table {shown}"),
+        None => info!(step = %cx.step, "Starting extract from Iceberg table {shown}: it has no snapshot yet"),
     }
-    Ok(Arc::new(IcebergTable { table, shown: opened.shown, snapshot_id, schema, batch_size: cx.batch_size }))
+    Ok(Arc::new(IcebergTable { table, shown, snapshot_id, schema, batch_size: cx.batch_size }))
+}
+
+/// The table a metadata file describes, read-only, with its files through `connection`; and the file as shown.
+async fn from_metadata_file(
+    file: &Spanned<String>,
+    connection: Option<&Spanned<String>>,
+    cx: &StepContext,
+) -> Result<(Table, String)> {
+    let rendered = cx.path(file)?;
+    let location = match remote::is_remote(&rendered) {
+        true => rendered.clone(),
+        false => std::path::absolute(&rendered)
+            .map_err(|e| DataFusionError::Plan(format!("{rendered}: {e}")))?
+            .display()
+            .to_string(),
+    };
+    let files = FilesFactory::new(connection.map(|c| cx.connection(&c.value)).transpose()?);
+    let file_io = FileIOBuilder::new(Arc::new(files)).build();
+    // A metadata file names no table; the scan only needs an identifier to say.
+    let ident = TableIdent::from_strs(["metadata", "file"]).expect("two names are an identifier");
+    let table = StaticTable::from_metadata_file(&location, ident, file_io)
+        .await
+        .map_err(|e| DataFusionError::Plan(format!("cannot read Iceberg metadata file {rendered}: {e}")))?;
+    Ok((table.into_table(), rendered))
 }
 
 /// An instant as `timestamp` may write it: RFC 3339, or a date (its midnight UTC).

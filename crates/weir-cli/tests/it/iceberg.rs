@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use crate::common::{Project, manifest_dir};
+use crate::lakes::Hold;
 use crate::object_store::{Process, until_ok};
 
 /// A REST catalog on a free port of 127.0.0.1, its database under `dir`.
@@ -205,7 +206,10 @@ print(t.metadata_location)
     assert!(plan.contains("files=2 of 3"), "{plan}");
     p.file("nofile.yaml", "name: nofile\nsteps:\n  t:\n    read_iceberg: { metadata: nowhere/v1.metadata.json }\n  out:\n    write_csv: { input: t, path: out/x.csv }\n");
     let err = p.fails(&["run", "nofile.yaml"], 2);
-    assert!(err.contains("step `t`") && err.contains("cannot read Iceberg metadata file ./nowhere/v1.metadata.json"), "{err}");
+    assert!(
+        err.contains("step `t`") && err.contains("cannot read Iceberg metadata file ./nowhere/v1.metadata.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -235,14 +239,8 @@ fn a_failed_killed_or_dry_run_adds_no_snapshot_and_a_rerun_appends_once() {
     assert_eq!(parquet_files(&p.path().join("warehouse")), 1, "the failed run removed its data file");
 
     // Killed while another load holds the run before its commit.
-    let addr = crate::lakes::held_endpoint(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
-    p.file(
-        "held.yaml",
-        &format!(
-            "name: held\n{}steps:\n  input:\n    read_csv: {{ path: data/orders.csv }}\n  lake:\n    write_iceberg: {{ input: input, catalog: lake, table: sales.orders }}\n  push:\n    write_api: {{ input: input, url: \"http://{addr}/hook\" }}\n",
-            catalog.connection()
-        ),
-    );
+    let hold = Hold::locked();
+    held_pipeline(&p, &catalog, "data/orders.csv", &hold);
     let mut run = crate::common::running::Running::start(&p, &[], &["run", "held.yaml"]);
     run.wait_for("a new snapshot when the run commits");
     run.child.kill().unwrap();
@@ -250,6 +248,7 @@ fn a_failed_killed_or_dry_run_adds_no_snapshot_and_a_rerun_appends_once() {
     assert_eq!(code, None, "killed by a signal");
     assert_eq!(catalog.snapshots("sales.orders").len(), 1, "no snapshot from the killed run");
     assert_eq!(parquet_files(&p.path().join("warehouse")), 2, "its data file is left, named by no snapshot");
+    hold.release();
     p.ok(&["run", "held.yaml"]);
     let read = catalog.read("sales.orders", None);
     assert_eq!((read[2].as_str(), read[3..].len()), ("2", 8), "the rerun appended the orders once: {read:?}");
@@ -341,4 +340,60 @@ fn data_files_on_s3_are_written_and_read_through_weirs_object_store_connection()
     );
     p.ok(&["run", "count.yaml"]);
     assert_eq!(p.read("out/n.csv"), "n\n8\n");
+}
+
+/// `held.yaml`: `csv` appended to `sales.orders`, in a run that `hold` holds before its commit.
+fn held_pipeline(p: &Project, catalog: &Catalog, csv: &str, hold: &Hold) {
+    p.file(
+        "held.yaml",
+        &format!(
+            "name: held\n{}{}steps:\n  input:\n    read_csv: {{ path: {csv} }}\n  lake:\n    write_iceberg: {{ input: input, catalog: lake, table: sales.orders }}\n{}",
+            catalog.connection(),
+            hold.connection(),
+            hold.step("input")
+        ),
+    );
+}
+
+#[test]
+fn a_writer_that_commits_first_is_built_on_and_a_concurrent_column_change_refuses_the_append() {
+    let p = Project::new();
+    let catalog = Catalog::start(p.path());
+    p.file("data/orders.csv", ORDERS)
+        .file("data/wide.csv", "id,customer,amount,day,channel\n9,ivan,9,2024-01-17,web\n");
+    load(&p, &catalog, "create", "data/orders.csv", "");
+    p.ok(&["run", "create.yaml"]);
+
+    // Another append commits while Weir holds its own: iceberg-rust refreshes the table and appends on top.
+    let hold = Hold::locked();
+    held_pipeline(&p, &catalog, "data/orders.csv", &hold);
+    let mut held = crate::common::running::Running::start(&p, &[], &["run", "held.yaml"]);
+    held.wait_for("a new snapshot when the run commits");
+    p.ok(&["run", "create.yaml"]);
+    hold.release();
+    let (code, log) = held.finish();
+    assert_eq!(code, Some(0), "{log}");
+    let read = catalog.read("sales.orders", None);
+    assert_eq!((read[2].as_str(), read[3..].len()), ("3", 12), "all three appends, each once: {read:?}");
+
+    // Weir's held load adds `channel`; meanwhile another writer adds `region`, taking the field id Weir's files
+    // carry for `channel`. The append is refused rather than label the files' column wrongly.
+    let hold = Hold::locked();
+    held_pipeline(&p, &catalog, "data/wide.csv", &hold);
+    let mut held = crate::common::running::Running::start(&p, &[], &["run", "held.yaml"]);
+    held.wait_for("a new snapshot when the run commits");
+    catalog.pyiceberg(
+        "from pyiceberg.types import StringType\nt = catalog.load_table(sys.argv[1])\nwith t.update_schema() as u:\n    u.add_column('region', StringType())",
+        &["sales.orders"],
+    );
+    hold.release();
+    let (code, log) = held.finish();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("another writer changed the table's columns") && log.contains("nothing was appended"),
+        "{log}"
+    );
+    let read = catalog.read("sales.orders", None);
+    assert_eq!(read[2], "3", "no snapshot from the refused append: {read:?}");
+    assert_eq!(read[3..].len(), 12);
 }

@@ -3,14 +3,9 @@
 //! and on the S3 server the object-storage tests start.
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use axum::Router;
-use axum::routing::post;
 
 use crate::common::Project;
+use crate::common::postgres::TestDb;
 use crate::common::running::Running;
 use crate::object_store::S3Server;
 
@@ -297,31 +292,46 @@ fn a_failed_or_dry_run_adds_no_version_and_the_schema_policy_is_kept() {
     assert!(!missing.path().join("lake/orders/_delta_log").exists());
 }
 
-/// A `write_api` endpoint whose first request waits until `release` is set, holding its run before the commit.
-pub(crate) fn held_endpoint(release: Arc<AtomicBool>) -> std::net::SocketAddr {
-    let first = Arc::new(AtomicBool::new(true));
-    crate::common::serve(Router::new().route(
-        "/hook",
-        post(move || {
-            let (first, release) = (first.clone(), release.clone());
-            async move {
-                if first.swap(false, Ordering::SeqCst) {
-                    while !release.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                "ok"
-            }
-        }),
-    ))
+/// What holds a run with its lake load prepared and not committed: a second load, into a PostgreSQL table the
+/// test has locked, waits for the lock, and a run commits its loads only once all are prepared. (A `write_api`
+/// load would not do: it sends at commit, after the lake's commit.)
+pub(crate) struct Hold {
+    db: TestDb,
 }
 
-/// `held.yaml`: the orders appended to `lake/orders` and pushed to the endpoint at `addr`, in one run.
-fn held_pipeline(p: &Project, addr: std::net::SocketAddr) {
+impl Hold {
+    /// The table, locked until [`Hold::release`].
+    pub(crate) fn locked() -> Self {
+        let db = TestDb::new();
+        db.exec("CREATE TABLE held (id bigint)");
+        db.exec("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE");
+        Self { db }
+    }
+
+    /// The connection to list under `connections:`.
+    pub(crate) fn connection(&self) -> String {
+        format!("  held_db: {{ kind: postgres, url: \"{}\" }}\n", self.db.url())
+    }
+
+    /// The step that waits: `input` loaded into the locked table.
+    pub(crate) fn step(&self, input: &str) -> String {
+        format!("  aside:\n    write_db: {{ input: {input}, connection: held_db, table: held }}\n")
+    }
+
+    /// Lets the waiting load (and any later run) through.
+    pub(crate) fn release(&self) {
+        self.db.exec("COMMIT");
+    }
+}
+
+/// `held.yaml`: the orders appended to `lake/orders`, in a run that `hold` holds before its commit.
+fn held_pipeline(p: &Project, hold: &Hold) {
     p.file(
         "held.yaml",
         &format!(
-            "name: held\nsteps:\n  input:\n    read_csv: {{ path: data/orders.csv }}\n  lake:\n    write_delta: {{ input: input, path: lake/orders }}\n  push:\n    write_api: {{ input: input, url: \"http://{addr}/hook\" }}\n"
+            "name: held\nconnections:\n{}steps:\n  input:\n    read_csv: {{ path: data/orders.csv }}\n  lake:\n    write_delta: {{ input: input, path: lake/orders }}\n{}",
+            hold.connection(),
+            hold.step("input")
         ),
     );
 }
@@ -332,7 +342,8 @@ fn a_run_killed_before_its_commit_leaves_the_table_at_its_last_version_and_a_rer
     p.file("data/orders.csv", ORDERS);
     load(&p, "create", "data/orders.csv", "mode: append");
     p.ok(&["run", "create.yaml"]);
-    held_pipeline(&p, held_endpoint(Arc::new(AtomicBool::new(false))));
+    let hold = Hold::locked();
+    held_pipeline(&p, &hold);
 
     let mut run = Running::start(&p, &[], &["run", "held.yaml"]);
     run.wait_for("version 1 when the run commits");
@@ -345,7 +356,7 @@ fn a_run_killed_before_its_commit_leaves_the_table_at_its_last_version_and_a_rer
     let written = walk_parquet(&p.path().join("lake/orders"));
     assert_eq!(written, 2, "the killed run wrote its data file, which no version names");
 
-    // The endpoint answers the second request at once.
+    hold.release();
     p.ok(&["run", "held.yaml"]);
     let read = deltalake(&local(&p), None, "");
     assert_eq!((read.version, read.rows.len()), (1, 8), "{read:?}");
@@ -374,13 +385,13 @@ fn a_writer_that_commits_first_moves_a_held_append_to_the_next_version() {
     p.file("data/orders.csv", ORDERS);
     load(&p, "create", "data/orders.csv", "mode: append");
     p.ok(&["run", "create.yaml"]);
-    let release = Arc::new(AtomicBool::new(false));
-    held_pipeline(&p, held_endpoint(release.clone()));
+    let hold = Hold::locked();
+    held_pipeline(&p, &hold);
 
     let mut held = Running::start(&p, &[], &["run", "held.yaml"]);
     held.wait_for("version 1 when the run commits");
     p.ok(&["run", "create.yaml"]);
-    release.store(true, Ordering::SeqCst);
+    hold.release();
     let (code, log) = held.finish();
     assert_eq!(code, Some(0), "{log}");
     let read = deltalake(&local(&p), None, "");

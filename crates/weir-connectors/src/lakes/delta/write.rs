@@ -136,7 +136,8 @@ impl PendingLoad for PendingDelta {
             self.task.await.map_err(|e| DataFusionError::External(Box::new(e)))?.map_err(|e| {
                 DataFusionError::External(format!("Delta table {}: commit failed: {e}", self.shown).into())
             })?;
-        info!(version = table.version().unwrap_or_default(), "Committed version of Delta table {}", self.shown);
+        let version = table.version().unwrap_or_default();
+        info!(version, "Committed version {version} of Delta table {}", self.shown);
         Ok(())
     }
 

@@ -450,6 +450,25 @@ fn delta_tables_on_s3_are_written_merged_and_read_through_a_connection() {
     let log = p.ok_log(&["run", "read.yaml"]);
     assert!(!log.contains("secret_access_key: test"), "{log}");
     assert_eq!(p.read("out/v0.csv"), "id\n1\n2\n3\n4\n");
+
+    // Maintenance on the bucket: the upsert rewrote the 2024-01-15 file and the 2024-01-16 one, so vacuum removes
+    // the two files version 0 had; compaction finds one file per partition and leaves them.
+    let parquet =
+        || s3.keys("lake/orders").iter().filter(|k| k.ends_with(".parquet") && !k.contains("_delta_log")).count();
+    let before = parquet();
+    p.file(
+        "tidy.yaml",
+        &format!(
+            "name: tidy\nconnections:\n{}steps:\n  tidy:\n    maintain_delta: {{ path: \"{uri}\", connection: lake, optimize: true, vacuum: 0s, checkpoint: true }}\n",
+            s3.connection()
+        ),
+    );
+    let log = p.ok_log(&["run", "tidy.yaml"]);
+    assert!(log.contains("files removed") && log.contains("Wrote a checkpoint"), "{log}");
+    assert!(parquet() < before, "vacuum removed files on the bucket: {before} then {}", parquet());
+    assert!(s3.keys("lake/orders/_delta_log").iter().any(|k| k.ends_with(".checkpoint.parquet")), "a checkpoint on S3");
+    let read = deltalake(&uri, None, &storage);
+    assert_eq!(read.rows, ["1|alice|10.5|2024-01-15", "2|bob|25.0|2024-01-15", "4|dave|3.0|2024-01-17"]);
 }
 
 #[test]

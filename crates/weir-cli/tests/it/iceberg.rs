@@ -397,3 +397,39 @@ fn a_writer_that_commits_first_is_built_on_and_a_concurrent_column_change_refuse
     assert_eq!(read[2], "3", "no snapshot from the refused append: {read:?}");
     assert_eq!(read[3..].len(), 12);
 }
+
+#[test]
+fn a_value_the_table_refuses_fails_the_load_naming_the_record_or_goes_to_the_dead_letters() {
+    let p = Project::new();
+    let catalog = Catalog::start(p.path());
+    p.file("data/orders.csv", ORDERS)
+        .file("data/bad.csv", "id,customer,amount,day\n5,erin,lots,2024-01-17\n6,frank,6,2024-01-18\n");
+    load(&p, &catalog, "create", "data/orders.csv", "");
+    p.ok(&["run", "create.yaml"]);
+
+    let pipeline = |on_error: &str| {
+        format!(
+            "name: bad\n{}steps:\n  input:\n    read_csv: {{ path: data/bad.csv, schema: {{ id: bigint, customer: text, amount: text, day: date }} }}\n  lake:\n    on_error: {on_error}\n    write_iceberg: {{ input: input, catalog: lake, table: sales.orders }}\n",
+            catalog.connection()
+        )
+    };
+    p.file("bad.yaml", &pipeline("fail"));
+    let err = p.fails(&["run", "bad.yaml"], 2);
+    assert!(
+        err.contains("pipeline `bad`, step `lake`") && err.contains("column `amount`: `lots` is not a Float64"),
+        "{err}"
+    );
+    assert!(err.contains(r#""customer":"erin""#), "the record is named: {err}");
+    assert_eq!(catalog.snapshots("sales.orders").len(), 1, "nothing committed");
+
+    p.file("bad.yaml", &pipeline("dead_letter"));
+    p.ok(&["run", "bad.yaml"]);
+    let read = catalog.read("sales.orders", None);
+    assert_eq!(read.last().unwrap(), "6|frank|6.0|2024-01-18", "the good row is appended: {read:?}");
+    assert_eq!(read[3..].len(), 5);
+    let dlq = p.dlq("bad.yaml");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["record"]["id"], 5);
+    assert_eq!(dlq[0]["step"], "lake");
+    assert_eq!(dlq[0]["error"], "column `amount`: `lots` is not a Float64");
+}

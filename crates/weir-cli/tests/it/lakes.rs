@@ -537,3 +537,36 @@ fn an_overwrite_held_while_another_writer_appends_commits_after_it_and_keeps_the
     assert_eq!((read.version, read.rows.len()), (2, 5), "{read:?}");
     assert_eq!(read.rows.last().unwrap(), "5|erin|99.0|2024-01-17");
 }
+
+#[test]
+fn a_value_the_table_refuses_fails_the_load_naming_the_record_or_goes_to_the_dead_letters() {
+    let p = Project::new();
+    p.file("data/orders.csv", ORDERS)
+        .file("data/bad.csv", "id,customer,amount,day\n2,bob,lots,2024-01-15\n6,frank,6,2024-01-18\n");
+    load(&p, "create", "data/orders.csv", "mode: append");
+    p.ok(&["run", "create.yaml"]);
+    let pipeline = |on_error: &str| {
+        format!(
+            "name: bad\nsteps:\n  input:\n    read_csv: {{ path: data/bad.csv, schema: {{ id: bigint, customer: text, amount: text, day: date }} }}\n  lake:\n    on_error: {on_error}\n    write_delta: {{ input: input, path: lake/orders, mode: upsert, keys: [id] }}\n"
+        )
+    };
+    p.file("bad.yaml", &pipeline("fail"));
+    let err = p.fails(&["run", "bad.yaml"], 2);
+    assert!(
+        err.contains("pipeline `bad`, step `lake`") && err.contains("column `amount`: `lots` is not a Float64"),
+        "{err}"
+    );
+    assert!(err.contains(r#""customer":"bob""#), "the record is named: {err}");
+    assert_eq!(deltalake(&local(&p), None, "").version, 0, "nothing committed");
+
+    p.file("bad.yaml", &pipeline("dead_letter"));
+    p.ok(&["run", "bad.yaml"]);
+    let read = deltalake(&local(&p), None, "");
+    assert_eq!(read.version, 1);
+    assert_eq!(read.rows.len(), 5, "bob untouched, frank inserted: {read:?}");
+    assert!(read.rows.contains(&"2|bob|20.0|2024-01-15".to_string()), "{read:?}");
+    let dlq = p.dlq("bad.yaml");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!((&dlq[0]["record"]["id"], &dlq[0]["step"]), (&serde_json::json!(2), &serde_json::json!("lake")));
+    assert_eq!(dlq[0]["error"], "column `amount`: `lots` is not a Float64");
+}

@@ -3,6 +3,7 @@
 
 pub mod delta;
 pub mod iceberg;
+mod refused;
 
 /// Weir's pipeline, step and run, as a lake commit's metadata names them, for the table's history.
 fn run_metadata(cx: &weir_engine::StepContext) -> [(String, String); 3] {

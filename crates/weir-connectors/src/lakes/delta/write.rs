@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Column;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
@@ -31,6 +32,7 @@ use weir_spec::{DeltaWriteMode, SchemaEvolution, WriteDelta};
 
 use super::gate::{Decision, Gate};
 use super::{Location, commit_properties};
+use crate::lakes::refused;
 
 pub async fn write(spec: &WriteDelta, cx: &StepContext, input: DataFrame) -> Result<Box<dyn PendingLoad>> {
     let location = Location::of(&spec.path, spec.connection.as_ref(), cx, true)?;
@@ -41,15 +43,21 @@ pub async fn write(spec: &WriteDelta, cx: &StepContext, input: DataFrame) -> Res
         Err(DeltaTableError::NotATable(_)) => false,
         Err(e) => return Err(location.error(e)),
     };
-    let columns = match exists {
-        true => Some(table_columns(&table).map_err(|e| location.error(e))?),
+    let schema = match exists {
+        true => Some(table_schema(&table).map_err(|e| location.error(e))?),
         false => None,
     };
+    let columns: Option<Vec<String>> = schema.as_ref().map(|s| s.fields().iter().map(|f| f.name().clone()).collect());
     if spec.mode == DeltaWriteMode::Delete && !exists {
         info!(step = %cx.step, "Delta table {} does not exist yet: nothing to delete", location.shown());
         return Ok(Box::new(NothingToLoad));
     }
     let input = conform(spec, columns.as_deref(), input, &location)?;
+    // Rows an existing table cannot hold go to the step's `on_error` here, before delta-rs sees them.
+    let input = match &schema {
+        Some(table) => refused::filtered(input, table, cx).await?,
+        None => input,
+    };
     let mode = format!("{:?}", spec.mode).to_lowercase();
     info!(step = %cx.step, "Starting load into Delta table {} (mode {mode})", location.shown());
     let operation = operation(spec, cx, table, exists, input)?;
@@ -265,9 +273,8 @@ fn qualified(relation: &str, name: &str) -> Expr {
 }
 
 /// The table's column names, in order.
-fn table_columns(table: &DeltaTable) -> DeltaResult<Vec<String>> {
-    let schema = table.snapshot()?.snapshot().arrow_schema();
-    Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+fn table_schema(table: &DeltaTable) -> DeltaResult<SchemaRef> {
+    Ok(table.snapshot()?.snapshot().arrow_schema())
 }
 
 /// The input as the schema policy wants it, against the table's columns when it exists.

@@ -38,6 +38,7 @@ use weir_spec::{SchemaEvolution, WriteIceberg};
 
 use super::Opened;
 use super::bridge::{batch_to_iceberg, schema_from_iceberg, schema_to_iceberg};
+use crate::lakes::refused;
 
 type FileWriterBuilder =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
@@ -59,7 +60,8 @@ pub async fn write(spec: &WriteIceberg, cx: &StepContext, input: DataFrame) -> R
     let (input, added) = conform(spec, &opened, &current, input)?;
     let schema = Arc::new(with_columns(&current, &added, table.metadata().last_column_id())?);
     let target = Arc::new(schema_to_arrow_schema(&schema).map_err(|e| opened.error(e))?);
-    let input = cast_to(input, &*schema_from_iceberg(&target)?)?;
+    let converted = schema_from_iceberg(&target)?;
+    let input = arrange(input, &converted)?;
     info!(step = %cx.step, "Starting load into Iceberg table {} (append)", opened.shown);
 
     let mut writer = Writer::new(&table, schema.clone(), cx).await.map_err(|e| opened.error(e))?;
@@ -67,7 +69,7 @@ pub async fn write(spec: &WriteIceberg, cx: &StepContext, input: DataFrame) -> R
     let mut batches = input.execute_stream().await?;
     let mut failure = None;
     while let Some(batch) = batches.next().await {
-        let written = match batch.and_then(|b| batch_to_iceberg(b, &target)) {
+        let written = match batch.and_then(|b| batch_to_iceberg(refused::conform(&b, &converted, cx)?, &target)) {
             Ok(batch) => {
                 rows += batch.num_rows() as u64;
                 writer.write(batch).await.map_err(|e| opened.error(e))
@@ -240,24 +242,20 @@ fn with_columns(schema: &IcebergSchema, added: &[Added], last_column_id: i32) ->
         .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
-/// The input with the table's columns, in its order and types; a column the input lacks is null.
-fn cast_to(input: DataFrame, target: &Schema) -> Result<DataFrame> {
+/// The input with the table's columns, in its order; a column the input lacks is null (in the table's type). The
+/// values keep the input's types: [`refused::conform`] casts them batch by batch, setting aside what cannot be.
+fn arrange(input: DataFrame, target: &Schema) -> Result<DataFrame> {
     let present: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
     let columns: Vec<Expr> = target
         .fields()
         .iter()
-        .map(|f| {
-            let value = match present.contains(f.name()) {
-                true => col(Column::new_unqualified(f.name())),
-                false if f.is_nullable() => lit(ScalarValue::Null),
-                false => {
-                    return Err(DataFusionError::Plan(format!(
-                        "the input has no column `{}`, which the Iceberg table requires",
-                        f.name()
-                    )));
-                }
-            };
-            Ok(cast(value, f.data_type().clone()).alias(f.name()))
+        .map(|f| match present.contains(f.name()) {
+            true => Ok(col(Column::new_unqualified(f.name()))),
+            false if f.is_nullable() => Ok(cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())),
+            false => Err(DataFusionError::Plan(format!(
+                "the input has no column `{}`, which the Iceberg table requires",
+                f.name()
+            ))),
         })
         .collect::<Result<_>>()?;
     input.select(columns)

@@ -149,6 +149,16 @@ enum Command {
         after_help = "Examples:\n  weir token ci --role operate >> ci.secret      (the file line goes to stderr)\n  weir token grafana --role metrics\n\nRoles: metrics < read < operate < admin; each may do all the ones before it may."
     )]
     Token(commands::serve::TokenArgs),
+    /// Start the scheduler of a cluster that runs pipelines' queries (`settings.engine: ballista://host:port`).
+    #[command(
+        after_help = "Examples:\n  weir scheduler --listen 0.0.0.0:50050 --external-host sched.internal\n  weir executor --scheduler sched.internal:50050 --bind 0.0.0.0 --external-host node1.internal   (on each node)\n  weir run pipeline.yaml --engine ballista://sched.internal:50050\n\nThe cluster is Apache DataFusion Ballista; see docs/scale.md for sizing."
+    )]
+    Scheduler(commands::cluster::SchedulerArgs),
+    /// Start an executor of a cluster, which runs the tasks its scheduler sends.
+    #[command(
+        after_help = "Examples:\n  weir executor --scheduler 127.0.0.1:50050\n  weir executor --scheduler sched.internal:50050 --bind 0.0.0.0 --external-host node1.internal --work-dir /mnt/scratch\n\nExecutors read the files a pipeline names, and the files a run hands them from its scratch directory:\nboth must be at the same paths on every node (a shared file system) or on object storage."
+    )]
+    Executor(commands::cluster::ExecutorArgs),
 }
 
 impl Global {
@@ -196,7 +206,8 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli.global, matches!(cli.command, Command::Test(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Planning and executing deep plans recurses; Ballista's own processes run with 32 MiB stacks for it.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(32 << 20).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -246,6 +257,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => testing::test(args).await,
         Command::Docs(args) => site::docs(g, args),
         Command::Backfill(args) => commands::backfill::backfill(g, args).await,
+        Command::Scheduler(args) => commands::cluster::run_scheduler(args).await,
+        Command::Executor(args) => commands::cluster::run_executor(args).await,
     }
 }
 

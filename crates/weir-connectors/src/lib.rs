@@ -4,6 +4,7 @@
 //! models), [`alerts`] and the webhook source. Connection kinds are listed once, in [`registry`]. [`Builtin`] is the [`weir_engine::Connectors`] the `weir` command uses.
 
 mod alerts;
+pub mod cluster;
 mod db;
 mod files;
 #[cfg(feature = "fuzzing")]
@@ -24,9 +25,10 @@ use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
-use weir_engine::{Connectors, DeadLetters, PendingLoad, ResolvedConnection, StepContext};
-use weir_spec::{Action, Extract, Load, Role, Spanned, Step};
+use weir_engine::{Cluster, Connectors, DeadLetters, PendingLoad, ResolvedConnection, StepContext};
+use weir_spec::{Action, ClusterEngine, Extract, Load, Role, Spanned, Step};
 
 pub use alerts::RunOutcome;
 pub use db::types::parse_sql_type;
@@ -108,6 +110,10 @@ impl Connectors for Builtin {
         let db = registry::database(&connection.kind)
             .map_err(|e| DataFusionError::Plan(format!("connection `{}`: {e}", connection.name)))?;
         db.dead_letter_table(connection, table, base_dir)
+    }
+
+    fn cluster(&self, engine: &ClusterEngine, local: SessionState) -> Result<Box<dyn Cluster>> {
+        cluster::ballista::session(engine, local)
     }
 }
 

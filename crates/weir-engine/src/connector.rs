@@ -10,8 +10,12 @@ use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use weir_spec::{Connection, OnError, Retry, RetryOn, Spanned, Step, Template, TypedValue, interpolate_env};
+use weir_spec::{
+    ClusterEngine, Connection, OnError, Retry, RetryOn, Spanned, Step, Template, TypedValue, interpolate_env,
+};
 
 use crate::dead_letters::DeadLetters;
 use crate::metrics::StepCounters;
@@ -50,6 +54,23 @@ pub trait Connectors: Send + Sync {
     ) -> Result<Arc<dyn DeadLetters>> {
         Err(DataFusionError::Plan(format!("connection `{}` cannot hold dead letters in this build", connection.name)))
     }
+
+    /// A session on the cluster `engine` (`settings.engine`, `weir run --engine`), made from the run's local
+    /// session state: its memory pool, configuration and functions.
+    fn cluster(&self, engine: &ClusterEngine, _local: SessionState) -> Result<Box<dyn Cluster>> {
+        Err(DataFusionError::Plan(format!("this build of Weir cannot run on a cluster ({engine})")))
+    }
+}
+
+/// A cluster that runs the queries planned in its session. The engine plans a run's steps in [`Cluster::context`]
+/// and asks [`Cluster::can_run`] of each; a step the cluster cannot run runs on this machine and its output is
+/// handed to the cluster as a file in the run's scratch directory.
+pub trait Cluster: Send + Sync {
+    /// The session whose physical plans run on the cluster.
+    fn context(&self) -> &SessionContext;
+
+    /// Whether the cluster can run `plan` (an optimized plan of the session): `Err` says what it cannot take.
+    fn can_run(&self, plan: &LogicalPlan) -> std::result::Result<(), String>;
 }
 
 /// One batch of a load committed batch by batch: the destination records `index + 1` batches and

@@ -22,8 +22,8 @@ pub mod state_store;
 mod transforms;
 
 pub use connector::{
-    Batch, Connectors, NothingToLoad, PendingLoad, ResolvedConnection, RowChanges, Secret, StepContext, Transient,
-    truncate,
+    Batch, Cluster, Connectors, NothingToLoad, PendingLoad, ResolvedConnection, RowChanges, Secret, StepContext,
+    Transient, truncate,
 };
 pub use dead_letters::{DeadLetters, DlqResult, by_step, purge};
 pub use error::{EngineError, in_step};
@@ -38,4 +38,4 @@ pub use state_store::{
     DeadLetter, DeadLetterFilter, NewDeadLetter, RunRecord, StateLocation, StateStore, StepMetricsRow,
 };
 pub use tokio_util::sync::CancellationToken;
-pub use transforms::rows_as_json;
+pub use transforms::{all_picks, rows_as_json};

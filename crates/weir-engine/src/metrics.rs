@@ -161,6 +161,12 @@ impl StepCounters {
         timing.map_or(0, |(start, end)| end.duration_since(start).as_millis() as u64)
     }
 
+    /// Whether anything on this machine read the step (on a cluster, a step only other cluster steps read is
+    /// never read here, and its rows are not counted).
+    pub fn read_here(&self) -> bool {
+        self.timing.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// The tracked column's max so far; `None` when nothing flowed or nothing is tracked.
     pub fn max(&self) -> Result<Option<ScalarValue>> {
         let Some(tracker) = &self.max else { return Ok(None) };

@@ -332,6 +332,7 @@ impl Runner {
             record_state: true,
             payload: None,
             run_id: None,
+            engine: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod check;
 mod connection_kind;
 mod dag;
 mod diagnostic;
+mod engine;
 mod model;
 mod step;
 mod template;
@@ -26,6 +27,7 @@ pub use check::{Environment, KnownKind, check};
 pub use connection_kind::{Capabilities, ConnectionKind, ConnectionOption, Family, OptionType, UrlUse};
 pub use dag::Dag;
 pub use diagnostic::{Diagnostic, Pos, did_you_mean};
+pub use engine::ClusterEngine;
 pub use model::{
     Alert, AlertOn, Check, Connection, DeadLetterTarget, EmailAlert, Pipeline, Severity, StateDecl, StateUpdate,
     Variable,

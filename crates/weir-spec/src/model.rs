@@ -7,6 +7,7 @@ use serde_saphyr::Spanned;
 use crate::api::{Duration, Retry};
 use crate::check::Environment;
 use crate::diagnostic::Diagnostic;
+use crate::engine::ClusterEngine;
 use crate::step::{OrderedMap, Step, Steps};
 use crate::trigger::Trigger;
 use crate::value::ValueType;
@@ -243,6 +244,11 @@ pub struct Settings {
     /// failed with the step it was in.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// A cluster to run the pipeline's extract and transform queries on, `ballista://host:port` (a scheduler
+    /// started with `weir scheduler`); `weir run --engine` overrides it. Loads, and steps the cluster cannot run,
+    /// stay on the machine that runs the pipeline. Without it, everything runs on that machine.
+    #[serde(default)]
+    pub engine: Option<ClusterEngine>,
 }
 
 fn default_batch_size() -> usize {
@@ -283,6 +289,7 @@ impl Default for Settings {
             concurrency: default_concurrency(),
             dead_letters: None,
             timeout: None,
+            engine: None,
         }
     }
 }

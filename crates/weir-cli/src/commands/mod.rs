@@ -1,4 +1,5 @@
 pub mod backfill;
+pub mod cluster;
 pub mod init;
 pub mod inspect;
 pub mod list;

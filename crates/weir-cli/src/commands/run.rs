@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// the run staged; otherwise it runs again from the start. It keeps the run's id and variables.
     #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "", conflicts_with = "vars")]
     pub resume: Option<String>,
+    /// Run the pipeline's extract and transform queries on a cluster, `ballista://host:port` (a `weir scheduler`
+    /// with `weir executor`s): overrides `settings.engine`. Loads, and steps the cluster cannot run (database and
+    /// API sources, steps that set rows aside), run on this machine; `weir explain --engine` shows which is which.
+    #[arg(long, value_name = "ballista://HOST:PORT", env = "WEIR_ENGINE")]
+    pub engine: Option<weir_spec::ClusterEngine>,
 }
 
 pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -51,7 +56,14 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let options = RunOptions { variables, memory_limit, dry_run: args.dry_run, payload, ..options(global, &loaded) };
+    let options = RunOptions {
+        variables,
+        memory_limit,
+        dry_run: args.dry_run,
+        payload,
+        engine: args.engine.clone(),
+        ..options(global, &loaded)
+    };
     let store = loaded.store(global)?;
     let store = if args.dry_run { Arc::new(store.scratch_copy(loaded.pipeline.name())?) } else { store };
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
@@ -86,6 +98,7 @@ pub fn options(global: &Global, loaded: &Loaded) -> RunOptions {
         record_state: true,
         payload: None,
         run_id: None,
+        engine: None,
     }
 }
 

@@ -23,10 +23,17 @@ pub struct ExplainArgs {
     /// Set a variable, as for `weir run`: `--var name=value` (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+    /// Plan for a cluster, as `weir run --engine` runs: each step is marked `[cluster]` or `[here: why]`.
+    #[arg(long, value_name = "ballista://HOST:PORT", env = "WEIR_ENGINE")]
+    pub engine: Option<weir_spec::ClusterEngine>,
 }
 
 /// Plans a pipeline against a throwaway store, so validating never touches a pipeline's real history.
-async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<weir_engine::Planned, EngineError> {
+async fn plan(
+    loaded: &Loaded,
+    variables: BTreeMap<String, String>,
+    engine_at: Option<weir_spec::ClusterEngine>,
+) -> Result<weir_engine::Planned, EngineError> {
     let store = Arc::new(StateStore::in_memory()?);
     let engine = Engine::new(Arc::new(weir_connectors::Builtin), store);
     let options = RunOptions {
@@ -41,6 +48,7 @@ async fn plan(loaded: &Loaded, variables: BTreeMap<String, String>) -> Result<we
         record_state: false,
         payload: None,
         run_id: None,
+        engine: engine_at,
     };
     engine.plan(&loaded.pipeline, &options).await
 }
@@ -51,7 +59,7 @@ pub async fn validate(_global: &Global, args: ValidateArgs) -> anyhow::Result<Ex
         let shown = path.display().to_string();
         let messages = match parse(path) {
             Err(messages) => messages,
-            Ok(loaded) => match plan(&loaded, BTreeMap::new()).await {
+            Ok(loaded) => match plan(&loaded, BTreeMap::new(), None).await {
                 Ok(_) => Vec::new(),
                 Err(EngineError::Spec { diagnostics, .. }) => {
                     diagnostics.iter().map(|d| d.display_in(&shown).to_string()).collect()
@@ -78,7 +86,7 @@ pub async fn validate(_global: &Global, args: ValidateArgs) -> anyhow::Result<Ex
 pub async fn explain(_global: &Global, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.pipeline)?;
     let variables = args.vars.iter().map(|v| parse_var(v)).collect::<anyhow::Result<_>>()?;
-    let planned = plan(&loaded, variables).await?;
+    let planned = plan(&loaded, variables, args.engine).await?;
     println!("{}", planned.explain().await?);
     Ok(ExitCode::SUCCESS)
 }

@@ -385,6 +385,7 @@ fn options(base_dir: PathBuf, tmp: &Path) -> RunOptions {
         record_state: true,
         payload: None,
         run_id: None,
+        engine: None,
     }
 }
 

@@ -11,13 +11,13 @@ use crate::object_store::S3Server;
 
 /// A Delta table as another tool reads it.
 #[derive(Debug)]
-struct Read {
+pub(crate) struct Read {
     version: i64,
     /// `name:type` of each column, in order.
     schema: String,
     partitions: String,
     /// Each row as `value|value|…`, sorted by the first column.
-    rows: Vec<String>,
+    pub(crate) rows: Vec<String>,
 }
 
 impl Read {
@@ -45,7 +45,7 @@ fn python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 /// The table at `uri` (a path or URL), as of `version` when given, as pip `deltalake` reads it.
-fn deltalake(uri: &str, version: Option<i64>, storage: &str) -> Read {
+pub(crate) fn deltalake(uri: &str, version: Option<i64>, storage: &str) -> Read {
     const SCRIPT: &str = r#"
 import json, os, sys
 from deltalake import DeltaTable

@@ -9,6 +9,7 @@ mod access;
 mod api;
 mod cli;
 mod clickhouse;
+mod cluster;
 #[cfg(feature = "duckdb")]
 mod duckdb;
 mod iceberg;

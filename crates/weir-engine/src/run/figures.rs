@@ -9,6 +9,10 @@ pub(crate) fn step_rows(pipeline: &Pipeline, planned: &Planned) -> Vec<StepMetri
         .iter()
         .filter_map(|step| {
             let c = metrics.get(step.id())?;
+            // A step the cluster ran for other cluster steps only was never counted: no figures beat zeros.
+            if planned.placements.get(step.id()) == Some(&Placement::Cluster) && !c.read_here() {
+                return None;
+            }
             // A step read twice (a self-join) still takes each input row in once.
             let inputs: BTreeSet<&String> = planned.dag.inputs.get(step.id()).into_iter().flatten().collect();
             let rows_in = inputs.iter().filter_map(|i| metrics.get(i)).map(|c| c.rows()).sum();

@@ -16,7 +16,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 use weir_spec::{
-    Category, Dag, Diagnostic, MaxInvalid, OnError, Pipeline, Pos, Severity, StateUpdate, Step, StepKind, TypedValue,
+    Category, ClusterEngine, Dag, Diagnostic, MaxInvalid, OnError, Pipeline, Pos, Severity, StateUpdate, Step,
+    StepKind, TypedValue,
 };
 
 use crate::connector::{Batch, Connectors, PendingLoad, StepContext, resolve_connection};
@@ -36,6 +37,7 @@ mod batched;
 mod commit;
 mod figures;
 mod gates;
+mod placement;
 mod plan;
 mod values;
 
@@ -43,6 +45,8 @@ use batched::{load_retry, rereadable};
 use figures::log_summary;
 pub(crate) use figures::step_rows;
 use gates::check_invalid_budgets;
+pub use placement::Placement;
+use placement::{Split, place};
 pub use plan::{parse_bytes, step_graph};
 use values::{cursor_column, next_state, template_values};
 
@@ -71,6 +75,8 @@ pub struct RunOptions {
     pub payload: Option<Arc<serde_json::Value>>,
     /// The new run's id, when the caller must know it before the run starts (to cancel it); else a fresh one.
     pub run_id: Option<String>,
+    /// Overrides the pipeline's `settings.engine`: the cluster to run its queries on.
+    pub engine: Option<ClusterEngine>,
 }
 
 /// What a finished run did.
@@ -99,6 +105,8 @@ pub struct Planned {
     materialized: BTreeSet<String>,
     /// Steps streamed to their several readers at once.
     fan_outs: BTreeMap<String, Arc<FanOut>>,
+    /// On a cluster, where each step that is not a load or an action runs.
+    placements: BTreeMap<String, Placement>,
     sinks: Vec<(Step, StepContext)>,
     /// Action steps in file order, run after the loads commit.
     actions: Vec<(Step, StepContext)>,

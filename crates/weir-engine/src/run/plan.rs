@@ -14,6 +14,19 @@ impl Run<'_> {
         let name = pipeline.name().to_string();
         let ctx = session(pipeline, options)?;
         let dag = build_dag(&ctx, pipeline)?;
+        // On a cluster, steps are planned in its session; loads and checks read them here (see `placement`).
+        let cluster = match options.engine.as_ref().or(pipeline.settings.engine.as_ref()) {
+            Some(at) if replay.is_none() => {
+                Some(engine.connectors.cluster(at, cluster_state(&ctx)).map_err(|e| EngineError::Input {
+                    pipeline: name.clone(),
+                    message: format!("engine {at}: {}", crate::error::user_message(&e)),
+                })?)
+            }
+            _ => None,
+        };
+        let planning = cluster.as_ref().map_or(&ctx, |c| c.context());
+        let split =
+            cluster.as_deref().map(|cluster| Split { cluster, here: &ctx, scratch_dir: &inputs.scratch_dir, mode });
         let mut readers = dag.readers();
         // A check reads its step too: a checked step that a load also reads is materialized, and runs once.
         for check in pipeline.checks.values() {
@@ -32,13 +45,15 @@ impl Run<'_> {
         let mut actions = Vec::new();
         let mut materialized = BTreeSet::new();
         let mut fan_outs = BTreeMap::new();
+        let mut placements = BTreeMap::new();
 
         for id in &dag.order {
             if replay.is_some_and(|r| !r.steps.contains(id) && *id != r.input) {
                 continue;
             }
             let step = pipeline.step(id).expect("the DAG holds the pipeline's steps");
-            let counters = Arc::new(match cursor_column(pipeline, id) {
+            let cursor = cursor_column(pipeline, id);
+            let counters = Arc::new(match cursor {
                 Some(column) => StepCounters::tracking_max(column),
                 None => StepCounters::default(),
             });
@@ -60,9 +75,27 @@ impl Run<'_> {
                     continue;
                 }
                 _ if replay.is_some_and(|r| r.input == *id) => replay.expect("checked").table.clone(),
-                Category::Extract => engine.connectors.source(&ctx, step, &cx).await.map_err(plan_err)?,
-                Category::Transform => plan_transform(&ctx, step, &params, cx).await.map_err(plan_err)?,
+                Category::Extract => engine.connectors.source(planning, step, &cx).await.map_err(plan_err)?,
+                Category::Transform => plan_transform(planning, step, &params, cx.clone()).await.map_err(plan_err)?,
             };
+            if let Some(split) = &split {
+                let placement = place(split.cluster, step.kind.name(), provider.clone(), cursor).map_err(plan_err)?;
+                if let (Placement::Here(why), Mode::Run) = (&placement, mode) {
+                    info!(pipeline = %name, step = %id, "`{id}` runs here ({why}); its output goes to the cluster");
+                }
+                let provider = match (&placement, step.kind.category()) {
+                    // Planned again in this machine's session, where the inputs the cluster runs are read from it.
+                    (Placement::Here(_), Category::Transform) => {
+                        plan_transform(&ctx, step, &params, cx).await.map_err(plan_err)?
+                    }
+                    _ => provider,
+                };
+                if split.register(id, &placement, provider, counters).await.map_err(|e| attribute(&name, id, e))? {
+                    materialized.insert(id.clone());
+                }
+                placements.insert(id.clone(), placement);
+                continue;
+            }
             let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(StepTable::new(id, provider, counters));
             let table = match readers.get(id.as_str()).copied().unwrap_or(0) {
                 n if n > 1 && mode == Mode::Run && materialize_at.contains(id) => {
@@ -82,7 +115,7 @@ impl Run<'_> {
         }
         // Actions run in file order, whatever the DAG's order.
         actions.sort_by_key(|(step, _): &(Step, StepContext)| pipeline.steps.iter().position(|s| s.id() == step.id()));
-        Ok(Planned { ctx, dag, metrics, materialized, fan_outs, sinks, actions })
+        Ok(Planned { ctx, dag, metrics, materialized, fan_outs, placements, sinks, actions })
     }
 }
 
@@ -142,6 +175,16 @@ pub(super) fn session(pipeline: &Pipeline, options: &RunOptions) -> Result<Sessi
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
+/// The state a cluster's session starts from: this run's configuration and runtime (its memory pool), with a
+/// catalog of its own, since both sessions name the same steps.
+fn cluster_state(ctx: &SessionContext) -> datafusion::execution::SessionState {
+    datafusion::execution::SessionStateBuilder::new()
+        .with_config(ctx.copied_config())
+        .with_runtime_env(ctx.runtime_env())
+        .with_default_features()
+        .build()
+}
+
 /// The pipeline's steps and what each reads, with SQL steps' inputs taken from their parsed queries.
 pub fn step_graph(pipeline: &Pipeline) -> Result<Dag, EngineError> {
     build_dag(&SessionContext::new(), pipeline)
@@ -199,10 +242,15 @@ impl Planned {
         let mut out = String::from("Steps in order (step <- inputs):\n");
         for id in &self.dag.order {
             let inputs = &self.dag.inputs[id];
+            let place = match self.placements.get(id) {
+                Some(Placement::Cluster) => "  [cluster]".to_string(),
+                Some(Placement::Here(why)) => format!("  [here: {why}]"),
+                None => String::new(),
+            };
             if inputs.is_empty() {
-                out.push_str(&format!("  {id}\n"));
+                out.push_str(&format!("  {id}{place}\n"));
             } else {
-                out.push_str(&format!("  {id} <- {}\n", inputs.join(", ")));
+                out.push_str(&format!("  {id} <- {}{place}\n", inputs.join(", ")));
             }
         }
         for (step, _) in &self.actions {

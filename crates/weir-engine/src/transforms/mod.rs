@@ -8,5 +8,6 @@ mod validate;
 
 pub use dedup::dedup;
 pub use map::{filter, map};
+pub use pick::all_picks;
 pub use sql::{plan_sql, sql_inputs};
 pub use validate::{ValidateTable, rows_as_json};

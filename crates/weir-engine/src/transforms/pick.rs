@@ -13,7 +13,9 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, downcast_value, internal_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 
 /// Which rank comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -342,6 +344,15 @@ impl Accumulator for PickOne {
     fn size(&self) -> usize {
         size_of::<Self>() + self.value.size()
     }
+}
+
+/// Every `pick` aggregate a `dedup` step can call, for a session that decodes plans by function name (a cluster's
+/// scheduler and executors).
+pub fn all_picks() -> Vec<AggregateUDF> {
+    [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .map(|(descending, nulls_first)| AggregateUDF::from(Pick::new(Order { descending, nulls_first })))
+        .collect()
 }
 
 /// Whether a column of type `ty` keeps its order when cast to `Int64`, so it can be a rank.

@@ -146,6 +146,7 @@ pub fn engine(fake: Fake, dir: &std::path::Path) -> (Engine, RunOptions) {
         record_state: true,
         payload: None,
         run_id: None,
+        engine: None,
     };
     (engine, options)
 }

@@ -1,0 +1,266 @@
+//! Pipelines on a cluster: a `weir scheduler` and two `weir executor`s started on free ports of 127.0.0.1 (Apache
+//! DataFusion Ballista inside), and the same pipeline run here and with `--engine`, their outputs compared.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::common::postgres::TestDb;
+use crate::common::running::Running;
+use crate::common::{Project, parquet_rows};
+use crate::lakes::deltalake;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A scheduler and its executors, each a `weir` process, stopped when dropped.
+struct Cluster {
+    scheduler: Running,
+    executors: Vec<Executor>,
+    pub engine: String,
+}
+
+struct Executor {
+    process: Running,
+    work_dir: PathBuf,
+}
+
+impl Cluster {
+    /// A scheduler that gives up on an executor after 5 s without a heartbeat, and `executors` executors of two
+    /// task slots each, with their shuffle files under `p`.
+    fn start(p: &Project, executors: usize) -> Self {
+        let port = free_port();
+        let scheduler_at = format!("127.0.0.1:{port}");
+        let mut scheduler =
+            Running::start(p, &[], &["scheduler", "--listen", &scheduler_at, "--executor-timeout", "5"]);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&scheduler_at).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the scheduler did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let executors = (0..executors)
+            .map(|i| {
+                let work_dir = p.path().join(format!("executor-{i}"));
+                std::fs::create_dir_all(&work_dir).unwrap();
+                let (flight, grpc) = (free_port().to_string(), free_port().to_string());
+                let args = [
+                    "executor",
+                    "--scheduler",
+                    &scheduler_at,
+                    "--flight-port",
+                    &flight,
+                    "--grpc-port",
+                    &grpc,
+                    "--concurrent-tasks",
+                    "2",
+                    "--heartbeat",
+                    "1",
+                    "--work-dir",
+                    work_dir.to_str().unwrap(),
+                ];
+                let process = Running::start(p, &[], &args);
+                scheduler.wait_for("register executor");
+                Executor { process, work_dir }
+            })
+            .collect();
+        Self { scheduler, executors, engine: format!("ballista://{scheduler_at}") }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for process in self.executors.iter_mut().map(|e| &mut e.process).chain([&mut self.scheduler]) {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+}
+
+/// The rows of the Parquet file or directory at `path`, sorted: a cluster's output comes in another order.
+fn sorted_rows(path: PathBuf) -> Vec<String> {
+    let mut rows = parquet_rows(path);
+    rows.sort();
+    rows
+}
+
+/// `rows` orders as `files` Parquet files under `dir`: each order id twice (two versions, the later with a higher
+/// `updated_at`), over 500 customers.
+fn orders_parquet(dir: &Path, rows: u64, files: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let query = format!(
+            "SELECT value % {half} AS order_id, value % 500 AS customer_id, CAST(value % 997 AS DOUBLE) / 4 AS amount,
+                    CAST(value AS BIGINT) AS updated_at
+             FROM generate_series(1, {rows})",
+            half = rows / 2
+        );
+        let df = ctx.sql(&query).await.unwrap();
+        let df = df.repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(files)).unwrap();
+        df.write_parquet(dir.to_str().unwrap(), DataFrameWriteOptions::new(), None).await.unwrap();
+        let written = ctx.read_parquet(dir.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        assert_eq!(written.count().await.unwrap(), rows as usize);
+    });
+}
+
+#[test]
+fn the_orders_example_runs_on_a_cluster_with_the_rows_and_dead_letters_of_a_local_run() {
+    let local = Project::example("orders");
+    let remote = Project::example("orders");
+    let cluster = Cluster::start(&remote, 2);
+
+    let plan = remote.ok(&["explain", "pipeline.yaml", "--engine", &cluster.engine]);
+    for (step, place) in [
+        ("raw_orders", "[here: the cluster cannot run a `read_csv` step]"),
+        ("clean <- raw_orders  [cluster]", ""),
+        ("valid <- clean", "[here: the cluster cannot run a `validate` step]"),
+        ("latest <- valid  [cluster]", ""),
+        ("monthly <- latest  [cluster]", ""),
+    ] {
+        let line = plan.lines().find(|l| l.trim_start().starts_with(step)).unwrap_or_else(|| panic!("{step}:\n{plan}"));
+        assert!(line.contains(place), "{step} should be {place}:\n{plan}");
+    }
+    assert!(plan.contains("DistributedQueryExec"), "the load reads the cluster's result:\n{plan}");
+
+    local.ok(&["run", "pipeline.yaml"]);
+    let log = remote.ok_log(&["run", "pipeline.yaml", "--engine", &cluster.engine]);
+    assert!(log.contains("`valid` runs here"), "{log}");
+    assert_eq!(
+        sorted_rows(remote.path().join("out/monthly_spend.parquet")),
+        sorted_rows(local.path().join("out/monthly_spend.parquet"))
+    );
+    let letters = |p: &Project| {
+        let mut reasons: Vec<String> =
+            p.dlq("pipeline.yaml").iter().map(|d| format!("{} {}", d["step"], d["reason"])).collect();
+        reasons.sort();
+        reasons
+    };
+    let expected = letters(&local);
+    assert!(!expected.is_empty(), "the example sets rows aside");
+    assert_eq!(letters(&remote), expected);
+}
+
+/// `join.yaml`: orders from a Parquet directory joined with a PostgreSQL table of customers, deduplicated, to a
+/// Parquet file and upserted into a Delta table, the orders directory given as `--var orders=…`.
+fn join_pipeline(p: &Project, db: &TestDb) {
+    p.file(
+        "join.yaml",
+        &format!(
+            r#"name: cluster_join
+variables:
+  orders: {{ type: string }}
+connections:
+  app: {{ kind: postgres, url: "{url}" }}
+steps:
+  orders:
+    read_parquet: {{ path: "{{{{ var.orders }}}}" }}
+  customers:
+    read_db: {{ connection: app, table: customers }}
+  latest:
+    dedup: {{ input: orders, keys: [order_id], order_by: updated_at DESC }}
+  by_region:
+    sql:
+      query: |
+        SELECT c.region, count(*) AS orders, sum(l.amount) AS amount
+        FROM latest l JOIN customers c ON c.id = l.customer_id
+        GROUP BY c.region
+  report:
+    write_parquet: {{ input: by_region, path: out/by_region.parquet }}
+  lake:
+    write_delta: {{ input: latest, path: lake/orders, mode: upsert, keys: [order_id] }}
+"#,
+            url = db.url()
+        ),
+    );
+}
+
+#[test]
+fn a_parquet_join_with_a_postgres_table_and_a_delta_upsert_on_a_cluster_equal_the_local_run() {
+    let db = TestDb::new();
+    db.exec(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, region text);
+         INSERT INTO customers SELECT g, CASE g % 3 WHEN 0 THEN 'eu' WHEN 1 THEN 'us' ELSE 'apac' END
+         FROM generate_series(0, 499) g",
+    );
+    let local = Project::new();
+    let remote = Project::new();
+    let cluster = Cluster::start(&remote, 2);
+    for p in [&local, &remote] {
+        join_pipeline(p, &db);
+        orders_parquet(&p.path().join("day1"), 20_000, 3);
+        orders_parquet(&p.path().join("day2"), 30_000, 2);
+    }
+    let plan = remote.ok(&["explain", "join.yaml", "--engine", &cluster.engine, "--var", "orders=day1"]);
+    assert!(plan.contains("orders  [cluster]"), "{plan}");
+    assert!(plan.contains("customers  [here: the cluster cannot run a `read_db` step]"), "{plan}");
+    assert!(plan.contains("by_region <- latest, customers  [cluster]"), "{plan}");
+
+    for day in ["orders=day1", "orders=day2"] {
+        local.ok(&["run", "join.yaml", "--var", day]);
+        remote.ok(&["run", "join.yaml", "--engine", &cluster.engine, "--var", day]);
+        let report = sorted_rows(remote.path().join("out/by_region.parquet"));
+        assert_eq!(report, sorted_rows(local.path().join("out/by_region.parquet")), "{day}");
+        assert!(report.iter().any(|r| r.contains("apac")), "{report:?}");
+    }
+    let lake = |p: &Project| deltalake(p.path().join("lake/orders").to_str().unwrap(), None, "").rows;
+    let rows = lake(&remote);
+    assert_eq!(rows.len(), 15_000, "day2's orders upserted over day1's");
+    assert_eq!(rows, lake(&local));
+}
+
+#[test]
+fn a_run_survives_an_executor_killed_mid_query_with_the_same_rows() {
+    let local = Project::new();
+    let remote = Project::new();
+    let cluster = Cluster::start(&remote, 2);
+    let pipeline = "name: cluster_kill
+steps:
+  orders:
+    read_parquet: { path: orders }
+  latest:
+    dedup: { input: orders, keys: [order_id], order_by: updated_at DESC }
+  spend:
+    sql:
+      query: SELECT customer_id, count(*) AS orders, sum(amount) AS amount FROM latest GROUP BY customer_id
+  out:
+    write_parquet: { input: spend, path: out/spend.parquet }
+";
+    for p in [&local, &remote] {
+        p.file("kill.yaml", pipeline);
+        orders_parquet(&p.path().join("orders"), 3_000_000, 8);
+    }
+    local.ok(&["run", "kill.yaml"]);
+
+    let mut run = Running::start(&remote, &[], &["run", "kill.yaml", "--engine", &cluster.engine]);
+    // An executor is mid-query once its work directory holds shuffle files of the run's job.
+    let victim = &cluster.executors[0];
+    let started = Instant::now();
+    while !has_files(&victim.work_dir) {
+        assert!(started.elapsed() < Duration::from_secs(120), "executor 0 never got a task");
+        assert!(run.child.try_wait().unwrap().is_none(), "the run ended before executor 0 got a task");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cluster = cluster;
+    let victim = &mut cluster.executors[0].process.child;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let (code, log) = run.finish();
+    assert_eq!(code, Some(0), "{log}");
+    // The scheduler ran the killed executor's tasks again: the kill came mid-query, not after it.
+    cluster.scheduler.wait_for("on lost Executor");
+    assert_eq!(
+        sorted_rows(remote.path().join("out/spend.parquet")),
+        sorted_rows(local.path().join("out/spend.parquet"))
+    );
+}
+
+fn has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() { has_files(&path) } else { true }
+    })
+}

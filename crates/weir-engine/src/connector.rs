@@ -65,9 +65,13 @@ pub trait Connectors: Send + Sync {
 /// A cluster that runs the queries planned in its session. The engine plans a run's steps in [`Cluster::context`]
 /// and asks [`Cluster::can_run`] of each; a step the cluster cannot run runs on this machine and its output is
 /// handed to the cluster as a file in the run's scratch directory.
+#[async_trait]
 pub trait Cluster: Send + Sync {
     /// The session whose physical plans run on the cluster.
     fn context(&self) -> &SessionContext;
+
+    /// Fails, saying how to fix it, when the cluster cannot be reached: a run checks before it starts.
+    async fn reach(&self) -> Result<()>;
 
     /// Whether the cluster can run `plan` (an optimized plan of the session): `Err` says what it cannot take.
     fn can_run(&self, plan: &LogicalPlan) -> std::result::Result<(), String>;

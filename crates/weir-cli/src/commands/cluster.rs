@@ -48,6 +48,10 @@ pub struct ExecutorArgs {
     /// Seconds between heartbeats to the scheduler; keep it well under the scheduler's `--executor-timeout`.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub heartbeat: u64,
+    /// Memory the tasks' joins, sorts and aggregates share before they spill to the work directory, e.g. `4GB`
+    /// [default: a share of the machine's memory].
+    #[arg(long)]
+    pub memory_limit: Option<String>,
 }
 
 pub async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
@@ -69,6 +73,13 @@ pub async fn run_executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("--scheduler `{}`: write it as host:port", args.scheduler))?;
     let concurrent_tasks =
         args.concurrent_tasks.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let memory_limit = args
+        .memory_limit
+        .as_deref()
+        .map(weir_engine::parse_bytes)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--memory-limit: {e}"))?
+        .map(|bytes| bytes as u64);
     let options = ExecutorOptions {
         scheduler_host: host,
         scheduler_port: port,
@@ -79,6 +90,7 @@ pub async fn run_executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         concurrent_tasks,
         work_dir: args.work_dir,
         heartbeat: Duration::from_secs(args.heartbeat),
+        memory_limit,
     };
     eprintln!("weir executor joining {} with {concurrent_tasks} task slots", args.scheduler);
     executor(options).await?;

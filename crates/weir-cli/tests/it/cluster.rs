@@ -31,7 +31,7 @@ struct Executor {
 
 impl Cluster {
     /// A scheduler that gives up on an executor after 5 s without a heartbeat, and `executors` executors of two
-    /// task slots each, with their shuffle files under `p`.
+    /// task slots and 512 MB each, with their shuffle files under `p`.
     fn start(p: &Project, executors: usize) -> Self {
         let port = free_port();
         let scheduler_at = format!("127.0.0.1:{port}");
@@ -59,6 +59,8 @@ impl Cluster {
                     "2",
                     "--heartbeat",
                     "1",
+                    "--memory-limit",
+                    "512MB",
                     "--work-dir",
                     work_dir.to_str().unwrap(),
                 ];
@@ -263,4 +265,18 @@ fn has_files(dir: &Path) -> bool {
         let path = entry.path();
         if path.is_dir() { has_files(&path) } else { true }
     })
+}
+
+#[test]
+fn a_cluster_that_cannot_be_reached_fails_the_run_before_it_starts_saying_how_to_fix_it() {
+    let p = Project::example("orders");
+    let engine = format!("ballista://127.0.0.1:{}", free_port());
+    let out = p.fails(&["run", "pipeline.yaml", "--engine", &engine], 2);
+    assert!(out.contains(&format!("cannot reach the scheduler at {engine}")), "{out}");
+    assert!(out.contains("start one with `weir scheduler`"), "{out}");
+    assert!(!p.path().join("out/monthly_spend.parquet").exists());
+    // Planning needs no cluster: what would run where is shown without one.
+    assert!(p.ok(&["explain", "pipeline.yaml", "--engine", &engine]).contains("latest <- valid  [cluster]"));
+    let wrong = p.fails(&["run", "pipeline.yaml", "--engine", "spark://127.0.0.1:7077"], 2);
+    assert!(wrong.contains("write the scheduler as ballista://host:port"), "{wrong}");
 }

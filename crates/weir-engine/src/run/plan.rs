@@ -24,6 +24,12 @@ impl Run<'_> {
             }
             _ => None,
         };
+        if let (Some(cluster), Mode::Run) = (&cluster, mode) {
+            cluster
+                .reach()
+                .await
+                .map_err(|e| EngineError::Input { pipeline: name.clone(), message: crate::error::user_message(&e) })?;
+        }
         let planning = cluster.as_ref().map_or(&ctx, |c| c.context());
         let split =
             cluster.as_deref().map(|cluster| Split { cluster, here: &ctx, scratch_dir: &inputs.scratch_dir, mode });

@@ -29,6 +29,9 @@ pub struct ExecutorOptions {
     pub work_dir: Option<PathBuf>,
     /// How often it tells the scheduler it is alive.
     pub heartbeat: Duration,
+    /// The memory its tasks' joins, sorts and aggregates share before they spill, in bytes; `None` is Ballista's
+    /// default, a share of the machine's (or its cgroup's) memory.
+    pub memory_limit: Option<u64>,
 }
 
 /// Runs an executor until the process ends.
@@ -49,6 +52,7 @@ pub async fn executor(options: ExecutorOptions) -> Result<()> {
         vcores: options.concurrent_tasks,
         work_dir: options.work_dir.map(|dir| dir.display().to_string()),
         executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
+        memory_pool_size: options.memory_limit,
         override_function_registry: Some(Arc::new(registry)),
         ..ExecutorProcessConfig::default()
     };

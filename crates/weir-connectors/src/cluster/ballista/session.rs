@@ -2,32 +2,51 @@
 //! that its physical plans are `DistributedQueryExec`s that send the query to the scheduler and stream the
 //! result back.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use ballista_core::extension::SessionStateExt;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec;
+use tokio::net::TcpStream;
 use weir_engine::Cluster;
 use weir_spec::ClusterEngine;
 
 struct Ballista {
+    at: ClusterEngine,
     ctx: SessionContext,
     codec: BallistaLogicalExtensionCodec,
 }
 
 pub(crate) fn session(at: &ClusterEngine, local: SessionState) -> Result<Box<dyn Cluster>> {
     let state = local.upgrade_for_ballista(at.scheduler_url())?;
-    Ok(Box::new(Ballista {
-        ctx: SessionContext::new_with_state(state),
-        codec: BallistaLogicalExtensionCodec::default(),
-    }))
+    let ctx = SessionContext::new_with_state(state);
+    Ok(Box::new(Ballista { at: at.clone(), ctx, codec: BallistaLogicalExtensionCodec::default() }))
 }
 
+#[async_trait]
 impl Cluster for Ballista {
     fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    async fn reach(&self) -> Result<()> {
+        let refused = |why: String| {
+            DataFusionError::Plan(format!(
+                "cannot reach the scheduler at {} ({why}); start one with `weir scheduler`, or run without --engine",
+                self.at
+            ))
+        };
+        let connect = TcpStream::connect((self.at.host.as_str(), self.at.port));
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(refused(e.to_string())),
+            Err(_) => Err(refused("no answer in 10 s".into())),
+        }
     }
 
     /// A plan reaches the scheduler as protobuf: one that encodes, with the codec the session sends it with,

@@ -238,16 +238,18 @@ steps:
     local.ok(&["run", "kill.yaml"]);
 
     let mut run = Running::start(&remote, &[], &["run", "kill.yaml", "--engine", &cluster.engine]);
-    // An executor is mid-query once its work directory holds shuffle files of the run's job.
-    let victim = &cluster.executors[0];
+    // An executor is mid-query once its work directory holds shuffle files of the run's job: kill the first.
     let started = Instant::now();
-    while !has_files(&victim.work_dir) {
-        assert!(started.elapsed() < Duration::from_secs(120), "executor 0 never got a task");
-        assert!(run.child.try_wait().unwrap().is_none(), "the run ended before executor 0 got a task");
+    let victim = loop {
+        if let Some(busy) = cluster.executors.iter().position(|e| has_files(&e.work_dir)) {
+            break busy;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no executor got a task");
+        assert!(run.child.try_wait().unwrap().is_none(), "the run ended before an executor wrote shuffle files");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let mut cluster = cluster;
-    let victim = &mut cluster.executors[0].process.child;
+    let victim = &mut cluster.executors[victim].process.child;
     victim.kill().unwrap();
     victim.wait().unwrap();
     let (code, log) = run.finish();

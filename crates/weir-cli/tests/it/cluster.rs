@@ -1,7 +1,6 @@
 //! Pipelines on a cluster: a `weir scheduler` and two `weir executor`s started on free ports of 127.0.0.1 (Apache
 //! DataFusion Ballista inside), and the same pipeline run here and with `--engine`, their outputs compared.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,12 +9,9 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::common::postgres::TestDb;
 use crate::common::running::Running;
+use crate::common::server::free_port;
 use crate::common::{Project, parquet_rows};
 use crate::lakes::deltalake;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A scheduler and its executors, each a `weir` process, stopped when dropped.
 struct Cluster {

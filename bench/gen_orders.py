@@ -6,6 +6,7 @@ and 0.1% a negative amount, so validation and dedup have work to do. DuckDB gene
     python3 bench/gen_orders.py bench/data/orders.csv 10000000
 """
 import sys
+from pathlib import Path
 
 import duckdb
 
@@ -27,6 +28,16 @@ def main(path: str, rows: int) -> None:
         ) TO '{path}' (HEADER, DELIMITER ',')
         """
     )
+
+
+def orders_csv(rows: int) -> Path:
+    """bench/data/orders-ROWS.csv, generated first if it is missing: the input the orders benchmarks share."""
+    path = Path(__file__).resolve().parent / "data" / f"orders-{rows}.csv"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        print(f"generating {rows:,} orders -> {path}", flush=True)
+        main(str(path), rows)
+    return path
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
+from compare import totals  # noqa: E402
+from gen_orders import orders_csv  # noqa: E402
 from timing import cpu_seconds, measure_cpu  # noqa: E402
 
 
@@ -90,11 +92,6 @@ class Cluster:
             p.wait()
 
 
-def totals(path):
-    q = f"SELECT count(*), round(sum(total_spent), 2), sum(order_count) FROM read_parquet('{path}')"
-    return duckdb.sql(q).fetchall()[0]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -103,13 +100,8 @@ def main():
     ap.add_argument("--weir", default=os.environ.get("WEIR_BIN", "/var/tmp/weir-target/release/weir"))
     args = ap.parse_args()
 
-    data = BENCH / "data"
-    data.mkdir(exist_ok=True)
-    csv = data / f"orders-{args.rows}.csv"
-    if not csv.exists():
-        print(f"generating {args.rows:,} orders -> {csv}", flush=True)
-        subprocess.run([sys.executable, str(BENCH / "gen_orders.py"), str(csv), str(args.rows)], check=True)
-    parquet = data / f"orders-{args.rows}.parquet"
+    csv = orders_csv(args.rows)
+    parquet = csv.with_suffix(".parquet")
     if not parquet.exists():
         duckdb.sql(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{parquet}' (FORMAT parquet, ROW_GROUP_SIZE 500000)")
     out = BENCH / "out" / "cluster"

@@ -23,6 +23,7 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
+from gen_orders import orders_csv  # noqa: E402
 from timing import measure  # noqa: E402
 
 PEER = [sys.executable, str(BENCH / "peers/delta_job.py")]
@@ -68,12 +69,8 @@ def main():
     ap.add_argument("--peers", default="deltalake,polars", help="comma-separated: deltalake, polars")
     args = ap.parse_args()
 
-    data = BENCH / "data"
-    data.mkdir(exist_ok=True)
-    orders = data / f"orders-{args.rows}.csv"
-    if not orders.exists():
-        print(f"generating {args.rows:,} orders -> {orders}", flush=True)
-        subprocess.run([sys.executable, str(BENCH / "gen_orders.py"), str(orders), str(args.rows)], check=True)
+    orders = orders_csv(args.rows)
+    data = orders.parent
     changed = data / f"changes-{args.changes}-of-{args.rows}.csv"
     if not changed.exists():
         changes(changed, args.changes, args.rows)

@@ -857,3 +857,40 @@ fn offset_and_page_pagination_fetch_pages_ahead_and_drop_those_past_the_end() {
         );
     }
 }
+
+#[test]
+fn pretty_pages_a_cursor_from_the_last_record_and_a_type_that_changes_named_by_its_page() {
+    // Pretty-printed pages (records span lines), the next cursor taken from inside the records.
+    async fn pretty(Query(q): Params) -> Response {
+        let after: u64 = q.get("after").map_or(0, |a| a.parse().unwrap());
+        let records = if after >= 6 { Vec::new() } else { customers(after + 1, after + 3) };
+        let body = serde_json::to_string_pretty(&json!({ "meta": { "count": records.len() }, "data": records }));
+        ([("content-type", "application/json")], body.unwrap()).into_response()
+    }
+    // Page 2's `name` is an object where page 1's was text.
+    async fn changing(Query(q): Params) -> Response {
+        match q["page"].as_str() {
+            "1" => axum::Json(json!({ "items": customers(1, 2) })).into_response(),
+            _ => axum::Json(json!({ "items": [{ "id": 3, "name": { "first": "Ada" } }] })).into_response(),
+        }
+    }
+    let addr = serve(Router::new().route("/pretty", get(pretty)).route("/changing", get(changing)));
+    let p = Project::new();
+    let api = indent(
+        "url: /pretty\nrecords: $.data\nflatten: true\npaginate: { cursor: { param: after, from: \"$.data[-1].id\" } }",
+    );
+    p.file("p.yaml", &pipeline(addr, "", &api, "id, name, \\\"address.city\\\" AS city"));
+    let log = p.ok_log(&["run", "p.yaml"]);
+    assert!(log.contains("Extracted 6 records from 3 pages"), "{log}");
+    expected_ids(&p, 1..=6);
+    assert!(p.read("out/customers.csv").starts_with("id,name,city\n1,customer 1,Lyon\n"));
+
+    let api = indent("url: /changing\nrecords: $.items\npaginate: { page: {} }");
+    p.file("q.yaml", &pipeline(addr, "", &api, "id"));
+    let err = p.fails(&["run", "q.yaml"], 2);
+    assert!(
+        err.contains("page 2, record 1: cannot infer the columns: field `name` is an object in one record and a scalar in another"),
+        "{err}"
+    );
+    assert!(err.contains("customers"), "names the step: {err}");
+}

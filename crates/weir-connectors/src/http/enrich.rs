@@ -25,7 +25,7 @@ use super::client::{Client, Request};
 use super::read::{parse_body, parse_path, select_records};
 use super::{Target, connect, method};
 use crate::db::types::declared_schema;
-use crate::files::json::{Origin, spilled_ndjson};
+use crate::files::json::{Columns, Origin, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let input = session.table(spec.input.value.as_str()).await?;
@@ -104,7 +104,13 @@ pub async fn table(session: &SessionContext, spec: &EnrichApi, cx: &StepContext)
         return Ok(input.into_view());
     }
     let origin: Origin = Arc::new(|line| format!("lookup answer {line}"));
-    let answers = session.read_table(spilled_ndjson(session, &spill, declared, origin, cx)?)?;
+    let answers = session.read_table(spilled_ndjson(
+        session,
+        &spill,
+        declared.map_or(Columns::FromFile, Columns::Declared),
+        origin,
+        cx,
+    )?)?;
 
     let prefix = spec.prefix.as_deref().unwrap_or("");
     let mut right: Vec<Expr> = Vec::new();

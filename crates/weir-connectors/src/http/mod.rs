@@ -6,6 +6,7 @@ pub(crate) mod auth;
 pub(crate) mod client;
 mod enrich;
 mod kind;
+mod page;
 mod read;
 mod write;
 

@@ -1,6 +1,8 @@
 //! `read_api`: pages are fetched one after another and their records appended to an NDJSON file in the run's
 //! scratch directory, which DataFusion then reads like any JSON source. Memory holds one page at a time; the
-//! schema is inferred from every record of every page, so a field first seen on page 40 is still a column.
+//! schema is inferred from every record of every page as it arrives, so a field first seen on page 40 is still
+//! a column. A page's records are copied to the file as the text they came in (see [`super::page`]) while the
+//! next page is on its way: each record is parsed once for its columns and once into Arrow, never into a tree.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,9 +23,10 @@ use weir_engine::{StepContext, truncate};
 use weir_spec::{Paginate, ReadApi};
 
 use super::client::{Page, Request};
+use super::page::RecordsAt;
 use super::{absolute, connect, method};
 use crate::db::types::declared_schema;
-use crate::files::json::{Origin, flattened, spilled_ndjson};
+use crate::files::json::{Columns, Inference, Origin, flattened, spilled_ndjson};
 
 pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let declared = declared_schema(spec.schema.as_ref())?;
@@ -42,54 +45,75 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
 
     std::fs::create_dir_all(&cx.scratch_dir)?;
     let spill = cx.scratch_dir.join(format!("{}.api.ndjson", cx.step));
-    let mut out = BufWriter::new(File::create(&spill)?);
+    let mut out =
+        Spill { file: BufWriter::with_capacity(1 << 20, File::create(&spill)?), columns: Inference::default() };
+    let infer = declared.is_none();
     let (mut pages, mut total) = (0u64, 0u64);
     // The spill's line of each page's first record, to name a record that does not fit by its page.
     let mut page_starts = Vec::new();
     // One page at a time, unless the style knows the next pages' requests without their predecessors' answers.
     let window = if pager.predictable() && !cx.planning { spec.concurrency.unwrap_or(1).max(1) as u64 } else { 1 };
-    'paging: loop {
-        let ahead = spec.max_pages.map_or(window, |max| window.min(max.saturating_sub(pages)).max(1));
-        let requests: Vec<Request> = (0..ahead).map(|k| pager.ahead(&request, k)).collect();
-        let answers = futures::future::join_all(requests.iter().map(|r| client.send(r))).await;
+    let ahead = |pages: u64| spec.max_pages.map_or(window, |max| window.min(max.saturating_sub(pages)).max(1));
+    let mut requests: Vec<Request> = (0..ahead(0)).map(|k| pager.ahead(&request, k)).collect();
+    let mut answers = futures::future::join_all(requests.iter().map(|r| client.send(r))).await;
+    loop {
+        // The pages answered, read for their records, until one is the last.
+        let mut arrived: Vec<(u64, Vec<Bytes>)> = Vec::new();
+        let mut last = false;
         for (sent, answer) in requests.iter().zip(answers) {
             // A page fetched past the last one is never looked at, nor its error.
             let page = answer?;
             pages += 1;
             let shown = &sent.url;
-            let body = parse_body(&page.body)
-                .map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
-            let records =
-                pager.records(&body).map_err(|e| DataFusionError::Execution(format!("page {pages} ({shown}): {e}")))?;
-            page_starts.push(total + 1);
-            for record in &records {
-                serde_json::to_writer(&mut out, record).map_err(|e| DataFusionError::External(Box::new(e)))?;
-                out.write_all(b"\n")?;
-            }
-            total += records.len() as u64;
+            let failed = |e: String| DataFusionError::Execution(format!("page {pages} ({shown}): {e}"));
+            let (records, rest) = pager.records.split(&page.body).map_err(failed)?;
             debug!(step = %cx.step, page = pages, records = records.len(), "fetched {shown}");
-            if pages % 1000 == 0 {
-                info!(step = %cx.step, pages, records = total, "Fetched {pages} pages, {total} records so far");
-            }
-            if cx.planning {
+            let count = records.len();
+            arrived.push((pages, records));
+            last = if cx.planning {
                 // One page shows the columns; explaining a pipeline must not read a whole API.
-                break 'paging;
-            }
-            if spec.max_pages.is_some_and(|max| pages >= max) {
+                true
+            } else if spec.max_pages.is_some_and(|max| pages >= max) {
                 info!(step = %cx.step, "Stopping at max_pages ({pages}); the API may have more");
-                break 'paging;
-            }
-            if pager.has_more(&body) == Some(false) {
-                break 'paging;
-            }
-            match pager.next(sent, &page, &body, records.len())? {
-                Some(next) => request = next,
-                None => break 'paging,
+                true
+            } else if pager.has_more(&rest) == Some(false) {
+                true
+            } else {
+                match pager.next(sent, &page, &rest, count)? {
+                    Some(next) => {
+                        request = next;
+                        false
+                    }
+                    None => true,
+                }
+            };
+            if last {
+                break;
             }
         }
+        // The next pages are asked for before these are written, so the API works while Weir does.
+        requests = if last { Vec::new() } else { (0..ahead(pages)).map(|k| pager.ahead(&request, k)).collect() };
+        let fetching = futures::future::join_all(requests.iter().map(|r| client.send(r)));
+        let write = async {
+            for (page, records) in &arrived {
+                page_starts.push(total + 1);
+                total += records.len() as u64;
+                out.write(records, infer)
+                    .map_err(|(i, e)| DataFusionError::Execution(format!("page {page}, record {}: {e}", i + 1)))?;
+                if page % 1000 == 0 {
+                    info!(step = %cx.step, pages = page, records = total, "Fetched {page} pages, {total} records so far");
+                }
+            }
+            Ok::<_, DataFusionError>(())
+        };
+        let (fetched, written) = futures::join!(fetching, write);
+        written?;
+        if last {
+            break;
+        }
+        answers = fetched;
     }
-    out.flush()?;
-    drop(out);
+    let columns = out.finish()?;
     info!(step = %cx.step, records = total, pages, "Extracted {total} records from {pages} pages");
 
     if total == 0 && declared.is_none() {
@@ -100,7 +124,43 @@ pub async fn table(session: &SessionContext, spec: &ReadApi, cx: &StepContext) -
         let page = page_starts.partition_point(|start| *start <= line);
         format!("page {page}, record {}", line + 1 - page_starts[page - 1])
     });
-    flattened(session, spilled_ndjson(session, &spill, declared, origin, cx)?, spec.flatten)
+    let columns = match declared {
+        Some(schema) => Columns::Declared(schema),
+        None => Columns::Inferred(Arc::new(columns.schema()), columns.records()),
+    };
+    flattened(session, spilled_ndjson(session, &spill, columns, origin, cx)?, spec.flatten)
+}
+
+/// The NDJSON file of a step's records, and the columns of those written so far.
+struct Spill {
+    file: BufWriter<File>,
+    columns: Inference,
+}
+
+impl Spill {
+    /// Appends one page's records, one line each (a record's line breaks are whitespace, so spaces serve), and adds
+    /// them to the columns if `infer`. A record whose columns cannot be inferred fails with its index.
+    fn write(&mut self, records: &[Bytes], infer: bool) -> std::result::Result<(), (usize, String)> {
+        for (i, record) in records.iter().enumerate() {
+            if infer {
+                self.columns.add(record).map_err(|e| (i, e))?;
+            }
+            let io = |e: std::io::Error| (i, e.to_string());
+            if record.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+                let line: Vec<u8> = record.iter().map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b }).collect();
+                self.file.write_all(&line).map_err(io)?;
+            } else {
+                self.file.write_all(record).map_err(io)?;
+            }
+            self.file.write_all(b"\n").map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Inference> {
+        self.file.flush()?;
+        Ok(self.columns)
+    }
 }
 
 fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<String>) -> Result<Request> {
@@ -130,7 +190,7 @@ pub(super) fn parse_body(body: &[u8]) -> std::result::Result<Value, String> {
 
 /// Where the records are and how the next page is asked for.
 struct Pager {
-    records: Option<JsonPath>,
+    records: RecordsAt,
     has_more: Option<JsonPath>,
     style: Option<Style>,
 }
@@ -159,8 +219,18 @@ impl Pager {
                 Some(Style::Page { param: param.clone(), size_param: size_param.clone(), size: *size, page: *start })
             }
         };
+        let others: Vec<&str> = spec
+            .has_more
+            .iter()
+            .map(|p| p.value.as_str())
+            .chain(match &spec.paginate {
+                Some(Paginate::Cursor { from, .. }) | Some(Paginate::NextUrl(from)) => Some(from.as_str()),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
-            records: spec.records.as_ref().map(|p| parse_path(&p.value)).transpose()?,
+            records: RecordsAt::new(spec.records.as_ref().map(|p| p.value.as_str()), &others)
+                .map_err(DataFusionError::Plan)?,
             has_more: spec.has_more.as_ref().map(|p| parse_path(&p.value)).transpose()?,
             style,
         })
@@ -201,14 +271,6 @@ impl Pager {
             _ => {}
         }
         later
-    }
-
-    /// The records of one page; without `records:` the page itself must be an array.
-    fn records<'a>(&self, body: &'a Value) -> std::result::Result<Vec<&'a Value>, String> {
-        if self.records.is_none() && !body.is_array() {
-            return Err(not_an_array(body));
-        }
-        select_records(body, self.records.as_ref())
     }
 
     fn has_more(&self, body: &Value) -> Option<bool> {
@@ -295,7 +357,7 @@ pub(crate) fn parse_path(text: &str) -> Result<JsonPath> {
     JsonPath::parse(text).map_err(|e| DataFusionError::Plan(format!("`{text}` is not a JSONPath: {e}")))
 }
 
-fn not_an_array(body: &Value) -> String {
+pub(super) fn not_an_array(body: &Value) -> String {
     let arrays: Vec<String> = match body {
         Value::Object(map) => map.iter().filter(|(_, v)| v.is_array()).map(|(k, _)| format!("$.{k}")).collect(),
         _ => Vec::new(),
@@ -341,15 +403,5 @@ mod tests {
         let mut url = Url::parse("http://h/x?a=1&cursor=old").unwrap();
         set_param(&mut url, "cursor", "a b&c");
         assert_eq!(url.as_str(), "http://h/x?a=1&cursor=a+b%26c");
-    }
-
-    #[test]
-    fn records_hint_at_arrays() {
-        let pager = Pager { records: None, has_more: None, style: None };
-        let body: Value = serde_json::json!({"data": [{"id": 1}], "meta": {}});
-        let err = pager.records(&body).unwrap_err();
-        assert!(err.contains("$.data"), "{err}");
-        let pager = Pager { records: Some(JsonPath::parse("$.data").unwrap()), has_more: None, style: None };
-        assert_eq!(pager.records(&body).unwrap().len(), 1);
     }
 }

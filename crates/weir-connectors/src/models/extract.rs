@@ -32,7 +32,7 @@ use weir_spec::{AiExtract, OnError};
 use super::fields::{Fields, ID};
 use super::limits::Limits;
 use super::{ChatModel, Question, Sending};
-use crate::files::json::{Origin, json_type, spilled_ndjson};
+use crate::files::json::{Columns, Origin, json_type, spilled_ndjson};
 
 /// The text of each input row, as a column while the step runs.
 const TEXT: &str = "__weir_text";
@@ -93,8 +93,13 @@ pub async fn table(session: &SessionContext, spec: &AiExtract, cx: &StepContext)
     }
 
     let origin: Origin = Arc::new(|line| format!("model answer {line}"));
-    let answers =
-        session.read_table(spilled_ndjson(session, &spill, Some(fields.answers_schema(ANSWERED)), origin, cx)?)?;
+    let answers = session.read_table(spilled_ndjson(
+        session,
+        &spill,
+        Columns::Declared(fields.answers_schema(ANSWERED)),
+        origin,
+        cx,
+    )?)?;
     let mut right = vec![ident(ANSWERED)];
     right.extend(fields.names().map(|name| ident(name).alias(format!("{prefix}{name}"))));
     // A dry run asks nothing: its rows go on with the new columns empty.

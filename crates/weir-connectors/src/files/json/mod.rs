@@ -5,6 +5,8 @@
 
 mod decode;
 pub(crate) use decode::json_type;
+mod infer;
+pub(crate) use infer::Inference;
 pub(crate) mod split;
 
 use std::io::BufReader;
@@ -12,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
-use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::streaming::StreamingTable;
@@ -53,23 +54,40 @@ pub async fn table(session: &SessionContext, spec: &ReadJson, cx: &StepContext) 
             JsonFile { origin: Arc::new(move |line| format!("{shown}:{line}")), input }
         })
         .collect();
-    let declared = declared_schema(spec.schema.as_ref())?;
-    let table = records_table(session, files, declared, spec.infer_rows, spec.compression, cx)?;
+    let columns = match declared_schema(spec.schema.as_ref())? {
+        Some(schema) => (schema, None),
+        None => infer(&files, spec.compression, spec.infer_rows)?,
+    };
+    let table = records_table(session, files, columns, spec.compression, cx)?;
     flattened(session, table, spec.flatten)
 }
 
-/// A table over an NDJSON file Weir wrote to scratch (API pages, lookup answers): the declared schema, or one
-/// inferred from every record, so a field that first appears late is still a column. `origin` names a record by
-/// its line in the file.
+/// The columns of an NDJSON file Weir wrote to scratch.
+pub(crate) enum Columns {
+    /// As the step declares them.
+    Declared(SchemaRef),
+    /// Inferred from this many records while they were written.
+    Inferred(SchemaRef, usize),
+    /// To be inferred from every record of the file.
+    FromFile,
+}
+
+/// A table over an NDJSON file Weir wrote to scratch (API pages, lookup answers), so a field that first appears
+/// late is still a column. `origin` names a record by its line in the file.
 pub(crate) fn spilled_ndjson(
     session: &SessionContext,
     path: &Path,
-    schema: Option<SchemaRef>,
+    columns: Columns,
     origin: Origin,
     cx: &StepContext,
 ) -> Result<Arc<dyn TableProvider>> {
     let file = JsonFile { input: InputFile { path: path.to_path_buf(), partitions: Vec::new() }, origin };
-    records_table(session, vec![file], schema, usize::MAX, Compression::None, cx)
+    let columns = match columns {
+        Columns::Declared(schema) => (schema, None),
+        Columns::Inferred(schema, records) => (schema, Some(records)),
+        Columns::FromFile => infer(std::slice::from_ref(&file), Compression::None, usize::MAX)?,
+    };
+    records_table(session, vec![file], columns, Compression::None, cx)
 }
 
 /// One input file and how its records are named in messages.
@@ -85,20 +103,15 @@ impl std::fmt::Debug for JsonFile {
     }
 }
 
-/// The records of `files` as a streaming table: `declared` columns, or columns inferred from the first
-/// `infer_rows` records, then the files' partition columns.
+/// The records of `files` as a streaming table: their columns (and how many records they were inferred from, if
+/// they were), then the files' partition columns.
 fn records_table(
     session: &SessionContext,
     files: Vec<JsonFile>,
-    declared: Option<SchemaRef>,
-    infer_rows: usize,
+    (file_schema, inferred): (SchemaRef, Option<usize>),
     compression: Compression,
     cx: &StepContext,
 ) -> Result<Arc<dyn TableProvider>> {
-    let (file_schema, inferred) = match declared {
-        Some(schema) => (schema, None),
-        None => infer(&files, compression, infer_rows)?,
-    };
     let mut fields: Vec<Field> = file_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(files[0].input.partitions.iter().map(|(k, _)| Field::new(k, DataType::Utf8, true)));
     let schema = Arc::new(Schema::new(fields));
@@ -133,73 +146,24 @@ fn split_error(file: &JsonFile, error: split::SplitError) -> DataFusionError {
     }
 }
 
-/// Columns inferred from the first `limit` records of `files`, and how many records that was. Records are parsed
-/// one at a time as the inference takes them, so inferring over every record of a large spill holds none of them.
+/// Columns inferred from the first `limit` records of `files`, and how many records that was. Each record is
+/// visited once as it is read and none is held, so inferring over every record of a large spill is cheap.
 fn infer(files: &[JsonFile], compression: Compression, limit: usize) -> Result<(SchemaRef, Option<usize>)> {
-    let mut values =
-        InferredRecords { files: files.iter(), current: None, compression, left: limit, seen: 0, failure: None };
-    let inferred = infer_json_schema_from_iterator(&mut values);
-    if let Some(e) = values.failure {
-        return Err(e);
+    let mut inference = Inference::default();
+    'files: for file in files {
+        let mut records = records(file, compression)?;
+        while inference.records() < limit {
+            let Some(record) = records.next_record().map_err(|e| split_error(file, e))? else { continue 'files };
+            inference
+                .add(&record.bytes)
+                .map_err(|e| DataFusionError::Execution(format!("{}: {e}", (file.origin)(record.line))))?;
+        }
+        break;
     }
-    let schema = inferred
-        .map_err(|e| DataFusionError::Plan(format!("cannot infer the columns of {:?}: {e}", files[0].input.path)))?;
-    Ok((Arc::new(schema), Some(values.seen)))
+    Ok((Arc::new(inference.schema()), Some(inference.records())))
 }
 
 type FileRecords = Records<BufReader<Box<dyn std::io::Read + Send>>>;
-
-/// The first `left` records of `files` as JSON values, for [`infer_json_schema_from_iterator`]. A failure ends
-/// them and is kept, naming its file and line.
-struct InferredRecords<'a> {
-    files: std::slice::Iter<'a, JsonFile>,
-    current: Option<(&'a JsonFile, FileRecords)>,
-    compression: Compression,
-    left: usize,
-    seen: usize,
-    failure: Option<DataFusionError>,
-}
-
-impl InferredRecords<'_> {
-    fn next_value(&mut self) -> Result<Option<serde_json::Value>> {
-        while self.left > 0 {
-            if self.current.is_none() {
-                let Some(file) = self.files.next() else { return Ok(None) };
-                self.current = Some((file, records(file, self.compression)?));
-            }
-            let (file, records) = self.current.as_mut().expect("opened above");
-            let file: &JsonFile = file;
-            match records.next_record().map_err(|e| split_error(file, e))? {
-                Some(record) => {
-                    self.left -= 1;
-                    self.seen += 1;
-                    return serde_json::from_slice(&record.bytes).map(Some).map_err(|e| {
-                        DataFusionError::Execution(format!(
-                            "{}: the record is not valid JSON: {e}",
-                            (file.origin)(record.line)
-                        ))
-                    });
-                }
-                None => self.current = None,
-            }
-        }
-        Ok(None)
-    }
-}
-
-impl Iterator for InferredRecords<'_> {
-    type Item = std::result::Result<serde_json::Value, datafusion::arrow::error::ArrowError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.next_value() {
-            Ok(value) => value.map(Ok),
-            Err(e) => {
-                self.failure = Some(e);
-                None
-            }
-        }
-    }
-}
 
 #[derive(Debug)]
 struct JsonPartition {

@@ -1,7 +1,7 @@
 //! A project: the pipeline files of one directory, each parsed and checked. A file with mistakes is left out and
 //! its mistakes kept for the API; a changed file replaces its pipeline only once it is valid.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -45,12 +45,12 @@ impl Project {
     /// whose definition changed or went away.
     pub fn reload(&mut self, dir: &Path) -> std::io::Result<Vec<String>> {
         let mut changed = Vec::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        // Sets and maps, not scans: a project may hold 100,000 files, and this runs every few seconds.
+        let files: BTreeSet<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
             .filter(|p| !weir_spec::is_test_file(p))
             .collect();
-        files.sort();
         // A deleted file takes its pipeline (and its schedules) with it.
         let gone: Vec<String> =
             self.pipelines.iter().filter(|(_, e)| !files.contains(&e.path)).map(|(n, _)| n.clone()).collect();
@@ -60,18 +60,32 @@ impl Project {
         }
         self.broken.retain(|path, _| files.contains(path));
         self.seen.retain(|path, _| files.contains(path));
+        let mut to_read = Vec::new();
         for path in files {
             let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-            if self.seen.get(&path) == Some(&modified) {
-                continue;
+            if self.seen.get(&path) != Some(&modified) {
+                self.seen.insert(path.clone(), modified);
+                to_read.push(path);
             }
-            self.seen.insert(path.clone(), modified);
+        }
+        if to_read.is_empty() {
+            return Ok(changed);
+        }
+        // The name each file's pipeline had, to notice a renamed one.
+        let names: HashMap<PathBuf, String> =
+            self.pipelines.iter().map(|(name, e)| (e.path.clone(), name.clone())).collect();
+        for path in to_read {
             match Pipeline::from_file(&path, &weir_connectors::registry::environment()) {
                 Ok(pipeline) => {
                     self.broken.remove(&path);
                     let name = pipeline.name().to_string();
                     // A renamed pipeline leaves its old name.
-                    self.pipelines.retain(|n, e| e.path != path || *n == name);
+                    if let Some(old) = names.get(&path)
+                        && *old != name
+                        && self.pipelines.get(old).is_some_and(|e| e.path == path)
+                    {
+                        self.pipelines.remove(old);
+                    }
                     self.pipelines.insert(name.clone(), Entry { path, pipeline: Arc::new(pipeline) });
                     changed.push(name);
                 }
@@ -99,5 +113,41 @@ mod tests {
         let project = Project::load(dir.path()).unwrap();
         assert_eq!(project.pipelines.keys().collect::<Vec<_>>(), ["p"]);
         assert!(project.broken.is_empty(), "{:?}", project.broken);
+    }
+
+    #[test]
+    fn a_reload_follows_renames_mistakes_and_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = |name: &str| {
+            format!(
+                "name: {name}\nsteps:\n  a:\n    read_csv: {{ path: a.csv }}\n  b:\n    write_csv: {{ input: a, path: b.csv }}\n"
+            )
+        };
+        let write = |file: &str, text: &str, age: u64| {
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            let at = SystemTime::now() - std::time::Duration::from_secs(age);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(at).unwrap();
+        };
+        write("one.yaml", &pipeline("first"), 30);
+        write("two.yaml", &pipeline("second"), 30);
+        let mut project = Project::load(dir.path()).unwrap();
+        assert_eq!(project.pipelines.keys().collect::<Vec<_>>(), ["first", "second"]);
+
+        write("one.yaml", &pipeline("renamed"), 20);
+        write("two.yaml", "name: second\nsteps: [", 20);
+        assert_eq!(project.reload(dir.path()).unwrap(), ["renamed"]);
+        assert_eq!(
+            project.pipelines.keys().collect::<Vec<_>>(),
+            ["renamed", "second"],
+            "a broken file keeps its pipeline"
+        );
+        assert_eq!(project.broken.keys().collect::<Vec<_>>(), [&dir.path().join("two.yaml")]);
+        assert!(project.reload(dir.path()).unwrap().is_empty(), "nothing changed");
+
+        std::fs::remove_file(dir.path().join("two.yaml")).unwrap();
+        assert_eq!(project.reload(dir.path()).unwrap(), ["second"]);
+        assert_eq!(project.pipelines.keys().collect::<Vec<_>>(), ["renamed"]);
+        assert!(project.broken.is_empty());
     }
 }

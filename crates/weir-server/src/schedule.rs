@@ -69,11 +69,23 @@ impl Scheduler {
     /// that was due since then missed fires, which `misfire` skips or catches up on with one run now.
     pub fn new(project: &Project, now: DateTime<Utc>, last_fire: impl Fn(&str) -> Option<DateTime<Utc>>) -> Self {
         let mut scheduler = Self::default();
+        // Each distinct schedule's next fire after a time is worked out once: 100,000 pipelines on one cron that
+        // last fired the same minute are one cron evaluation, not 100,000.
+        let mut next_of: HashMap<(String, DateTime<Utc>), Option<DateTime<Utc>>> = HashMap::new();
+        let mut next_after = |key: &str, schedule: &Schedule, t: DateTime<Utc>| {
+            *next_of.entry((key.to_string(), t)).or_insert_with(|| schedule.next_after(t))
+        };
         for (name, entry) in &project.pipelines {
             for trigger in &entry.pipeline.triggers {
                 let Some(schedule) = Schedule::of(trigger) else { continue };
+                let key = match (&trigger.cron, &trigger.every) {
+                    (Some(cron), _) => {
+                        format!("{}|{}", cron.value, trigger.timezone.as_ref().map_or("", |t| t.value.as_str()))
+                    }
+                    (None, every) => format!("every:{:?}", every.map(|d| d.0)),
+                };
                 let last = last_fire(name);
-                let missed = last.and_then(|l| schedule.next_after(l)).filter(|due| *due <= now);
+                let missed = last.and_then(|l| next_after(&key, &schedule, l)).filter(|due| *due <= now);
                 if let Some(due) = missed {
                     match trigger.misfire {
                         Misfire::RunOnce => {
@@ -84,13 +96,7 @@ impl Scheduler {
                         }
                     }
                 }
-                if let Some(next) = schedule.next_after(now) {
-                    let key = match (&trigger.cron, &trigger.every) {
-                        (Some(cron), _) => {
-                            format!("{}|{}", cron.value, trigger.timezone.as_ref().map_or("", |t| t.value.as_str()))
-                        }
-                        (None, every) => format!("every:{:?}", every.map(|d| d.0)),
-                    };
+                if let Some(next) = next_after(&key, &schedule, now) {
                     scheduler.entries.push(Entry { pipeline: name.clone(), schedule, key, next });
                 }
             }
@@ -128,8 +134,14 @@ impl Scheduler {
         fires
     }
 
-    /// When `pipeline` next fires, for the API.
-    pub fn next_fire(&self, pipeline: &str) -> Option<DateTime<Utc>> {
-        self.entries.iter().filter(|e| e.pipeline == pipeline).map(|e| e.next).min()
+    /// When each scheduled pipeline next fires, for the API: one pass, however many pipelines there are, so the
+    /// scheduler's lock is held briefly.
+    pub fn next_fires(&self) -> HashMap<String, DateTime<Utc>> {
+        let mut next: HashMap<String, DateTime<Utc>> = HashMap::new();
+        for entry in &self.entries {
+            let at = next.entry(entry.pipeline.clone()).or_insert(entry.next);
+            *at = (*at).min(entry.next);
+        }
+        next
     }
 }

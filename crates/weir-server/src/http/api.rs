@@ -18,6 +18,7 @@ use crate::runner::TriggerError;
 pub(super) async fn pipelines(State(app): State<AppState>) -> Response {
     let project = app.runner.project().clone();
     let store = app.runner.store();
+    let next_fires = app.scheduler.lock().unwrap_or_else(|p| p.into_inner()).next_fires();
     let mut out = Vec::new();
     for (name, entry) in &project.pipelines {
         let p = &entry.pipeline;
@@ -38,7 +39,7 @@ pub(super) async fn pipelines(State(app): State<AppState>) -> Response {
                 })
             })
             .collect();
-        let next = app.scheduler.lock().unwrap_or_else(|p| p.into_inner()).next_fire(name);
+        let next = next_fires.get(name);
         out.push(json!({
             "name": name,
             "file": entry.path.display().to_string(),

@@ -23,7 +23,7 @@ fn project(trigger: &str) -> (tempfile::TempDir, Project) {
 
 fn next(trigger: &str, now: &str) -> DateTime<Utc> {
     let (_dir, project) = project(trigger);
-    Scheduler::new(&project, at(now), |_| None).next_fire("p").unwrap()
+    Scheduler::new(&project, at(now), |_| None).next_fires()["p"]
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn a_schedule_fires_once_when_due_and_once_when_far_behind() {
     let fired = s.due(at("2026-11-25T13:05:00Z"));
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].due, at("2026-11-25T12:30:00Z"), "the lag shows how late it is");
-    assert_eq!(s.next_fire("p"), Some(at("2026-11-25T13:15:00Z")));
+    assert_eq!(s.next_fires().get("p").copied(), Some(at("2026-11-25T13:15:00Z")));
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn missed_fires_are_skipped_or_caught_up_once() {
     let (_dir, skip) = project("{ cron: '0 * * * *' }");
     let mut s = Scheduler::new(&skip, now, last);
     assert!(s.due(now).is_empty(), "misfire: skip forgets 11:00, 12:00 and 13:00");
-    assert_eq!(s.next_fire("p"), Some(at("2026-11-25T14:00:00Z")));
+    assert_eq!(s.next_fires().get("p").copied(), Some(at("2026-11-25T14:00:00Z")));
 
     let (_dir, catch_up) = project("{ cron: '0 * * * *', misfire: run_once }");
     let mut s = Scheduler::new(&catch_up, now, last);
@@ -78,14 +78,14 @@ fn missed_fires_are_skipped_or_caught_up_once() {
         "one run for three missed"
     );
     assert!(s.due(now).is_empty());
-    assert_eq!(s.next_fire("p"), Some(at("2026-11-25T14:00:00Z")));
+    assert_eq!(s.next_fires().get("p").copied(), Some(at("2026-11-25T14:00:00Z")));
 }
 
 #[test]
 fn an_interval_keeps_its_rhythm_across_a_restart() {
     let (_dir, project) = project("{ every: 15m }");
     let s = Scheduler::new(&project, at("2026-11-25T12:05:00Z"), |_| Some(at("2026-11-25T12:00:00Z")));
-    assert_eq!(s.next_fire("p"), Some(at("2026-11-25T12:15:00Z")));
+    assert_eq!(s.next_fires().get("p").copied(), Some(at("2026-11-25T12:15:00Z")));
 }
 
 #[test]
@@ -115,12 +115,16 @@ fn pipelines_sharing_a_schedule_fire_together_and_each_moves_on_by_its_own() {
     let mut s = Scheduler::new(&project, at("2026-11-25T12:07:00Z"), |_| None);
     let names = |fires: Vec<Fire>| fires.into_iter().map(|f| f.pipeline).collect::<Vec<_>>();
     assert_eq!(names(s.due(at("2026-11-25T12:30:00Z"))), ["c", "d"]);
-    assert_eq!(s.next_fire("c"), Some(at("2026-11-25T13:30:00Z")));
-    assert_eq!(s.next_fire("d"), Some(at("2026-11-25T13:00:00Z")));
+    assert_eq!(s.next_fires().get("c").copied(), Some(at("2026-11-25T13:30:00Z")));
+    assert_eq!(s.next_fires().get("d").copied(), Some(at("2026-11-25T13:00:00Z")));
     assert_eq!(names(s.due(at("2026-11-25T13:00:00Z"))), ["a", "b", "d"]);
     for p in ["a", "b"] {
-        assert_eq!(s.next_fire(p), Some(at("2026-11-25T14:00:00Z")), "{p}");
+        assert_eq!(s.next_fires().get(p).copied(), Some(at("2026-11-25T14:00:00Z")), "{p}");
     }
-    assert_eq!(s.next_fire("c"), Some(at("2026-11-25T13:30:00Z")), "the time zone is part of the schedule");
-    assert_eq!(s.next_fire("d"), Some(at("2026-11-25T13:30:00Z")));
+    assert_eq!(
+        s.next_fires().get("c").copied(),
+        Some(at("2026-11-25T13:30:00Z")),
+        "the time zone is part of the schedule"
+    );
+    assert_eq!(s.next_fires().get("d").copied(), Some(at("2026-11-25T13:30:00Z")));
 }

@@ -214,15 +214,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The command runs as a task on the runtime's workers, beside the tasks it starts (HTTP connections,
-    // DataFusion's streams), not on the main thread: every wake-up from one thread to another is a system call and a
-    // context switch, and a paged API makes several per page.
-    let outcome = match runtime.block_on(runtime.spawn(dispatch(cli))) {
-        Ok(outcome) => outcome,
-        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-        Err(join) => Err(join.into()),
-    };
-    match outcome {
+    match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
 use std::fmt;
 
-use super::read::{not_an_array, objects, parse_body, select_values};
+use super::read::{not_an_array, not_json, objects, parse_body, select_values};
 
 /// How the records of every page are found.
 pub(super) enum RecordsAt {
@@ -115,11 +115,6 @@ fn names_of_rest(mut rest: &str) -> Option<Vec<String>> {
         }
     }
     Some(names)
-}
-
-fn not_json(body: &[u8], e: serde_json::Error) -> String {
-    let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    format!("the response is not JSON ({e}); it starts: {shown:?}")
 }
 
 /// Each record as a slice of the page it was read from, if every one is an object.

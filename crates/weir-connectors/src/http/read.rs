@@ -182,10 +182,13 @@ fn first_request(spec: &ReadApi, cx: &StepContext, base: Option<String>) -> Resu
 }
 
 pub(super) fn parse_body(body: &[u8]) -> std::result::Result<Value, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        format!("the response is not JSON ({e}); it starts: {shown:?}")
-    })
+    serde_json::from_slice(body).map_err(|e| not_json(body, e))
+}
+
+/// Why a response is not JSON, with its start.
+pub(super) fn not_json(body: &[u8], e: serde_json::Error) -> String {
+    let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    format!("the response is not JSON ({e}); it starts: {shown:?}")
 }
 
 /// Where the records are and how the next page is asked for.

@@ -101,6 +101,16 @@ impl Patience {
         Self { retry: own.or(cx.retry.as_ref()).cloned().unwrap_or_default(), counters: cx.counters() }
     }
 
+    /// `retry` with counters of its own: for a scan rebuilt on a cluster's executor, whose retries the run that
+    /// sent it cannot count.
+    pub fn detached(retry: Retry) -> Self {
+        Self { retry, counters: Default::default() }
+    }
+
+    pub fn retry(&self) -> &Retry {
+        &self.retry
+    }
+
     /// Opens something (a connection), retrying the failures the policy covers.
     pub async fn open<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T>
     where

@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::Deserialize;
 use serde::de::{self, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::step::OrderedMap;
@@ -179,8 +179,9 @@ pub enum Paginate {
     },
 }
 
-/// How a failing request is tried again. Each attempt is logged with the reason.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+/// How a failing request is tried again. Each attempt is logged with the reason. It serializes as it is
+/// written, for a scan that carries its policy to a cluster's executors.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     /// Attempts in all, the first included; 1 means no retry.
@@ -213,7 +214,7 @@ impl Default for Retry {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
     Fixed,
@@ -286,6 +287,18 @@ impl<'de> Deserialize<'de> for RetryOn {
     }
 }
 
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Timeout => serializer.serialize_str("timeout"),
+            Self::Connection => serializer.serialize_str("connection"),
+            Self::Conflict => serializer.serialize_str("conflict"),
+            Self::Status(status) => serializer.serialize_u16(*status),
+            Self::StatusClass(class) => serializer.serialize_str(&format!("{class}xx")),
+        }
+    }
+}
+
 impl JsonSchema for RetryOn {
     fn schema_name() -> Cow<'static, str> {
         "RetryOn".into()
@@ -318,6 +331,12 @@ impl Duration {
             other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m or h")),
         };
         Ok(Self(std::time::Duration::from_secs_f64(seconds)))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{}ms", self.0.as_secs_f64() * 1000.0))
     }
 }
 
@@ -431,5 +450,17 @@ mod tests {
         assert!(!RetryOn::Status(429).matches_status(503));
         assert!(serde_saphyr::from_str::<Vec<RetryOn>>("[700]").is_err());
         assert!(serde_saphyr::from_str::<Vec<RetryOn>>("[sometimes]").is_err());
+    }
+
+    #[test]
+    fn a_retry_policy_reads_back_as_it_was_written() {
+        let written =
+            "{max_attempts: 4, delay: 250ms, backoff: fixed, max_delay: 1.5s, retry_on: [conflict, 429, 5xx]}";
+        let retry: Retry = serde_saphyr::from_str(written).unwrap();
+        let again: Retry = serde_json::from_value(serde_json::to_value(&retry).unwrap()).unwrap();
+        assert_eq!(again.max_attempts, 4);
+        assert_eq!((again.delay, again.max_delay), (retry.delay, retry.max_delay));
+        assert_eq!(again.backoff, Backoff::Fixed);
+        assert_eq!(again.retry_on, [RetryOn::Conflict, RetryOn::Status(429), RetryOn::StatusClass(5)]);
     }
 }

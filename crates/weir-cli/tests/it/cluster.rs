@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
+use crate::common::mysql::TestMyDb;
 use crate::common::postgres::TestDb;
 use crate::common::running::Running;
 use crate::common::server::free_port;
@@ -60,7 +61,8 @@ impl Cluster {
                     "--work-dir",
                     work_dir.to_str().unwrap(),
                 ];
-                let process = Running::start(p, &[], &args);
+                // Debug lines of Weir's connectors name the database scans an executor runs.
+                let process = Running::start(p, &[("WEIR_LOG", "info,weir_connectors=debug".into())], &args);
                 scheduler.wait_for("register executor");
                 Executor { process, work_dir }
             })
@@ -186,7 +188,7 @@ fn a_parquet_join_with_a_postgres_table_and_a_delta_upsert_on_a_cluster_equal_th
     );
     let local = Project::new();
     let remote = Project::new();
-    let cluster = Cluster::start(&remote, 2);
+    let mut cluster = Cluster::start(&remote, 2);
     for p in [&local, &remote] {
         join_pipeline(p, &db);
         orders_parquet(&p.path().join("day1"), 20_000, 3);
@@ -194,7 +196,7 @@ fn a_parquet_join_with_a_postgres_table_and_a_delta_upsert_on_a_cluster_equal_th
     }
     let plan = remote.ok(&["explain", "join.yaml", "--engine", &cluster.engine, "--var", "orders=day1"]);
     assert!(plan.contains("orders  [cluster]"), "{plan}");
-    assert!(plan.contains("customers  [here: the cluster cannot run a `read_db` step]"), "{plan}");
+    assert!(plan.contains("customers  [cluster]"), "a PostgreSQL scan runs on the executors: {plan}");
     assert!(plan.contains("by_region <- latest, customers  [cluster]"), "{plan}");
 
     for day in ["orders=day1", "orders=day2"] {
@@ -204,10 +206,58 @@ fn a_parquet_join_with_a_postgres_table_and_a_delta_upsert_on_a_cluster_equal_th
         assert_eq!(report, sorted_rows(local.path().join("out/by_region.parquet")), "{day}");
         assert!(report.iter().any(|r| r.contains("apac")), "{report:?}");
     }
+    let scanned = cluster.executors.iter_mut().any(|e| e.process.log_so_far().contains("Postgres scan: SELECT"));
+    assert!(scanned, "an executor, not this machine, read the customers from PostgreSQL");
     let lake = |p: &Project| deltalake(p.path().join("lake/orders").to_str().unwrap(), None, "").rows;
     let rows = lake(&remote);
     assert_eq!(rows.len(), 15_000, "day2's orders upserted over day1's");
     assert_eq!(rows, lake(&local));
+}
+
+#[test]
+fn a_mariadb_query_with_a_bound_variable_runs_on_the_executors_with_the_rows_of_a_local_run() {
+    let db = TestMyDb::new();
+    db.exec(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, region varchar(8));
+         INSERT INTO customers SELECT seq, ELT(seq % 3 + 1, 'eu', 'us', 'apac') FROM seq_0_to_499",
+    );
+    let local = Project::new();
+    let remote = Project::new();
+    let mut cluster = Cluster::start(&remote, 2);
+    for p in [&local, &remote] {
+        p.file(
+            "regions.yaml",
+            &format!(
+                r#"name: cluster_mariadb
+variables:
+  from_id: {{ type: integer, default: 100 }}
+connections:
+  app: {{ kind: mysql, url: "{url}" }}
+steps:
+  customers:
+    read_db: {{ connection: app, query: "SELECT id, region FROM customers WHERE id >= $from_id" }}
+  by_region:
+    sql: {{ query: "SELECT region, count(*) AS customers, max(id) AS last FROM customers WHERE id < 400 GROUP BY region" }}
+  report:
+    write_parquet: {{ input: by_region, path: out/regions.parquet }}
+"#,
+                url = db.url()
+            ),
+        );
+    }
+    let plan = remote.ok(&["explain", "regions.yaml", "--engine", &cluster.engine]);
+    assert!(plan.contains("customers  [cluster]"), "{plan}");
+    local.ok(&["run", "regions.yaml", "--var", "from_id=250"]);
+    remote.ok(&["run", "regions.yaml", "--engine", &cluster.engine, "--var", "from_id=250"]);
+    let report = sorted_rows(remote.path().join("out/regions.parquet"));
+    assert_eq!(report, sorted_rows(local.path().join("out/regions.parquet")));
+    let regions = report.iter().filter(|r| r.contains("| 50 ")).count();
+    assert_eq!(regions, 3, "ids 250 to 399 in three regions: {report:?}");
+    let scanned = cluster.executors.iter_mut().any(|e| {
+        let log = e.process.log_so_far();
+        log.contains("MySql scan: SELECT") && log.contains("(`id` < 400)")
+    });
+    assert!(scanned, "an executor read the customers from MariaDB with the filter pushed down");
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod load;
 pub mod nested;
 pub mod scan;
 pub mod schema_diff;
+pub mod shipped;
 pub mod sql_params;
 pub mod types;
 
@@ -57,5 +58,11 @@ pub trait Database: Send + Sync {
         _base_dir: &Path,
     ) -> Result<Arc<dyn DeadLetters>> {
         Err(DataFusionError::Plan(format!("connection `{}` cannot hold dead letters", connection.name)))
+    }
+
+    /// A scan's query sent by another process of a cluster ([`scan::Query::ship`]), rebuilt here with the
+    /// database's flavor, for kinds whose scans can run on a cluster's executors.
+    fn rebuild_query(&self, _state: serde_json::Value) -> Result<(&'static scan::Flavor, Arc<dyn scan::Query>)> {
+        Err(DataFusionError::Plan("this database's scans run only on the machine that runs the pipeline".into()))
     }
 }

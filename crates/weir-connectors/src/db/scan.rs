@@ -96,6 +96,12 @@ pub trait Query: fmt::Debug + Send + Sync + 'static {
     /// `tx` closes.
     async fn run(&self, sql: &str, schema: SchemaRef, batch_size: usize, tx: Sender<Result<RecordBatch>>)
     -> Result<()>;
+
+    /// What another process of a cluster needs to run this query ([`super::Database::rebuild_query`] reads it
+    /// back), connection secrets included; `None` for a database whose scans must run where the pipeline runs.
+    fn ship(&self) -> Option<super::shipped::ShippedQuery> {
+        None
+    }
 }
 
 /// A table or query of a database; `from` comes from [`Flavor::relation`].
@@ -158,12 +164,6 @@ impl TableProvider for DbTable {
         if let Some(n) = limit.filter(|_| pushed.len() == filters.len()) {
             sql.push_str(&format!(" LIMIT {n}"));
         }
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         let params: Vec<String> = self
             .params
             .iter()
@@ -174,16 +174,15 @@ impl TableProvider for DbTable {
                 Style::ExternalTable => format!("p{}=${name}", i + 1),
             })
             .collect();
-        Ok(Arc::new(DbScanExec {
-            system: self.flavor.system,
-            connection: self.connection.clone(),
-            params: Arc::new(params.join(", ")),
-            query: self.query.clone(),
-            sql: Arc::new(sql),
+        Ok(Arc::new(DbScanExec::new(
+            self.flavor,
+            self.connection.clone(),
+            params.join(", "),
+            self.query.clone(),
+            sql,
             schema,
-            batch_size: self.batch_size,
-            properties: Arc::new(properties),
-        }))
+            self.batch_size,
+        )))
     }
 }
 
@@ -233,21 +232,42 @@ fn filter_sql(filter: &Expr, flavor: &Flavor) -> Option<String> {
 
 /// Runs one query on the server and streams its rows as batches.
 #[derive(Debug, Clone)]
-struct DbScanExec {
-    system: &'static str,
-    connection: String,
+pub(super) struct DbScanExec {
+    pub(super) flavor: &'static Flavor,
+    pub(super) connection: String,
     /// `$1=$last_sync, ...`
-    params: Arc<String>,
-    query: Arc<dyn Query>,
-    sql: Arc<String>,
-    schema: SchemaRef,
-    batch_size: usize,
+    pub(super) params: Arc<String>,
+    pub(super) query: Arc<dyn Query>,
+    pub(super) sql: Arc<String>,
+    pub(super) schema: SchemaRef,
+    pub(super) batch_size: usize,
     properties: Arc<PlanProperties>,
+}
+
+impl DbScanExec {
+    pub(super) fn new(
+        flavor: &'static Flavor,
+        connection: String,
+        params: String,
+        query: Arc<dyn Query>,
+        sql: String,
+        schema: SchemaRef,
+        batch_size: usize,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        let (params, sql, properties) = (Arc::new(params), Arc::new(sql), Arc::new(properties));
+        Self { flavor, connection, params, query, sql, schema, batch_size, properties }
+    }
 }
 
 impl DisplayAs for DbScanExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}Scan: connection={}, sql={}", self.system, self.connection, self.sql)?;
+        write!(f, "{}Scan: connection={}, sql={}", self.flavor.system, self.connection, self.sql)?;
         if !self.params.is_empty() {
             write!(f, ", params=[{}]", self.params)?;
         }
@@ -280,6 +300,7 @@ impl ExecutionPlan for DbScanExec {
     }
 
     fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        tracing::debug!(connection = %self.connection, "{} scan: {}", self.flavor.system, self.sql);
         let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
         let tx = builder.tx();
         let this = self.clone();

@@ -58,6 +58,15 @@ impl Running {
         panic!("no log line with `{text}`:\n{}", self.log);
     }
 
+    /// What the process has logged so far, without waiting.
+    pub fn log_so_far(&mut self) -> &str {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+        &self.log
+    }
+
     /// Waits for the process to end; its exit code and whole log.
     pub fn finish(mut self) -> (Option<i32>, String) {
         let status = self.child.wait().unwrap();

@@ -1,4 +1,4 @@
-//! `weir executor`: a Ballista executor that decodes Weir's functions.
+//! `weir executor`: a Ballista executor that decodes Weir's functions and plan nodes.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use datafusion::error::Result;
 
+use super::codec::{LogicalCodec, PhysicalCodec};
 use super::scheduler::ballista;
 
 /// How to start an executor.
@@ -54,6 +55,8 @@ pub async fn executor(options: ExecutorOptions) -> Result<()> {
         executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         memory_pool_size: options.memory_limit,
         override_function_registry: Some(Arc::new(registry)),
+        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(ballista)

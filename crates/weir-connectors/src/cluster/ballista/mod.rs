@@ -3,8 +3,10 @@
 //!
 //! Ballista sends a query's logical plan to the scheduler, which plans it into stages and sends their physical
 //! plans to the executors; both ends decode functions by name, so Weir's own aggregates (`dedup`'s `pick`) are
-//! registered in every process of the cluster.
+//! registered in every process of the cluster, and Weir's own plan nodes through its extension codecs
+//! ([`codec`]), which every process uses too.
 
+mod codec;
 mod executor;
 mod scheduler;
 mod session;

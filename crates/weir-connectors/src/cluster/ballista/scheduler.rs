@@ -1,4 +1,4 @@
-//! `weir scheduler`: a Ballista scheduler whose sessions know Weir's functions.
+//! `weir scheduler`: a Ballista scheduler whose sessions know Weir's functions and plan nodes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +8,8 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::start_server;
 use datafusion::error::{DataFusionError, Result};
+
+use super::codec::{LogicalCodec, PhysicalCodec};
 
 /// How to start a scheduler.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub async fn scheduler(options: SchedulerOptions) -> Result<()> {
         // Spread a stage's tasks over the executors rather than fill one first: more machines at work on one
         // query, and less of it lost with one executor.
         task_distribution: TaskDistributionPolicy::RoundRobin,
+        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
         ..SchedulerConfig::default()
     }
     .with_override_session_builder(Arc::new(super::cluster_state));

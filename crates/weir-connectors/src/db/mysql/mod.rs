@@ -124,6 +124,13 @@ impl crate::db::Database for Mysql {
     ) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
         crate::db::dead_letter_table::open(dead_letters::MysqlLetters(connection.url), table)
     }
+
+    fn rebuild_query(
+        &self,
+        state: serde_json::Value,
+    ) -> datafusion::error::Result<(&'static crate::db::scan::Flavor, std::sync::Arc<dyn crate::db::scan::Query>)> {
+        read::rebuild(state)
+    }
 }
 
 /// Mysql's entry in the registry of connection kinds.

@@ -8,17 +8,19 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::plan_err;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::sql::unparser::dialect::MySqlDialect;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Sender;
 use weir_engine::{Patience, ResolvedConnection, StepContext};
-use weir_spec::ReadDb;
+use weir_spec::{ReadDb, Retry, TypedValue};
 
 use super::types::{append, arrow_type, param};
-use super::{connect, my_error, quote_ident};
+use super::{KIND, connect, my_error, quote_ident};
 use crate::db::scan::{BatchSender, DbTable, Flavor, Query};
+use crate::db::shipped::{ShippedConnection, ShippedQuery};
 use crate::db::sql_params::Style;
 
 static FLAVOR: Flavor = Flavor {
@@ -32,7 +34,8 @@ static FLAVOR: Flavor = Flavor {
 /// Describes the step's relation on the server (no rows are read) and returns it as a table.
 pub async fn table(spec: &ReadDb, cx: &StepContext) -> Result<Arc<dyn TableProvider>> {
     let conn = cx.connection(&spec.connection.value)?;
-    let (from, params) = FLAVOR.relation_with_values(spec, cx, param)?;
+    // The values are checked here and converted for each scan, so a scan can travel with them as they were typed.
+    let (from, params) = FLAVOR.relation_with_values(spec, cx, |v| param(v).map(|_| v.clone()))?;
 
     let patience = Patience::of(cx, None);
     let mut client = connect(&conn, &patience).await?;
@@ -69,7 +72,23 @@ struct MyQuery {
     conn: ResolvedConnection,
     patience: Patience,
     /// One entry per `?`, in order (a name used twice appears twice).
-    params: Vec<(String, Value)>,
+    params: Vec<(String, TypedValue)>,
+}
+
+/// A [`MyQuery`] as it travels to a cluster.
+#[derive(Serialize, Deserialize)]
+struct Shipped {
+    conn: ShippedConnection,
+    retry: Retry,
+    params: Vec<(String, TypedValue)>,
+}
+
+/// A query another process shipped ([`Query::ship`]).
+pub(super) fn rebuild(state: serde_json::Value) -> Result<(&'static Flavor, Arc<dyn Query>)> {
+    let shipped: Shipped = ShippedQuery::state(state)?;
+    let query =
+        MyQuery { conn: shipped.conn.into(), patience: Patience::detached(shipped.retry), params: shipped.params };
+    Ok((&FLAVOR, Arc::new(query)))
 }
 
 #[async_trait]
@@ -85,7 +104,11 @@ impl Query for MyQuery {
         let params = if self.params.is_empty() {
             Params::Empty
         } else {
-            Params::Positional(self.params.iter().map(|(_, v)| v.clone()).collect())
+            let values = self
+                .params
+                .iter()
+                .map(|(name, v)| param(v).map_err(|e| DataFusionError::Plan(format!("`${name}`: {e}"))));
+            Params::Positional(values.collect::<Result<_>>()?)
         };
         let read_error = |e| my_error(&format!("reading from MySQL `{}`", self.conn.name), e);
         let mut result = client.exec_iter(sql, params).await.map_err(read_error)?;
@@ -96,5 +119,11 @@ impl Query for MyQuery {
             }
         }
         batches.close().await
+    }
+
+    fn ship(&self) -> Option<ShippedQuery> {
+        let shipped =
+            Shipped { conn: (&self.conn).into(), retry: self.patience.retry().clone(), params: self.params.clone() };
+        ShippedQuery::of(KIND.name, &shipped)
     }
 }

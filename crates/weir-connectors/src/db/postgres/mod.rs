@@ -242,6 +242,13 @@ impl crate::db::Database for Postgres {
     ) -> datafusion::error::Result<std::sync::Arc<dyn weir_engine::DeadLetters>> {
         crate::db::dead_letter_table::open(dead_letters::PostgresLetters(connection.url), table)
     }
+
+    fn rebuild_query(
+        &self,
+        state: serde_json::Value,
+    ) -> datafusion::error::Result<(&'static crate::db::scan::Flavor, std::sync::Arc<dyn crate::db::scan::Query>)> {
+        read::rebuild(state)
+    }
 }
 
 /// Postgres's entry in the registry of connection kinds.

@@ -11,14 +11,16 @@ use datafusion::common::plan_err;
 use datafusion::error::Result;
 use datafusion::sql::unparser::dialect::PostgreSqlDialect;
 use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Sender;
 use tokio_postgres::types::ToSql;
 use weir_engine::{Patience, ResolvedConnection, StepContext};
-use weir_spec::{ReadDb, TypedValue};
+use weir_spec::{ReadDb, Retry, TypedValue};
 
 use super::types::{Decode, RawValue, arrow_type};
-use super::{Param, connect, pg_error, quote_ident};
+use super::{KIND, Param, connect, pg_error, quote_ident};
 use crate::db::scan::{BatchSender, DbTable, Flavor, Query};
+use crate::db::shipped::{ShippedConnection, ShippedQuery};
 use crate::db::sql_params::Style;
 
 static FLAVOR: Flavor = Flavor {
@@ -83,6 +85,27 @@ struct PgQuery {
     decoders: Vec<(Decode, String)>,
 }
 
+/// A [`PgQuery`] as it travels to a cluster.
+#[derive(Serialize, Deserialize)]
+struct Shipped {
+    conn: ShippedConnection,
+    retry: Retry,
+    params: Vec<(String, TypedValue)>,
+    decoders: Vec<(Decode, String)>,
+}
+
+/// A query another process shipped ([`Query::ship`]).
+pub(super) fn rebuild(state: serde_json::Value) -> Result<(&'static Flavor, Arc<dyn Query>)> {
+    let shipped: Shipped = ShippedQuery::state(state)?;
+    let query = PgQuery {
+        conn: shipped.conn.into(),
+        patience: Patience::detached(shipped.retry),
+        params: shipped.params,
+        decoders: shipped.decoders,
+    };
+    Ok((&FLAVOR, Arc::new(query)))
+}
+
 #[async_trait]
 impl Query for PgQuery {
     async fn run(
@@ -128,5 +151,15 @@ impl Query for PgQuery {
             }
         }
         batches.close().await
+    }
+
+    fn ship(&self) -> Option<ShippedQuery> {
+        let shipped = Shipped {
+            conn: (&self.conn).into(),
+            retry: self.patience.retry().clone(),
+            params: self.params.clone(),
+            decoders: self.decoders.clone(),
+        };
+        ShippedQuery::of(KIND.name, &shipped)
     }
 }

@@ -94,8 +94,9 @@ impl<'a> FromSql<'a> for RawValue<'a> {
     }
 }
 
-/// How one column's binary values decode into a [`ColumnBuilder`] of the column's Arrow type.
-#[derive(Debug, Clone)]
+/// How one column's binary values decode into a [`ColumnBuilder`] of the column's Arrow type. It serializes for a
+/// scan sent to a cluster's executors.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Decode {
     /// A one-dimensional array, into a list of its elements' type.
     Array(Box<Decode>),

@@ -15,6 +15,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// jemalloc rather than glibc's malloc, as pip `deltalake` and Polars use: Arrow's many short-lived buffers,
+/// allocated on one worker thread and freed on another, made the same delta-rs merge take a fifth longer in Weir
+/// than in Python, and the orders job 0.83x its time with it (bench/RESULTS.md, 2026-12-08). Mimalloc was
+/// tried: less user time, twice the system time, and the merge's peak memory over 1 GB.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const AFTER_HELP: &str = "\
 Examples:
   weir init my-project                     scaffold a working example project

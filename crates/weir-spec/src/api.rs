@@ -179,8 +179,8 @@ pub enum Paginate {
     },
 }
 
-/// How a failing request is tried again. Each attempt is logged with the reason. It serializes as it is
-/// written, for a scan that carries its policy to a cluster's executors.
+/// How a failing request is tried again. Each attempt is logged with the reason.
+// Serialize: a database scan carries its policy to a cluster's executors.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
@@ -336,7 +336,15 @@ impl Duration {
 
 impl Serialize for Duration {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("{}ms", self.0.as_secs_f64() * 1000.0))
+        // As a person writes it: the largest unit the span is a whole number of.
+        let ms = self.0.as_millis();
+        let text = match ms {
+            _ if ms > 0 && ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+            _ if ms > 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+            _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+            _ => format!("{}ms", self.0.as_secs_f64() * 1000.0),
+        };
+        serializer.serialize_str(&text)
     }
 }
 
@@ -462,5 +470,7 @@ mod tests {
         assert_eq!((again.delay, again.max_delay), (retry.delay, retry.max_delay));
         assert_eq!(again.backoff, Backoff::Fixed);
         assert_eq!(again.retry_on, [RetryOn::Conflict, RetryOn::Status(429), RetryOn::StatusClass(5)]);
+        let written = |d: &str| serde_json::to_value(Duration::parse(d).unwrap()).unwrap();
+        assert_eq!([written("90s"), written("2m"), written("1h"), written("1.5s")], ["90s", "2m", "1h", "1500ms"]);
     }
 }

@@ -10,7 +10,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use crate::common::mysql::TestMyDb;
 use crate::common::postgres::TestDb;
 use crate::common::running::Running;
-use crate::common::server::free_port;
+use crate::common::server::{Server, free_port};
 use crate::common::{Project, parquet_rows};
 use crate::lakes::deltalake;
 
@@ -212,6 +212,39 @@ fn a_parquet_join_with_a_postgres_table_and_a_delta_upsert_on_a_cluster_equal_th
     let rows = lake(&remote);
     assert_eq!(rows.len(), 15_000, "day2's orders upserted over day1's");
     assert_eq!(rows, lake(&local));
+}
+
+#[test]
+fn weir_serve_runs_a_pipeline_whose_settings_name_a_cluster_on_it() {
+    let db = TestDb::new();
+    db.exec(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, region text);
+             INSERT INTO customers SELECT g, CASE g % 2 WHEN 0 THEN 'eu' ELSE 'us' END FROM generate_series(0, 499) g",
+    );
+    let local = Project::new();
+    let served = Project::new();
+    let mut cluster = Cluster::start(&served, 2);
+    for p in [&local, &served] {
+        join_pipeline(p, &db);
+        orders_parquet(&p.path().join("day1"), 20_000, 3);
+    }
+    let named = served.read("join.yaml").replacen(
+        "name: cluster_join\n",
+        &format!("name: cluster_join\nsettings: {{ engine: \"{}\" }}\n", cluster.engine),
+        1,
+    );
+    served.file("join.yaml", &named);
+    local.ok(&["run", "join.yaml", "--var", "orders=day1"]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let server = Server::start(served.path()).await;
+        let (status, body) =
+            server.post("/api/pipelines/cluster_join/runs?wait=true", &[], r#"{"orders":"day1"}"#).await;
+        assert_eq!(status, 200, "{body}\n{}", server.log());
+    });
+    let report = sorted_rows(served.path().join("out/by_region.parquet"));
+    assert_eq!(report, sorted_rows(local.path().join("out/by_region.parquet")));
+    let scanned = cluster.executors.iter_mut().any(|e| e.process.log_so_far().contains("Postgres scan: SELECT"));
+    assert!(scanned, "the served run's queries went to the cluster");
 }
 
 #[test]

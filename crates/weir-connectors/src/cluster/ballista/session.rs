@@ -2,11 +2,10 @@
 //! that its physical plans are `DistributedQueryExec`s that send the query to the scheduler and stream the
 //! result back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use std::sync::Arc;
-
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder};

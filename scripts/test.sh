@@ -9,9 +9,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # mold links the DataFusion-sized test binaries several times faster than ld.bfd; unixODBC (and its PostgreSQL
 # driver) is what the ODBC connector links against and is tested through; headless Chromium renders the dashboard;
 # make builds jemalloc, the `weir` binary's allocator; curl waits for the test servers to come up and openssl makes
-# the HTTPS test's certificates; OpenSSH's server is
-# the SFTP tests' server and Debian's ClickHouse (18.16) the ClickHouse tests' (each test starts its own on
-# 127.0.0.1 and stops it by PID).
+# the HTTPS test's certificates; OpenSSH's server is the SFTP tests' server and Debian's ClickHouse (18.16) the
+# ClickHouse tests' (each test starts its own on 127.0.0.1 and stops it by PID).
 if ! command -v mold >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1 || ! command -v gzip >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
   || ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ] \
   || [ ! -x /usr/sbin/clickhouse-server ] \

@@ -71,6 +71,16 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Whether some executor's log so far holds `every` text (database scans log their SQL at debug level).
+    fn an_executor_logged(&mut self, every: &[&str]) -> bool {
+        self.executors.iter_mut().any(|e| {
+            let log = e.process.log_so_far();
+            every.iter().all(|text| log.contains(text))
+        })
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for process in self.executors.iter_mut().map(|e| &mut e.process).chain([&mut self.scheduler]) {
@@ -206,8 +216,10 @@ fn a_parquet_join_with_a_postgres_table_and_a_delta_upsert_on_a_cluster_equal_th
         assert_eq!(report, sorted_rows(local.path().join("out/by_region.parquet")), "{day}");
         assert!(report.iter().any(|r| r.contains("apac")), "{report:?}");
     }
-    let scanned = cluster.executors.iter_mut().any(|e| e.process.log_so_far().contains("Postgres scan: SELECT"));
-    assert!(scanned, "an executor, not this machine, read the customers from PostgreSQL");
+    assert!(
+        cluster.an_executor_logged(&["Postgres scan: SELECT"]),
+        "an executor, not this machine, read the customers from PostgreSQL"
+    );
     let lake = |p: &Project| deltalake(p.path().join("lake/orders").to_str().unwrap(), None, "").rows;
     let rows = lake(&remote);
     assert_eq!(rows.len(), 15_000, "day2's orders upserted over day1's");
@@ -219,7 +231,7 @@ fn weir_serve_runs_a_pipeline_whose_settings_name_a_cluster_on_it() {
     let db = TestDb::new();
     db.exec(
         "CREATE TABLE customers (id bigint PRIMARY KEY, region text);
-             INSERT INTO customers SELECT g, CASE g % 2 WHEN 0 THEN 'eu' ELSE 'us' END FROM generate_series(0, 499) g",
+         INSERT INTO customers SELECT g, CASE g % 2 WHEN 0 THEN 'eu' ELSE 'us' END FROM generate_series(0, 499) g",
     );
     let local = Project::new();
     let served = Project::new();
@@ -243,8 +255,7 @@ fn weir_serve_runs_a_pipeline_whose_settings_name_a_cluster_on_it() {
     });
     let report = sorted_rows(served.path().join("out/by_region.parquet"));
     assert_eq!(report, sorted_rows(local.path().join("out/by_region.parquet")));
-    let scanned = cluster.executors.iter_mut().any(|e| e.process.log_so_far().contains("Postgres scan: SELECT"));
-    assert!(scanned, "the served run's queries went to the cluster");
+    assert!(cluster.an_executor_logged(&["Postgres scan: SELECT"]), "the served run's queries went to the cluster");
 }
 
 #[test]
@@ -286,11 +297,10 @@ steps:
     assert_eq!(report, sorted_rows(local.path().join("out/regions.parquet")));
     let regions = report.iter().filter(|r| r.contains("| 50 ")).count();
     assert_eq!(regions, 3, "ids 250 to 399 in three regions: {report:?}");
-    let scanned = cluster.executors.iter_mut().any(|e| {
-        let log = e.process.log_so_far();
-        log.contains("MySql scan: SELECT") && log.contains("(`id` < 400)")
-    });
-    assert!(scanned, "an executor read the customers from MariaDB with the filter pushed down");
+    assert!(
+        cluster.an_executor_logged(&["MySql scan: SELECT", "(`id` < 400)"]),
+        "an executor read the customers from MariaDB with the filter pushed down"
+    );
 }
 
 #[test]
